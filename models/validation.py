@@ -1,0 +1,91 @@
+"""The shape dry-run: build the module for the dataset, push a tiny batch through it,
+and report the parameter count and an estimate of training memory."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from core.spec import DataInfo, JobSpec
+from models.errors import SpecError
+from models.network import BuildResult, build_network
+from models.objective import Objective, check_objective
+
+FLOAT_BYTES = 4
+
+
+@dataclass(frozen=True)
+class DryRun:
+    parameters: int
+    output_shape: tuple[int, ...]
+    layers: list[dict[str, Any]]
+    estimated_memory_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _optimizer_slots(spec: JobSpec) -> int:
+    """Tensors the optimizer keeps per parameter."""
+    opt = spec.compile.optimizer
+    if opt.type == "sgd":
+        return 1 if opt.momentum else 0
+    if opt.type == "adagrad":
+        return 1
+    if opt.type == "rmsprop":
+        return 1 + int(opt.momentum > 0) + int(opt.centered)
+    return 2 + int(opt.amsgrad)  # type: ignore[union-attr]
+
+
+def estimate_memory(spec: JobSpec, built: BuildResult, info: DataInfo) -> int:
+    """Weights, gradients and optimizer state, plus activations kept for backward."""
+    params = built.parameters * FLOAT_BYTES * (2 + _optimizer_slots(spec))
+    per_sample = math.prod(info.input_shape) + sum(math.prod(s.output_shape) for s in built.summary)
+    activations = 2 * per_sample * spec.fit.batch_size * FLOAT_BYTES
+    return int(params + activations)
+
+
+def sample_batch(info: DataInfo, tokens: bool, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.zeros((n, *info.input_shape), dtype=torch.long) if tokens else torch.randn(n, *info.input_shape)
+    if info.task == "classification":
+        y = torch.arange(n) % max(info.num_classes or 2, 1)
+    else:
+        y = torch.zeros(n, info.target_dim)
+    return x, y
+
+
+def _forward_by_layer(built: BuildResult, x: torch.Tensor) -> torch.Tensor:
+    """Run layer by layer so a runtime failure still names its layer."""
+    for index, module in enumerate(built.network.body):
+        try:
+            x = module(x)
+        except RuntimeError as exc:
+            layer = built.layers[index]
+            raise SpecError(f"layer {index} ({layer.type}): {exc}", ("model", "layers", index)) from exc
+    return x
+
+
+def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
+    """Raises SpecError (with the field path) for anything that would fail once training starts."""
+    built = build_network(spec, info)
+    units = check_objective(spec.compile, info, built)
+    x, y = sample_batch(info, built.network.tokens)
+    built.network.train()
+    logits = _forward_by_layer(built, x)
+    if tuple(logits.shape[1:]) != built.network.output_shape:  # the builders' shape formulas disagree
+        raise SpecError(f"inferred output {built.network.output_shape}, computed {tuple(logits.shape[1:])}",
+                        ("model", "layers"))  # fmt: skip
+    objective = Objective(spec.compile, info, units, built.network.head)
+    objective.loss(logits, y).backward()
+    return DryRun(
+        parameters=built.parameters,
+        output_shape=built.network.output_shape,
+        layers=[
+            {"index": s.index, "type": s.type, "output_shape": list(s.output_shape), "parameters": s.parameters}
+            for s in built.summary
+        ],
+        estimated_memory_bytes=estimate_memory(spec, built, info),
+    )

@@ -1,0 +1,36 @@
+"""From a spec's dataset section to the engine's in-memory tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.datasets import Dataset, load_dataset
+from core.preprocessing import prepare
+from core.spec import JobSpec
+from worker.training.engine import TrainData
+
+
+def takes_tokens(spec: JobSpec) -> bool:
+    return bool(spec.model.layers) and spec.model.layers[0].type == "embedding"  # type: ignore[index]
+
+
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+
+def train_data(spec: JobSpec, ds: Dataset) -> TrainData:
+    prepared = prepare(ds, validation_split=spec.validation_split, test_split=spec.dataset.test_split,
+                       seed=spec.fit.seed, standardize=spec.dataset.standardize, tokens=takes_tokens(spec))  # fmt: skip
+    x_train, y_train = _tensor(prepared.x_train), _tensor(prepared.y_train)
+    assert x_train is not None and y_train is not None  # noqa: S101
+    return TrainData(ds.info(), x_train, y_train, _tensor(prepared.x_val), _tensor(prepared.y_val),
+                     _tensor(prepared.x_test), _tensor(prepared.y_test), prepared.preprocessing,
+                     ds.class_names)  # fmt: skip
+
+
+def load_train_data(spec: JobSpec, resolve_upload: Callable[[str], Path] | None = None) -> TrainData:
+    return train_data(spec, load_dataset(spec.dataset, spec.fit.seed, resolve_upload))

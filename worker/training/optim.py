@@ -1,0 +1,127 @@
+"""Optimizers, learning-rate schedules, regularization and the monitors that watch metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.spec import CompileSpec, CosineSchedule, EarlyStopping, FitSpec, PlateauSchedule, StepSchedule
+
+
+def make_optimizer(spec: CompileSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = spec.optimizer
+    if o.type == "sgd":
+        return torch.optim.SGD(params, lr=o.learning_rate, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=o.weight_decay)  # fmt: skip
+    if o.type == "adagrad":
+        return torch.optim.Adagrad(params, lr=o.learning_rate, initial_accumulator_value=o.initial_accumulator_value,
+                                   eps=o.epsilon, weight_decay=o.weight_decay)  # fmt: skip
+    if o.type == "rmsprop":
+        return torch.optim.RMSprop(params, lr=o.learning_rate, alpha=o.rho, eps=o.epsilon, momentum=o.momentum,
+                                   centered=o.centered, weight_decay=o.weight_decay)  # fmt: skip
+    optimizer_class = torch.optim.Adam if o.type == "adam" else torch.optim.AdamW
+    return optimizer_class(params, lr=o.learning_rate, betas=(o.beta_1, o.beta_2), eps=o.epsilon,
+                           amsgrad=o.amsgrad, weight_decay=o.weight_decay)  # fmt: skip
+
+
+def kernels(model: nn.Module) -> list[torch.Tensor]:
+    """The weights a Keras kernel_regularizer would penalise: no biases, no norm scales."""
+    found = []
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)):
+            found.append(module.weight)
+    return found
+
+
+def penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor | None:
+    if not weights or (l1 == 0 and l2 == 0):
+        return None
+    total = torch.zeros((), device=weights[0].device)
+    for w in weights:
+        if l1:
+            total = total + l1 * w.abs().sum()
+        if l2:
+            total = total + l2 * w.square().sum()
+    return total
+
+
+def better(mode: str, monitor: str, current: float, best: float | None, min_delta: float) -> bool:
+    if best is None:
+        return True
+    maximise = mode == "max" or (mode == "auto" and "acc" in monitor)
+    return current > best + min_delta if maximise else current < best - min_delta
+
+
+@dataclass
+class MonitorState:
+    """What early stopping and reduce-on-plateau remember between epochs (saved in checkpoints)."""
+
+    best: float | None = None
+    best_epoch: int = 0
+    wait: int = 0
+
+    def update(self, mode: str, monitor: str, value: float, min_delta: float, epoch: int) -> bool:
+        if better(mode, monitor, value, self.best, min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Schedule:
+    """The learning rate for each epoch: a pure function of the epoch for step and cosine,
+    a monitor for reduce-on-plateau."""
+
+    def __init__(self, fit: FitSpec, base_lr: float) -> None:
+        self.spec = fit.lr_schedule
+        self.epochs = fit.epochs
+        self.base_lr = base_lr
+        self.lr = base_lr
+        self.plateau = MonitorState()
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        s = self.spec
+        if isinstance(s, StepSchedule):
+            return self.base_lr * s.gamma ** (epoch // s.step_size)
+        if isinstance(s, CosineSchedule):
+            t_max = s.t_max or self.epochs
+            progress = min(epoch, t_max) / t_max
+            return s.min_lr + (self.base_lr - s.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+        return self.lr
+
+    def epoch_end(self, metrics: dict[str, float], epoch: int) -> None:
+        s = self.spec
+        if not isinstance(s, PlateauSchedule):
+            return
+        self.plateau.update("auto", s.monitor, metrics[s.monitor], s.min_delta, epoch)
+        if self.plateau.wait >= s.patience and self.plateau.wait > 0:
+            self.lr = max(self.lr * s.factor, s.min_lr)
+            self.plateau.wait = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"lr": self.lr, "plateau": self.plateau.as_dict()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.lr = float(state["lr"])
+        self.plateau = MonitorState(**state["plateau"])
+
+
+class Stopper:
+    def __init__(self, spec: EarlyStopping | None) -> None:
+        self.spec = spec
+        self.state = MonitorState()
+
+    def epoch_end(self, metrics: dict[str, float], epoch: int) -> tuple[bool, bool]:
+        """(improved, stop)."""
+        if self.spec is None:
+            return False, False
+        s = self.spec
+        improved = self.state.update(s.mode, s.monitor, metrics[s.monitor], s.min_delta, epoch)
+        return improved, not improved and self.state.wait >= s.patience
