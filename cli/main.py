@@ -50,9 +50,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingFailed as exc:
         console.print(f"[red]training failed: {exc}[/]")
         return 1
-    Console().print(metrics_table(result.history, result.test_metrics))
+    table_console = Console()
+    if not table_console.is_terminal:
+        table_console = Console(width=200)  # a pipe or a log file: never cut a column
+    table_console.print(metrics_table(result.history, result.test_metrics))
     console.print(f"{result.status} after {result.epochs_done} epochs")
-    print(f"checkpoint: {result.model_path}")
+    print(f"checkpoint: {result.model_path.resolve() if result.model_path else None}")
     return 0
 
 
