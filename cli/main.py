@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,11 +92,16 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a spec against its dataset and print the dry-run report")
     v.add_argument("spec", type=Path)
     v.set_defaults(run=_cmd_validate)
+    from cli.service import add_commands
+
+    add_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "data_dir", None) is not None:
+        os.environ["FITSERVE_DATA_DIR"] = str(args.data_dir)  # before the settings are first read
     return int(args.run(args))
 
 

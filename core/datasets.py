@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import csv
 import io
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from core.generated import GENERATORS
-from core.spec import DataInfo, DatasetSpec
+from core.spec import BuiltinDataset, DataInfo, DatasetSpec
 
 Task = Literal["classification", "regression"]
 MAX_CSV_COLUMNS = 10_000
@@ -41,6 +43,7 @@ class Dataset:
     class_names: list[str] | None = None
     feature_names: list[str] | None = None
     pixel_scale: float | None = None  # raw image units -> [0, 1]
+    target_name: str | None = None  # the CSV column that holds the target
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -146,6 +149,27 @@ def load_builtin(spec: DatasetSpec, seed: int) -> Dataset:
     return _sklearn(name)
 
 
+@lru_cache(maxsize=64)
+def _builtin_info(name: str, classes: int | None) -> tuple[DataInfo, dict[str, Any]]:
+    ds = load_builtin(DatasetSpec(name=name, classes=classes), seed=0)  # type: ignore[arg-type]
+    return ds.info(), ds.describe()
+
+
+def builtin_info(spec: DatasetSpec) -> DataInfo:
+    """A built-in dataset's shapes without loading it again (they depend on no seed or size)."""
+    assert spec.name is not None  # noqa: S101
+    if spec.name not in GENERATORS and (spec.n_samples or spec.noise is not None or spec.classes):
+        raise DatasetError(f"dataset.n_samples/noise/classes apply to generated datasets, not {spec.name!r}")
+    if spec.name == "mnist" and spec.test_split > 0:
+        raise DatasetError("mnist has its own test split; leave dataset.test_split at 0")
+    return _builtin_info(spec.name, spec.classes)[0]
+
+
+def builtin_catalogue() -> list[dict[str, Any]]:
+    """Every built-in dataset, described (the first call loads each once)."""
+    return [_builtin_info(name, None)[1] for name in typing.get_args(BuiltinDataset)]
+
+
 def load_dataset(spec: DatasetSpec, seed: int, resolve_upload: Callable[[str], Path] | None = None) -> Dataset:
     if spec.name is not None:
         return load_builtin(spec, seed)
@@ -218,7 +242,7 @@ def parse_csv(data: bytes, *, target: str | None, task: Task | None, name: str) 
     if not np.all(np.isfinite(x)):
         raise DatasetError("feature values must be finite numbers")
     y, found, classes = _encode_target([row[t].strip() for row in body], task, column)
-    return Dataset(name, found, x, y, class_names=classes, feature_names=features)
+    return Dataset(name, found, x, y, class_names=classes, feature_names=features, target_name=column)
 
 
 def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:

@@ -105,7 +105,25 @@ def _pool(spec: L.MaxPool1DLayer | L.MaxPool2DLayer | L.AvgPool2DLayer, shape: S
     pools: dict[tuple[str, int], type[nn.Module]] = {
         ("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d, ("avg", 2): nn.AvgPool2d
     }  # fmt: skip
-    return Built(_with_pad(pad, pools[(kind, spatial)](k, stride=s)), (shape[0], *out))
+    pool = _with_pad(pad, pools[(kind, spatial)](k, stride=s))
+    if kind == "avg" and pad is not None:
+        pool = _RealValueAverage(pool, shape)
+    return Built(pool, (shape[0], *out))
+
+
+class _RealValueAverage(nn.Module):
+    """Keras' 'same' average pooling averages only the real values at a border: divide the
+    zero-padded average by the share of real values in each window (fixed by the input size)."""
+
+    def __init__(self, pool: nn.Module, shape: Shape) -> None:
+        super().__init__()
+        self.pool = pool
+        with torch.no_grad():
+            share = pool(torch.ones(1, *shape[1:]).unsqueeze(0))[0]
+        self.register_buffer("share", share, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) / self.share
 
 
 @register(L.MaxPool1DLayer)

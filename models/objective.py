@@ -74,6 +74,22 @@ class Objective:
         return sums
 
 
+_PASS_THROUGH = ("dropout", "flatten", "reshape")
+
+
+def _refuse_hidden_head(built: BuildResult, loss: str) -> None:
+    """A softmax/sigmoid followed only by pass-through layers would reach the loss as 'logits'."""
+    for index in range(len(built.layers) - 1, -1, -1):
+        layer = built.layers[index]
+        activation = getattr(layer, "activation", "linear")
+        if activation in ("softmax", "sigmoid"):
+            raise SpecError(f"layer {index} ({layer.type}): its {activation} output reaches the loss through "
+                            f"layers that do not change it; {loss} takes the last layer's activation, so put "
+                            f"{activation} on the last layer", ("model", "layers", index))  # fmt: skip
+        if layer.type not in _PASS_THROUGH and not (layer.type == "activation" and activation == "linear"):
+            return
+
+
 def check_objective(compile_spec: CompileSpec, info: DataInfo, built: BuildResult) -> int:
     """Refuse a loss, metric or output size that does not fit the dataset; returns the output units."""
     out = built.network.output_shape
@@ -90,6 +106,8 @@ def check_objective(compile_spec: CompileSpec, info: DataInfo, built: BuildResul
         if head not in allowed:
             raise SpecError(f"{loss} needs the last layer's activation to be {allowed[0]} (or linear logits), "
                             f"not {head}", last)  # fmt: skip
+    if loss in _LOGIT_HEADS and head == "linear":
+        _refuse_hidden_head(built, loss)
     classes = info.num_classes or 0
     if info.task == "classification":
         binary_ok = loss == "binary_crossentropy" and classes == 2 and units == 1

@@ -1,0 +1,46 @@
+"""Typed dependencies: a request's session (committed at the request boundary), its
+settings, and the tenant its API key belongs to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, status
+from sqlalchemy.orm import Session
+
+from core.db import session_factory
+from core.repository import tenants as tenants_repo
+from core.settings import Settings, get_settings
+from core.tables import Tenant
+
+
+def get_session() -> Iterator[Session]:
+    session = session_factory()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+    scheme, _, key = (authorization or "").partition(" ")
+    tenant = tenants_repo.tenant_for_key(session=session, key=key.strip()) if scheme.lower() == "bearer" else None
+    if tenant is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(current_tenant)]

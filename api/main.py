@@ -1,0 +1,29 @@
+"""The FastAPI application: `uvicorn api.main:app`, or `fitserve api` / `fitserve up`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import errors
+from api.limits import BodyLimit
+from api.model_cache import ModelCache
+from api.routes import datasets, health, jobs, models
+from core.settings import get_settings
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Fitserve",
+        version="0.1.0",
+        description="Training as a service: post a Keras-style job spec, poll or stream it, call predict.",
+    )
+    app.state.models = ModelCache(settings.model_cache_count, settings.model_cache_bytes)
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.upload_max_bytes + 2**20)
+    for module in (health, jobs, datasets, models):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,102 @@
+"""HTTP schemas: one family per resource (Public, Publics with data and count)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from core.spec import JobSpec
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="the epoch in progress or last finished, from 1")
+    epochs: int
+    step: int = Field(description="steps done in the current epoch")
+    steps: int = Field(description="steps in one epoch")
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    reason: str | None
+    attempt: int
+    progress: Progress
+    metrics: dict[str, float] = Field(description="the latest epoch's metrics")
+    test_metrics: dict[str, float]
+    parameters: int
+    estimated_memory_bytes: int
+    device: str | None
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: JobSpec
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class MetricPoint(BaseModel):
+    step: int
+    epoch: int
+    name: str
+    value: float
+    attempt: int
+    time: datetime
+
+
+class MetricsPublic(BaseModel):
+    data: list[MetricPoint]
+    count: int
+
+
+class CheckpointPublic(BaseModel):
+    epoch: int
+    attempt: int
+    sha256: str
+    metrics: dict[str, float]
+    created_at: datetime
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+    count: int
+
+
+class DatasetPublic(BaseModel):
+    id: str | None = Field(description="an uploaded dataset's id; built-ins have none")
+    name: str
+    source: Literal["builtin", "uploaded"]
+    task: str
+    kind: str
+    input_shape: list[int]
+    num_classes: int | None
+    class_names: list[str] | None
+    samples: int | None
+    test_samples: int | None = None
+    target: str | None = None
+    size_bytes: int | None = None
+    created_at: datetime | None = None
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class PredictRequest(BaseModel):
+    instances: list[Any] = Field(min_length=1, description="raw feature values, one entry per instance")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Any]
+    class_ids: list[int] | None = None
+    probabilities: list[list[float]] | None = None
+    classes: list[str] | None = None
+    job_id: str

@@ -1,0 +1,67 @@
+"""From a posted spec to a queued job: resolve the dataset, dry-run the model, write the
+row, commit, and only then enqueue."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError, unprocessable
+from core.datasets import DatasetError, builtin_info
+from core.queue import enqueue_training
+from core.repository import datasets as datasets_repo
+from core.repository import jobs as jobs_repo
+from core.spec import DataInfo, JobSpec
+from core.tables import Job, Tenant
+from models.errors import SpecError
+from models.validation import dry_run
+
+log = logging.getLogger("fitserve.api")
+
+
+def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[JobSpec, DataInfo, str | None]:
+    """The spec with an uploaded dataset's target filled in, its DataInfo, and the dataset id."""
+    ds = spec.dataset
+    if ds.id is None:
+        try:
+            return spec, builtin_info(ds), None
+        except DatasetError as exc:
+            raise unprocessable(str(exc), ("body", "dataset")) from exc
+    row = datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=ds.id)
+    if row is None:
+        raise unprocessable(f"dataset {ds.id} does not exist", ("body", "dataset", "id"))
+    if ds.target is not None and ds.target != row.target:
+        raise unprocessable(f"dataset {ds.id} was uploaded with target {row.target!r}; upload it again to predict "
+                            f"{ds.target!r}", ("body", "dataset", "target"))  # fmt: skip
+    info = DataInfo.model_validate(row.description["info"])
+    resolved = spec.model_copy(update={"dataset": ds.model_copy(update={"target": row.target})})
+    return resolved, info, row.id
+
+
+def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+    """(job, created). A repeated Idempotency-Key returns the first job."""
+    if idempotency_key is not None:
+        existing = jobs_repo.get_by_idempotency_key(session=session, tenant_id=tenant.id, key=idempotency_key)
+        if existing is not None:
+            if existing.spec != spec.model_dump(mode="json") and existing.dataset_id is None:
+                raise ApiError(409, "this Idempotency-Key was used for a different spec")
+            return existing, False
+    spec, info, dataset_id = resolve_dataset(session, tenant, spec)
+    try:
+        report = dry_run(spec, info)
+    except SpecError as exc:
+        raise unprocessable(exc.message, ("body", *exc.loc)) from exc
+    job = jobs_repo.create_job(session=session, job=Job(
+        tenant_id=tenant.id, name=spec.name, spec=spec.model_dump(mode="json"), idempotency_key=idempotency_key,
+        dataset_id=dataset_id, status="queued", epochs=spec.fit.epochs, parameters=report.parameters,
+        estimated_memory_bytes=report.estimated_memory_bytes))  # fmt: skip
+    session.commit()  # the worker must find the row: commit, then enqueue
+    try:
+        enqueue_training(job.id)
+    except Exception as exc:  # any broker failure: the job must not sit in `queued` forever
+        log.exception("job %s: enqueue failed", job.id)
+        jobs_repo.fail_unqueued(session=session, job_id=job.id, reason=f"could not be queued: {exc}")
+        session.commit()
+        raise ApiError(503, f"the job queue is unreachable; job {job.id} was not started, submit it again") from exc
+    return job, True

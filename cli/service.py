@@ -1,0 +1,121 @@
+"""The service commands: up, api, worker, db, keys. Each reads the same settings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.settings import Settings, get_settings
+
+LOCAL_TENANT = "local"
+
+
+def ensure_local_key(settings: Settings) -> str | None:
+    """On first start: a tenant `local` and a key, printed and kept in <data_dir>/api_key (0600)."""
+    from core.db import session_scope
+    from core.repository import tenants as tenants_repo
+
+    key_file = settings.data_dir / "api_key"
+    if key_file.exists():
+        return None
+    with session_scope() as session:
+        tenant = tenants_repo.get_or_create_tenant(session=session, name=LOCAL_TENANT)
+        key = tenants_repo.create_key(session=session, tenant=tenant)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n")
+    return key
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from core.db import upgrade
+
+    upgrade()
+    print(f"database at head: {get_settings().database_url.split('@')[-1]}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from core.db import session_scope
+    from core.repository import tenants as tenants_repo
+
+    with session_scope() as session:
+        if args.action == "create":
+            tenant = tenants_repo.get_or_create_tenant(session=session, name=args.tenant)
+            print(tenants_repo.create_key(session=session, tenant=tenant))
+            return 0
+        revoked = tenants_repo.revoke_key(session=session, prefix=args.prefix)
+    print(f"revoked {revoked} key(s)", file=sys.stderr)
+    return 0 if revoked else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.celery_app import app
+
+    settings = get_settings()
+    argv = ["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}", "--pool=prefork",
+            "-Q", settings.queue, "-O", "fair", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]  # fmt: skip
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from core.db import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade()
+    key = ensure_local_key(settings)
+    if key:
+        print(f"created the local API key (also in {settings.data_dir / 'api_key'}):\n  {key}", flush=True)
+    else:
+        print(f"API key: see {settings.data_dir / 'api_key'} (or: fitserve keys create --tenant NAME)", flush=True)
+    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
+    try:
+        uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="info")
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    up = sub.add_parser("up", help="run the API and one worker on the embedded default (no servers needed)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--data-dir", type=Path, help="default $FITSERVE_DATA_DIR or ./.fitserve")
+    up.set_defaults(run=cmd_up)
+    api = sub.add_parser("api", help="run the HTTP API against FITSERVE_DATABASE_URL / FITSERVE_BROKER_URL")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(run=cmd_api)
+    worker = sub.add_parser("worker", help="run a Celery worker (one job per process)")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(run=cmd_worker)
+    db = sub.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(run=cmd_db)
+    keys = sub.add_parser("keys", help="API keys: create (printed once), revoke by prefix")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create")
+    create.add_argument("--tenant", required=True)
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("prefix", help="the key's first 10 characters")
+    keys.set_defaults(run=cmd_keys)

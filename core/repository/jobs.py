@@ -1,0 +1,118 @@
+"""Job rows: creation, tenant-scoped reads, the worker's lease (claim, heartbeat, finish),
+and cancellation. Writes from a worker are fenced by `attempt`: a stale copy of a job
+matches no row."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.tables import TERMINAL, Job, utcnow
+
+
+def create_job(*, session: Session, job: Job) -> Job:
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+
+def get_by_idempotency_key(*, session: Session, tenant_id: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
+
+
+def list_jobs(
+    *, session: Session, tenant_id: str, status: str | None, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset))
+    return list(rows), int(count)
+
+
+def request_cancel(*, session: Session, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one is flagged and its worker stops it."""
+    now = utcnow()
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "queued")
+        .values(status="cancelled", reason="cancelled before it started", finished_at=now, cancel_requested=True)
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True))
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) -> Job | None:
+    """Take the lease on a queued job (or one whose lease expired) and bump its attempt.
+
+    One conditional UPDATE, so two deliveries of the same task cannot both win.
+    """
+    now = utcnow()
+    claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .values(
+            status="running",
+            attempt=Job.attempt + 1,
+            lease_owner=owner,
+            heartbeat_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            reason=None,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def heartbeat(*, session: Session, job_id: str, attempt: int, lease_seconds: float,
+              progress: dict[str, Any]) -> tuple[bool, bool]:  # fmt: skip
+    """Renew the lease and record progress; returns (still ours, cancel requested)."""
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds), **progress)
+        .returning(Job.cancel_requested)
+    ).first()
+    return (False, False) if row is None else (True, bool(row[0]))
+
+
+def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: str,
+           values: dict[str, Any] | None = None) -> bool:  # fmt: skip
+    """Write a terminal status; False if this attempt no longer owns the job."""
+    assert status in TERMINAL  # noqa: S101 - callers pass constants
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+        .values(
+            status=status,
+            reason=reason,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+            **(values or {}),
+        )
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def fail_unqueued(*, session: Session, job_id: str, reason: str) -> None:
+    """A job whose enqueue failed ends failed with the reason, never stuck in `queued`."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "queued").values(
+            status="failed", reason=reason, finished_at=utcnow())
+    )  # fmt: skip

@@ -1,0 +1,47 @@
+"""Metric points and checkpoint records: insert-or-ignore on their unique keys, so a retried
+or replayed write never duplicates a row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Insert, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.tables import Checkpoint, Metric
+
+
+def _insert_ignore(session: Session, table: Any) -> Insert:
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
+
+
+def add_metrics(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows carry job_id, attempt, step, epoch, name, value, time; written in one batch."""
+    if rows:
+        session.execute(_insert_ignore(session, Metric), list(rows))
+
+
+def add_checkpoint(*, session: Session, row: dict[str, Any]) -> None:
+    session.execute(_insert_ignore(session, Checkpoint), [row])
+
+
+def list_metrics(*, session: Session, job_id: str, name: str | None, since_step: int | None,
+                 limit: int) -> list[Metric]:  # fmt: skip
+    query = select(Metric).where(Metric.job_id == job_id)
+    if name is not None:
+        query = query.where(Metric.name == name)
+    if since_step is not None:
+        query = query.where(Metric.step > since_step)
+    return list(session.scalars(query.order_by(Metric.step, Metric.name).limit(limit)))
+
+
+def count_metrics(*, session: Session, job_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(Metric).where(Metric.job_id == job_id)) or 0)
+
+
+def list_checkpoints(*, session: Session, job_id: str) -> list[Checkpoint]:
+    return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)))

@@ -1,0 +1,51 @@
+"""Tenants and API keys. Keys are shown once and stored as their sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.tables import ApiKey, Tenant, utcnow
+
+KEY_PREFIX = "fs_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def get_or_create_tenant(*, session: Session, name: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(name=name)
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def create_key(*, session: Session, tenant: Tenant) -> str:
+    """Returns the key itself; only its hash is kept."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:10]))
+    session.flush()
+    return key
+
+
+def tenant_for_key(*, session: Session, key: str) -> Tenant | None:
+    row = session.execute(
+        select(Tenant)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    ).first()
+    return None if row is None else row[0]
+
+
+def revoke_key(*, session: Session, prefix: str) -> int:
+    keys = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).all()
+    for key in keys:
+        key.revoked_at = utcnow()
+    session.flush()
+    return len(keys)

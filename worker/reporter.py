@@ -1,0 +1,106 @@
+"""The engine's callback in the worker: progress, heartbeat, cancel checks and metric rows
+go to the database from a background thread, so the training loop never waits on it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.db import session_scope
+from core.repository import jobs as jobs_repo
+from core.repository import metrics as metrics_repo
+from core.settings import Settings
+from core.tables import utcnow
+from worker.training.callbacks import Callback, CheckpointInfo, TrainStart
+
+log = logging.getLogger("fitserve.worker")
+
+
+class JobReporter(Callback):
+    def __init__(self, job_id: str, attempt: int, settings: Settings) -> None:
+        self.job_id, self.attempt, self.settings = job_id, attempt, settings
+        self.cancel = threading.Event()
+        self.lost = threading.Event()  # another attempt owns the job now
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._metrics: list[dict[str, Any]] = []
+        self._checkpoints: list[dict[str, Any]] = []
+        self._progress: dict[str, Any] = {}
+        self.epoch = self.batch = self.epochs = self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name=f"reporter-{job_id}", daemon=True)
+
+    # -- engine hooks (training thread) ------------------------------------------------------
+    def on_train_start(self, start: TrainStart) -> None:
+        self.epochs, self.steps, self.epoch = start.epochs, start.steps_per_epoch, start.start_epoch
+        with self._lock:
+            self._progress.update(epochs=start.epochs, steps=start.steps_per_epoch, parameters=start.parameters,
+                                  device=start.device, epoch=start.start_epoch)  # fmt: skip
+        self._thread.start()
+
+    def on_step_end(self, epoch: int, step: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch  # plain ints: read by the heartbeat, no lock needed
+
+    def _row(self, epoch: int, step: int, name: str, value: float) -> dict[str, Any]:
+        return {"job_id": self.job_id, "attempt": self.attempt, "step": step, "epoch": epoch, "name": name,
+                "value": value, "time": utcnow()}  # fmt: skip
+
+    def on_step_loss(self, epoch: int, step: int, loss: float) -> None:
+        with self._lock:
+            self._metrics.append(self._row(epoch, step, "step_loss", loss))
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        step = epoch * self.steps
+        with self._lock:
+            self._metrics.extend(self._row(epoch, step, k, v) for k, v in metrics.items())
+            self._progress["latest_metrics"] = dict(metrics)
+
+    def on_checkpoint(self, info: CheckpointInfo) -> None:
+        path = info.path.relative_to(self.settings.artifacts_dir)
+        with self._lock:
+            self._checkpoints.append({"job_id": self.job_id, "attempt": self.attempt, "epoch": info.epoch,
+                                      "path": str(path), "sha256": info.sha256, "metrics": info.metrics,
+                                      "created_at": utcnow()})  # fmt: skip
+
+    def should_stop(self) -> bool:
+        return self.cancel.is_set() or self.lost.is_set()
+
+    # -- the background thread ---------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._done.wait(self.settings.heartbeat_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered rows and the heartbeat in one transaction; on a database error keep
+        the rows and try again on the next beat."""
+        with self._lock:
+            metrics, checkpoints = self._metrics, self._checkpoints
+            self._metrics, self._checkpoints = [], []
+            progress = {**self._progress, "epoch": self.epoch, "step": self.batch}
+        try:
+            with session_scope() as session:
+                metrics_repo.add_metrics(session=session, rows=metrics)
+                for row in checkpoints:
+                    metrics_repo.add_checkpoint(session=session, row=row)
+                ours, cancel = jobs_repo.heartbeat(
+                    session=session, job_id=self.job_id, attempt=self.attempt,
+                    lease_seconds=self.settings.lease_seconds, progress=progress)  # fmt: skip
+        except SQLAlchemyError as exc:
+            log.warning("job %s attempt %s: database unavailable, keeping %d rows: %s", self.job_id, self.attempt,
+                        len(metrics), exc)  # fmt: skip
+            with self._lock:
+                self._metrics[:0], self._checkpoints[:0] = metrics, checkpoints
+            return
+        if not ours:
+            self.lost.set()
+        if cancel:
+            self.cancel.set()
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.flush()
