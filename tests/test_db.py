@@ -1,0 +1,96 @@
+"""The schema, built by the migrations, on SQLite and PostgreSQL; the repositories' guarantees."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import update
+
+from core.db import get_engine, session_scope
+from core.repository import jobs as jobs_repo
+from core.repository import metrics as metrics_repo
+from core.repository import tenants as tenants_repo
+from core.tables import ApiKey, Base, Job, utcnow
+
+
+def _job(session, tenant_name: str = "acme") -> Job:  # type: ignore[no-untyped-def]
+    tenant = tenants_repo.get_or_create_tenant(session=session, name=tenant_name)
+    return jobs_repo.create_job(session=session, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=3))
+
+
+def test_migrations_match_the_tables(database_url: str) -> None:
+    with get_engine(database_url).connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_keys_are_stored_hashed_and_revocable(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        tenant = tenants_repo.get_or_create_tenant(session=s, name="keys-test")
+        key = tenants_repo.create_key(session=s, tenant=tenant)
+    with session_scope(database_url) as s:
+        stored = s.query(ApiKey).filter(ApiKey.tenant_id == tenant.id).one()
+        assert key not in (stored.key_hash, stored.prefix) and stored.key_hash == tenants_repo.hash_key(key)
+        assert tenants_repo.tenant_for_key(session=s, key=key).id == tenant.id  # type: ignore[union-attr]
+        assert tenants_repo.revoke_key(session=s, prefix=key[:10]) == 1
+    with session_scope(database_url) as s:
+        assert tenants_repo.tenant_for_key(session=s, key=key) is None
+
+
+def test_claim_is_exclusive_and_fences_stale_attempts(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        job_id = _job(s).id
+    with session_scope(database_url) as s:
+        first = jobs_repo.claim(session=s, job_id=job_id, owner="w1", lease_seconds=30)
+        assert first is not None and first.attempt == 1 and first.status == "running"
+    with session_scope(database_url) as s:
+        assert jobs_repo.claim(session=s, job_id=job_id, owner="w2", lease_seconds=30) is None
+        # the lease expires: a second worker takes over with a newer attempt
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    with session_scope(database_url) as s:
+        second = jobs_repo.claim(session=s, job_id=job_id, owner="w2", lease_seconds=30)
+        assert second is not None and second.attempt == 2
+    with session_scope(database_url) as s:
+        assert jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}) == (False, False)
+        assert not jobs_repo.finish(session=s, job_id=job_id, attempt=1, status="failed", reason="stale")
+        assert jobs_repo.heartbeat(session=s, job_id=job_id, attempt=2, lease_seconds=30, progress={"epoch": 2}) == (
+            True, False)  # fmt: skip
+        assert jobs_repo.finish(session=s, job_id=job_id, attempt=2, status="succeeded", reason="done")
+    with session_scope(database_url) as s:
+        job = s.get(Job, job_id)
+        assert job is not None and (job.status, job.reason, job.epoch) == ("succeeded", "done", 2)
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_blocks_the_claim(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        job = _job(s)
+        jobs_repo.request_cancel(session=s, job=job)
+        assert (job.status, job.reason) == ("cancelled", "cancelled before it started")
+    with session_scope(database_url) as s:
+        assert jobs_repo.claim(session=s, job_id=job.id, owner="w", lease_seconds=30) is None
+
+
+def test_metric_writes_are_idempotent(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        job_id = _job(s).id
+    rows = [{"job_id": job_id, "attempt": 1, "step": step, "epoch": 1, "name": name, "value": float(step),
+             "time": utcnow()} for step in range(1, 4) for name in ("loss", "val_loss")]  # fmt: skip
+    for _ in range(2):  # a retried batch
+        with session_scope(database_url) as s:
+            metrics_repo.add_metrics(session=s, rows=rows)
+    with session_scope(database_url) as s:
+        assert metrics_repo.count_metrics(session=s, job_id=job_id) == 6
+        since = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=1, limit=10)
+        assert [(m.step, m.value) for m in since] == [(2, 2.0), (3, 3.0)]
+
+
+def test_jobs_are_scoped_to_their_tenant(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        job = _job(s, "owner")
+        other = tenants_repo.get_or_create_tenant(session=s, name="stranger")
+    with session_scope(database_url) as s:
+        assert jobs_repo.get_job(session=s, tenant_id=other.id, job_id=job.id) is None
+        assert jobs_repo.get_job(session=s, tenant_id=job.tenant_id, job_id=job.id) is not None
+        assert jobs_repo.list_jobs(session=s, tenant_id=other.id, status=None, limit=10, offset=0) == ([], 0)

@@ -1,0 +1,94 @@
+"""The worker's job runner called directly (no broker), against real migrated databases."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import update
+
+from core.db import session_scope
+from core.repository import metrics as metrics_repo
+from core.repository import tenants as tenants_repo
+from core.settings import get_settings
+from core.storage import job_dir
+from core.tables import Job
+from tests.helpers import digits_mlp
+from tests.test_engine import Recorder
+from worker.datasource import load_train_data
+from worker.runner import run_job
+from worker.training.engine import train
+
+
+def _submit(spec: dict[str, Any]) -> str:
+    with session_scope() as s:
+        tenant = tenants_repo.get_or_create_tenant(session=s, name="runner")
+        job = Job(tenant_id=tenant.id, name="t", spec=spec, epochs=spec.get("fit", {}).get("epochs", 1))
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def _job(job_id: str) -> Job:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_run_job_trains_and_records_everything(service_env: str) -> None:
+    job_id = _submit(digits_mlp(epochs=2).model_dump(mode="json"))
+    assert run_job(job_id, "test-worker") == "succeeded"
+    job = _job(job_id)
+    assert (job.status, job.reason, job.attempt, job.epoch, job.steps) == ("succeeded", "completed 2 epochs", 1, 2, 23)
+    assert job.lease_owner is None and job.finished_at is not None and job.latest_metrics["val_accuracy"] > 0.5
+    with session_scope() as s:
+        epochs = metrics_repo.list_metrics(session=s, job_id=job_id, name="val_loss", since_step=None, limit=100)
+        assert [(m.epoch, m.step) for m in epochs] == [(1, 23), (2, 46)]
+        assert [c.epoch for c in metrics_repo.list_checkpoints(session=s, job_id=job_id)] == [1, 2]
+    assert (job_dir(get_settings().artifacts_dir, job_id) / "model.json").exists()
+    assert run_job(job_id, "redelivered") == "skipped"  # a second delivery trains nothing
+    assert _job(job_id).attempt == 1
+
+
+def test_run_job_ends_failed_with_the_reason(service_env: str) -> None:
+    nan = {"dataset": {"name": "diabetes", "standardize": False},
+           "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
+           "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"}, "fit": {"epochs": 5}}  # fmt: skip
+    job_id = _submit(nan)
+    assert run_job(job_id, "w") == "failed"
+    assert _job(job_id).reason.startswith("the loss became")  # type: ignore[union-attr]
+    missing = digits_mlp().model_dump(mode="json")
+    missing["dataset"] = {"id": "ds_00000000000000000000000000000000"}
+    job_id = _submit(missing)
+    assert run_job(job_id, "w") == "failed"
+    assert _job(job_id).reason == "dataset ds_00000000000000000000000000000000 does not exist"
+
+
+def test_cancel_flag_stops_a_running_job(service_env: str) -> None:
+    job_id = _submit(digits_mlp(epochs=500).model_dump(mode="json"))
+    outcome: list[str] = []
+    runner = threading.Thread(target=lambda: outcome.append(run_job(job_id, "w")))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while _job(job_id).step == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    runner.join(timeout=10)
+    assert outcome == ["cancelled"]
+    assert _job(job_id).reason.startswith("cancelled by request at epoch ")  # type: ignore[union-attr]
+
+
+def test_a_redelivered_job_resumes_from_its_checkpoint(service_env: str) -> None:
+    spec = digits_mlp(epochs=4)
+    job_id = _submit(spec.model_dump(mode="json"))
+    # A first attempt that got through two epochs before its worker died.
+    train(spec, load_train_data(spec), job_dir(get_settings().artifacts_dir, job_id), [Recorder(stop_at_step=47)])
+    assert run_job(job_id, "w") == "succeeded"
+    with session_scope() as s:
+        epochs = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=None, limit=100)
+    assert [m.epoch for m in epochs] == [3, 4]
+    assert _job(job_id).reason == "completed 4 epochs"
