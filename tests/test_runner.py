@@ -55,7 +55,8 @@ def test_run_job_trains_and_records_everything(service_env: str) -> None:
 def test_run_job_ends_failed_with_the_reason(service_env: str) -> None:
     nan = {"dataset": {"name": "diabetes", "standardize": False},
            "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
-           "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"}, "fit": {"epochs": 5}}  # fmt: skip
+           "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"},
+           "fit": {"epochs": 5}}  # fmt: skip
     job_id = _submit(nan)
     assert run_job(job_id, "w") == "failed"
     assert _job(job_id).reason.startswith("the loss became")  # type: ignore[union-attr]
