@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,11 +71,20 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """In the worker child: killed if `fitserve up` dies without stopping it (even by SIGKILL). A
+    worker still starting up does not act on SIGTERM, and a job it held is redelivered anyway."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     import uvicorn
 
     from core.db import upgrade
 
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make it an exit that runs `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade()

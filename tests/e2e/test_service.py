@@ -161,6 +161,11 @@ def test_requests_without_a_valid_key_get_401(service: Service) -> None:
         assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{service.url}/readyz").json() == {"status": "ready", "database": "ok", "broker": "ok"}
+    schema = httpx.get(f"{service.url}/openapi.json").json()
+    paths = {"/v1/jobs", "/v1/jobs/{job_id}/cancel", "/v1/models/{job_id}/predict", "/v1/datasets"}
+    assert paths <= set(schema["paths"])
+    epochs = schema["components"]["schemas"]["FitSpec"]["properties"]["epochs"]
+    assert (epochs["minimum"], epochs["maximum"]) == (1, 10_000)
 
 
 def _with(base: dict[str, Any], path: list[str | int], value: Any) -> dict[str, Any]:
