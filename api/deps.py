@@ -9,22 +9,16 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, status
 from sqlalchemy.orm import Session
 
-from core.db import session_factory
+from core.db import session_scope
 from core.repository import tenants as tenants_repo
 from core.settings import Settings, get_settings
 from core.tables import Tenant
 
 
 def get_session() -> Iterator[Session]:
-    session = session_factory()()
-    try:
+    """Commit at the request boundary, roll back on any error."""
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -47,28 +47,26 @@ class DenseLayer(StrictModel):
     initializer: Initializer | None = None
 
 
-class Conv1DLayer(StrictModel):
-    type: Literal["conv1d"]
+class _ConvFields(StrictModel):
     filters: PositiveInt
+    padding: Padding = "valid"
+    activation: Activation = "linear"
+    use_bias: bool = True
+    initializer: Initializer | None = None
+
+
+class Conv1DLayer(_ConvFields):
+    type: Literal["conv1d"]
     kernel_size: Size
     strides: Size = 1
-    padding: Padding = "valid"
     dilation: Size = 1
-    activation: Activation = "linear"
-    use_bias: bool = True
-    initializer: Initializer | None = None
 
 
-class Conv2DLayer(StrictModel):
+class Conv2DLayer(_ConvFields):
     type: Literal["conv2d"]
-    filters: PositiveInt
     kernel_size: Size2D
     strides: Size2D = 1
-    padding: Padding = "valid"
     dilation: Size2D = 1
-    activation: Activation = "linear"
-    use_bias: bool = True
-    initializer: Initializer | None = None
 
 
 class MaxPool1DLayer(StrictModel):

@@ -127,23 +127,21 @@ class RMSprop(StrictModel):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
 
 
-class Adam(StrictModel):
-    type: Literal["adam"]
+class _AdamFields(StrictModel):
     learning_rate: Rate = 0.001
     beta_1: float = Field(0.9, ge=0.0, lt=1.0)
     beta_2: float = Field(0.999, ge=0.0, lt=1.0)
     epsilon: float = Field(1e-7, gt=0.0, le=1.0)
     amsgrad: bool = False
+
+
+class Adam(_AdamFields):
+    type: Literal["adam"]
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 added to the gradient, as torch's Adam")
 
 
-class AdamW(StrictModel):
+class AdamW(_AdamFields):
     type: Literal["adamw"]
-    learning_rate: Rate = 0.001
-    beta_1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta_2: float = Field(0.999, ge=0.0, lt=1.0)
-    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
-    amsgrad: bool = False
     weight_decay: float = Field(0.004, ge=0.0, le=1.0, description="decoupled weight decay")
 
 
