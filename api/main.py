@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from fastapi import FastAPI
 
 from api import errors
@@ -13,6 +14,8 @@ from core.settings import get_settings
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    # Predict runs one small batch per request, many requests at once: one thread each.
+    torch.set_num_threads(1)
     app = FastAPI(
         title="Fitserve",
         version="0.1.0",

@@ -140,16 +140,16 @@ class Job(Base):
 
 
 class Metric(Base):
-    __tablename__ = "metric"
-    # A retried write (or a resumed attempt replaying a step) never duplicates a point.
-    __table_args__ = (UniqueConstraint("job_id", "step", "name"),)
+    """One point of a series. The key is (job, step, name): a retried write, or a resumed attempt
+    replaying a step, never duplicates a point, and no surrogate id costs a second index."""
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    __tablename__ = "metric"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer)
-    step: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int] = mapped_column(Integer)
-    name: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
     time: Mapped[datetime] = mapped_column()
 

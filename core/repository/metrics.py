@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, func, select
+from sqlalchemy import Insert, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -19,9 +19,24 @@ def _insert_ignore(session: Session, table: Any) -> Insert:
     return module.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
 
 
+# PostgreSQL: one statement per batch, the columns sent as arrays and unnested server-side;
+# several times faster than a row-by-row executemany of the same INSERT.
+_PG_BATCH = text(
+    "INSERT INTO metric (job_id, attempt, step, epoch, name, value, time) "
+    "SELECT * FROM unnest(CAST(:job_id AS varchar[]), CAST(:attempt AS int[]), CAST(:step AS int[]), "
+    "CAST(:epoch AS int[]), CAST(:name AS varchar[]), CAST(:value AS float8[]), CAST(:time AS timestamptz[])) "
+    "ON CONFLICT DO NOTHING"
+)
+_COLUMNS = ("job_id", "attempt", "step", "epoch", "name", "value", "time")
+
+
 def add_metrics(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Rows carry job_id, attempt, step, epoch, name, value, time; written in one batch."""
-    if rows:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_PG_BATCH, {column: [row[column] for row in rows] for column in _COLUMNS})
+    else:
         session.execute(_insert_ignore(session, Metric), list(rows))
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 00:09:38.526793
+Create Date: 2026-11-22 00:51:46.910074
 """
 
 from __future__ import annotations
@@ -120,17 +120,15 @@ def upgrade() -> None:
 
     op.create_table(
         "metric",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("job_id", sa.String(length=40), nullable=False),
-        sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
-        sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("time", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["job.id"], name=op.f("fk_metric_job_id_job"), ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_metric")),
-        sa.UniqueConstraint("job_id", "step", "name", name=op.f("uq_metric_job_id_step_name")),
+        sa.PrimaryKeyConstraint("job_id", "step", "name", name=op.f("pk_metric")),
     )
     # ### end Alembic commands ###
 
