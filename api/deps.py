@@ -25,15 +25,23 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+UNAUTHORIZED = HTTPException(
+    status.HTTP_401_UNAUTHORIZED,
+    "a valid API key is required: Authorization: Bearer <key>",
+    headers={"WWW-Authenticate": "Bearer"},
+)
+
+
+def bearer_key(authorization: str | None) -> str | None:
     scheme, _, key = (authorization or "").partition(" ")
-    tenant = tenants_repo.tenant_for_key(session=session, key=key.strip()) if scheme.lower() == "bearer" else None
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+    key = bearer_key(authorization)
+    tenant = tenants_repo.tenant_for_key(session=session, key=key) if key else None
     if tenant is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "a valid API key is required: Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise UNAUTHORIZED
     return tenant
 
 

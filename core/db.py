@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
@@ -63,6 +63,13 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def read_connection(url: str | None = None) -> Iterator[Connection]:
+    """A connection in autocommit for a single read on a hot path: no BEGIN, no ROLLBACK."""
+    with get_engine(url).connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection
 
 
 def alembic_config(url: str | None = None) -> Any:

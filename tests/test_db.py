@@ -94,3 +94,24 @@ def test_jobs_are_scoped_to_their_tenant(database_url: str) -> None:
         assert jobs_repo.get_job(session=s, tenant_id=other.id, job_id=job.id) is None
         assert jobs_repo.get_job(session=s, tenant_id=job.tenant_id, job_id=job.id) is not None
         assert jobs_repo.list_jobs(session=s, tenant_id=other.id, status=None, limit=10, offset=0) == ([], 0)
+
+
+def test_status_for_key_checks_key_and_owner_in_one_query(database_url: str) -> None:
+    from core.db import read_connection
+
+    with session_scope(database_url) as s:
+        job = _job(s, "predictor")
+        key = tenants_repo.create_key(session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="predictor"))
+        stranger = tenants_repo.create_key(session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="x"))
+    with read_connection(database_url) as c:
+        h = tenants_repo.hash_key
+        assert jobs_repo.status_for_key(connection=c, key_hash=h(key), job_id=job.id) == (True, "queued")
+        assert jobs_repo.status_for_key(connection=c, key_hash=h(stranger), job_id=job.id) == (True, None)
+        assert jobs_repo.status_for_key(connection=c, key_hash=h("fs_nope"), job_id=job.id) == (False, None)
+    with session_scope(database_url) as s:
+        tenants_repo.revoke_key(session=s, prefix=key[:10])
+    with read_connection(database_url) as c:
+        assert jobs_repo.status_for_key(connection=c, key_hash=tenants_repo.hash_key(key), job_id=job.id) == (
+            False,
+            None,
+        )

@@ -25,6 +25,8 @@ class JobReporter(Callback):
         self.cancel = threading.Event()
         self.lost = threading.Event()  # another attempt owns the job now
         self._done = threading.Event()
+        self._wake = threading.Event()  # flush now: the first point, and every epoch's metrics
+        self._first = True
         self._lock = threading.Lock()
         self._metrics: list[dict[str, Any]] = []
         self._checkpoints: list[dict[str, Any]] = []
@@ -39,6 +41,7 @@ class JobReporter(Callback):
             self._progress.update(epochs=start.epochs, steps=start.steps_per_epoch, parameters=start.parameters,
                                   device=start.device, epoch=start.start_epoch)  # fmt: skip
         self._thread.start()
+        self._wake.set()
 
     def on_step_end(self, epoch: int, step: int, batch: int) -> None:
         self.epoch, self.batch = epoch, batch  # plain ints: read by the heartbeat, no lock needed
@@ -50,12 +53,16 @@ class JobReporter(Callback):
     def on_step_loss(self, epoch: int, step: int, loss: float) -> None:
         with self._lock:
             self._metrics.append(self._row(epoch, step, "step_loss", loss))
+        if self._first:
+            self._first = False
+            self._wake.set()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         step = epoch * self.steps
         with self._lock:
             self._metrics.extend(self._row(epoch, step, k, v) for k, v in metrics.items())
             self._progress["latest_metrics"] = dict(metrics)
+        self._wake.set()
 
     def on_checkpoint(self, info: CheckpointInfo) -> None:
         path = info.path.relative_to(self.settings.artifacts_dir)
@@ -69,8 +76,11 @@ class JobReporter(Callback):
 
     # -- the background thread ---------------------------------------------------------------
     def _loop(self) -> None:
-        while not self._done.wait(self.settings.heartbeat_seconds):
-            self.flush()
+        while not self._done.is_set():
+            self._wake.wait(self.settings.heartbeat_seconds)
+            self._wake.clear()
+            if not self._done.is_set():
+                self.flush()
 
     def flush(self) -> None:
         """Write buffered rows and the heartbeat in one transaction; on a database error keep
@@ -101,6 +111,7 @@ class JobReporter(Callback):
     def close(self) -> None:
         """Stop the thread and write what is left."""
         self._done.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
         self.flush()

@@ -7,10 +7,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.tables import TERMINAL, Job, utcnow
+from core.tables import TERMINAL, ApiKey, Job, utcnow
+
+
+def status_for_key(*, connection: Connection, key_hash: str, job_id: str) -> tuple[bool, str | None]:
+    """(the key is valid, the job's status if the key's tenant owns it), in one query: predict's
+    hot path checks the key and the job together."""
+    row = connection.execute(
+        select(ApiKey.tenant_id, Job.status)
+        .select_from(ApiKey)
+        .outerjoin(Job, and_(Job.tenant_id == ApiKey.tenant_id, Job.id == job_id))
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    ).first()
+    return (False, None) if row is None else (True, row[1])
 
 
 def create_job(*, session: Session, job: Job) -> Job:
