@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 FORMAT = "fitserve.checkpoint/1"
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.json$")
@@ -43,25 +43,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with tmp.open("rb+") as f:
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def write_checkpoint(directory: Path, stem: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write `<stem>.safetensors` then `<stem>.json`; returns the JSON path."""
+def write_checkpoint(directory: Path, stem: str, tensors: dict[str, torch.Tensor],
+                     meta: dict[str, Any]) -> tuple[Path, str]:  # fmt: skip
+    """Write `<stem>.safetensors` then `<stem>.json`; returns the JSON path and the tensors' sha256."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{stem}.safetensors"
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic_write(weights, lambda tmp: save_file(contiguous, str(tmp), metadata={"format": FORMAT}))
-    meta = {**meta, "format": FORMAT, "weights": weights.name, "sha256": sha256_of(weights)}
+    data = save(contiguous, metadata={"format": FORMAT})  # serialised once, hashed in memory, written once
+    digest = hashlib.sha256(data).hexdigest()
+    _atomic_write(weights, data)
+    meta = {**meta, "format": FORMAT, "weights": weights.name, "sha256": digest}
     meta_path = directory / f"{stem}.json"
-    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1, allow_nan=False)))
+    _atomic_write(meta_path, json.dumps(meta, indent=1, allow_nan=False).encode())
     _fsync_dir(directory)
-    return meta_path
+    return meta_path, digest
 
 
 def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

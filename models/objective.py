@@ -58,6 +58,12 @@ class Objective:
         """Sums over the batch (the loss weighted by batch size), to be added up over an epoch."""
         n = y.shape[0]
         sums = {"loss": loss.detach().float() * n}
+        sums.update(self.metric_sums(logits, y))
+        return sums
+
+    def metric_sums(self, logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The compiled metrics' sums over the batch (no loss)."""
+        sums: dict[str, torch.Tensor] = {}
         logits = logits.detach()
         if "accuracy" in self.metrics:
             predicted = (logits[:, 0] > 0).long() if self.units == 1 else logits.argmax(dim=-1)

@@ -116,10 +116,9 @@ class Trainer:
         meta = {**self._meta(epoch), "optimizer": optim_meta}
         if self.scaler is not None:
             meta["grad_scaler"] = self.scaler.state_dict()
-        path = write_checkpoint(self.ckpt_dir, f"epoch-{epoch:04d}", {**tensors, **optim_tensors}, meta)
+        path, digest = write_checkpoint(self.ckpt_dir, f"epoch-{epoch:04d}", {**tensors, **optim_tensors}, meta)
         prune_checkpoints(self.ckpt_dir, self.spec.fit.keep_checkpoints)
-        _, written = read_checkpoint(path, verify=False)
-        self.callbacks.on_checkpoint(CheckpointInfo(epoch, path, written["sha256"], meta["metrics"]))
+        self.callbacks.on_checkpoint(CheckpointInfo(epoch, path, digest, meta["metrics"]))
 
     def resume(self, path: Path | None = None) -> int:
         """Load the given (or newest valid) epoch checkpoint; returns the epochs already done."""
@@ -194,30 +193,41 @@ class Trainer:
         return value
 
     def _run_epoch(self, epoch: int) -> dict[str, float] | None:
-        """One pass over the training split; None if a callback asked to stop."""
+        """One pass over the training split; None if a callback asked to stop.
+
+        On the CPU the loss is read every step anyway (a host sync costs nothing there), so the
+        epoch's sums are kept as Python numbers; on a GPU they stay on the device until the end.
+        """
         x, y = self.tensors["x_train"], self.tensors["y_train"]
         assert x is not None and y is not None  # noqa: S101
         log_every = self.spec.fit.log_every_steps
-        every_step = self.device.type == "cpu"  # a host sync costs nothing on the CPU
-        sums: dict[str, torch.Tensor] = {}
+        on_host = self.device.type == "cpu"
+        sums: dict[str, Any] = {}
         seen = 0
         self.model.train()
         torch.manual_seed(_derived_seed(self.spec.fit.seed, epoch, 2))  # dropout
         for batch, idx in enumerate(self._batches(len(x), epoch), start=1):
             xb, yb = x[idx], y[idx]
             logits, loss = self._train_step(xb, yb)
-            for key, value in self.objective.batch_sums(logits, yb, loss).items():
-                sums[key] = sums[key] + value if key in sums else value
-            seen += len(idx)
+            n = len(idx)
+            seen += n
             self.step += 1
-            if every_step or self.step % log_every == 0:
+            if on_host:
                 loss_value = self._check_finite(loss, epoch)
+                sums["loss"] = sums.get("loss", 0.0) + loss_value * n
+                for key, value in self.objective.metric_sums(logits, yb).items():
+                    sums[key] = sums.get(key, 0.0) + value.item()
+            else:
+                for key, value in self.objective.batch_sums(logits, yb, loss).items():
+                    sums[key] = sums[key] + value if key in sums else value
                 if self.step % log_every == 0:
-                    self.callbacks.on_step_loss(epoch, self.step, loss_value)
+                    loss_value = self._check_finite(loss, epoch)
+            if self.step % log_every == 0:
+                self.callbacks.on_step_loss(epoch, self.step, loss_value)
             self.callbacks.on_step_end(epoch, self.step, batch)
             if self.callbacks.should_stop():
                 return None
-        metrics = {k: v.item() / seen for k, v in sums.items()}
+        metrics = {k: float(v) / seen for k, v in sums.items()}
         if not math.isfinite(metrics["loss"]):
             raise TrainingFailed(f"the loss became {metrics['loss']} in epoch {epoch}; lower the learning_rate")
         return metrics
@@ -289,8 +299,8 @@ class Trainer:
         if self.tensors["x_test"] is not None and self.tensors["y_test"] is not None:
             test = {f"test_{k}": v for k, v in self.evaluate(self.tensors["x_test"], self.tensors["y_test"]).items()}
         meta = self._meta(len(self.history)) | {"kind": "model", "test_metrics": test, "best_epoch": best_epoch}
-        path = write_checkpoint(self.out_dir, "model", {f"model.{k}": v for k, v in self.model.state_dict().items()},
-                                meta)  # fmt: skip
+        path, _ = write_checkpoint(self.out_dir, "model",
+                                   {f"model.{k}": v for k, v in self.model.state_dict().items()}, meta)  # fmt: skip
         result = TrainResult(status, len(self.history), self.history, test, path, best_epoch)
         self.callbacks.on_train_end(result)
         return result
