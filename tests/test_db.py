@@ -82,6 +82,11 @@ def test_metric_writes_are_idempotent(database_url: str) -> None:
             metrics_repo.add_metrics(session=s, rows=rows)
     with session_scope(database_url) as s:
         assert metrics_repo.count_metrics(session=s, job_id=job_id) == 6
+    overlapping = [{**row, "step": row["step"] + 2} for row in rows]  # steps 3..5: one old, two new
+    with session_scope(database_url) as s:
+        metrics_repo.add_metrics(session=s, rows=overlapping)
+    with session_scope(database_url) as s:
+        assert metrics_repo.count_metrics(session=s, job_id=job_id) == 10
         since = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=1, limit=10)
         assert [(m.step, m.value) for m in since] == [(2, 2.0), (3, 3.0)]
 
