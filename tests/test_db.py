@@ -88,7 +88,7 @@ def test_metric_writes_are_idempotent(database_url: str) -> None:
     with session_scope(database_url) as s:
         assert metrics_repo.count_metrics(session=s, job_id=job_id) == 10
         since = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=1, limit=10)
-        assert [(m.step, m.value) for m in since] == [(2, 2.0), (3, 3.0)]
+        assert [(m.step, m.value) for m in since] == [(2, 2.0), (3, 3.0), (4, 2.0), (5, 3.0)]  # first write kept
 
 
 def test_jobs_are_scoped_to_their_tenant(database_url: str) -> None:
