@@ -10,7 +10,7 @@ Scope = dict[str, Any]
 
 
 class BodyTooLarge(Exception):
-    pass
+    """Raised from `receive` once a body without Content-Length passes the limit."""
 
 
 class BodyLimit:

@@ -60,11 +60,9 @@ class Service:
             for p in self.processes:
                 if p.poll() is not None:
                     raise RuntimeError(f"{p.args} exited {p.returncode}:\n{self.tail()}")
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             time.sleep(0.3)
         raise RuntimeError(f"{self.name} not ready in {timeout}s:\n{self.tail()}")
 

@@ -249,3 +249,12 @@ def test_bad_uploads_are_refused(service: Service, filename: str, content: bytes
             assert answer.json()["detail"] == f"the file is larger than the upload limit of {UPLOAD_LIMIT} bytes"
         assert client.get("/v1/datasets").json()["count"] == count  # nothing written
     assert (sorted(uploads.glob("*")) if uploads.exists() else []) == before
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(service: Service) -> None:
+    limit = UPLOAD_LIMIT + 2**20
+    with service.client() as client:
+        answer = client.post("/v1/jobs", content=b"{" + b" " * (limit + 10) + b"}",
+                             headers={"content-type": "application/json"})  # fmt: skip
+    assert answer.status_code == 413
+    assert answer.json() == {"detail": f"the request body is larger than {limit} bytes"}
