@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, unprocessable
@@ -40,23 +41,27 @@ def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[Jo
 
 
 def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
-    """(job, created). A repeated Idempotency-Key returns the first job."""
+    """(job, created). A repeated Idempotency-Key returns the first job; with another spec, 409."""
+    spec, info, dataset_id = resolve_dataset(session, tenant, spec)
     if idempotency_key is not None:
         existing = jobs_repo.get_by_idempotency_key(session=session, tenant_id=tenant.id, key=idempotency_key)
         if existing is not None:
-            if existing.spec != spec.model_dump(mode="json") and existing.dataset_id is None:
+            if existing.spec != spec.model_dump(mode="json"):
                 raise ApiError(409, "this Idempotency-Key was used for a different spec")
             return existing, False
-    spec, info, dataset_id = resolve_dataset(session, tenant, spec)
     try:
         report = dry_run(spec, info)
     except SpecError as exc:
         raise unprocessable(exc.message, ("body", *exc.loc)) from exc
-    job = jobs_repo.create_job(session=session, job=Job(
-        tenant_id=tenant.id, name=spec.name, spec=spec.model_dump(mode="json"), idempotency_key=idempotency_key,
-        dataset_id=dataset_id, status="queued", epochs=spec.fit.epochs, parameters=report.parameters,
-        estimated_memory_bytes=report.estimated_memory_bytes))  # fmt: skip
-    session.commit()  # the worker must find the row: commit, then enqueue
+    try:
+        job = jobs_repo.create_job(session=session, job=Job(
+            tenant_id=tenant.id, name=spec.name, spec=spec.model_dump(mode="json"), idempotency_key=idempotency_key,
+            dataset_id=dataset_id, status="queued", epochs=spec.fit.epochs, parameters=report.parameters,
+            estimated_memory_bytes=report.estimated_memory_bytes))  # fmt: skip
+        session.commit()  # the worker must find the row: commit, then enqueue
+    except IntegrityError as exc:  # the same Idempotency-Key, submitted concurrently
+        session.rollback()
+        raise ApiError(409, "a job with this Idempotency-Key is being created; retry to get it") from exc
     try:
         enqueue_training(job.id)
     except Exception as exc:  # any broker failure: the job must not sit in `queued` forever

@@ -216,6 +216,9 @@ def test_idempotency_key_returns_the_first_job(service: Service) -> None:
         second = client.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "k-1"})
         assert (first.status_code, second.status_code) == (201, 200)
         assert first.json()["id"] == second.json()["id"]
+        other = client.post("/v1/jobs", json=spec | {"name": "other"}, headers={"Idempotency-Key": "k-1"})
+        assert other.status_code == 409
+        assert other.json()["detail"] == "this Idempotency-Key was used for a different spec"
         wait_for(client, first.json()["id"], ("succeeded", "failed"))
 
 
