@@ -102,21 +102,35 @@ def test_jobs_are_scoped_to_their_tenant(database_url: str) -> None:
 
 
 def test_status_for_key_checks_key_and_owner_in_one_query(database_url: str) -> None:
-    from core.db import read_connection
+    from core.db import hot_read
 
     with session_scope(database_url) as s:
         job = _job(s, "predictor")
         key = tenants_repo.create_key(session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="predictor"))
         stranger = tenants_repo.create_key(session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="x"))
-    with read_connection(database_url) as c:
-        h = tenants_repo.hash_key
-        assert jobs_repo.status_for_key(connection=c, key_hash=h(key), job_id=job.id) == (True, "queued")
-        assert jobs_repo.status_for_key(connection=c, key_hash=h(stranger), job_id=job.id) == (True, None)
-        assert jobs_repo.status_for_key(connection=c, key_hash=h("fs_nope"), job_id=job.id) == (False, None)
+
+    def status(k: str) -> tuple[bool, str | None]:
+        key_hash = tenants_repo.hash_key(k)
+        return hot_read(
+            lambda c: jobs_repo.status_for_key(connection=c, key_hash=key_hash, job_id=job.id), database_url
+        )
+
+    assert status(key) == (True, "queued")
+    assert status(stranger) == (True, None)
+    assert status("fs_nope") == (False, None)
     with session_scope(database_url) as s:
         tenants_repo.revoke_key(session=s, prefix=key[:10])
-    with read_connection(database_url) as c:
-        assert jobs_repo.status_for_key(connection=c, key_hash=tenants_repo.hash_key(key), job_id=job.id) == (
-            False,
-            None,
-        )
+    assert status(key) == (False, None)  # refused at once: nothing is cached
+
+
+def test_hot_read_survives_a_dropped_connection(postgres_url: str) -> None:
+    import psycopg
+    from sqlalchemy import text
+
+    from core.db import hot_read
+
+    assert hot_read(lambda c: c.execute(text("SELECT 1")).scalar(), postgres_url) == 1  # a pooled connection
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+    assert hot_read(lambda c: c.execute(text("SELECT 2")).scalar(), postgres_url) == 2

@@ -10,7 +10,7 @@ from api.deps import UNAUTHORIZED, bearer_key
 from api.errors import ApiError, unprocessable
 from api.model_cache import ModelCache
 from api.schemas import PredictRequest, PredictResponse
-from core.db import read_connection
+from core.db import hot_read
 from core.repository import jobs as jobs_repo
 from core.repository.tenants import hash_key
 from core.settings import get_settings
@@ -35,8 +35,10 @@ def predict(
     key = bearer_key(authorization)
     if key is None:
         raise UNAUTHORIZED
-    with read_connection() as connection:
-        valid, job_status = jobs_repo.status_for_key(connection=connection, key_hash=hash_key(key), job_id=job_id)
+    key_hash = hash_key(key)
+    valid, job_status = hot_read(
+        lambda connection: jobs_repo.status_for_key(connection=connection, key_hash=key_hash, job_id=job_id)
+    )
     if not valid:
         raise UNAUTHORIZED
     if job_status is None:
