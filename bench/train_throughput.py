@@ -11,8 +11,6 @@ runs here differ by 15-50%; the median engine/plain ratio is the figure.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import resource
 import statistics
 import tempfile
@@ -132,13 +130,6 @@ def faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def pin_malloc() -> None:
-    """Stop glibc from trimming/regrowing the heap every step: the page faults that follow cost ~1.6 us each
-    here and vary 1k..1M an epoch with allocation order: the largest noise after the machine's load."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    assert libc.mallopt(-1, 1 << 30) == 1 and libc.mallopt(-3, 1 << 30) == 1  # M_TRIM_ / M_MMAP_THRESHOLD
-
-
 def bench(case: Case, device: torch.device) -> tuple[list[float], float]:
     """Per-round engine/plain ratios, and best engine / best plain (noise only ever slows a run down)."""
     spec = make_spec(case)
@@ -172,21 +163,18 @@ def summary(ratios: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per model (default: mlp 5, vgg 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per model (default: mlp 15, vgg 3)")
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
     parser.add_argument("--only", choices=["mlp", "vgg"], default=None, help="run one model only")
     parser.add_argument("--vgg-samples", type=int, default=10_000, help="VGG samples per round (both sides)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: as the engine picks)")
     parser.add_argument("--target", type=float, default=0.97, help="the engine/plain ratio to reach")
-    parser.add_argument("--pin-malloc", action="store_true", help="glibc: no heap trim (see pin_malloc)")
     args = parser.parse_args()
-    if args.pin_malloc:
-        pin_malloc()
 
     torch.manual_seed(SEED)  # torch.set_num_threads is left at its default on purpose
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cases = [
-        Case("mlp", {"layers": MLP_LAYERS}, 60_000, 128, 5),
+        Case("mlp", {"layers": MLP_LAYERS}, 60_000, 128, 15),  # a round is ~3 s: many rounds tame the noise
         Case("vgg", {"preset": "shallow_vggnet"}, args.vgg_samples, 64, 3),
     ]
     if args.quick:
@@ -195,7 +183,7 @@ def main() -> None:
         cases = [c._replace(rounds=args.rounds) for c in cases]
     cases = [c for c in cases if args.only in (None, c.name)]
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, seed {SEED}, "
-          f"malloc {'pinned' if args.pin_malloc else 'default'}")  # fmt: skip
+          f"malloc as the service runs it (core/__init__.py keeps freed memory)")  # fmt: skip
     print("engine/s: Trainer.fit() for 1 epoch incl. callbacks + checkpoint; (loop)/s: its epoch loop alone; "
           "faults: minor page faults in that epoch")  # fmt: skip
 
