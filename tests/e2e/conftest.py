@@ -122,7 +122,9 @@ def _postgres(tmp: Path) -> Iterator[Service]:
         yield service
     finally:
         service.stop()
-        redis.Redis.from_url("redis://127.0.0.1:6379/0").delete(queue)
+        broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        broker.zrem("_kombu.binding_deadlines", queue)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
