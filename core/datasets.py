@@ -134,12 +134,16 @@ def _mnist() -> Dataset:
                    class_names=[str(i) for i in range(10)], pixel_scale=1 / 255)  # fmt: skip
 
 
+def check_options(spec: DatasetSpec) -> None:
+    if spec.name not in GENERATORS and (spec.n_samples or spec.noise is not None or spec.classes):
+        raise DatasetError(f"dataset.n_samples/noise/classes apply to generated datasets, not {spec.name!r}")
+
+
 def load_builtin(spec: DatasetSpec, seed: int) -> Dataset:
     name = spec.name
     assert name is not None  # noqa: S101 - DatasetSpec guarantees a source
+    check_options(spec)
     generated = GENERATORS.get(name)
-    if generated is None and (spec.n_samples or spec.noise is not None or spec.classes):
-        raise DatasetError(f"dataset.n_samples/noise/classes apply to generated datasets, not {name!r}")
     if generated is not None:
         x, y, task, kind = generated(spec, seed)
         classes = [str(i) for i in range(int(y.max()) + 1)] if task == "classification" else None
@@ -158,8 +162,7 @@ def _builtin_info(name: str, classes: int | None) -> tuple[DataInfo, dict[str, A
 def builtin_info(spec: DatasetSpec) -> DataInfo:
     """A built-in dataset's shapes without loading it again (they depend on no seed or size)."""
     assert spec.name is not None  # noqa: S101
-    if spec.name not in GENERATORS and (spec.n_samples or spec.noise is not None or spec.classes):
-        raise DatasetError(f"dataset.n_samples/noise/classes apply to generated datasets, not {spec.name!r}")
+    check_options(spec)
     if spec.name == "mnist" and spec.test_split > 0:
         raise DatasetError("mnist has its own test split; leave dataset.test_split at 0")
     return _builtin_info(spec.name, spec.classes)[0]

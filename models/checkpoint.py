@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 FORMAT = "fitserve.checkpoint/1"
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.json$")
@@ -25,14 +25,6 @@ _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.json$")
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt or not ours."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -78,10 +70,14 @@ def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, tor
     weights = meta_path.with_name(str(meta["weights"]))
     if weights.name != Path(str(meta["weights"])).name:
         raise CheckpointError(f"{meta_path.name}: weights must sit beside it")
-    if verify and (not weights.exists() or sha256_of(weights) != meta.get("sha256")):
-        raise CheckpointError(f"{weights.name}: missing or does not match its sha256")
     try:
-        return load_file(str(weights)), meta
+        data = weights.read_bytes()  # read once: hashed and parsed from the same bytes
+    except OSError as exc:
+        raise CheckpointError(f"{weights.name}: missing ({exc})") from exc
+    if verify and hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise CheckpointError(f"{weights.name}: does not match its sha256")
+    try:
+        return load(data), meta
     except Exception as exc:  # safetensors raises its own error types for a damaged header
         raise CheckpointError(f"{weights.name}: unreadable ({exc})") from exc
 
@@ -94,15 +90,23 @@ def epoch_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The newest epoch checkpoint whose weights match their sha256; a corrupt one falls back."""
+Loaded = tuple[Path, dict[str, torch.Tensor], dict[str, Any]]
+
+
+def load_latest(directory: Path) -> Loaded | None:
+    """The newest epoch checkpoint whose weights match their sha256, loaded; a corrupt one falls back."""
     for _, path in epoch_checkpoints(directory):
         try:
-            read_checkpoint(path)
+            tensors, meta = read_checkpoint(path)
         except CheckpointError:
             continue
-        return path
+        return path, tensors, meta
     return None
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = load_latest(directory)
+    return None if found is None else found[0]
 
 
 def prune_checkpoints(directory: Path, keep: int) -> None:

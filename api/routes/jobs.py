@@ -19,7 +19,7 @@ from core.db import session_scope
 from core.repository import jobs as jobs_repo
 from core.repository import metrics as metrics_repo
 from core.spec import JobSpec
-from core.tables import TERMINAL, Job, Tenant
+from core.tables import TERMINAL, Job, Metric, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -34,6 +34,11 @@ def to_public(job: Job) -> JobPublic:
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
         spec=JobSpec.model_validate(job.spec),
     )  # fmt: skip
+
+
+def to_point(row: Metric) -> MetricPoint:
+    return MetricPoint(step=row.step, epoch=row.epoch, name=row.name, value=row.value, attempt=row.attempt,
+                       time=row.time)  # fmt: skip
 
 
 def owned_job(session: SessionDep, tenant: Tenant, job_id: str) -> Job:
@@ -86,8 +91,7 @@ def get_metrics(
 ) -> MetricsPublic:
     owned_job(session, tenant, job_id)
     rows = metrics_repo.list_metrics(session=session, job_id=job_id, name=name, since_step=since_step, limit=limit)
-    points = [MetricPoint(step=r.step, epoch=r.epoch, name=r.name, value=r.value, attempt=r.attempt, time=r.time)
-              for r in rows]  # fmt: skip
+    points = [to_point(r) for r in rows]
     return MetricsPublic(data=points, count=len(points))
 
 
@@ -114,8 +118,7 @@ def _snapshot(tenant_id: str, job_id: str, since_step: int) -> tuple[JobPublic |
         if job is None:
             return None, []
         rows = metrics_repo.list_metrics(session=session, job_id=job_id, name=None, since_step=since_step, limit=5000)
-        return to_public(job), [MetricPoint(step=r.step, epoch=r.epoch, name=r.name, value=r.value,
-                                            attempt=r.attempt, time=r.time) for r in rows]  # fmt: skip
+        return to_public(job), [to_point(r) for r in rows]
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)

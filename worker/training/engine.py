@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from core.spec import DataInfo, JobSpec
-from models.checkpoint import latest_checkpoint, prune_checkpoints, read_checkpoint, split_prefix, write_checkpoint
+from models.checkpoint import load_latest, prune_checkpoints, read_checkpoint, split_prefix, write_checkpoint
 from models.network import build_network
 from models.objective import Objective, check_objective
 from worker.training.callbacks import Callback, CallbackList, CheckpointInfo, TrainStart
@@ -122,10 +122,10 @@ class Trainer:
 
     def resume(self, path: Path | None = None) -> int:
         """Load the given (or newest valid) epoch checkpoint; returns the epochs already done."""
-        path = path or latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        found = load_latest(self.ckpt_dir) if path is None else (path, *read_checkpoint(path))
+        if found is None:
             return 0
-        tensors, meta = read_checkpoint(path)
+        path, tensors, meta = found
         if meta["spec"] != self.spec.model_dump(mode="json"):
             raise TrainingFailed(f"{path.name} was written for a different spec; refusing to resume from it")
         self.model.load_state_dict(split_prefix(tensors, "model."), strict=True)
