@@ -8,7 +8,10 @@ from fastapi import FastAPI
 from api import errors
 from api.limits import BodyLimit
 from api.model_cache import ModelCache
+from api.predict_gate import PredictGate
 from api.routes import datasets, health, jobs, models
+from core.db import hot_read
+from core.repository import tenants as tenants_repo
 from core.settings import get_settings
 
 
@@ -22,6 +25,10 @@ def create_app() -> FastAPI:
         description="Training as a service: post a Keras-style job spec, poll or stream it, call predict.",
     )
     app.state.models = ModelCache(settings.model_cache_count, settings.model_cache_bytes)
+    app.state.predict_gate = PredictGate(
+        lambda: hot_read(lambda connection: tenants_repo.revocation_mark(connection=connection)),
+        settings.revocation_check_seconds,
+    )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.upload_max_bytes + 2**20)
     for module in (health, jobs, datasets, models):

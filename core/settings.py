@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     model_cache_bytes: int = Field(2 * 2**30, ge=2**20)
     lease_seconds: float = Field(30.0, gt=1.0, description="a running job's lease; renewed by its heartbeat")
     heartbeat_seconds: float = Field(0.5, gt=0.0, le=10.0, description="heartbeat, cancel check and metric flush")
+    revocation_check_seconds: float = Field(
+        0.1, ge=0.0, le=5.0, description="predict re-reads key revocations this often; 0 checks the key every request"
+    )
     broker_poll_seconds: float = Field(0.05, gt=0.0, le=5.0, description="polling of the embedded broker")
 
     @field_validator("data_dir")

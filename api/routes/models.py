@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 
 from api.deps import UNAUTHORIZED, bearer_key
 from api.errors import ApiError, unprocessable
 from api.model_cache import ModelCache
+from api.predict_gate import PredictGate
 from api.schemas import PredictRequest, PredictResponse
 from core.db import hot_read
 from core.repository import jobs as jobs_repo
@@ -24,27 +25,31 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
 def predict(
     request: Request, job_id: str, body: PredictRequest, authorization: Annotated[str | None, Header()] = None
-) -> PredictResponse:
+) -> Response:
     """Instances are in the dataset's raw units; the preprocessing saved with the model is applied here.
 
     The hot path: a sync route (FastAPI runs it in its thread pool, off the event loop) with no
-    dependencies to hop through, one autocommit query for the key and the job together, and
-    the model from the cache.
+    dependencies to hop through; the key and the job are checked in one autocommit query, then
+    remembered by the predict gate until a key is revoked; the model comes from the cache.
     """
     settings = get_settings()
     key = bearer_key(authorization)
     if key is None:
         raise UNAUTHORIZED
     key_hash = hash_key(key)
-    valid, job_status = hot_read(
-        lambda connection: jobs_repo.status_for_key(connection=connection, key_hash=key_hash, job_id=job_id)
-    )
-    if not valid:
-        raise UNAUTHORIZED
-    if job_status is None:
-        raise ApiError(404, f"job {job_id} not found")
-    if job_status != "succeeded":
-        raise ApiError(409, f"job {job_id} is {job_status}; predict needs a succeeded job")
+    gate: PredictGate = request.app.state.predict_gate
+    if not gate.admits(key_hash, job_id):
+        generation = gate.generation
+        valid, job_status = hot_read(
+            lambda connection: jobs_repo.status_for_key(connection=connection, key_hash=key_hash, job_id=job_id)
+        )
+        if not valid:
+            raise UNAUTHORIZED
+        if job_status is None:
+            raise ApiError(404, f"job {job_id} not found")
+        if job_status != "succeeded":
+            raise ApiError(409, f"job {job_id} is {job_status}; predict needs a succeeded job")
+        gate.remember(key_hash, job_id, generation)  # succeeded is terminal: only a revocation undoes this
     if len(body.instances) > settings.predict_max_instances:
         raise unprocessable(f"at most {settings.predict_max_instances} instances per request", ("body", "instances"))
     cache: ModelCache = request.app.state.models
@@ -55,4 +60,6 @@ def predict(
         raise unprocessable(str(exc), ("body", "instances")) from exc
     except CheckpointError as exc:
         raise ApiError(500, f"the model of job {job_id} cannot be loaded: {exc}") from exc
-    return PredictResponse(job_id=job_id, **out)
+    # Serialised once, by pydantic's Rust encoder; a returned model would be validated again.
+    answer = PredictResponse(job_id=job_id, **out)
+    return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")

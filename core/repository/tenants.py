@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from core.tables import ApiKey, Tenant, utcnow
@@ -49,3 +50,9 @@ def revoke_key(*, session: Session, prefix: str) -> int:
         key.revoked_at = utcnow()
     session.flush()
     return len(keys)
+
+
+def revocation_mark(*, connection: Connection) -> tuple[Any, ...]:
+    """Changes whenever a key is revoked (keys are never deleted or un-revoked)."""
+    row = connection.execute(select(func.count(ApiKey.revoked_at), func.max(ApiKey.revoked_at))).one()
+    return tuple(row)

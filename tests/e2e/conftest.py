@@ -36,6 +36,7 @@ class Service:
     env: dict[str, str]
     data_dir: Path
     keys: dict[str, str] = field(default_factory=dict)
+    tenants: dict[str, str] = field(default_factory=dict)  # the tenant name behind each of `keys`
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
@@ -93,7 +94,7 @@ def _embedded(tmp: Path) -> Iterator[Service]:
     service.start("up", "--port", str(port))
     try:
         service.wait_ready()
-        service.keys["a"] = (tmp / "api_key").read_text().strip()
+        service.keys["a"], service.tenants["a"] = (tmp / "api_key").read_text().strip(), "local"
         service.keys["b"] = service.fitserve("keys", "create", "--tenant", "other")
         yield service
     finally:
@@ -114,7 +115,7 @@ def _postgres(tmp: Path) -> Iterator[Service]:
     service = Service("postgres", f"http://127.0.0.1:{port}", env, tmp)
     try:
         service.fitserve("db", "upgrade")
-        service.keys["a"] = service.fitserve("keys", "create", "--tenant", "alpha")
+        service.keys["a"], service.tenants["a"] = service.fitserve("keys", "create", "--tenant", "alpha"), "alpha"
         service.keys["b"] = service.fitserve("keys", "create", "--tenant", "beta")
         service.start("worker")
         service.start("api", "--port", str(port))

@@ -81,6 +81,25 @@ def test_predict_refuses_a_wrong_shape(service: Service, trained: dict[str, Any]
         assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "instances"]
 
 
+def test_a_revoked_key_is_refused_by_predict_at_once(service: Service, trained: dict[str, Any]) -> None:
+    """Predict remembers a (key, job) pair it has served; a revocation from another process
+    (the CLI) must still be seen within `revocation_check_seconds` (0.1 s by default)."""
+    key = service.fitserve("keys", "create", "--tenant", service.tenants["a"])
+    url, body = f"{service.url}/v1/models/{trained['id']}/predict", {"instances": [[0.0] * 64]}
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        assert [client.post(url, json=body).status_code for _ in range(3)] == [200, 200, 200]
+        service.fitserve("keys", "revoke", key[:10])
+        revoked_at = time.monotonic()
+        while (answer := client.post(url, json=body)).status_code == 200:
+            assert time.monotonic() - revoked_at < 1.0, "a revoked key was still served after 1 s"
+            time.sleep(0.01)
+        assert answer.status_code == 401
+        time.sleep(0.3)  # a cached yes must not come back
+        assert [client.post(url, json=body).status_code for _ in range(3)] == [401, 401, 401]
+    with service.client() as client:  # the tenant's other key is untouched
+        assert client.post(url, json=body).status_code == 200
+
+
 def test_cancel_a_running_job(service: Service) -> None:
     spec = keras_mnist_spec_on_digits() | {"name": "long"}
     spec["fit"] = spec["fit"] | {"epochs": 2000}
