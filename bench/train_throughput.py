@@ -168,10 +168,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["mlp", "vgg"], default=None, help="run one model only")
     parser.add_argument("--vgg-samples", type=int, default=10_000, help="VGG samples per round (both sides)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: as the engine picks)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--target", type=float, default=0.97, help="the engine/plain ratio to reach")
     args = parser.parse_args()
 
-    torch.manual_seed(SEED)  # torch.set_num_threads is left at its default on purpose
+    torch.manual_seed(SEED)
+    if args.threads:  # one thread has no barrier for a noisy neighbour to stall: steadier rounds
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cases = [
         Case("mlp", {"layers": MLP_LAYERS}, 60_000, 128, 15),  # a round is ~3 s: many rounds tame the noise

@@ -72,6 +72,9 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if mode == "bf16" else None
 
 
+FOLD_EVERY = 16  # CPU steps whose metrics are computed in one pass
+
+
 class Trainer:
     def __init__(self, spec: JobSpec, data: TrainData, out_dir: Path, callbacks: list[Callback] | None = None,
                  device: str | None = None) -> None:  # fmt: skip
@@ -185,24 +188,33 @@ class Trainer:
             self.optimizer.step()
         return logits, loss
 
-    def _check_finite(self, loss: torch.Tensor, epoch: int) -> float:
-        value = loss.item()
+    def _check_finite(self, value: float, epoch: int) -> float:
         if not math.isfinite(value):
             raise TrainingFailed(f"the loss became {value} at epoch {epoch}, step {self.step}; "
                                  "lower the learning_rate, or set compile.clip_grad_norm")  # fmt: skip
         return value
 
+    def _fold_metrics(self, pending: list[tuple[torch.Tensor, torch.Tensor]], sums: dict[str, Any]) -> None:
+        """One pass of each metric over a group of steps' stacked logits: a few small ops per group
+        instead of per step, where their dispatch is a measurable share of a small model's step."""
+        logits, y = (torch.cat(t) for t in zip(*pending, strict=True)) if len(pending) > 1 else pending[0]
+        for key, value in self.objective.metric_sums(logits, y).items():
+            sums[key] = sums.get(key, 0.0) + value.item()
+        pending.clear()
+
     def _run_epoch(self, epoch: int) -> dict[str, float] | None:
         """One pass over the training split; None if a callback asked to stop.
 
-        On the CPU the loss is read every step anyway (a host sync costs nothing there), so the
-        epoch's sums are kept as Python numbers; on a GPU they stay on the device until the end.
+        On the CPU the loss is read every step (a host sync costs nothing there, and a NaN stops
+        training at the step it appears) and metrics are folded in groups of FOLD_EVERY steps; on a
+        GPU the sums stay on the device and the loss is read only at step-loss records.
         """
         x, y = self.tensors["x_train"], self.tensors["y_train"]
         assert x is not None and y is not None  # noqa: S101
         log_every = self.spec.fit.log_every_steps
         on_host = self.device.type == "cpu"
         sums: dict[str, Any] = {}
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         seen = 0
         self.model.train()
         torch.manual_seed(_derived_seed(self.spec.fit.seed, epoch, 2))  # dropout
@@ -213,20 +225,23 @@ class Trainer:
             seen += n
             self.step += 1
             if on_host:
-                loss_value = self._check_finite(loss, epoch)
+                loss_value = self._check_finite(loss.item(), epoch)
                 sums["loss"] = sums.get("loss", 0.0) + loss_value * n
-                for key, value in self.objective.metric_sums(logits, yb).items():
-                    sums[key] = sums.get(key, 0.0) + value.item()
+                pending.append((logits.detach(), yb))
+                if len(pending) >= FOLD_EVERY:
+                    self._fold_metrics(pending, sums)
             else:
                 for key, value in self.objective.batch_sums(logits, yb, loss).items():
                     sums[key] = sums[key] + value if key in sums else value
                 if self.step % log_every == 0:
-                    loss_value = self._check_finite(loss, epoch)
+                    loss_value = self._check_finite(loss.item(), epoch)
             if self.step % log_every == 0:
                 self.callbacks.on_step_loss(epoch, self.step, loss_value)
             self.callbacks.on_step_end(epoch, self.step, batch)
             if self.callbacks.should_stop():
                 return None
+        if pending:
+            self._fold_metrics(pending, sums)
         metrics = {k: float(v) / seen for k, v in sums.items()}
         if not math.isfinite(metrics["loss"]):
             raise TrainingFailed(f"the loss became {metrics['loss']} in epoch {epoch}; lower the learning_rate")
