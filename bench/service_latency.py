@@ -153,6 +153,8 @@ def npz_upload(n: int) -> tuple[bytes, np.ndarray]:
 
 
 def bench_train(svc: Service, client: httpx.Client, quick: bool) -> tuple[dict[str, Any], np.ndarray]:
+    """Service job vs the engine in this process on the same spec and data, alternated over rounds
+    (order flipped each round, as training speed here swings 15-50% between identical runs)."""
     import torch
 
     from core.spec import JobSpec
@@ -163,26 +165,42 @@ def bench_train(svc: Service, client: httpx.Client, quick: bool) -> tuple[dict[s
     ds = client.post("/v1/datasets", files={"file": ("synthetic784.npz", data)}).json()
     spec = json.loads((ROOT / "examples/mnist_mlp.json").read_text()) | {"dataset": {"id": ds["id"]}}
     spec["fit"]["epochs"] = 2 if quick else 3
-    t0 = time.perf_counter()
-    job = wait_done(client, client.post("/v1/jobs", json=spec).json()["id"])
-    secs = time.perf_counter() - t0
-    rows = client.get(f"/v1/jobs/{job['id']}/metrics", params={"name": "samples_per_second"}).json()["data"]
-    runs = {"service": [r["value"] for r in rows]}
     (npz := svc.data_dir / "bench.npz").write_bytes(data)
-    job_spec, threads = JobSpec.model_validate(job["spec"]), torch.get_num_threads()
-    for label, n in ((f"in-process engine, {threads} torch threads", threads), ("in-process engine, 1 thread", 1)):
-        torch.set_num_threads(n)
+    job_spec, threads = JobSpec.model_validate(spec), torch.get_num_threads()
+
+    def service_run() -> tuple[list[float], dict[str, Any]]:
+        job = wait_done(client, client.post("/v1/jobs", json=spec).json()["id"])
+        rows = client.get(f"/v1/jobs/{job['id']}/metrics", params={"name": "samples_per_second"}).json()["data"]
+        return [r["value"] for r in rows], job
+
+    def engine_run() -> list[float]:
         with tempfile.TemporaryDirectory() as out:
             result = train(job_spec, load_train_data(job_spec, lambda _: npz), Path(out))
-        runs[label] = [h["samples_per_second"] for h in result.history]
+        return [h["samples_per_second"] for h in result.history]
+
+    def after_first(sps: list[float]) -> float:
+        return statistics.median(sps[1:])
+
+    ratios, runs = [], []
+    for r in range(2 if quick else 5):
+        got: dict[str, Any] = {}
+        for side in ("service", "engine") if r % 2 == 0 else ("engine", "service"):
+            got[side] = service_run() if side == "service" else engine_run()
+        (service_sps, job), engine_sps = got["service"], got["engine"]
+        ratios.append(after_first(service_sps) / after_first(engine_sps))
+        runs.append((service_sps, engine_sps))
+    torch.set_num_threads(1)
+    one_thread = after_first(engine_run())
     torch.set_num_threads(threads)
-    print(f"  [3] MNIST-example spec (784-512-10, batch 32) on an uploaded {len(x)} x 784 NPZ, {len(rows)} epochs, "
-          f"{job['progress']['steps']} steps/epoch; the job took {secs:.1f} s from submit")  # fmt: skip
-    base = statistics.median(runs[f"in-process engine, {threads} torch threads"][1:])
-    for label, sps in runs.items():
-        med = statistics.median(sps[1:])
-        print(f"      {label:34s} samples/s per epoch {[round(v) for v in sps]}, median after epoch 1 {med:6.0f}"
-              f" = {med / base:.2f}x the in-process engine (target for the service >= 0.95)")  # fmt: skip
+    print(f"  [3] MNIST-example spec (784-512-10, batch 32) on an uploaded {len(x)} x 784 NPZ, "
+          f"{spec['fit']['epochs']} epochs of {job['progress']['steps']} steps; {len(ratios)} rounds alternating "
+          f"a service job and the engine in this process ({threads} torch threads); samples/s = median over "
+          "the epochs after the first")  # fmt: skip
+    for r, ((service_sps, engine_sps), ratio) in enumerate(zip(runs, ratios, strict=True), start=1):
+        print(f"      round {r}: service {after_first(service_sps):6.0f}  engine {after_first(engine_sps):6.0f}  "
+              f"ratio {ratio:.2f}")  # fmt: skip
+    print(f"      service/engine: median {statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) "
+          f"(target >= 0.95); the engine on 1 torch thread: {one_thread:.0f}/s")  # fmt: skip
     return job, x
 
 
