@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.spec import JobSpec
 
@@ -90,11 +90,29 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
+Operation = Literal[
+    "predict", "encode", "decode", "reconstruct", "sample", "generate", "discriminate", "transform"
+]  # fmt: skip
+
+
 class PredictRequest(BaseModel):
-    instances: list[Any] = Field(min_length=1, description="raw feature values, one entry per instance")
+    """`operation` defaults to the family's first one (predict for classifiers and regressors,
+    reconstruct for autoencoders, generate for GANs...); a wrong one for the family is a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operation: Operation | None = Field(None, description="default: the family's first operation")
+    instances: list[Any] | None = Field(None, min_length=1, description="raw feature values (or latent vectors "
+                                        "for decode), one entry per instance")  # fmt: skip
+    count: int | None = Field(None, ge=1, le=1024, description="sample / generate: how many")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="sample / generate: a seed, for the same draws")
+    labels: list[Annotated[int, Field(ge=0, le=100_000)]] | None = Field(
+        None, min_length=1, max_length=1024, description="generate with a conditional GAN: one class id per sample"
+    )
 
 
 class PredictResponse(BaseModel):
+    operation: str = Field(description="the operation that ran")
     predictions: list[Any]
     class_ids: list[int] | None = None
     probabilities: list[list[float]] | None = None

@@ -10,9 +10,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.families import AutoencoderSpec, DBNSpec, Family, GANSpec, RBMSpec, Seq2SeqSpec, VAESpec, named
 from core.layers import MAX_LAYERS, Activation, Initializer, LayerSpec, StrictModel
+from core.optimizers import SGD, Adagrad, Adam, AdamW, OptimizerSpec, RMSprop
 
-__all__ = ["CompileSpec", "DatasetSpec", "FitSpec", "JobSpec", "LayerSpec", "ModelSpec", "StrictModel"]
+__all__ = [
+    "SGD", "Adagrad", "Adam", "AdamW", "CompileSpec", "DatasetSpec", "FitSpec", "JobSpec", "LayerSpec", "ModelSpec",
+    "OptimizerSpec", "RMSprop", "StrictModel",
+]  # fmt: skip
 
 BuiltinDataset = Literal[
     "digits", "iris", "wine", "breast_cancer", "diabetes", "mnist",
@@ -23,13 +28,10 @@ Loss = Literal[
 ]
 Metric = Literal["accuracy", "mae", "mse"]
 CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
-Rate = Annotated[float, Field(gt=0.0, le=10.0)]
 Fraction = Annotated[float, Field(ge=0.0, le=0.9)]
 
 
-def _named(value: Any, key: str) -> Any:
-    """Keras lets `"adam"` stand for `{"type": "adam"}`; so do we."""
-    return {key: value} if isinstance(value, str) else value
+_named = named
 
 
 class DatasetSpec(StrictModel):
@@ -93,59 +95,6 @@ class ModelSpec(StrictModel):
         if (self.layers is None) == (self.preset is None):
             raise ValueError("give exactly one of `layers` or `preset`")
         return self
-
-
-class SGD(StrictModel):
-    type: Literal["sgd"]
-    learning_rate: Rate = 0.01
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> SGD:
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov needs a momentum above 0")
-        return self
-
-
-class Adagrad(StrictModel):
-    type: Literal["adagrad"]
-    learning_rate: Rate = 0.001
-    initial_accumulator_value: float = Field(0.1, ge=0.0, le=10.0)
-    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-
-
-class RMSprop(StrictModel):
-    type: Literal["rmsprop"]
-    learning_rate: Rate = 0.001
-    rho: float = Field(0.9, gt=0.0, lt=1.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
-    centered: bool = False
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-
-
-class _AdamFields(StrictModel):
-    learning_rate: Rate = 0.001
-    beta_1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta_2: float = Field(0.999, ge=0.0, lt=1.0)
-    epsilon: float = Field(1e-7, gt=0.0, le=1.0)
-    amsgrad: bool = False
-
-
-class Adam(_AdamFields):
-    type: Literal["adam"]
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 added to the gradient, as torch's Adam")
-
-
-class AdamW(_AdamFields):
-    type: Literal["adamw"]
-    weight_decay: float = Field(0.004, ge=0.0, le=1.0, description="decoupled weight decay")
-
-
-OptimizerSpec = Annotated[SGD | Adagrad | RMSprop | Adam | AdamW, Field(discriminator="type")]
 
 
 class Regularization(StrictModel):
@@ -221,15 +170,30 @@ class FitSpec(StrictModel):
     keep_checkpoints: int = Field(3, ge=1, le=100)
 
 
+SECTIONS: dict[str, str] = {"autoencoder": "autoencoder", "vae": "vae", "gan": "gan", "rbm": "rbm", "dbn": "dbn",
+                            "seq2seq": "seq2seq"}  # fmt: skip
+# What each family needs beside its own section: `model` (layers) and `compile` (optimizer, loss).
+NEEDS_MODEL = {"supervised"}
+NEEDS_COMPILE = {"supervised", "autoencoder", "vae", "dbn", "seq2seq"}
+
+
 class JobSpec(StrictModel):
     name: str = Field("job", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+    family: Family = Field("supervised", description="supervised (model + compile + fit) or a family section")
     dataset: DatasetSpec
-    model: ModelSpec
-    compile: CompileSpec
+    model: ModelSpec | None = Field(None, description="supervised only")
+    compile: CompileSpec | None = Field(None, description="all families but gan and rbm")
     fit: FitSpec = Field(default_factory=FitSpec)
+    autoencoder: AutoencoderSpec | None = None
+    vae: VAESpec | None = None
+    gan: GANSpec | None = None
+    rbm: RBMSpec | None = None
+    dbn: DBNSpec | None = None
+    seq2seq: Seq2SeqSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
+        self._family_sections()
         if self.dataset.validation_split is not None and "validation_split" in self.fit.model_fields_set:
             raise ValueError("give validation_split in `fit` or in `dataset`, not both")
         for key, monitor in self._monitors():
@@ -239,6 +203,37 @@ class JobSpec(StrictModel):
                     f"choose one of {sorted(self.metric_names())}"
                 )
         return self
+
+    def _family_sections(self) -> None:
+        f = self.family
+        for section in SECTIONS:
+            given = getattr(self, section) is not None
+            if section == f and not given:
+                raise ValueError(f"family {f!r} needs its `{section}` section")
+            if section != f and given:
+                raise ValueError(f"`{section}` is for family {section!r}; this job's family is {f!r}")
+        if f in NEEDS_MODEL and self.model is None:
+            raise ValueError(f"family {f!r} needs `model`")
+        if f not in NEEDS_MODEL and self.model is not None:
+            raise ValueError(f"`model` is for the supervised family; family {f!r} describes its networks in `{f}`")
+        if f in NEEDS_COMPILE and self.compile is None:
+            raise ValueError(f"family {f!r} needs `compile` (optimizer and loss)")
+        if f not in NEEDS_COMPILE and self.compile is not None:
+            raise ValueError(f"family {f!r} takes no `compile`: its optimizers are in `{f}`")
+
+    @property
+    def supervised_model(self) -> ModelSpec:
+        """`model`, which the validator guarantees for the supervised family."""
+        if self.model is None:
+            raise ValueError(f"family {self.family!r} has no `model`")
+        return self.model
+
+    @property
+    def compiled(self) -> CompileSpec:
+        """`compile`, which the validator guarantees for the families that train by backprop."""
+        if self.compile is None:
+            raise ValueError(f"family {self.family!r} has no `compile`")
+        return self.compile
 
     def _monitors(self) -> list[tuple[str, str]]:
         found = []
@@ -254,7 +249,7 @@ class JobSpec(StrictModel):
 
     def metric_names(self) -> set[str]:
         """The per-epoch metrics a monitor may name."""
-        names = {"loss", *self.compile.metrics}
+        names = {"loss", *(self.compile.metrics if self.compile else [])}
         if self.validation_split > 0:
             names |= {f"val_{n}" for n in names}
         return names

@@ -14,3 +14,13 @@ class SpecError(ValueError):
         super().__init__(message)
         self.message = message
         self.loc = loc
+
+
+class PredictError(ValueError):
+    """A predict request the model cannot serve: instances that do not fit (the message names the
+    expected shape), a wrong operation for the family, missing inputs. The API answers 422
+    pointing at `field` of the request body."""
+
+    def __init__(self, message: str, field: str = "instances") -> None:
+        super().__init__(message)
+        self.field = field

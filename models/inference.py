@@ -13,35 +13,67 @@ import torch.nn.functional as F
 
 from core.spec import DataInfo, JobSpec
 from models.checkpoint import read_checkpoint, split_prefix
+from models.errors import PredictError
+from models.families import OperationRequest
+from models.families.predictor import FamilyPredictor
 from models.network import Network, build_network
 
 
-class PredictError(ValueError):
-    """Instances that do not fit the model; the message names the expected shape."""
-
-
-def _affine(a: np.ndarray, affine: dict[str, Any] | None, invert: bool = False) -> np.ndarray:
+def affine(a: np.ndarray, affine: dict[str, Any] | None, invert: bool = False) -> np.ndarray:
     if not affine:
         return a
     offset, scale = np.asarray(affine["offset"], np.float32), np.asarray(affine["scale"], np.float32)
     return a / scale + offset if invert else (a - offset) * scale
 
 
+def prepare_instances(instances: Any, shape: tuple[int, ...], preprocessing: dict[str, Any], tokens: bool,
+                      device: torch.device) -> torch.Tensor:  # fmt: skip
+    """Raw instances -> the model's input tensor: shape checked, the saved preprocessing applied."""
+    try:
+        a = np.asarray(instances, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise PredictError(f"instances must be numbers in a regular nested list: {exc}") from exc
+    want = f"each instance must have shape {list(shape)} ({math.prod(shape)} values)"
+    if a.ndim < 1 or len(a) == 0:
+        raise PredictError(f"give a non-empty list of instances; {want}")
+    if tuple(a.shape[1:]) != shape:
+        if a.ndim == 2 and a.shape[1] == math.prod(shape):
+            a = a.reshape(len(a), *shape)  # flat instances are accepted too
+        else:
+            raise PredictError(f"{want}; received instances of shape {list(a.shape[1:])}")
+    if not np.all(np.isfinite(a)):
+        raise PredictError("instances must hold finite numbers")
+    if tokens:
+        return torch.from_numpy(a.astype(np.int64)).to(device)
+    x = affine(a.astype(np.float32), preprocessing.get("features"))
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+
+
+def raw_units(x: torch.Tensor, preprocessing: dict[str, Any]) -> list[Any]:
+    """Model-space features (reconstructions, samples) back in the dataset's raw units."""
+    out: list[Any] = affine(x.float().cpu().numpy(), preprocessing.get("features"), invert=True).tolist()
+    return out
+
+
 class Predictor:
+    family = "supervised"
+
     def __init__(self, network: Network, spec: JobSpec, info: DataInfo, meta: dict[str, Any],
                  device: torch.device) -> None:  # fmt: skip
         self.network = network.eval()
         self.spec, self.info, self.meta, self.device = spec, info, meta, device
         self.preprocessing: dict[str, Any] = meta.get("preprocessing") or {}
         self.class_names: list[str] | None = meta.get("class_names")
-        self.loss = spec.compile.loss
+        self.loss = spec.compiled.loss
 
     @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> Predictor:
+    def load(cls, path: Path, device: str = "cpu") -> Loaded:
         """`path` is a checkpoint's JSON file, or a job directory holding `model.json`."""
         meta_path = path / "model.json" if path.is_dir() else path
         tensors, meta = read_checkpoint(meta_path)
         spec = JobSpec.model_validate(meta["spec"])
+        if spec.family != "supervised":
+            return FamilyPredictor.from_checkpoint(spec, tensors, meta, torch.device(device))
         info = DataInfo.model_validate(meta["info"])
         network = build_network(spec, info).network
         network.load_state_dict(split_prefix(tensors, "model."), strict=True)
@@ -52,25 +84,16 @@ class Predictor:
         return sum(t.numel() * t.element_size() for t in self.network.state_dict().values())
 
     def _inputs(self, instances: Any) -> torch.Tensor:
-        shape = self.info.input_shape
-        try:
-            a = np.asarray(instances, dtype=np.float64)
-        except (ValueError, TypeError) as exc:
-            raise PredictError(f"instances must be numbers in a regular nested list: {exc}") from exc
-        want = f"each instance must have shape {list(shape)} ({math.prod(shape)} values)"
-        if a.ndim < 1 or len(a) == 0:
-            raise PredictError(f"give a non-empty list of instances; {want}")
-        if tuple(a.shape[1:]) != shape:
-            if a.ndim == 2 and a.shape[1] == math.prod(shape):
-                a = a.reshape(len(a), *shape)  # flat instances are accepted too
-            else:
-                raise PredictError(f"{want}; received instances of shape {list(a.shape[1:])}")
-        if not np.all(np.isfinite(a)):
-            raise PredictError("instances must hold finite numbers")
-        if self.network.tokens:
-            return torch.from_numpy(a.astype(np.int64)).to(self.device)
-        x = _affine(a.astype(np.float32), self.preprocessing.get("features"))
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        return prepare_instances(instances, self.info.input_shape, self.preprocessing, self.network.tokens, self.device)
+
+    def run(self, operation: str | None, request: OperationRequest) -> dict[str, Any]:
+        """The predict endpoint's entry, shared with the other families' predictors."""
+        if operation not in (None, "predict"):
+            raise PredictError(f"operation {operation!r} is not available for a supervised model; use 'predict'",
+                              "operation")  # fmt: skip
+        if request.instances is None:
+            raise PredictError("give `instances` to predict")
+        return self.predict(request.instances)
 
     @torch.inference_mode()
     def predict(self, instances: Any) -> dict[str, Any]:
@@ -81,7 +104,7 @@ class Predictor:
         logits = self.network.logits(x).float()
         if self.info.task == "classification":
             return self._classes(logits)
-        values = _affine(self.network.head(logits).cpu().numpy(), self.preprocessing.get("target"), invert=True)
+        values = affine(self.network.head(logits).cpu().numpy(), self.preprocessing.get("target"), invert=True)
         out = values[:, 0] if values.shape[1] == 1 else values
         return {"predictions": out.tolist()}
 
@@ -99,3 +122,7 @@ class Predictor:
         names = self.class_names or [str(i) for i in range(probs.shape[1])]
         return {"predictions": [names[i] for i in ids], "class_ids": ids, "probabilities": probs.cpu().tolist(),
                 "classes": names}  # fmt: skip
+
+
+Loaded = Predictor | FamilyPredictor
+__all__ = ["Loaded", "PredictError", "Predictor", "prepare_instances", "raw_units"]

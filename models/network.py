@@ -115,10 +115,10 @@ def build_layers(layers: list[Any], input_shape: Shape, default_init: str) -> tu
 
 def build_network(spec: JobSpec, info: DataInfo) -> BuildResult:
     """Build the module for `info.input_shape`; raises SpecError naming the layer at fault."""
-    layers = resolve_layers(spec.model, info, spec.compile.loss)
+    layers = resolve_layers(spec.supervised_model, info, spec.compiled.loss)
     if math.prod(info.input_shape) < 1:
         raise SpecError(f"the dataset's samples have no values: {info.input_shape}", ("dataset",))
-    body, out_shape, summary = build_layers(layers, info.input_shape, spec.model.initializer)
+    body, out_shape, summary = build_layers(layers, info.input_shape, spec.supervised_model.initializer)
     last = layers[-1]
     head_name = getattr(last, "activation", "linear")
     network = Network(body, head_name, getattr(last, "alpha", None), info.input_shape, out_shape,

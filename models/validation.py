@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from core.spec import DataInfo, JobSpec
+from core.spec import DataInfo, JobSpec, OptimizerSpec
 from models.errors import SpecError
 from models.network import BuildResult, build_network
 from models.objective import Objective, check_objective
@@ -28,9 +28,8 @@ class DryRun:
         return asdict(self)
 
 
-def _optimizer_slots(spec: JobSpec) -> int:
+def optimizer_slots(opt: OptimizerSpec) -> int:
     """Tensors the optimizer keeps per parameter."""
-    opt = spec.compile.optimizer
     if opt.type == "sgd":
         return 1 if opt.momentum else 0
     if opt.type == "adagrad":
@@ -42,7 +41,7 @@ def _optimizer_slots(spec: JobSpec) -> int:
 
 def estimate_memory(spec: JobSpec, built: BuildResult, info: DataInfo) -> int:
     """Weights, gradients and optimizer state, plus activations kept for backward."""
-    params = built.parameters * FLOAT_BYTES * (2 + _optimizer_slots(spec))
+    params = built.parameters * FLOAT_BYTES * (2 + optimizer_slots(spec.compiled.optimizer))
     per_sample = math.prod(info.input_shape) + sum(math.prod(s.output_shape) for s in built.summary)
     activations = 2 * per_sample * spec.fit.batch_size * FLOAT_BYTES
     return int(params + activations)
@@ -70,15 +69,20 @@ def _forward_by_layer(built: BuildResult, x: torch.Tensor) -> torch.Tensor:
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     """Raises SpecError (with the field path) for anything that would fail once training starts."""
+    if spec.family != "supervised":
+        from models.families import family_module  # imported here: families import this module's DryRun
+
+        report: DryRun = family_module(spec.family).dry_run(spec, info)
+        return report
     built = build_network(spec, info)
-    units = check_objective(spec.compile, info, built)
+    units = check_objective(spec.compiled, info, built)
     x, y = sample_batch(info, built.network.tokens)
     built.network.train()
     logits = _forward_by_layer(built, x)
     if tuple(logits.shape[1:]) != built.network.output_shape:  # the builders' shape formulas disagree
         raise SpecError(f"inferred output {built.network.output_shape}, computed {tuple(logits.shape[1:])}",
                         ("model", "layers"))  # fmt: skip
-    objective = Objective(spec.compile, info, units, built.network.head)
+    objective = Objective(spec.compiled, info, units, built.network.head)
     objective.loss(logits, y).backward()
     return DryRun(
         parameters=built.parameters,

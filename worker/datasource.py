@@ -15,6 +15,8 @@ from worker.training.engine import TrainData
 
 
 def takes_tokens(spec: JobSpec) -> bool:
+    if spec.model is None:  # seq2seq reads and writes tokens; the other families take features
+        return spec.family == "seq2seq"
     return bool(spec.model.layers) and spec.model.layers[0].type == "embedding"  # type: ignore[index]
 
 

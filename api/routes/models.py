@@ -17,7 +17,8 @@ from core.repository.tenants import hash_key
 from core.settings import get_settings
 from core.storage import job_dir
 from models.checkpoint import CheckpointError
-from models.inference import PredictError
+from models.errors import PredictError
+from models.families import OPERATION_NAMES, OperationRequest
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -50,16 +51,18 @@ def predict(
         if job_status != "succeeded":
             raise ApiError(409, f"job {job_id} is {job_status}; predict needs a succeeded job")
         gate.remember(key_hash, job_id, generation)  # succeeded is terminal: only a revocation undoes this
-    if len(body.instances) > settings.predict_max_instances:
+    if len(body.instances or ()) > settings.predict_max_instances:
         raise unprocessable(f"at most {settings.predict_max_instances} instances per request", ("body", "instances"))
     cache: ModelCache = request.app.state.models
     try:
         predictor = cache.get(job_id, job_dir(settings.artifacts_dir, job_id) / "model.json")
-        out = predictor.predict(body.instances)
+        operation = body.operation or OPERATION_NAMES[predictor.family][0]
+        asked = OperationRequest(instances=body.instances, count=body.count, seed=body.seed, labels=body.labels)
+        out = predictor.run(operation, asked)
     except PredictError as exc:
-        raise unprocessable(str(exc), ("body", "instances")) from exc
+        raise unprocessable(str(exc), ("body", exc.field)) from exc
     except CheckpointError as exc:
         raise ApiError(500, f"the model of job {job_id} cannot be loaded: {exc}") from exc
     # Serialised once, by pydantic's Rust encoder; a returned model would be validated again.
-    answer = PredictResponse(job_id=job_id, **out)
+    answer = PredictResponse(job_id=job_id, operation=operation, **out)
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")

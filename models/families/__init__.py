@@ -1,0 +1,75 @@
+"""Model families beyond supervised: each module builds its networks from the spec, checks
+them before anything is queued (`dry_run`) and serves predict operations from a checkpoint.
+
+A family module defines:
+    build(spec, info) -> nn.Module          every weight, checkpointed under "model."
+    dry_run(spec, info) -> DryRun           raises SpecError naming the field or layer
+    OPERATIONS: dict[str, Operation]        predict operations; the first is the default
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.spec import DataInfo, JobSpec
+
+MODULES = {
+    "autoencoder": "models.families.autoencoder",
+    "vae": "models.families.vae",
+    "gan": "models.families.gan",
+    "rbm": "models.families.rbm",
+    "dbn": "models.families.dbn",
+    "seq2seq": "models.families.seq2seq",
+}
+# Predict operations each family serves, listed here so the API can refuse a wrong one (422)
+# and document them without importing torch code; the first is the default.
+OPERATION_NAMES: dict[str, tuple[str, ...]] = {
+    "supervised": ("predict",),
+    "autoencoder": ("reconstruct", "encode", "decode"),
+    "vae": ("reconstruct", "encode", "decode", "sample"),
+    "gan": ("generate", "discriminate"),
+    "rbm": ("transform", "reconstruct"),
+    "dbn": ("predict", "transform"),
+    "seq2seq": ("predict",),
+}
+
+
+@dataclass
+class FamilyModel:
+    """A loaded family checkpoint: its networks and what predict needs to run them."""
+
+    module: nn.Module
+    spec: JobSpec
+    info: DataInfo
+    meta: dict[str, Any]
+    device: torch.device
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OperationRequest:
+    """An operation's inputs, from the predict request; each operation reads what it needs."""
+
+    instances: list[Any] | None = None
+    count: int | None = None
+    seed: int | None = None
+    labels: list[int] | None = None
+
+
+Operation = Callable[[FamilyModel, OperationRequest], dict[str, Any]]
+
+
+def family_module(family: str) -> ModuleType:
+    return importlib.import_module(MODULES[family])
+
+
+def build(spec: JobSpec, info: DataInfo) -> nn.Module:
+    module: nn.Module = family_module(spec.family).build(spec, info)
+    return module

@@ -1,0 +1,45 @@
+"""Predict for the families beyond supervised: load the checkpoint's networks, run an operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from core.spec import DataInfo, JobSpec
+from models.checkpoint import split_prefix
+from models.errors import PredictError
+from models.families import OPERATION_NAMES, FamilyModel, OperationRequest, family_module
+
+
+class FamilyPredictor:
+    def __init__(self, model: FamilyModel) -> None:
+        self.model = model
+        self.operations = family_module(model.spec.family).OPERATIONS
+
+    @classmethod
+    def from_checkpoint(cls, spec: JobSpec, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                        device: torch.device) -> FamilyPredictor:  # fmt: skip
+        info = DataInfo.model_validate(meta["info"])
+        module = family_module(spec.family).build(spec, info)
+        module.load_state_dict(split_prefix(tensors, "model."), strict=True)
+        module.to(device).eval()
+        return cls(FamilyModel(module, spec, info, meta, device, meta.get("family") or {}))
+
+    @property
+    def family(self) -> str:
+        return self.model.spec.family
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.model.module.state_dict().values())
+
+    @torch.inference_mode()
+    def run(self, operation: str | None, request: OperationRequest) -> dict[str, Any]:
+        family = self.model.spec.family
+        allowed = OPERATION_NAMES[family]
+        name = operation or allowed[0]
+        if name not in allowed:
+            raise PredictError(f"operation {name!r} is not available for a {family} model; "
+                                 f"choose one of {list(allowed)}", "operation")  # fmt: skip
+        return self.operations[name](self.model, request)

@@ -1,0 +1,138 @@
+"""The supervised family: Keras' `Sequential` + `compile` + `fit` on (x, y)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from core.spec import JobSpec
+from models.network import Network, build_network
+from models.objective import Objective, check_objective
+from worker.training.data import TrainData
+from worker.training.optim import kernels, make_optimizer, penalty
+from worker.training.task import Task
+
+FOLD_EVERY = 16  # CPU steps whose metrics are computed in one pass
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+class SupervisedTask(Task):
+    model: Network
+
+    def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
+        super().__init__(spec, data, device)
+        assert spec.compile is not None  # noqa: S101 - JobSpec requires it for this family
+        self.compile = spec.compile
+        built = build_network(spec, data.info)
+        units = check_objective(spec.compile, data.info, built)
+        self.built = built
+        self.model = built.network.to(device)
+        scale = (data.preprocessing.get("target") or {}).get("scale")
+        target_scale = None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
+        self.objective = Objective(spec.compile, data.info, units, self.model.head, target_scale)
+        self.optimizers = [make_optimizer(spec.compile, list(self.model.parameters()))]
+        self.kernels = kernels(self.model)
+        self.amp = amp_dtype(spec.fit.mixed_precision, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.on_host = device.type == "cpu"
+        self.sums: dict[str, Any] = {}
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def parameters(self) -> int:
+        return self.built.parameters
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
+        c, optimizer = self.compile, self.optimizers[0]
+        with self.autocast():
+            logits = self.model.logits(xb)
+            loss = self.objective.loss(logits.float(), yb)
+        extra = penalty(self.kernels, c.regularization.l1, c.regularization.l2)
+        if extra is not None:
+            loss = loss + extra
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if c.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.clip_grad_value)
+        if c.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        self._accumulate(logits, yb, loss)
+        return loss
+
+    def _accumulate(self, logits: torch.Tensor, yb: torch.Tensor, loss: torch.Tensor) -> None:
+        """On the CPU the loss is summed as a number (the engine reads it every step anyway) and
+        metrics are folded in groups of FOLD_EVERY steps, as their small ops' dispatch is a
+        measurable share of a small model's step; on a GPU the sums stay on the device."""
+        if self.on_host:
+            self.sums["loss"] = self.sums.get("loss", 0.0) + loss.item() * len(yb)
+            self.pending.append((logits.detach(), yb))
+            if len(self.pending) >= FOLD_EVERY:
+                self._fold()
+            return
+        for key, value in self.objective.batch_sums(logits, yb, loss).items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+
+    def _fold(self) -> None:
+        pending = self.pending
+        logits, y = (torch.cat(t) for t in zip(*pending, strict=True)) if len(pending) > 1 else pending[0]
+        for key, value in self.objective.metric_sums(logits, y).items():
+            self.sums[key] = self.sums.get(key, 0.0) + value.item()
+        pending.clear()
+
+    def epoch_metrics(self, seen: int) -> dict[str, float]:
+        if self.pending:
+            self._fold()
+        metrics = {k: float(v) / seen for k, v in self.sums.items()}
+        self.sums = {}
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        size = max(self.spec.fit.batch_size, 1024)
+        for start in range(0, len(x), size):
+            xb, yb = x[start : start + size], y[start : start + size]
+            with self.autocast():
+                logits = self.model.logits(xb).float()
+            for key, value in self.objective.batch_sums(logits, yb, self.objective.loss(logits, yb)).items():
+                sums[key] = sums[key] + value if key in sums else value
+        self.model.train()
+        c = self.compile.regularization
+        extra = penalty(self.kernels, c.l1, c.l2)
+        metrics = {k: v.item() / len(x) for k, v in sums.items()}
+        metrics["loss"] += 0.0 if extra is None else extra.item()
+        return metrics
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
+
+
+TASK = SupervisedTask
