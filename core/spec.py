@@ -157,6 +157,22 @@ class PlateauSchedule(StrictModel):
 ScheduleSpec = Annotated[StepSchedule | CosineSchedule | PlateauSchedule, Field(discriminator="type")]
 
 
+class Augmentation(StrictModel):
+    """Random transforms of training images (never validation or test), drawn from the epoch's
+    seed so a run and its resume see the same batches; as Keras' ImageDataGenerator."""
+
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    shift: float = Field(0.0, ge=0.0, le=0.5, description="largest shift, as a fraction of height and width")
+    rotation: float = Field(0.0, ge=0.0, le=180.0, description="largest rotation, in degrees")
+    noise_stddev: float = Field(0.0, ge=0.0, le=10.0, description="Gaussian noise, in the model's input units")
+
+    @property
+    def active(self) -> bool:
+        flips = self.horizontal_flip or self.vertical_flip
+        return flips or self.shift > 0 or self.rotation > 0 or self.noise_stddev > 0
+
+
 class FitSpec(StrictModel):
     epochs: int = Field(1, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=65_536)
@@ -168,6 +184,7 @@ class FitSpec(StrictModel):
     log_every_steps: int = Field(50, ge=1, le=1_000_000, description="a step-loss record every N steps")
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA")
     keep_checkpoints: int = Field(3, ge=1, le=100)
+    augmentation: Augmentation | None = Field(None, description="image datasets; the training split only")
 
 
 SECTIONS: dict[str, str] = {"autoencoder": "autoencoder", "vae": "vae", "gan": "gan", "rbm": "rbm", "dbn": "dbn",

@@ -67,6 +67,18 @@ def _forward_by_layer(built: BuildResult, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _check_augmentation(spec: JobSpec, info: DataInfo) -> None:
+    a = spec.fit.augmentation
+    if a is None:
+        return
+    geometric = a.horizontal_flip or a.vertical_flip or a.shift > 0 or a.rotation > 0
+    if geometric and len(info.input_shape) != 3:
+        raise SpecError(f"flips, shifts and rotations need (C, H, W) images; this dataset's samples are "
+                        f"{info.input_shape}: keep only noise_stddev", ("fit", "augmentation"))  # fmt: skip
+    if a.noise_stddev > 0 and spec.supervised_model.layers and spec.supervised_model.layers[0].type == "embedding":
+        raise SpecError("noise_stddev cannot be added to token ids", ("fit", "augmentation", "noise_stddev"))
+
+
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     """Raises SpecError (with the field path) for anything that would fail once training starts."""
     if spec.family != "supervised":
@@ -74,6 +86,7 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
 
         report: DryRun = family_module(spec.family).dry_run(spec, info)
         return report
+    _check_augmentation(spec, info)
     built = build_network(spec, info)
     units = check_objective(spec.compiled, info, built)
     x, y = sample_batch(info, built.network.tokens)

@@ -10,6 +10,7 @@ import torch
 from core.spec import JobSpec
 from models.network import Network, build_network
 from models.objective import Objective, check_objective
+from worker.training.augment import augment
 from worker.training.data import TrainData
 from worker.training.optim import kernels, make_optimizer, penalty
 from worker.training.task import Task
@@ -44,6 +45,8 @@ class SupervisedTask(Task):
         self.amp = amp_dtype(spec.fit.mixed_precision, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.on_host = device.type == "cpu"
+        active = spec.fit.augmentation is not None and spec.fit.augmentation.active
+        self.augmentation = spec.fit.augmentation if active else None
         self.sums: dict[str, Any] = {}
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -58,6 +61,8 @@ class SupervisedTask(Task):
 
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
         c, optimizer = self.compile, self.optimizers[0]
+        if self.augmentation is not None:
+            xb = augment(xb, self.augmentation)
         with self.autocast():
             logits = self.model.logits(xb)
             loss = self.objective.loss(logits.float(), yb)
