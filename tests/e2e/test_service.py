@@ -81,6 +81,25 @@ def test_predict_refuses_a_wrong_shape(service: Service, trained: dict[str, Any]
         assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "instances"]
 
 
+def test_predict_names_its_operation_and_refuses_another_familys(service: Service, trained: dict[str, Any]) -> None:
+    url = f"/v1/models/{trained['id']}/predict"
+    with service.client() as client:
+        answer = client.post(url, json={"operation": "predict", "instances": [[0.0] * 64]})
+        assert answer.status_code == 200 and answer.json()["operation"] == "predict"
+        assert client.post(url, json={"instances": [[0.0] * 64]}).json()["operation"] == "predict"
+        wrong = client.post(url, json={"operation": "generate", "count": 2})
+        assert wrong.status_code == 422
+        assert wrong.json()["detail"][0] == {
+            "loc": ["body", "operation"], "type": "invalid",
+            "msg": "operation 'generate' is not available for a supervised model; use 'predict'"}  # fmt: skip
+        unknown = client.post(url, json={"operation": "fly", "instances": [[0.0] * 64]})
+        assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "operation"]
+        extra = client.post(url, json={"instances": [[0.0] * 64], "status": "x"})
+        assert extra.status_code == 422 and extra.json()["detail"][0]["loc"] == ["body", "status"]
+        missing = client.post(url, json={})
+        assert missing.status_code == 422 and missing.json()["detail"][0]["msg"] == "give `instances` to predict"
+
+
 def test_a_revoked_key_is_refused_by_predict_at_once(service: Service, trained: dict[str, Any]) -> None:
     """Predict remembers a (key, job) pair it has served; a revocation from another process
     (the CLI) must still be seen within `revocation_check_seconds` (0.1 s by default)."""
