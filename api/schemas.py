@@ -117,4 +117,5 @@ class PredictResponse(BaseModel):
     class_ids: list[int] | None = None
     probabilities: list[list[float]] | None = None
     classes: list[str] | None = None
+    log_variances: list[Any] | None = Field(None, description="vae encode: the log-variance beside each mean")
     job_id: str

@@ -36,7 +36,9 @@ def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[Jo
         raise unprocessable(f"dataset {ds.id} was uploaded with target {row.target!r}; upload it again to predict "
                             f"{ds.target!r}", ("body", "dataset", "target"))  # fmt: skip
     info = DataInfo.model_validate(row.description["info"])
-    resolved = spec.model_copy(update={"dataset": ds.model_copy(update={"target": row.target})})
+    # The task given at upload holds for training too, unless the spec names one.
+    update = {"target": row.target, "task": ds.task or info.task}
+    resolved = spec.model_copy(update={"dataset": ds.model_copy(update=update)})
     return resolved, info, row.id
 
 

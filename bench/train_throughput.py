@@ -1,11 +1,15 @@
-"""Engine vs plain PyTorch loop: training samples/s on synthetic MNIST-shaped data, in one process.
+"""Engine vs plain PyTorch loop: training samples/s on synthetic MNIST-shaped data (an LSTM: random
+(50, 32) sequences), in one process.
 
 Both sides train the same module (build_network) on the same in-memory tensors. The engine runs with a
 realistic callback and writes its checkpoints to a temp dir as in production; its time is the whole
 `Trainer.fit()` of one epoch. Rounds alternate the sides (order flipped each round) because identical
 runs here differ by 15-50%; the median engine/plain ratio is the figure.
 
-    PYTHONPATH=. .venv/bin/python bench/train_throughput.py [--rounds N] [--quick] [--only mlp|vgg]
+A `dcgan` case times the GAN family: per batch of 64 1x28x28 images one discriminator and one
+generator update, through the engine's GAN task against a hand-written loop of the same updates.
+
+    PYTHONPATH=. .venv/bin/python bench/train_throughput.py [--rounds N] [--quick] [--only mlp|vgg|lstm|dcgan]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from core.spec import DataInfo, JobSpec
+from models.families.gan import build as build_gan
 from models.network import build_network
 from worker.training.callbacks import Callback
 from worker.training.engine import TrainData, Trainer
@@ -36,6 +41,25 @@ MLP_LAYERS = [
     {"type": "dense", "units": 512, "activation": "relu"},
     {"type": "dense", "units": 10, "activation": "softmax"},
 ]
+SEQUENCE_INFO = DataInfo(input_shape=(50, 32), task="classification", num_classes=10, kind="tabular")
+LSTM_LAYERS = [{"type": "lstm", "units": 128}, {"type": "dense", "units": 10, "activation": "softmax"}]
+# The DCGAN of Radford et al. scaled to 28x28 (as in the Keras/TensorFlow DCGAN tutorial): 7x7 -> 14 -> 28.
+DCGAN = {
+    "variant": "dcgan", "latent_dim": 100,
+    "generator": {"layers": [
+        {"type": "dense", "units": 128 * 7 * 7, "activation": "relu"},
+        {"type": "reshape", "target_shape": [128, 7, 7]},
+        {"type": "conv2d_transpose", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same"},
+        {"type": "batchnorm"}, {"type": "activation", "activation": "relu"},
+        {"type": "conv2d_transpose", "filters": 1, "kernel_size": 4, "strides": 2, "padding": "same",
+         "activation": "sigmoid"}]},
+    "discriminator": {"layers": [
+        {"type": "conv2d", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same"},
+        {"type": "activation", "activation": "leaky_relu", "alpha": 0.2},
+        {"type": "conv2d", "filters": 128, "kernel_size": 4, "strides": 2, "padding": "same"},
+        {"type": "activation", "activation": "leaky_relu", "alpha": 0.2},
+        {"type": "flatten"}, {"type": "dense", "units": 1}]},
+}  # fmt: skip
 
 
 class Case(NamedTuple):
@@ -44,6 +68,8 @@ class Case(NamedTuple):
     samples: int
     batch_size: int
     rounds: int
+    info: DataInfo = INFO
+    dataset: str = "mnist"  # names the data in the spec only: both sides train on make_data's tensors
 
 
 @dataclass
@@ -70,9 +96,13 @@ class Recorder(Callback):
 
 
 def make_spec(case: Case) -> JobSpec:
+    if case.name == "dcgan":  # a family of its own: the gan section replaces model and compile
+        return JobSpec.model_validate({"name": "bench-dcgan", "family": "gan", "dataset": {"name": case.dataset},
+                                       "gan": DCGAN, "fit": {"epochs": 1, "batch_size": case.batch_size,
+                                                             "seed": SEED, "mixed_precision": "off"}})  # fmt: skip
     return JobSpec.model_validate({
         "name": f"bench-{case.name}",
-        "dataset": {"name": "mnist"},
+        "dataset": {"name": case.dataset},
         "model": case.model,
         "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
         # fp32 on both sides: the plain loop has no autocast (on the CPU "auto" is off anyway).
@@ -80,9 +110,9 @@ def make_spec(case: Case) -> JobSpec:
     })  # fmt: skip
 
 
-def make_data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_data(n: int, info: DataInfo) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(SEED)
-    x = rng.random((n, *INFO.input_shape), dtype=np.float32)
+    x = rng.random((n, *info.input_shape), dtype=np.float32)
     y = rng.integers(0, 10, size=n, dtype=np.int64)
     return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -92,11 +122,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_engine(spec: JobSpec, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[float, float]:
+def run_engine(spec: JobSpec, info: DataInfo, x: torch.Tensor, y: torch.Tensor,
+               device: torch.device) -> tuple[float, float]:  # fmt: skip
     """(samples/s of the whole fit() incl. checkpoints, samples/s of the epoch loop alone)."""
     recorder = Recorder()
     with tempfile.TemporaryDirectory(prefix="fitserve-bench-") as tmp:
-        trainer = Trainer(spec, TrainData(INFO, x, y), Path(tmp), [recorder], device=str(device))
+        trainer = Trainer(spec, TrainData(info, x, y), Path(tmp), [recorder], device=str(device))
         sync(device)
         started = time.perf_counter()
         result = trainer.fit()
@@ -106,9 +137,11 @@ def run_engine(spec: JobSpec, x: torch.Tensor, y: torch.Tensor, device: torch.de
     return len(x) / seconds, result.history[-1]["samples_per_second"]
 
 
-def run_plain(spec: JobSpec, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+def run_plain(spec: JobSpec, info: DataInfo, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    if spec.family == "gan":
+        return run_plain_gan(spec, info, x, device)
     torch.manual_seed(spec.fit.seed)
-    model = build_network(spec, INFO).network.to(device)
+    model = build_network(spec, info).network.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     x, y = x.to(device), y.to(device)
     n, bs = len(x), spec.fit.batch_size
@@ -126,6 +159,45 @@ def run_plain(spec: JobSpec, x: torch.Tensor, y: torch.Tensor, device: torch.dev
     return n / (time.perf_counter() - started)
 
 
+def run_plain_gan(spec: JobSpec, info: DataInfo, x: torch.Tensor, device: torch.device) -> float:
+    """The PyTorch DCGAN tutorial's step on the engine's modules: D on real and detached fake, then G
+    through D on the same fake; both Adam as the spec says."""
+    torch.manual_seed(spec.fit.seed)
+    gan = build_gan(spec, info).to(device)
+    g, d = gan.generator, gan.discriminator
+    assert spec.gan is not None
+    optimizers = []
+    for net, o in ((g, spec.gan.generator.optimizer), (d, spec.gan.discriminator.optimizer)):
+        assert o.type == "adam"
+        optimizers.append(torch.optim.Adam(net.parameters(), lr=o.learning_rate, betas=(o.beta_1, o.beta_2),
+                                           eps=o.epsilon))  # fmt: skip
+    opt_g, opt_d = optimizers
+    bce = F.binary_cross_entropy_with_logits
+    x = x.to(device)
+    n, bs = len(x), spec.fit.batch_size
+    gan.train()
+    sync(device)
+    started = time.perf_counter()
+    order = torch.randperm(n, device=device)
+    for start in range(0, n, bs):
+        real = x[order[start : start + bs]]
+        fake = g(torch.randn(len(real), gan.latent_dim, device=device))
+        real_score, fake_score = d.logits(real).flatten(), d.logits(fake.detach()).flatten()
+        d_loss = bce(real_score, torch.ones_like(real_score)) + bce(fake_score, torch.zeros_like(fake_score))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        score = d.logits(fake).flatten()
+        g_loss = bce(score, torch.ones_like(score))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        if device.type == "cpu":  # the engine reads each step's loss on the CPU (a NaN stops it there)
+            (d_loss + g_loss).item()
+    sync(device)
+    return n / (time.perf_counter() - started)
+
+
 def faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -133,10 +205,10 @@ def faults() -> int:
 def bench(case: Case, device: torch.device) -> tuple[list[float], float]:
     """Per-round engine/plain ratios, and best engine / best plain (noise only ever slows a run down)."""
     spec = make_spec(case)
-    x, y = make_data(case.samples)
+    x, y = make_data(case.samples, case.info)
     warm = max(case.samples // 4, case.batch_size * 4)
-    run_engine(spec, x[:warm], y[:warm], device)
-    run_plain(spec, x[:warm], y[:warm], device)
+    run_engine(spec, case.info, x[:warm], y[:warm], device)
+    run_plain(spec, case.info, x[:warm], y[:warm], device)
     print(f"\n{case.name}: {case.samples} samples, batch {case.batch_size}, {case.rounds} rounds "
           f"(warm-up: {warm} samples each side)")  # fmt: skip
     print(f"{'round':>5} {'engine/s':>9} {'(loop)/s':>9} {'plain/s':>9} {'ratio':>6} {'loop ratio':>10} "
@@ -146,7 +218,8 @@ def bench(case: Case, device: torch.device) -> tuple[list[float], float]:
         got: dict[str, Any] = {}
         for side in ("engine", "plain") if r % 2 else ("plain", "engine"):
             before = faults()
-            got[side] = run_engine(spec, x, y, device) if side == "engine" else run_plain(spec, x, y, device)
+            run = run_engine if side == "engine" else run_plain
+            got[side] = run(spec, case.info, x, y, device)
             got[f"{side}_faults"] = faults() - before
         (engine, loop), plain = got["engine"], got["plain"]
         rows.append((engine, loop, plain))
@@ -163,9 +236,10 @@ def summary(ratios: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per model (default: mlp 15, vgg 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per model (default: mlp 15, vgg 3, lstm 5, "
+                        "dcgan 3)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
-    parser.add_argument("--only", choices=["mlp", "vgg"], default=None, help="run one model only")
+    parser.add_argument("--only", choices=["mlp", "vgg", "lstm", "dcgan"], default=None, help="run one model only")
     parser.add_argument("--vgg-samples", type=int, default=10_000, help="VGG samples per round (both sides)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: as the engine picks)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
@@ -179,9 +253,12 @@ def main() -> None:
     cases = [
         Case("mlp", {"layers": MLP_LAYERS}, 60_000, 128, 15),  # a round is ~3 s: many rounds tame the noise
         Case("vgg", {"preset": "shallow_vggnet"}, args.vgg_samples, 64, 3),
+        # 50 steps of 32 features into 128 units: the recurrence, not the data, sets the pace.
+        Case("lstm", {"layers": LSTM_LAYERS}, 20_000, 64, 5, SEQUENCE_INFO, "sequence_classes"),
+        Case("dcgan", {}, 3_200, 64, 3),  # 50 steps of one D and one G update on 64 images each
     ]
     if args.quick:
-        cases = [c._replace(samples=c.samples // 10 if c.name == "mlp" else 640, rounds=2) for c in cases]
+        cases = [c._replace(samples=c.samples // 10 if c.name in ("mlp", "lstm") else 640, rounds=2) for c in cases]
     if args.rounds is not None:
         cases = [c._replace(rounds=args.rounds) for c in cases]
     cases = [c for c in cases if args.only in (None, c.name)]

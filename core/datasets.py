@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.generated import GENERATORS
+from core.generated import GENERATORS, NOISELESS
+from core.generated import MAX_CLASSES as GENERATED_MAX_CLASSES
 from core.spec import BuiltinDataset, DataInfo, DatasetSpec
 
 Task = Literal["classification", "regression"]
@@ -137,6 +138,11 @@ def _mnist() -> Dataset:
 def check_options(spec: DatasetSpec) -> None:
     if spec.name not in GENERATORS and (spec.n_samples or spec.noise is not None or spec.classes):
         raise DatasetError(f"dataset.n_samples/noise/classes apply to generated datasets, not {spec.name!r}")
+    most = GENERATED_MAX_CLASSES.get(spec.name or "")
+    if most is not None and spec.classes is not None and spec.classes > most:
+        raise DatasetError(f"dataset.classes: {spec.name} has at most {most} classes, not {spec.classes}")
+    if spec.name in NOISELESS and spec.noise is not None:
+        raise DatasetError(f"dataset.noise does not apply to {spec.name}")
 
 
 def load_builtin(spec: DatasetSpec, seed: int) -> Dataset:
@@ -264,13 +270,15 @@ def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:
         raise DatasetError(f"'x' must be (N, ...) and 'y' (N, ...) with N >= 2; got {x.shape} and {y.shape}")
     if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
         raise DatasetError("'x' and 'y' must hold finite numbers")
-    found = task or (_infer_task(y) if y.ndim == 1 else "regression")
+    # A 2-D integer `y` is a token sequence per sample (seq2seq); a 2-D float `y`, regression targets.
+    found = task or (_infer_task(y) if y.ndim == 1 else "classification" if y.dtype.kind in "iu" else "regression")
     kind: Literal["image", "tabular"] = "image" if x.ndim >= 3 else "tabular"
 
     def target(a: np.ndarray) -> np.ndarray:
         if found == "classification":
-            if a.ndim != 1 or np.any(a < 0) or np.any(np.mod(a, 1) != 0):
-                raise DatasetError("classification targets must be class ids 0..K-1 in a 1-D 'y'")
+            if a.ndim not in (1, 2) or np.any(a < 0) or np.any(np.mod(a, 1) != 0):
+                raise DatasetError("classification targets must be class ids 0..K-1: a 1-D 'y', or (N, L) "
+                                   "token ids for seq2seq")  # fmt: skip
             return a.astype(np.int64)
         return a.astype(np.float32).reshape(len(a), -1)
 

@@ -14,6 +14,15 @@ from core.layers import MAX_LAYERS, Initializer, LayerSpec, StrictModel
 from core.optimizers import Adam, OptimizerSpec
 
 Family = Literal["supervised", "autoencoder", "vae", "gan", "rbm", "dbn", "seq2seq"]
+# Per-epoch metrics a family reports beside `loss` and `compile.metrics`, which monitors may name:
+# those with `val_` twins, and those computed once per epoch (a GAN's Frechet distance).
+FAMILY_METRICS: dict[str, tuple[str, ...]] = {
+    "vae": ("reconstruction", "kl"),
+    "gan": ("d_loss", "g_loss"),
+    "rbm": ("free_energy",),
+    "seq2seq": ("token_accuracy", "sequence_accuracy"),
+}
+FAMILY_EPOCH_METRICS: dict[str, tuple[str, ...]] = {"gan": ("fd",)}
 Layers = Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 Units = Annotated[int, Field(ge=1, le=65_536)]
 
@@ -30,8 +39,9 @@ class AutoencoderSpec(StrictModel):
     encoder: Layers
     decoder: Layers
     initializer: Initializer = "glorot_uniform"
-    noise_stddev: float = Field(0.0, ge=0.0, le=10.0, description="denoising: Gaussian noise on training inputs")
-    mask_rate: float = Field(0.0, ge=0.0, lt=1.0, description="denoising: share of training inputs zeroed")
+    noise_stddev: float = Field(0.0, ge=0.0, le=10.0, description="denoising: Gaussian noise added to training "
+                                "inputs, in the model's units (images scaled to [0, 1])")  # fmt: skip
+    mask_rate: float = Field(0.0, ge=0.0, lt=1.0, description="denoising: share of training input values zeroed")
 
 
 class VAESpec(StrictModel):
@@ -41,14 +51,16 @@ class VAESpec(StrictModel):
     encoder: Layers
     decoder: Layers
     latent_dim: Annotated[int, Field(ge=1, le=4096)] = 2
-    beta: float = Field(1.0, ge=0.0, le=100.0, description="weight of the KL term (beta-VAE)")
+    beta: float = Field(1.0, ge=0.0, le=100.0, description="weight of the KL term (beta-VAE); with mse it "
+                        "stands for 2 * sigma^2 of a Gaussian decoder, e.g. 0.05 for images in [0, 1]")  # fmt: skip
     initializer: Initializer = "glorot_uniform"
 
 
 class GANNetwork(StrictModel):
     layers: Layers
-    optimizer: OptimizerSpec = Field(default_factory=lambda: Adam(type="adam", learning_rate=2e-4, beta_1=0.5))
-    initializer: Initializer = "glorot_uniform"
+    optimizer: OptimizerSpec = Field(default_factory=lambda: Adam(type="adam", learning_rate=2e-4, beta_1=0.5),
+                                     description="this network's own; default adam(2e-4, beta_1 0.5)")  # fmt: skip
+    initializer: Initializer = Field("glorot_uniform", description="for every layer that names none")
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -58,47 +70,60 @@ class GANNetwork(StrictModel):
 
 class GANSpec(StrictModel):
     """generator: latent (plus a one-hot label for cgan) -> a sample of the dataset's shape;
-    discriminator: a sample (plus its label for cgan) -> one score."""
+    discriminator: a sample (plus its label for cgan, as extra channels) -> one score (a logit)."""
 
-    variant: Literal["gan", "dcgan", "cgan", "wgan_gp"] = "gan"
-    latent_dim: Annotated[int, Field(ge=1, le=4096)] = 64
+    variant: Literal["gan", "dcgan", "cgan", "wgan_gp"] = Field("gan", description=(
+        "gan and dcgan: cross-entropy on the discriminator's logit, non-saturating generator loss; cgan: the same, "
+        "both networks given the class label (a classification dataset); wgan_gp: Wasserstein critic (no "
+        "sigmoid) with a gradient penalty"))  # fmt: skip
+    latent_dim: Annotated[int, Field(ge=1, le=4096)] = Field(64, description="the generator's noise input size")
     generator: GANNetwork
     discriminator: GANNetwork
     n_critic: Annotated[int, Field(ge=1, le=100)] = Field(1, description="discriminator steps per generator step")
-    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="wgan_gp's gradient-penalty weight")
+    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="wgan_gp's gradient-penalty weight (wgan_gp only)")
+
+
+Visible = Literal["bernoulli", "gaussian"]
+VISIBLE = "bernoulli: binary data (dataset.binarize) or [0, 1] images; gaussian: unit variance, standardised data"
+CD_RATE = "CD step size; default 0.1 for bernoulli visible units, 0.01 for gaussian ones (they diverge sooner)"
 
 
 class RBMSpec(StrictModel):
-    """Trained by contrastive divergence (CD-k), not backpropagation."""
+    """Trained by contrastive divergence (CD-k), not backpropagation: SGD with momentum on
+    <v h>_data - <v h>_model after k Gibbs steps; `fit.epochs` and `fit.batch_size` as usual."""
 
     hidden_units: Units
-    visible: Literal["bernoulli", "gaussian"] = "bernoulli"
-    k: Annotated[int, Field(ge=1, le=100)] = 1
-    learning_rate: float = Field(0.05, gt=0.0, le=10.0)
-    momentum: float = Field(0.5, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    visible: Visible = Field("bernoulli", description=VISIBLE)
+    k: Annotated[int, Field(ge=1, le=100)] = Field(1, description="Gibbs steps per update (CD-k)")
+    learning_rate: float | None = Field(None, gt=0.0, le=10.0, description=CD_RATE)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 on the weights (not the biases)")
 
 
 class DBNSpec(StrictModel):
-    """Greedy layer-wise RBM pretraining (`pretrain_epochs` per layer), then supervised
-    fine-tuning of the stack plus a softmax output with `compile` for `fit.epochs`."""
+    """Greedy layer-wise RBM pretraining, then supervised fine-tuning of the stack (as a sigmoid
+    MLP) plus a softmax output with `compile`. `fit.epochs` counts every epoch: the first
+    `pretrain_epochs` x len(hidden_units) pretrain the RBMs in turn, the rest fine-tune."""
 
     hidden_units: list[Units] = Field(min_length=1, max_length=8)
-    visible: Literal["bernoulli", "gaussian"] = "bernoulli"
-    k: Annotated[int, Field(ge=1, le=100)] = 1
-    pretrain_epochs: Annotated[int, Field(ge=0, le=1000)] = 5
-    learning_rate: float = Field(0.05, gt=0.0, le=10.0, description="pretraining")
-    momentum: float = Field(0.5, ge=0.0, lt=1.0, description="pretraining")
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="pretraining")
+    visible: Visible = Field("bernoulli", description=VISIBLE)
+    k: Annotated[int, Field(ge=1, le=100)] = Field(1, description="Gibbs steps per pretraining update")
+    pretrain_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(5, description="per RBM; 0: no pretraining")
+    learning_rate: float | None = Field(None, gt=0.0, le=10.0, description=f"pretraining: {CD_RATE}")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="pretraining")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="pretraining: L2 on the weights")
 
 
 class Seq2SeqSpec(StrictModel):
-    """Token sequence -> token sequence: an encoder RNN and a decoder RNN with attention over
-    the encoder's states, trained with teacher forcing and decoded greedily."""
+    """Token sequence -> token sequence: an encoder RNN and a decoder RNN with Luong attention over
+    the encoder's states, trained with teacher forcing and decoded greedily. `compile.loss` must be
+    sparse_categorical_crossentropy (one target id per step)."""
 
-    cell: Literal["lstm", "gru"] = "lstm"
-    embedding_dim: Units = 32
-    units: Units = 64
-    num_layers: Annotated[int, Field(ge=1, le=4)] = 1
-    attention: bool = True
-    bidirectional_encoder: bool = False
+    cell: Literal["lstm", "gru"] = Field("lstm", description="the encoder's and decoder's recurrent cell")
+    embedding_dim: int = Field(32, ge=1, le=4096, description="token embedding size (encoder and decoder)")
+    units: int = Field(64, ge=1, le=4096, description="hidden units per recurrent layer")
+    num_layers: int = Field(1, ge=1, le=4, description="stacked recurrent layers")
+    attention: bool = Field(True, description="Luong (general) attention; false: the final state alone")
+    bidirectional_encoder: bool = Field(False, description="read the input both ways (state bridged to the decoder)")
+    input_vocabulary: int | None = Field(None, ge=2, le=65_536, description="source ids 0..n-1; default: the "
+                                         "target vocabulary (the dataset's num_classes)")  # fmt: skip

@@ -1,14 +1,15 @@
 """Layer specs: one pydantic class per layer `type`, joined in a discriminated union.
 
 Shapes follow PyTorch's channels-first convention: an image sample is (C, H, W),
-a 1-D signal (C, L), a token sequence (L,). The batch axis is never written.
+a 1-D signal (C, L), a token sequence (L,). Sequence layers (recurrent, attention) take
+(L, F): time first, features last, as Keras' do. The batch axis is never written.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Activation = Literal["relu", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softmax", "softplus", "linear"]
 Initializer = Literal[
@@ -138,6 +139,102 @@ class EmbeddingLayer(StrictModel):
     initializer: Initializer | None = None
 
 
+class Conv2DTransposeLayer(_ConvFields):
+    """Keras' output size: 'same' gives H * strides; 'valid' H * strides + max(kernel - strides, 0)."""
+
+    type: Literal["conv2d_transpose"]
+    kernel_size: Size2D
+    strides: Size2D = 1
+
+
+class UpSample2DLayer(StrictModel):
+    type: Literal["upsample2d"]
+    size: Size2D = 2
+    interpolation: Literal["nearest", "bilinear"] = "nearest"
+
+
+Heads = Annotated[int, Field(ge=1, le=256)]
+DropRate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _RecurrentFields(StrictModel):
+    """(L, F) -> (L, units * directions) with return_sequences, else the final state (units * directions,)."""
+
+    units: Annotated[int, Field(ge=1, le=4096)]
+    num_layers: int = Field(1, ge=1, le=8, description="stacked recurrent layers")
+    bidirectional: bool = False
+    return_sequences: bool = False
+    dropout: DropRate = Field(0.0, description="between stacked layers; needs num_layers >= 2")
+    initializer: Initializer | None = Field(
+        None, description="input kernels (default glorot_uniform); recurrent kernels are orthogonal, biases zero"
+    )
+
+    @model_validator(mode="after")
+    def _dropout_needs_a_stack(self) -> _RecurrentFields:
+        # torch drops out between stacked layers only; a single layer would ignore the rate silently.
+        if self.dropout > 0 and self.num_layers == 1:
+            raise ValueError("dropout applies between stacked layers: it needs num_layers >= 2")
+        return self
+
+
+class RNNLayer(_RecurrentFields):
+    """Keras' SimpleRNN. Its cell function is `nonlinearity`: a field named `activation` would be
+    applied a second time after the layer, as every layer's `activation` is."""
+
+    type: Literal["rnn"]
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+
+
+class LSTMLayer(_RecurrentFields):
+    type: Literal["lstm"]
+
+
+class GRULayer(_RecurrentFields):
+    """Keras' GRU with reset_after=True (its default), which is torch's formulation."""
+
+    type: Literal["gru"]
+
+
+class PositionalEncodingLayer(StrictModel):
+    """(L, D) -> (L, D): adds a fixed sinusoidal (Vaswani et al.) or a learned vector per position."""
+
+    type: Literal["positional_encoding"]
+    kind: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_length: int | None = Field(None, ge=1, le=65_536, description="the longest input; learned: default L")
+
+
+class MultiHeadAttentionLayer(StrictModel):
+    """Self-attention, (L, D) -> (L, D); D must divide by num_heads (each head sees D / num_heads)."""
+
+    type: Literal["multi_head_attention"]
+    num_heads: Heads
+    dropout: DropRate = 0.0
+    causal: bool = Field(False, description="each position attends to itself and earlier ones only")
+    use_bias: bool = True
+    initializer: Initializer | None = None
+
+
+class TransformerEncoderLayer(StrictModel):
+    """One encoder block, (L, D) -> (L, D): self-attention and a feed-forward net, each residual and normed."""
+
+    type: Literal["transformer_encoder"]
+    num_heads: Heads
+    ff_dim: PositiveInt
+    dropout: DropRate = 0.0
+    ff_activation: Literal["relu", "gelu"] = "relu"
+    norm_first: bool = Field(False, description="pre-norm (True) or post-norm as in the original paper")
+    causal: bool = False
+    epsilon: float = Field(1e-5, gt=0.0, le=1.0)
+    initializer: Initializer | None = None
+
+
+class SequencePoolLayer(StrictModel):
+    """(L, D) -> (D,): the mean, the max or the last step over the sequence axis."""
+
+    type: Literal["sequence_pool"]
+    mode: Literal["mean", "max", "last"] = "mean"
+
+
 LayerSpec = Annotated[
     DenseLayer
     | Conv1DLayer
@@ -152,7 +249,16 @@ LayerSpec = Annotated[
     | FlattenLayer
     | ReshapeLayer
     | ActivationLayer
-    | EmbeddingLayer,
+    | EmbeddingLayer
+    | Conv2DTransposeLayer
+    | UpSample2DLayer
+    | RNNLayer
+    | LSTMLayer
+    | GRULayer
+    | PositionalEncodingLayer
+    | MultiHeadAttentionLayer
+    | TransformerEncoderLayer
+    | SequencePoolLayer,
     Field(discriminator="type"),
 ]
 

@@ -44,6 +44,11 @@ def invert_affine(y: np.ndarray, affine: dict[str, Any] | None) -> np.ndarray:
     return (y / np.asarray(affine["scale"], np.float32) + np.asarray(affine["offset"], np.float32)).astype(np.float32)
 
 
+def binarized(x: np.ndarray, threshold: float) -> np.ndarray:
+    """`dataset.binarize`: raw values above the threshold -> 1, the rest -> 0."""
+    return (x > threshold).astype(np.float32)
+
+
 def _standardizer(a: np.ndarray) -> dict[str, Any]:
     mean = a.mean(axis=0)
     std = a.std(axis=0)
@@ -51,14 +56,17 @@ def _standardizer(a: np.ndarray) -> dict[str, Any]:
 
 
 def fit_preprocessing(ds: Dataset, x_train: np.ndarray, y_train: np.ndarray, standardize: bool | None,
-                      tokens: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Images scale to [0, 1]; tabular features (and regression targets) standardise by default."""
+                      tokens: bool = False, binarize: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Images scale to [0, 1]; tabular features (and regression targets) standardise by default.
+    Binarised features (`binarize`, applied by `prepare` first) are already 0/1: standardised only on request."""
     out: dict[str, Any] = {"features": None, "target": None}
     if tokens:
         return out  # token ids are indices, never rescaled
-    if standardize is True or (standardize is None and ds.kind == "tabular"):
+    if binarize is not None:
+        out["binarize"] = binarize  # predict applies it to raw instances before the affine map
+    if standardize is True or (standardize is None and ds.kind == "tabular" and binarize is None):
         out["features"] = _standardizer(x_train)
-    elif ds.pixel_scale is not None:
+    elif ds.pixel_scale is not None and binarize is None:
         out["features"] = _affine(0.0, ds.pixel_scale)
     if ds.task == "regression" and standardize is not False:
         out["target"] = _standardizer(y_train)
@@ -66,7 +74,7 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, y_train: np.ndarray, sta
 
 
 def prepare(ds: Dataset, *, validation_split: float, test_split: float, seed: int,
-            standardize: bool | None, tokens: bool = False) -> Prepared:  # fmt: skip
+            standardize: bool | None, tokens: bool = False, binarize: float | None = None) -> Prepared:  # fmt: skip
     x, y = ds.x, ds.y
     x_test, y_test = ds.x_test, ds.y_test
     if test_split > 0:
@@ -78,7 +86,14 @@ def prepare(ds: Dataset, *, validation_split: float, test_split: float, seed: in
     if validation_split > 0:
         keep, held = split_indices(len(x), validation_split, seed)
         x, y, x_val, y_val = x[keep], y[keep], x[held], y[held]
-    pre = fit_preprocessing(ds, x, y, standardize, tokens)
+    if tokens and (not np.all(np.isfinite(ds.x)) or np.any(ds.x < 0) or np.any(ds.x != np.round(ds.x))):
+        raise DatasetError(f"{ds.name}: an embedding takes token ids, whole numbers from 0; this dataset has others")
+    binarize = None if tokens else binarize
+    if binarize is not None:
+        x = binarized(x, binarize)
+        x_val = None if x_val is None else binarized(x_val, binarize)
+        x_test = None if x_test is None else binarized(x_test, binarize)
+    pre = fit_preprocessing(ds, x, y, standardize, tokens, binarize)
 
     def fx(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else (a.astype(np.int64) if tokens else apply_affine(a, pre["features"]))

@@ -10,7 +10,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.families import AutoencoderSpec, DBNSpec, Family, GANSpec, RBMSpec, Seq2SeqSpec, VAESpec, named
+from core.families import (
+    FAMILY_EPOCH_METRICS,
+    FAMILY_METRICS,
+    AutoencoderSpec,
+    DBNSpec,
+    Family,
+    GANSpec,
+    RBMSpec,
+    Seq2SeqSpec,
+    VAESpec,
+    named,
+)
 from core.layers import MAX_LAYERS, Activation, Initializer, LayerSpec, StrictModel
 from core.optimizers import SGD, Adagrad, Adam, AdamW, OptimizerSpec, RMSprop
 
@@ -21,7 +32,8 @@ __all__ = [
 
 BuiltinDataset = Literal[
     "digits", "iris", "wine", "breast_cancer", "diabetes", "mnist",
-    "moons", "circles", "blobs", "spirals", "sine", "road",
+    "moons", "circles", "blobs", "spirals", "sine", "road", "gaussian_mixture",
+    "sequence_sine", "sequence_classes", "sequence_tokens", "sequence_reverse", "sequence_copy",
 ]  # fmt: skip
 Loss = Literal[
     "mse", "mae", "huber", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"
@@ -41,10 +53,15 @@ class DatasetSpec(StrictModel):
     task: Literal["classification", "regression"] | None = Field(None, description="default: inferred")
     n_samples: int | None = Field(None, ge=10, le=200_000, description="generated datasets only")
     noise: float | None = Field(None, ge=0.0, le=10.0, description="generated datasets only")
-    classes: int | None = Field(None, ge=2, le=100, description="blobs and spirals only")
+    classes: int | None = Field(
+        None, ge=2, le=100,
+        description="blobs, spirals, sequence_classes, sequence_tokens; the vocabulary of sequence_reverse/copy",
+    )  # fmt: skip
     validation_split: Fraction | None = Field(None, description="same as fit.validation_split; give one")
     test_split: Fraction = Field(0.0, description="held out for a final evaluation; mnist has its own")
     standardize: bool | None = Field(None, description="default: tabular features yes, images no")
+    binarize: float | None = Field(None, ge=-1e9, le=1e9, description="a threshold in raw units (e.g. 8 for "
+                                   "digits): features above it become 1, the rest 0, before any scaling")  # fmt: skip
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -211,7 +228,7 @@ class JobSpec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
         self._family_sections()
-        if self.dataset.validation_split is not None and "validation_split" in self.fit.model_fields_set:
+        if self.dataset.validation_split is not None and self.fit.validation_split > 0:
             raise ValueError("give validation_split in `fit` or in `dataset`, not both")
         for key, monitor in self._monitors():
             if monitor not in self.metric_names():
@@ -266,10 +283,10 @@ class JobSpec(StrictModel):
 
     def metric_names(self) -> set[str]:
         """The per-epoch metrics a monitor may name."""
-        names = {"loss", *(self.compile.metrics if self.compile else [])}
+        names = {"loss", *(self.compile.metrics if self.compile else []), *FAMILY_METRICS.get(self.family, ())}
         if self.validation_split > 0:
             names |= {f"val_{n}" for n in names}
-        return names
+        return names | set(FAMILY_EPOCH_METRICS.get(self.family, ()))
 
 
 class DataInfo(StrictModel):

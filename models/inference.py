@@ -45,6 +45,8 @@ def prepare_instances(instances: Any, shape: tuple[int, ...], preprocessing: dic
         raise PredictError("instances must hold finite numbers")
     if tokens:
         return torch.from_numpy(a.astype(np.int64)).to(device)
+    if preprocessing.get("binarize") is not None:  # dataset.binarize, as the training features were
+        a = (a > preprocessing["binarize"]).astype(np.float64)
     x = affine(a.astype(np.float32), preprocessing.get("features"))
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
 
@@ -89,7 +91,7 @@ class Predictor:
     def run(self, operation: str | None, request: OperationRequest) -> dict[str, Any]:
         """The predict endpoint's entry, shared with the other families' predictors."""
         if operation not in (None, "predict"):
-            raise PredictError(f"operation {operation!r} is not available for a supervised model; use 'predict'",
+            raise PredictError(f"operation {operation!r} is not available to the supervised family; use 'predict'",
                               "operation")  # fmt: skip
         if request.instances is None:
             raise PredictError("give `instances` to predict")

@@ -51,3 +51,32 @@ def init_layer(module: nn.Module, name: str) -> None:
     bias = getattr(module, "bias", None)
     if isinstance(bias, torch.Tensor):
         nn.init.zeros_(bias)
+
+
+@torch.no_grad()
+def init_recurrent(rnn: nn.RNNBase, kernel: str) -> None:
+    """Keras' recurrent defaults: `kernel` on the input weights, orthogonal recurrent weights (they keep the
+    state's norm through time at the start), zero biases but an LSTM's forget gate at 1, so early on the
+    cell remembers and gradients reach the first steps (Jozefowicz et al., 2015)."""
+    for name, p in rnn.named_parameters():
+        if name.startswith("weight_ih"):
+            init_weight(p, kernel)
+        elif name.startswith("weight_hh"):
+            nn.init.orthogonal_(p)
+        else:
+            nn.init.zeros_(p)
+            if isinstance(rnn, nn.LSTM) and name.startswith("bias_ih"):
+                # torch's gates are stacked input, forget, cell, output; bias_hh stays 0 so the sum is 1.
+                p[rnn.hidden_size : 2 * rnn.hidden_size] = 1.0
+
+
+@torch.no_grad()
+def init_attention(attention: nn.MultiheadAttention, kernel: str) -> None:
+    """torch draws q, k and v from one initialiser over their stacked (3D, D) matrix, which shrinks a glorot
+    limit; Keras draws each projection as a kernel of its own."""
+    if attention.in_proj_weight is not None:
+        for block in attention.in_proj_weight.chunk(3):
+            init_weight(block, kernel)
+    if attention.in_proj_bias is not None:
+        nn.init.zeros_(attention.in_proj_bias)
+    init_layer(attention.out_proj, kernel)

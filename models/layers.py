@@ -244,3 +244,7 @@ def build_activation(spec: L.ActivationLayer, shape: Shape) -> Built:
 def build_embedding(spec: L.EmbeddingLayer, shape: Shape) -> Built:
     _expect(shape, 1, "(L,) token-id")
     return Built(nn.Embedding(spec.input_dim, spec.output_dim), (shape[0], spec.output_dim))
+
+
+# Registers the sequence (recurrent, attention) and upsampling builders with the rest on `import models.layers`.
+import models.sequence_layers  # noqa: E402, F401

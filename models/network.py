@@ -99,7 +99,7 @@ def build_layers(layers: list[Any], input_shape: Shape, default_init: str) -> tu
             raise SpecError(f"layer {index} ({layer.type}): output shape {built.shape} is empty", where)
         module = built.module
         for sub in module.modules():
-            if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)):
+            if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
                 init_layer(sub, layer.initializer or ("random_uniform" if layer.type == "embedding" else default_init))
         if layer.type != "activation":
             name, alpha = _split_activation(layer, index == len(layers) - 1)

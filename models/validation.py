@@ -87,6 +87,9 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
         report: DryRun = family_module(spec.family).dry_run(spec, info)
         return report
     _check_augmentation(spec, info)
+    if info.task == "classification" and info.target_dim > 1:
+        raise SpecError("the dataset's targets are token sequences, one class per step: train it with "
+                        '"family": "seq2seq"', ("dataset",))  # fmt: skip
     built = build_network(spec, info)
     units = check_objective(spec.compiled, info, built)
     x, y = sample_batch(info, built.network.tokens)

@@ -106,7 +106,54 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
     "embedding": [
         ({"type": "embedding", "input_dim": 10, "output_dim": 4}, (6,)),
     ],
-}
+    "conv2d_transpose": [
+        ({"type": "conv2d_transpose", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}, (3, 5, 5)),
+        ({"type": "conv2d_transpose", "filters": 2, "kernel_size": 3, "strides": 2}, (3, 5, 5)),
+        ({"type": "conv2d_transpose", "filters": 2, "kernel_size": [4, 1], "strides": [2, 3], "padding": "same",
+          "use_bias": False}, (3, 4, 5)),
+        ({"type": "conv2d_transpose", "filters": 2, "kernel_size": [2, 1], "strides": [3, 2]}, (1, 4, 5)),
+    ],
+    "upsample2d": [
+        ({"type": "upsample2d"}, (3, 4, 5)),
+        ({"type": "upsample2d", "size": [2, 3], "interpolation": "bilinear"}, (3, 4, 5)),
+    ],
+    "rnn": [
+        ({"type": "rnn", "units": 4}, (6, 3)),
+        ({"type": "rnn", "units": 3, "nonlinearity": "relu", "return_sequences": True}, (6, 3)),
+    ],
+    "lstm": [
+        ({"type": "lstm", "units": 4}, (6, 3)),
+        ({"type": "lstm", "units": 3, "bidirectional": True}, (6, 3)),
+        ({"type": "lstm", "units": 3, "num_layers": 2, "dropout": 0.5, "return_sequences": True}, (6, 3)),
+        ({"type": "lstm", "units": 2, "num_layers": 3, "bidirectional": True, "return_sequences": True}, (5, 4)),
+    ],
+    "gru": [
+        ({"type": "gru", "units": 4}, (6, 3)),
+        ({"type": "gru", "units": 3, "num_layers": 2, "bidirectional": True, "initializer": "he_normal"}, (6, 3)),
+        ({"type": "gru", "units": 3, "return_sequences": True}, (2, 3)),
+    ],
+    "positional_encoding": [
+        ({"type": "positional_encoding"}, (6, 8)),
+        ({"type": "positional_encoding", "kind": "learned"}, (6, 8)),
+        ({"type": "positional_encoding", "kind": "learned", "max_length": 10}, (6, 5)),
+        ({"type": "positional_encoding", "max_length": 6}, (6, 5)),
+    ],
+    "multi_head_attention": [
+        ({"type": "multi_head_attention", "num_heads": 2}, (6, 8)),
+        ({"type": "multi_head_attention", "num_heads": 4, "causal": True, "dropout": 0.1}, (5, 8)),
+        ({"type": "multi_head_attention", "num_heads": 1, "use_bias": False}, (3, 5)),
+    ],
+    "transformer_encoder": [
+        ({"type": "transformer_encoder", "num_heads": 2, "ff_dim": 16}, (6, 8)),
+        ({"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8, "norm_first": True, "ff_activation": "gelu",
+          "dropout": 0.1, "causal": True}, (5, 8)),
+    ],
+    "sequence_pool": [
+        ({"type": "sequence_pool"}, (6, 8)),
+        ({"type": "sequence_pool", "mode": "max"}, (6, 8)),
+        ({"type": "sequence_pool", "mode": "last"}, (1, 3)),
+    ],
+}  # fmt: skip
 
 LAYER_TYPES = registry.list_registered()
 CASES = [
@@ -188,6 +235,7 @@ def test_sgd_step_changes_every_parameter(layer_type, spec_dict, shape):
     if not params:
         assert layer_type in {
             "maxpool1d", "maxpool2d", "avgpool2d", "global_avgpool", "dropout", "flatten", "reshape", "activation",
+            "upsample2d", "positional_encoding", "sequence_pool",
         }  # fmt: skip
         return
     before = {name: p.detach().clone() for name, p in named.items()}
@@ -315,6 +363,21 @@ def test_avgpool2d_same_excludes_padding_from_average():
         ({"type": "reshape", "target_shape": [-1, 5]}, (12,), "cannot reshape (12,) (12 values) into (-1, 5)"),
         ({"type": "reshape", "target_shape": [-1, 0]}, (12,),
          "target_shape (-1, 0) may hold one -1 and otherwise positive sizes"),
+        ({"type": "lstm", "units": 4}, (64,), "expected 2-D (L, F) sequence input, received (64,)"),
+        ({"type": "gru", "units": 4}, (3, 8, 8), "expected 2-D (L, F) sequence input, received (3, 8, 8)"),
+        ({"type": "rnn", "units": 4}, (64,), "expected 2-D (L, F) sequence input, received (64,)"),
+        ({"type": "multi_head_attention", "num_heads": 3}, (5, 10),
+         "the model dimension 10 (the input's last axis) does not divide by num_heads 3"),
+        ({"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8}, (5, 6),
+         "the model dimension 6 (the input's last axis) does not divide by num_heads 4"),
+        ({"type": "transformer_encoder", "num_heads": 2, "ff_dim": 8}, (10,),
+         "expected 2-D (L, D) sequence input, received (10,)"),
+        ({"type": "positional_encoding", "kind": "learned", "max_length": 4}, (6, 8),
+         "the sequence has 6 positions, more than max_length 4"),
+        ({"type": "sequence_pool"}, (3, 4, 4), "expected 2-D (L, D) sequence input, received (3, 4, 4)"),
+        ({"type": "conv2d_transpose", "filters": 2, "kernel_size": 3}, (64,),
+         "expected 3-D (C, H, W) input, received (64,)"),
+        ({"type": "upsample2d"}, (3, 8), "expected 3-D (C, H, W) input, received (3, 8)"),
     ],
 )  # fmt: skip
 def test_build_rejects_bad_input_shape(spec_dict, shape, message):
@@ -460,10 +523,122 @@ def test_embedding_defaults_to_random_uniform():
     assert weight.std().item() == pytest.approx(0.05 / math.sqrt(3), rel=0.05)
 
 
-@pytest.mark.parametrize("layer_type", ["conv1d", "conv2d", "embedding"])
+@pytest.mark.parametrize("layer_type", ["conv1d", "conv2d", "embedding", "conv2d_transpose", "multi_head_attention"])
 def test_initializer_applies_to_every_weighted_layer(layer_type):
     spec_dict, shape = EXAMPLES[layer_type][0]
     layer = ADAPTER.validate_python({**spec_dict, "initializer": "zeros"})
     body, _, _ = build_layers([layer], shape, "glorot_uniform")
     for p in body.parameters():
         assert torch.equal(p.detach(), torch.zeros_like(p))
+
+
+# -- sequence and upsampling layers ---------------------------------------------------------
+
+
+def test_recurrent_dropout_needs_a_stack():
+    with pytest.raises(ValueError, match="dropout applies between stacked layers: it needs num_layers >= 2"):
+        ADAPTER.validate_python({"type": "lstm", "units": 4, "dropout": 0.2})
+
+
+@pytest.mark.parametrize("layer_type", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent_many_to_one_gives_the_final_states(layer_type, bidirectional):
+    torch.manual_seed(0)
+    spec = {"type": layer_type, "units": 3, "num_layers": 2, "bidirectional": bidirectional}
+    _, built = _build(spec, (5, 4))
+    x = torch.randn(BATCH, 5, 4)
+    sequence, _ = built.module.rnn(x)
+    # The backward direction ends at time 0: Keras' Bidirectional concatenates that state, not step L - 1's.
+    expected = torch.cat([sequence[:, -1, :3], sequence[:, 0, 3:]], dim=1) if bidirectional else sequence[:, -1]
+    assert built.shape == (6 if bidirectional else 3,)
+    torch.testing.assert_close(built.module(x), expected)
+
+
+def test_lstm_starts_as_keras_does():
+    torch.manual_seed(0)
+    units, features = 16, 8
+    body, _, _ = build_layers([ADAPTER.validate_python({"type": "lstm", "units": units})], (5, features),
+                              "glorot_uniform")  # fmt: skip
+    rnn = body[0].rnn
+    recurrent = rnn.weight_hh_l0.detach()
+    torch.testing.assert_close(recurrent.T @ recurrent, torch.eye(units), atol=1e-5, rtol=0)
+    assert rnn.weight_ih_l0.abs().max() <= math.sqrt(6.0 / (features + 4 * units))
+    forget = torch.zeros(4 * units)
+    forget[units : 2 * units] = 1.0
+    assert torch.equal(rnn.bias_ih_l0.detach(), forget)
+    assert torch.equal(rnn.bias_hh_l0.detach(), torch.zeros(4 * units))
+
+
+def test_sinusoidal_encoding_is_fixed_and_adds_sin_cos():
+    _, built = _build({"type": "positional_encoding"}, (6, 5))
+    out = built.module(torch.zeros(1, 6, 5))[0]
+    assert list(built.module.parameters()) == [] and built.module.state_dict() == {}
+    torch.testing.assert_close(out[0], torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0]))
+    torch.testing.assert_close(out[:, 0], torch.sin(torch.arange(6.0)))
+    torch.testing.assert_close(out[:, 1], torch.cos(torch.arange(6.0)))
+    x = torch.randn(2, 6, 5)
+    torch.testing.assert_close(built.module(x), x + out)
+
+
+@pytest.mark.parametrize(
+    "spec_dict",
+    [
+        {"type": "multi_head_attention", "num_heads": 2},
+        {"type": "transformer_encoder", "num_heads": 2, "ff_dim": 8},
+        {"type": "transformer_encoder", "num_heads": 2, "ff_dim": 8, "norm_first": True},
+    ],
+    ids=lambda d: d["type"] + ("-norm-first" if d.get("norm_first") else ""),
+)
+def test_causal_attention_ignores_later_positions(spec_dict):
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8)
+    later = x.clone()
+    later[:, 4:] = torch.randn(2, 2, 8)
+    for causal in (True, False):
+        _, built = _build({**spec_dict, "causal": causal}, (6, 8))
+        built.module.eval()
+        a, b = built.module(x), built.module(later)
+        assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6) is causal
+        assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+@pytest.mark.parametrize(
+    ("mode", "reference"),
+    [("mean", lambda x: x.mean(dim=1)), ("max", lambda x: x.max(dim=1).values), ("last", lambda x: x[:, -1])],
+)
+def test_sequence_pool_reduces_the_time_axis(mode, reference):
+    _, built = _build({"type": "sequence_pool", "mode": mode}, (6, 3))
+    x = torch.randn(BATCH, 6, 3)
+    torch.testing.assert_close(built.module(x), reference(x))
+
+
+def _only(module: nn.Module, kind: type[nn.Module]) -> typing.Any:
+    (found,) = [m for m in module.modules() if isinstance(m, kind)]
+    return found
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("strides", [1, 2, 3])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4])
+def test_conv2d_transpose_is_the_adjoint_of_keras_conv2d(kernel, strides, padding):
+    """Keras' transposed convolution is the gradient of its convolution with the same settings: the
+    output size and the cropped border of 'same' follow from that, and so does <conv(x), y> = <x, convT(y)>."""
+    torch.manual_seed(0)
+    h, w = 4, 5
+    spec = {"kernel_size": kernel, "strides": strides, "padding": padding, "use_bias": False}
+    _, up = _build({"type": "conv2d_transpose", "filters": 2, **spec}, (3, h, w))
+    extra = 0 if padding == "same" else max(kernel - strides, 0)
+    assert up.shape == (2, h * strides + extra, w * strides + extra)
+    _, down = _build({"type": "conv2d", "filters": 3, **spec}, up.shape)
+    assert down.shape == (3, h, w)
+    with torch.no_grad():
+        _only(down.module, nn.Conv2d).weight.copy_(_only(up.module, nn.ConvTranspose2d).weight)
+        y, x = torch.randn(2, 3, h, w), torch.randn(2, *up.shape)
+        torch.testing.assert_close((down.module(x) * y).sum(), (x * up.module(y)).sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_upsample2d_nearest_repeats_pixels():
+    _, built = _build({"type": "upsample2d", "size": [2, 3]}, (3, 4, 5))
+    x = torch.randn(BATCH, 3, 4, 5)
+    assert built.shape == (3, 8, 15)
+    torch.testing.assert_close(built.module(x), x.repeat_interleave(2, dim=2).repeat_interleave(3, dim=3))

@@ -12,8 +12,9 @@ OURS = {"api", "worker", "models", "core", "cli"}
 # package -> the packages of ours it may import
 ALLOWED = {
     "core": {"core"},
-    "models": {"models", "core.spec", "core.layers"},  # core.layers holds the spec's layer classes
-    "worker/training": {"worker.training", "models", "core.spec", "core.layers"},
+    # core.layers, core.optimizers and core.families hold parts of the spec
+    "models": {"models", "core.spec", "core.layers", "core.optimizers", "core.families"},
+    "worker/training": {"worker.training", "models", "core.spec", "core.layers", "core.optimizers", "core.families"},
     "worker": {"worker", "models", "core"},
     "api": {"api", "core", "models"},
 }

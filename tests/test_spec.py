@@ -290,7 +290,8 @@ BASE: dict[str, Any] = {
 }
 DENSE_TAGS = (
     "'dense', 'conv1d', 'conv2d', 'maxpool1d', 'maxpool2d', 'avgpool2d', 'global_avgpool', 'batchnorm', "
-    "'layernorm', 'dropout', 'flatten', 'reshape', 'activation', 'embedding'"
+    "'layernorm', 'dropout', 'flatten', 'reshape', 'activation', 'embedding', 'conv2d_transpose', 'upsample2d', "
+    "'rnn', 'lstm', 'gru', 'positional_encoding', 'multi_head_attention', 'transformer_encoder', 'sequence_pool'"
 )
 
 

@@ -40,6 +40,6 @@ class FamilyPredictor:
         allowed = OPERATION_NAMES[family]
         name = operation or allowed[0]
         if name not in allowed:
-            raise PredictError(f"operation {name!r} is not available for a {family} model; "
+            raise PredictError(f"operation {name!r} is not available to the {family} family; "
                                  f"choose one of {list(allowed)}", "operation")  # fmt: skip
         return self.operations[name](self.model, request)

@@ -29,11 +29,16 @@ def make_optimizer(spec: CompileSpec, params: list[nn.Parameter]) -> torch.optim
 
 
 def kernels(model: nn.Module) -> list[torch.Tensor]:
-    """The weights a Keras kernel_regularizer would penalise: no biases, no norm scales."""
-    found = []
+    """The weights a Keras kernel_regularizer would penalise: no biases, no norm scales, and of a
+    recurrent layer its input kernels only (Keras regularises recurrent kernels separately)."""
+    found: list[torch.Tensor] = []
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)):
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
             found.append(module.weight)
+        elif isinstance(module, nn.RNNBase):
+            found += [w for name, w in module.named_parameters() if name.startswith("weight_ih")]
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            found.append(module.in_proj_weight)  # its out_proj is an nn.Linear, found on its own
     return found
 
 

@@ -11,7 +11,7 @@ from core.spec import JobSpec
 from models.network import Network, build_network
 from models.objective import Objective, check_objective
 from worker.training.augment import augment
-from worker.training.data import TrainData
+from worker.training.data import TrainData, TrainingFailed
 from worker.training.optim import kernels, make_optimizer, penalty
 from worker.training.task import Task
 
@@ -42,6 +42,7 @@ class SupervisedTask(Task):
         self.objective = Objective(spec.compile, data.info, units, self.model.head, target_scale)
         self.optimizers = [make_optimizer(spec.compile, list(self.model.parameters()))]
         self.kernels = kernels(self.model)
+        self._check_token_ids(data)
         self.amp = amp_dtype(spec.fit.mixed_precision, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.on_host = device.type == "cpu"
@@ -49,6 +50,13 @@ class SupervisedTask(Task):
         self.augmentation = spec.fit.augmentation if active else None
         self.sums: dict[str, Any] = {}
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _check_token_ids(self, data: TrainData) -> None:
+        vocabulary = self.model.vocabulary
+        for name, x in (("training", data.x_train), ("validation", data.x_val), ("test", data.x_test)):
+            if vocabulary is not None and x is not None and len(x) and int(x.max()) >= vocabulary:
+                raise TrainingFailed(f"the {name} data holds token id {int(x.max())}, but the embedding's "
+                                     f"input_dim is {vocabulary}: raise model.layers.0.input_dim above it")  # fmt: skip
 
     @property
     def parameters(self) -> int:

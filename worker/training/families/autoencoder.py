@@ -1,0 +1,136 @@
+"""The autoencoder family's training: reconstruct the (optionally corrupted) input.
+
+`ReconstructionTask` holds what the autoencoder and the VAE share (the optimizer step,
+regularisation, clipping, the epoch's sums, evaluation in batches); a family overrides
+`terms`, which returns the loss to minimise and the batch's metric sums.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.spec import JobSpec
+from models.families.autoencoder import Autoencoder, build, reconstruction_terms
+from worker.training.data import TrainData, TrainingFailed
+from worker.training.optim import kernels, make_optimizer, penalty
+from worker.training.task import Task
+
+Sums = dict[str, torch.Tensor]
+
+
+class ReconstructionTask(Task):
+    def __init__(self, spec: JobSpec, data: TrainData, device: torch.device, module: nn.Module) -> None:
+        super().__init__(spec, data, device)
+        self.compile = spec.compiled
+        if self.compile.loss == "binary_crossentropy":
+            low, high = float(data.x_train.min()), float(data.x_train.max())
+            if low < 0 or high > 1:
+                raise TrainingFailed(f"binary_crossentropy needs inputs in [0, 1]; these lie in [{low:g}, {high:g}]:"
+                                     " use mse, or scale the features to [0, 1]")  # fmt: skip
+        self.model = module.to(device)
+        self.optimizers = [make_optimizer(self.compile, list(self.model.parameters()))]
+        self.kernels = kernels(self.model)
+        # mae/mse metrics are reported in the dataset's raw units, as supervised regression's are.
+        features = data.preprocessing.get("features") or {}
+        scale = features.get("scale")
+        self.raw_scale = None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
+        self.sums: Sums = {}
+
+    def terms(self, x_in: torch.Tensor, target: torch.Tensor, training: bool) -> tuple[torch.Tensor, Sums]:
+        """(the loss to minimise, the batch's metric sums, "loss" included as loss * batch size)."""
+        raise NotImplementedError
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def metric_sums(self, output: torch.Tensor, target: torch.Tensor) -> Sums:
+        """compile.metrics (mae, mse) per value, in raw units, summed over the batch's samples."""
+        sums: Sums = {}
+        if not self.compile.metrics:
+            return sums
+        diff = output.detach().float() - target
+        if self.raw_scale is not None:
+            diff = diff / self.raw_scale
+        per_sample = diff[0].numel()
+        if "mae" in self.compile.metrics:
+            sums["mae"] = diff.abs().sum() / per_sample
+        if "mse" in self.compile.metrics:
+            sums["mse"] = diff.square().sum() / per_sample
+        return sums
+
+    def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
+        c, optimizer = self.compile, self.optimizers[0]
+        loss, sums = self.terms(self.corrupt(xb), xb, training=True)
+        extra = penalty(self.kernels, c.regularization.l1, c.regularization.l2)
+        if extra is not None:
+            loss = loss + extra
+            sums["loss"] = sums["loss"] + extra.detach() * len(xb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.clip_grad_value)
+        if c.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
+        optimizer.step()
+        # Summed on the device (no host sync per step on a GPU); read once per epoch.
+        for key, value in sums.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        return loss
+
+    def epoch_metrics(self, seen: int) -> dict[str, float]:
+        metrics = {k: v.item() / seen for k, v in self.sums.items()}
+        self.sums = {}
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self.model.eval()
+        sums: Sums = {}
+        size = max(self.spec.fit.batch_size, 1024)
+        for start in range(0, len(x), size):
+            xb = x[start : start + size]
+            for key, value in self.terms(xb, xb, training=False)[1].items():
+                sums[key] = sums[key] + value if key in sums else value
+        self.model.train()
+        c = self.compile.regularization
+        extra = penalty(self.kernels, c.l1, c.l2)
+        metrics = {k: v.item() / len(x) for k, v in sums.items()}
+        metrics["loss"] += 0.0 if extra is None else extra.item()
+        return metrics
+
+
+class AutoencoderTask(ReconstructionTask):
+    """loss: the reconstruction loss per value (Keras' mean over the sample's values and the batch)."""
+
+    model: Autoencoder
+
+    def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
+        super().__init__(spec, data, device, build(spec, data.info))
+        section = spec.autoencoder
+        assert section is not None  # noqa: S101 - JobSpec requires it for this family
+        self.noise_stddev, self.mask_rate = section.noise_stddev, section.mask_rate
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """Denoising: the network sees a corrupted input and is scored against the clean one.
+        Noise is drawn from torch's global RNG, which the engine seeds per epoch."""
+        if self.noise_stddev > 0:
+            x = x + self.noise_stddev * torch.randn_like(x)
+        if self.mask_rate > 0:
+            x = x * (torch.rand_like(x) >= self.mask_rate)
+        return x
+
+    def terms(self, x_in: torch.Tensor, target: torch.Tensor, training: bool) -> tuple[torch.Tensor, Sums]:
+        decoder = self.model.decoder
+        logits = decoder.logits(self.model.encoder(x_in))
+        loss = reconstruction_terms(self.compile.loss, decoder, logits, target).mean()
+        sums = {"loss": loss.detach() * len(target), **self.metric_sums(decoder.output(logits), target)}
+        return loss, sums
+
+    def describe(self) -> dict[str, Any]:
+        return {"code_shape": list(self.model.encoder.output_shape)}
+
+
+TASK = AutoencoderTask

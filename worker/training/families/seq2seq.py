@@ -1,0 +1,142 @@
+"""The seq2seq family's training: teacher forcing with per-token sparse categorical cross-entropy;
+evaluation decodes greedily, as predict does.
+
+Training metrics (teacher-forced, the decoder reads the true previous token): loss, token_accuracy,
+sequence_accuracy (and `accuracy`, the token accuracy, when compile.metrics lists it). Held-out metrics
+(val_/test_) come from free-running greedy decoding, each step fed the model's own previous token, so
+they are what predict would score: the loss there is the cross-entropy of those decoded steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.spec import JobSpec
+from models.families.seq2seq import Seq2Seq, build
+from worker.training.data import TrainData, TrainingFailed
+from worker.training.optim import kernels, make_optimizer, penalty
+from worker.training.supervised import amp_dtype
+from worker.training.task import Task
+
+EVAL_BATCH = 1024  # sequences decoded at once in evaluation (bounds the logits kept per step)
+
+
+def _regularised(model: nn.Module) -> list[torch.Tensor]:
+    """Keras' kernel_regularizer: dense and embedding kernels plus the recurrent input/state kernels."""
+    rnn = [p for m in model.modules() if isinstance(m, nn.LSTM | nn.GRU)
+           for name, p in m.named_parameters() if name.startswith("weight_")]  # fmt: skip
+    return kernels(model) + rnn
+
+
+class Seq2SeqTask(Task):
+    model: Seq2Seq
+
+    def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
+        super().__init__(spec, data, device)
+        self.compile = spec.compiled
+        self.model = build(spec, data.info).to(device)
+        self._check_ids(data)
+        self.optimizers = [make_optimizer(self.compile, list(self.model.parameters()))]
+        self.kernels = _regularised(self.model)
+        self.amp = amp_dtype(spec.fit.mixed_precision, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.alias = "accuracy" in self.compile.metrics
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def _check_ids(self, data: TrainData) -> None:
+        """Token ids outside the embeddings would fail deep inside training: say which and where."""
+        m = self.model
+        length, steps = data.info.input_shape[0], m.output_length
+        for split in ("train", "val", "test"):
+            x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+            if x is None or y is None:
+                continue
+            if tuple(x.shape[1:]) != (length,) or tuple(y.shape[1:]) != (steps,):
+                raise TrainingFailed(f"{split} split: x is {list(x.shape)} and y {list(y.shape)}; seq2seq needs "
+                                     f"x (N, {length}) and y (N, {steps})")  # fmt: skip
+            for name, a, top in (("x", x, m.input_vocabulary), ("y", y, m.vocabulary)):
+                if len(a) and (int(a.min()) < 0 or int(a.max()) >= top):
+                    hint = " (set seq2seq.input_vocabulary)" if name == "x" else ""
+                    raise TrainingFailed(f"{split} split: {name} holds token ids {int(a.min())}..{int(a.max())}, "
+                                         f"outside 0..{top - 1}{hint}")  # fmt: skip
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext() if self.amp is None else torch.autocast(self.device.type, dtype=self.amp)
+
+    def _add(self, sums: dict[str, torch.Tensor]) -> None:
+        for k, v in sums.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+
+    @staticmethod
+    def _batch_sums(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-batch sums over samples: the loss (a per-token mean) and the share of right tokens."""
+        right = logits.argmax(dim=-1) == y
+        return {"loss": loss.detach().float() * len(y), "token_accuracy": right.float().mean(dim=1).sum(),
+                "sequence_accuracy": right.all(dim=1).float().sum()}  # fmt: skip
+
+    def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
+        optimizer = self.optimizers[0]
+        optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = self.model(xb, yb)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten())
+        c = self.compile
+        extra = penalty(self.kernels, c.regularization.l1, c.regularization.l2)
+        total = loss if extra is None else loss + extra
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(optimizer)
+        else:
+            total.backward()
+        if c.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.clip_grad_value)
+        if c.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        with torch.no_grad():
+            self._add(self._batch_sums(logits.detach(), yb, loss))
+        return loss
+
+    def _means(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
+        out = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+        if self.alias:
+            out["accuracy"] = out["token_accuracy"]
+        return out
+
+    def epoch_metrics(self, seen: int) -> dict[str, float]:
+        sums, self.sums = self.sums, {}
+        return self._means(sums, seen)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        for start in range(0, len(x), EVAL_BATCH):
+            xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+            with self.autocast():
+                _, logits = self.model.greedy(xb)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten())
+            for k, v in self._batch_sums(logits, yb, loss).items():
+                sums[k] = sums[k] + v if k in sums else v
+        self.model.train(was_training)
+        return self._means(sums, len(x))
+
+    def describe(self) -> dict[str, Any]:
+        m = self.model
+        attention = self.spec.seq2seq is not None and self.spec.seq2seq.attention
+        return {"input_length": self.data.info.input_shape[0], "output_length": m.output_length,
+                "input_vocabulary": m.input_vocabulary, "vocabulary": m.vocabulary, "start_token": m.start_token,
+                "attention": "luong_general" if attention else None}  # fmt: skip
+
+
+TASK = Seq2SeqTask
