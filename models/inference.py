@@ -31,7 +31,7 @@ def prepare_instances(instances: Any, shape: tuple[int, ...], preprocessing: dic
     """Raw instances -> the model's input tensor: shape checked, the saved preprocessing applied."""
     try:
         a = np.asarray(instances, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise PredictError(f"instances must be numbers in a regular nested list: {exc}") from exc
     want = f"each instance must have shape {list(shape)} ({math.prod(shape)} values)"
     if a.ndim < 1 or len(a) == 0:

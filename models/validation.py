@@ -79,11 +79,23 @@ def _check_augmentation(spec: JobSpec, info: DataInfo) -> None:
         raise SpecError("noise_stddev cannot be added to token ids", ("fit", "augmentation", "noise_stddev"))
 
 
+def _check_family(spec: JobSpec, info: DataInfo) -> None:
+    """What no family beyond supervised honours is refused rather than ignored."""
+    if spec.fit.augmentation is not None:
+        raise SpecError(f"fit.augmentation applies to supervised training; the {spec.family} family takes none",
+                        ("fit", "augmentation"))  # fmt: skip
+    labelled = spec.family == "dbn" or (spec.gan is not None and spec.gan.variant == "cgan")
+    if labelled and info.task == "classification" and info.target_dim > 1:
+        raise SpecError(f"the dataset's targets are token sequences, not one class per sample: the {spec.family} "
+                        "family needs class labels", ("dataset",))  # fmt: skip
+
+
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     """Raises SpecError (with the field path) for anything that would fail once training starts."""
     if spec.family != "supervised":
         from models.families import family_module  # imported here: families import this module's DryRun
 
+        _check_family(spec, info)
         report: DryRun = family_module(spec.family).dry_run(spec, info)
         return report
     _check_augmentation(spec, info)

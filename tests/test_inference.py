@@ -10,7 +10,7 @@ import torch
 
 from core.datasets import load_builtin
 from core.spec import DatasetSpec, JobSpec
-from models.inference import PredictError, Predictor
+from models.inference import PredictError, Predictor, prepare_instances
 from tests.helpers import digits_mlp
 from worker.datasource import load_train_data
 from worker.training.engine import train
@@ -86,3 +86,8 @@ def test_binary_classifier_gives_two_probabilities(tmp_path: Path) -> None:
     assert result.model_path is not None
     out = Predictor.load(result.model_path).predict([[0.0, 0.5], [1.0, -0.5]])
     assert np.asarray(out["probabilities"]).shape == (2, 2) and out["classes"] == ["0", "1"]
+
+
+def test_numbers_too_large_for_a_float_are_a_predict_error_not_a_crash() -> None:
+    with pytest.raises(PredictError, match="instances must be numbers in a regular nested list"):
+        prepare_instances([[10**400, 0.0]], (2,), {}, False, torch.device("cpu"))

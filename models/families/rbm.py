@@ -19,6 +19,7 @@ from core.families import RBMSpec
 from core.spec import DataInfo, DatasetSpec, JobSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest
+from models.families.autoencoder import refuse_unused
 from models.inference import prepare_instances, raw_units
 from models.validation import FLOAT_BYTES, DryRun
 
@@ -173,6 +174,7 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
 
 # -- predict -----------------------------------------------------------------------------------
 def inputs(model: FamilyModel, request: OperationRequest, operation: str) -> torch.Tensor:
+    refuse_unused(request, operation, ("instances",))
     if request.instances is None:
         raise PredictError(f"give `instances` to {operation}", "instances")
     x = prepare_instances(request.instances, model.info.input_shape, model.meta.get("preprocessing") or {}, False,

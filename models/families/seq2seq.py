@@ -13,7 +13,6 @@ ids), so a dataset needs no reserved ids. Source and target vocabularies may dif
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -24,6 +23,7 @@ from core.families import Seq2SeqSpec
 from core.spec import DataInfo, JobSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest
+from models.families.autoencoder import refuse_unused
 from models.validation import DryRun, optimizer_slots
 
 # Built-in datasets that map token ids to token ids; any other built-in name is refused.
@@ -170,8 +170,6 @@ def check(spec: JobSpec, info: DataInfo) -> None:
     if wrong:
         raise SpecError(f"seq2seq reports token_accuracy and sequence_accuracy (and `accuracy`, the token "
                         f"accuracy, if listed); {wrong} do not apply to token ids", ("compile", "metrics"))  # fmt: skip
-    if spec.fit.augmentation is not None:
-        raise SpecError("augmentation applies to images, not token ids", ("fit", "augmentation"))
 
 
 def _summary(model: Seq2Seq, length: int) -> list[dict[str, Any]]:
@@ -226,7 +224,7 @@ def _sequences(instances: Any, length: int, vocabulary: int) -> list[list[int]]:
             raise PredictError(f"{want}; instance {i} has {got}")
         for t in row:
             # bool is an int in Python, and 3.0 is a float a JSON client may send for 3
-            ok = isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t == int(t)
+            ok = isinstance(t, int | float) and not isinstance(t, bool) and abs(t) < 2**53 and t == int(t)
             if not ok or not 0 <= int(t) < vocabulary:
                 raise PredictError(f"{want}; instance {i} has {t!r}")
     return [[int(t) for t in row] for row in instances]
@@ -235,6 +233,7 @@ def _sequences(instances: Any, length: int, vocabulary: int) -> list[list[int]]:
 def predict(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     """Greedy decoding of each token sequence: {"predictions": [[id, ...], ...]}."""
     net: Seq2Seq = model.module  # type: ignore[assignment]
+    refuse_unused(req, "predict", ("instances",))
     if req.instances is None:
         raise PredictError("give `instances`: token-id sequences to decode")
     rows = _sequences(req.instances, model.info.input_shape[0], net.input_vocabulary)

@@ -65,6 +65,9 @@ class DBNTask(Task):
 
     def start_epoch(self, epoch: int) -> None:
         self.phase, self.layer = phase_of(self.spec, epoch)
+        if self.phase != "pretrain":  # CD wrote .grad of parameters fine-tuning never steps: keep them
+            for p in self.model.parameters():  # out of gradient clipping (and a resumed run has none)
+                p.grad = None
 
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
         if self.phase == "pretrain":

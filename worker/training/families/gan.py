@@ -28,12 +28,12 @@ from core.families import GANNetwork
 from core.spec import CompileSpec, JobSpec
 from models.families.gan import GAN, build
 from models.inference import affine
-from worker.training.data import TrainData
+from worker.training.data import TrainData, TrainingFailed
 from worker.training.optim import make_optimizer
 from worker.training.task import Task
 
-FD_FAKE, FD_REAL = 1000, 2000
-FD_MAX_DIMS = 1024  # wider samples are projected (a fixed random map) to keep the eigendecompositions cheap
+FD_FAKE, FD_FAKE_WIDE, FD_REAL = 1000, 500, 2000  # generated samples per epoch: fewer when projected
+FD_MAX_DIMS = 256  # wider samples are projected (a fixed random map) to keep the per-epoch cost small
 EVAL_SEED, FD_SEED = 1, 2  # fixed latent streams: held-out figures comparable across epochs
 MODE_SHARE, MODE_RADIUS = 0.01, 3.0  # a mode is covered by >= 1% of samples within 3 stddev of its centre
 
@@ -43,17 +43,40 @@ def optimizer_for(net: GANNetwork, params: list[torch.nn.Parameter]) -> torch.op
     return make_optimizer(CompileSpec(optimizer=net.optimizer, loss="mse"), params)
 
 
+class FrechetReference:
+    """The real side of the Frechet distance, computed once per job: its mean, covariance and the
+    covariance's square root (Tr sqrt(S_r^1/2 S_f S_r^1/2) equals the usual Tr sqrt(S_f S_r)), so an
+    epoch pays for one covariance and one symmetric eigendecomposition of the generated side."""
+
+    def __init__(self, real: torch.Tensor) -> None:
+        b = real.flatten(1).double().cpu()
+        self.projection: torch.Tensor | None = None
+        if b.shape[1] > FD_MAX_DIMS:  # a fixed random map: same for every epoch and every job
+            seeded = torch.Generator().manual_seed(0)
+            projection = torch.randn(b.shape[1], FD_MAX_DIMS, generator=seeded, dtype=b.dtype)
+            self.projection = projection / FD_MAX_DIMS**0.5
+            b = b @ self.projection
+        self.mean, self.cov = b.mean(0), torch.atleast_2d(torch.cov(b.T))
+        w, v = torch.linalg.eigh(self.cov)
+        self.root = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
+
+    @property
+    def wide(self) -> bool:
+        return self.projection is not None
+
+    def distance(self, fake: torch.Tensor) -> float:
+        """||mu_f - mu_r||^2 + Tr(S_f + S_r - 2 (S_r^1/2 S_f S_r^1/2)^1/2)."""
+        a = fake.flatten(1).double().cpu()
+        if self.projection is not None:
+            a = a @ self.projection
+        cov = torch.atleast_2d(torch.cov(a.T))
+        cross = torch.linalg.eigvalsh(self.root @ cov @ self.root).clamp(min=0).sqrt().sum()
+        return float((a.mean(0) - self.mean).square().sum() + cov.trace() + self.cov.trace() - 2 * cross)
+
+
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) of two sample sets (rows)."""
-    a, b = a.flatten(1).double().cpu(), b.flatten(1).double().cpu()
-    if a.shape[1] > FD_MAX_DIMS:
-        projection = torch.randn(a.shape[1], FD_MAX_DIMS, generator=torch.Generator().manual_seed(0), dtype=a.dtype)
-        a, b = a @ projection / FD_MAX_DIMS**0.5, b @ projection / FD_MAX_DIMS**0.5
-    cov_a, cov_b = torch.atleast_2d(torch.cov(a.T)), torch.atleast_2d(torch.cov(b.T))
-    w, v = torch.linalg.eigh(cov_a)
-    root_a = v @ torch.diag(w.clamp(min=0).sqrt()) @ v.T
-    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
-    return float((a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
+    """The Frechet distance between two sample sets (rows), b as the reference."""
+    return FrechetReference(b).distance(a)
 
 
 class GANTask(Task):
@@ -78,10 +101,13 @@ class GANTask(Task):
         x_ref, y_ref = (data.x_val, data.y_val) if held_out else (data.x_train, data.y_train)
         assert x_ref is not None and y_ref is not None  # noqa: S101
         self.fd_real = x_ref[:FD_REAL]
+        self.fd_reference = FrechetReference(self.fd_real) if len(self.fd_real) >= 2 else None
+        self.fd_count = FD_FAKE_WIDE if self.fd_reference is not None and self.fd_reference.wide else FD_FAKE
         # a cgan's FD samples take the reference's labels, cycled: like is compared with like
         self.fd_labels = (
-            y_ref[:FD_REAL].repeat(FD_FAKE // len(self.fd_real) + 1)[:FD_FAKE] if self.conditional else None
-        )
+            y_ref[:FD_REAL].repeat(self.fd_count // len(self.fd_real) + 1)[:self.fd_count] if self.conditional
+            else None
+        )  # fmt: skip
         self.modes = self._mixture_modes() if spec.dataset.name == "gaussian_mixture" else None
 
     def _mixture_modes(self) -> tuple[np.ndarray, float]:
@@ -181,8 +207,11 @@ class GANTask(Task):
         return out
 
     def epoch_end(self, epoch: int) -> dict[str, float]:
-        fake = self.samples(FD_FAKE, FD_SEED)
-        figures = {"fd": frechet_distance(fake, self.fd_real)} if len(self.fd_real) >= 2 else {}
+        fake = self.samples(self.fd_count, FD_SEED)
+        if not bool(torch.isfinite(fake).all()):
+            raise TrainingFailed(f"the generator's samples became non-finite at epoch {epoch}; lower the "
+                                 "generator's learning_rate or use variant wgan_gp")  # fmt: skip
+        figures = {"fd": self.fd_reference.distance(fake)} if self.fd_reference is not None else {}
         if self.modes is not None:
             centres, std = self.modes
             raw = affine(fake.cpu().numpy(), self.data.preprocessing.get("features"), invert=True)
@@ -191,10 +220,11 @@ class GANTask(Task):
         return figures
 
     def extra_state(self) -> dict[str, Any]:
-        return {"batches": self.batches}
+        return {"batches": self.batches, "g_last": float(self.g_last)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.batches = int(state.get("batches", 0))
+        self.g_last = torch.tensor(float(state.get("g_last", 0.0)), device=self.device)
 
     def describe(self) -> dict[str, Any]:
         return {"variant": self.section.variant, "latent_dim": self.section.latent_dim,

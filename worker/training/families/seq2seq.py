@@ -27,9 +27,10 @@ EVAL_BATCH = 1024  # sequences decoded at once in evaluation (bounds the logits 
 
 
 def _regularised(model: nn.Module) -> list[torch.Tensor]:
-    """Keras' kernel_regularizer: dense and embedding kernels plus the recurrent input/state kernels."""
+    """Keras' kernel_regularizer: dense and embedding kernels and the recurrent input kernels (from
+    `kernels`), plus the recurrent state kernels."""
     rnn = [p for m in model.modules() if isinstance(m, nn.LSTM | nn.GRU)
-           for name, p in m.named_parameters() if name.startswith("weight_")]  # fmt: skip
+           for name, p in m.named_parameters() if name.startswith("weight_hh")]  # fmt: skip
     return kernels(model) + rnn
 
 
@@ -137,6 +138,13 @@ class Seq2SeqTask(Task):
         return {"input_length": self.data.info.input_shape[0], "output_length": m.output_length,
                 "input_vocabulary": m.input_vocabulary, "vocabulary": m.vocabulary, "start_token": m.start_token,
                 "attention": "luong_general" if attention else None}  # fmt: skip
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 TASK = Seq2SeqTask
