@@ -4,7 +4,6 @@ predict operations, wrong operations and requests (422) and a refused spec (422)
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -13,16 +12,12 @@ import pytest
 
 from core.generated import MIXTURE_RADIUS
 from tests.e2e.conftest import Service, wait_for
-from tests.helpers import EXAMPLES
+from tests.e2e.http import example as spec
+from tests.e2e.http import predict
 
 TIMING = {"lr", "epoch_seconds", "samples_per_second"}
 BCE = {"loss", "d_loss", "g_loss", "d_accuracy"}
 SAMPLES, MODE_SHARE, MODE_RADIUS = 1000, 0.01, 3.0  # covered: >= 1% of 1000 samples within 3 stddev of a centre
-
-
-def spec(name: str) -> dict[str, Any]:
-    raw: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
-    return raw
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +45,6 @@ def series(service: Service, job: dict[str, Any]) -> dict[str, list[float]]:
         rows = [p for p in points if p["name"] == name]
         assert [p["epoch"] for p in rows] == list(range(1, job["spec"]["fit"]["epochs"] + 1)), name
         out[name] = [p["value"] for p in rows]
-    return out
-
-
-def predict(service: Service, job_id: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
-    with service.client() as client:
-        answer = client.post(f"/v1/models/{job_id}/predict", json=body)
-    assert answer.status_code == status, answer.text
-    out: dict[str, Any] = answer.json()
     return out
 
 

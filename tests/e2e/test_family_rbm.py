@@ -4,7 +4,6 @@ series from /metrics, every predict operation, a wrong operation and a refused s
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Any
 
 import numpy as np
@@ -14,14 +13,9 @@ from core.datasets import load_builtin
 from core.preprocessing import split_indices
 from core.spec import DatasetSpec
 from tests.e2e.conftest import Service, wait_for
-from tests.helpers import EXAMPLES
+from tests.e2e.http import example, predict, refused
 
 TIMING = {"lr", "epoch_seconds", "samples_per_second"}
-
-
-def example(name: str) -> dict[str, Any]:
-    raw: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
-    return raw
 
 
 def held_out(raw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,22 +38,6 @@ def train_over_http(service: Service, raw: dict[str, Any]) -> tuple[str, dict[st
         if p["name"] != "step_loss":
             series.setdefault(p["name"], {})[p["epoch"]] = p["value"]
     return job["id"], series
-
-
-def predict(service: Service, job_id: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
-    with service.client() as client:
-        answer = client.post(f"/v1/models/{job_id}/predict", json=body)
-    assert answer.status_code == status, answer.text
-    out: dict[str, Any] = answer.json()
-    return out
-
-
-def refused(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
-    with service.client() as client:
-        answer = client.post("/v1/jobs", json=raw)
-    assert answer.status_code == 422, answer.text
-    detail: dict[str, Any] = answer.json()["detail"][0]
-    return detail
 
 
 def test_rbm_over_http(service: Service) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,6 +41,33 @@ def kernels(model: nn.Module) -> list[torch.Tensor]:
         elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
             found.append(module.in_proj_weight)  # its out_proj is an nn.Linear, found on its own
     return found
+
+
+def backprop_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    parameters: Iterable[nn.Parameter],
+    spec: CompileSpec,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """Backward, clip as `compile` says, step: one update, with fp16 loss scaling when a scaler is given."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if spec.clip_grad_value is not None or spec.clip_grad_norm is not None:
+        params = list(parameters)
+        if spec.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(params, spec.clip_grad_value)
+        if spec.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor | None:

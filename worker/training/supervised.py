@@ -12,7 +12,7 @@ from models.network import Network, build_network
 from models.objective import Objective, check_objective
 from worker.training.augment import augment
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import kernels, make_optimizer, penalty
+from worker.training.optim import backprop_step, kernels, make_optimizer, penalty
 from worker.training.task import Task
 
 FOLD_EVERY = 16  # CPU steps whose metrics are computed in one pass
@@ -77,21 +77,7 @@ class SupervisedTask(Task):
         extra = penalty(self.kernels, c.regularization.l1, c.regularization.l2)
         if extra is not None:
             loss = loss + extra
-        optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if c.clip_grad_value is not None:
-            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.clip_grad_value)
-        if c.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()
+        backprop_step(loss, optimizer, self.model.parameters(), c, self.scaler)
         self._accumulate(logits, yb, loss)
         return loss
 
@@ -139,13 +125,6 @@ class SupervisedTask(Task):
         metrics = {k: v.item() / len(x) for k, v in sums.items()}
         metrics["loss"] += 0.0 if extra is None else extra.item()
         return metrics
-
-    def extra_state(self) -> dict[str, Any]:
-        return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if self.scaler is not None and "grad_scaler" in state:
-            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 TASK = SupervisedTask

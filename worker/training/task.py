@@ -25,6 +25,7 @@ class Task:
     model: nn.Module  # everything checkpointed as weights, under the "model." prefix
     optimizers: list[torch.optim.Optimizer]  # the first one's learning rate is the schedule's base
     amp: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling, whose state resume must carry
 
     def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
         self.spec, self.data, self.device = spec, data, device
@@ -54,9 +55,11 @@ class Task:
 
     def extra_state(self) -> dict[str, Any]:
         """JSON-safe state beyond weights and optimizers, saved in every checkpoint."""
-        return {}
+        return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
     def describe(self) -> dict[str, Any]:
         """Saved in the final model's JSON for predict (e.g. a VAE's latent size)."""

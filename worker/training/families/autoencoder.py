@@ -15,7 +15,7 @@ from torch import nn
 from core.spec import JobSpec
 from models.families.autoencoder import Autoencoder, build, reconstruction_terms
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import kernels, make_optimizer, penalty
+from worker.training.optim import backprop_step, kernels, make_optimizer, penalty
 from worker.training.task import Task
 
 Sums = dict[str, torch.Tensor]
@@ -68,13 +68,7 @@ class ReconstructionTask(Task):
         if extra is not None:
             loss = loss + extra
             sums["loss"] = sums["loss"] + extra.detach() * len(xb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.clip_grad_value is not None:
-            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.clip_grad_value)
-        if c.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
-        optimizer.step()
+        backprop_step(loss, optimizer, self.model.parameters(), c)
         # Summed on the device (no host sync per step on a GPU); read once per epoch.
         for key, value in sums.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value

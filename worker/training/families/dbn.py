@@ -32,7 +32,7 @@ from worker.training.families.rbm import (
     reconstruction_sums,
     start_from_data,
 )
-from worker.training.optim import make_optimizer, penalty
+from worker.training.optim import backprop_step, make_optimizer, penalty
 from worker.training.task import Task
 
 
@@ -78,13 +78,7 @@ class DBNTask(Task):
         extra = penalty(self.kernels, c.regularization.l1, c.regularization.l2)
         if extra is not None:
             loss = loss + extra
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.clip_grad_value is not None:
-            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.clip_grad_value)
-        if c.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
-        optimizer.step()
+        backprop_step(loss, optimizer, self.model.parameters(), c)
         for key, value in self.objective.batch_sums(logits, yb, loss).items():
             self._add(key, value)
         return loss

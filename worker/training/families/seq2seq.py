@@ -19,7 +19,7 @@ from torch import nn
 from core.spec import JobSpec
 from models.families.seq2seq import Seq2Seq, build
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import kernels, make_optimizer, penalty
+from worker.training.optim import backprop_step, kernels, make_optimizer, penalty
 from worker.training.supervised import amp_dtype
 from worker.training.task import Task
 
@@ -82,27 +82,13 @@ class Seq2SeqTask(Task):
 
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
         optimizer = self.optimizers[0]
-        optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             logits = self.model(xb, yb)
         loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten())
         c = self.compile
         extra = penalty(self.kernels, c.regularization.l1, c.regularization.l2)
         total = loss if extra is None else loss + extra
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            self.scaler.unscale_(optimizer)
-        else:
-            total.backward()
-        if c.clip_grad_value is not None:
-            torch.nn.utils.clip_grad_value_(self.model.parameters(), c.clip_grad_value)
-        if c.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()
+        backprop_step(total, optimizer, self.model.parameters(), c, self.scaler)
         with torch.no_grad():
             self._add(self._batch_sums(logits.detach(), yb, loss))
         return loss
@@ -138,13 +124,6 @@ class Seq2SeqTask(Task):
         return {"input_length": self.data.info.input_shape[0], "output_length": m.output_length,
                 "input_vocabulary": m.input_vocabulary, "vocabulary": m.vocabulary, "start_token": m.start_token,
                 "attention": "luong_general" if attention else None}  # fmt: skip
-
-    def extra_state(self) -> dict[str, Any]:
-        return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if self.scaler is not None and "grad_scaler" in state:
-            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 TASK = Seq2SeqTask
