@@ -278,7 +278,7 @@ def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str,
 
     def codec() -> None:
         PredictRequest.model_validate_json(body)
-        PredictResponse(job_id=job["id"], **result).model_dump_json(exclude_none=True)
+        PredictResponse(job_id=job["id"], operation="predict", **result).model_dump_json(exclude_none=True)
 
     a, b, c = (
         statistics.median(timings(fn, 300)) * 1e3 for fn in (lookup, lambda: predictor.predict(instances), codec)
