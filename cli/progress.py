@@ -46,13 +46,15 @@ class RichProgress(Callback):
 
 
 def metrics_table(history: list[dict[str, float]], test: dict[str, float]) -> Table:
-    columns = [k for k in history[0] if k not in ("lr",)] if history else []
+    # Every metric any epoch reported, in first-seen order: a DBN's fine-tuning epochs report
+    # accuracy that its pretraining epochs do not.
+    columns = [k for k in dict.fromkeys(k for row in history for k in row) if k != "lr"]
     table = Table(title="metrics")
     table.add_column("epoch", justify="right")
     for column in columns:
         table.add_column(column, justify="right")
     for epoch, row in enumerate(history, start=1):
-        table.add_row(str(epoch), *(f"{row[c]:.4g}" for c in columns))
+        table.add_row(str(epoch), *(f"{row[c]:.4g}" if c in row else "" for c in columns))
     if test:
         table.caption = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     return table

@@ -57,3 +57,14 @@ def test_validate_prints_the_dry_run(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["parameters"] == 784 * 512 + 512 + 512 * 10 + 10
     assert report["output_shape"] == [10] and report["estimated_memory_bytes"] > 4 * report["parameters"]
+
+
+def test_train_a_family_whose_epochs_report_different_metrics(tmp_path: Path) -> None:
+    """A DBN's pretraining epochs report no accuracy; its fine-tuning epochs do."""
+    spec = json.loads((EXAMPLES / "digits_dbn.json").read_text())
+    spec["dbn"] |= {"hidden_units": [32], "pretrain_epochs": 1}
+    spec["fit"]["epochs"] = 2
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    done = run("train", "spec.json", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "val_accuracy" in done.stdout and "completed after 2 epochs" in done.stderr
