@@ -3,9 +3,13 @@ the same shape as FastAPI's own 422 body."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 
@@ -19,7 +23,23 @@ def unprocessable(message: str, loc: Sequence[str | int]) -> ApiError:
     return ApiError(422, message, loc)
 
 
+def finite(value: Any) -> Any:
+    """NaN and infinities (a body may hold the JSON tokens NaN, Infinity) echoed back as strings:
+    JSON has no such numbers, and a 422 must not become a 500 while being rendered."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
     @app.exception_handler(ApiError)
     async def _render(_: Request, exc: ApiError) -> JSONResponse:
         body: dict[str, object]

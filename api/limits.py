@@ -1,9 +1,13 @@
 """A request body over the limit is refused with 413 from its Content-Length, before it is
-read, or as soon as a chunked body passes the limit."""
+read, or as soon as a chunked body passes the limit: the 413 goes out at once and the rest of
+the body is never read (the connection is closed). Dataset uploads have their own, larger
+limit (`upload_max_bytes` plus room for the multipart envelope); every other body has
+`request_max_bytes`."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 Scope = dict[str, Any]
@@ -14,11 +18,14 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Any, max_bytes: int, paths: Mapping[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.paths = app, max_bytes, dict(paths or {})
 
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"the request body is larger than {self.max_bytes} bytes"}).encode()
+    def limit_for(self, scope: Scope) -> int:
+        return self.paths.get(scope.get("path", ""), self.max_bytes)
+
+    async def _refuse(self, send: Any, limit: int) -> None:
+        body = json.dumps({"detail": f"the request body is larger than {limit} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
@@ -27,29 +34,36 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counted_receive() -> Any:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
+                    # Answer now: a body parser may turn the exception into its own 400.
+                    if not started and not refused:
+                        refused = True
+                        await self._refuse(send, limit)
                     raise BodyTooLarge
             return message
 
         async def tracked_send(message: Any) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 is the answer; whatever the app makes of the cut body is dropped
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counted_receive, tracked_send)
         except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+            if not started and not refused:
+                await self._refuse(send, limit)

@@ -9,7 +9,8 @@ from api import errors
 from api.limits import BodyLimit
 from api.model_cache import ModelCache
 from api.predict_gate import PredictGate
-from api.routes import datasets, health, jobs, models
+from api.rate_limit import RateLimit
+from api.routes import datasets, health, jobs, metrics, models
 from core.db import hot_read
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
@@ -30,9 +31,14 @@ def create_app() -> FastAPI:
         settings.revocation_check_seconds,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.upload_max_bytes + 2**20)
+    app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes,
+                       paths={"/v1/datasets": settings.upload_max_bytes + 2**20})  # fmt: skip
+    # Added last, so outermost: a key over its rate is refused before its body is read.
+    app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     for module in (health, jobs, datasets, models):
         app.include_router(module.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
     return app
 
 

@@ -20,7 +20,7 @@ class Progress(BaseModel):
 class JobPublic(BaseModel):
     id: str
     name: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
     reason: str | None
     attempt: int
     progress: Progress

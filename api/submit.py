@@ -1,5 +1,6 @@
-"""From a posted spec to a queued job: resolve the dataset, dry-run the model, write the
-row, commit, and only then enqueue."""
+"""From a posted spec to a queued job: resolve the dataset, check the server's maxima and the
+tenant's active-job quota, dry-run the model (and check its parameter count), write the row,
+commit, and only then enqueue."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import logging
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api import quota
 from api.errors import ApiError, unprocessable
 from core.datasets import DatasetError, builtin_info
 from core.queue import enqueue_training
 from core.repository import datasets as datasets_repo
 from core.repository import jobs as jobs_repo
+from core.settings import get_settings
 from core.spec import DataInfo, JobSpec
 from core.tables import Job, Tenant
 from models.errors import SpecError
@@ -21,12 +24,13 @@ from models.validation import dry_run
 log = logging.getLogger("fitserve.api")
 
 
-def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[JobSpec, DataInfo, str | None]:
-    """The spec with an uploaded dataset's target filled in, its DataInfo, and the dataset id."""
+def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[JobSpec, DataInfo, str | None, int]:
+    """The spec with an uploaded dataset's target filled in, its DataInfo, the dataset id, and
+    its number of samples (before the test and validation splits)."""
     ds = spec.dataset
     if ds.id is None:
         try:
-            return spec, builtin_info(ds), None
+            return spec, builtin_info(ds), None, quota.dataset_samples(spec, None)
         except DatasetError as exc:
             raise unprocessable(str(exc), ("body", "dataset")) from exc
     row = datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=ds.id)
@@ -39,26 +43,37 @@ def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[Jo
     # The task given at upload holds for training too, unless the spec names one.
     update = {"target": row.target, "task": ds.task or info.task}
     resolved = spec.model_copy(update={"dataset": ds.model_copy(update=update)})
-    return resolved, info, row.id
+    return resolved, info, row.id, quota.dataset_samples(resolved, row.description)
 
 
 def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
     """(job, created). A repeated Idempotency-Key returns the first job; with another spec, 409."""
-    spec, info, dataset_id = resolve_dataset(session, tenant, spec)
+    settings = get_settings()
+    spec, info, dataset_id, samples = resolve_dataset(session, tenant, spec)
     if idempotency_key is not None:
         existing = jobs_repo.get_by_idempotency_key(session=session, tenant_id=tenant.id, key=idempotency_key)
         if existing is not None:
             if existing.spec != spec.model_dump(mode="json"):
                 raise ApiError(409, "this Idempotency-Key was used for a different spec")
             return existing, False
+    quota.check_spec(spec, settings, samples)
+    if spec.fit.max_seconds is not None and spec.fit.max_seconds > settings.max_job_seconds:
+        raise unprocessable(f"fit.max_seconds {spec.fit.max_seconds} exceeds the server's limit of "
+                            f"{settings.max_job_seconds:g} s", ("body", "fit", "max_seconds"))  # fmt: skip
+    quota.check_active_jobs(session, tenant.id, settings)
+    counted = quota.meta_parameters(spec, info)
+    if counted is not None:
+        quota.check_parameters(spec, settings, counted)
     try:
         report = dry_run(spec, info)
     except SpecError as exc:
         raise unprocessable(exc.message, ("body", *exc.loc)) from exc
+    quota.check_parameters(spec, settings, report.parameters)
     try:
         job = jobs_repo.create_job(session=session, job=Job(
             tenant_id=tenant.id, name=spec.name, spec=spec.model_dump(mode="json"), idempotency_key=idempotency_key,
             dataset_id=dataset_id, status="queued", epochs=spec.fit.epochs, parameters=report.parameters,
+            max_attempts=settings.max_attempts,
             estimated_memory_bytes=report.estimated_memory_bytes))  # fmt: skip
         session.commit()  # the worker must find the row: commit, then enqueue
     except IntegrityError as exc:  # the same Idempotency-Key, submitted concurrently
@@ -66,9 +81,6 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
         raise ApiError(409, "a job with this Idempotency-Key is being created; retry to get it") from exc
     try:
         enqueue_training(job.id)
-    except Exception as exc:  # any broker failure: the job must not sit in `queued` forever
-        log.exception("job %s: enqueue failed", job.id)
-        jobs_repo.fail_unqueued(session=session, job_id=job.id, reason=f"could not be queued: {exc}")
-        session.commit()
-        raise ApiError(503, f"the job queue is unreachable; job {job.id} was not started, submit it again") from exc
+    except Exception:  # the row is the truth: the workers' sweeper enqueues a queued job left without a message
+        log.warning("job %s: the broker is unreachable; the sweeper will enqueue it", job.id, exc_info=True)
     return job, True

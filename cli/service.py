@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.settings import Settings, get_settings
 
@@ -29,6 +30,17 @@ def ensure_local_key(settings: Settings) -> str | None:
     key_file.touch(mode=0o600)
     key_file.write_text(key + "\n")
     return key
+
+
+def configure_service_logging(settings: Settings, level: str | None = None, celery: bool = False) -> dict[str, Any]:
+    """The service commands log one JSON object per line to stderr (FITSERVE_LOG_FORMAT=text for
+    plain lines); returns the dictConfig for uvicorn to apply in its own processes."""
+    from core.logging import celery_keeps_logging, configure_logging, logging_config
+
+    configure_logging(settings.log_format, level or settings.log_level)
+    if celery:
+        celery_keeps_logging()
+    return logging_config(settings.log_format, level or settings.log_level)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -57,9 +69,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import app
 
     settings = get_settings()
+    configure_service_logging(settings, args.loglevel, celery=True)
     argv = ["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}", "--pool=prefork",
             "-Q", settings.queue, "-O", "fair", "--without-gossip", "--without-mingle",
             "--without-heartbeat"]  # fmt: skip
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # no banner: the log is JSON lines only
     app.worker_main(argv)
     return 0
 
@@ -67,7 +82,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info")
+    log_config = configure_service_logging(get_settings())
+    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_config=log_config)
     return 0
 
 
@@ -86,16 +102,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; make it an exit that runs `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = get_settings()
+    log_config = configure_service_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade()
     key = ensure_local_key(settings)
-    if key:
+    if key and sys.stdout.isatty():  # never into a log file: only a terminal sees the key
         print(f"created the local API key (also in {settings.data_dir / 'api_key'}):\n  {key}", flush=True)
     else:
         print(f"API key: see {settings.data_dir / 'api_key'} (or: fitserve keys create --tenant NAME)", flush=True)
     worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
     try:
-        uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="info")
+        uvicorn.run("api.main:app", host=args.host, port=args.port, log_config=log_config)
     finally:
         worker.terminate()
         try:

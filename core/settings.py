@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, computed_field, field_validator
+from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +32,33 @@ class Settings(BaseSettings):
     revocation_check_seconds: float = Field(
         0.1, ge=0.0, le=5.0, description="predict re-reads key revocations this often; 0 checks the key every request"
     )
+    max_attempts: int = Field(3, ge=1, le=100, description="claims of a job before it fails (preemptions not counted)")
+    max_job_seconds: float = Field(7 * 24 * 3600.0, gt=0.0, description="the longest a job may train (fit.max_seconds)")
+    sweep_interval_seconds: float = Field(2.0, gt=0.0, le=300.0, description="the worker's reaper/sweeper period")
+    queued_grace_seconds: float = Field(
+        60.0, gt=0.0, description="a job queued (or preempted) this long untouched is enqueued again"
+    )
     broker_poll_seconds: float = Field(0.05, gt=0.0, le=5.0, description="polling of the embedded broker")
+    # Operations: logs and /metrics.
+    log_format: Literal["json", "text"] = Field("json", description="service logs: one JSON object per line, or text")
+    log_level: str = Field("INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
+    metrics_enabled: bool = Field(True, description="serve GET /metrics (Prometheus text; no tenant data)")
+    metrics_token: SecretStr | None = Field(None, description="when set, /metrics needs `Bearer <this token>`")
+    # Server-side maxima on a job spec (422 naming the field) and on request bodies (413).
+    max_parameters: int = Field(50_000_000, ge=1, description="trainable parameters per job (the dry-run's count)")
+    max_epoch_samples: int = Field(10**10, ge=1, description="fit.epochs x training samples per job")
+    max_batch_size: int = Field(65_536, ge=1, description="fit.batch_size")
+    max_layers: int = Field(256, ge=1, description="layers per network (model.layers, encoder, generator...)")
+    request_max_bytes_: int | None = Field(
+        None, ge=1024, alias="FITSERVE_REQUEST_MAX_BYTES",
+        description="any request body but a dataset upload; default the upload limit plus 1 MiB",
+    )  # fmt: skip
+    # Per-tenant quotas.
+    max_active_jobs: int = Field(8, ge=1, description="a tenant's queued + running jobs; more is 429")
+    storage_quota_bytes: int = Field(2**30, ge=1024, description="a tenant's uploaded datasets, in bytes; more is 413")
+    # Per-API-key token bucket, kept in each API process (N processes admit N times the rate).
+    rate_limit_per_second: float = Field(200.0, ge=0.0, description="requests per second per API key; 0: no limit")
+    rate_limit_burst: int = Field(400, ge=1, description="requests a key may make at once before the rate applies")
 
     @field_validator("data_dir")
     @classmethod
@@ -47,6 +74,10 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         return self.broker_url_ or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def request_max_bytes(self) -> int:
+        return self.request_max_bytes_ or self.upload_max_bytes + 2**20
 
     @property
     def embedded(self) -> bool:

@@ -201,6 +201,7 @@ class FitSpec(StrictModel):
     log_every_steps: int = Field(50, ge=1, le=1_000_000, description="a step-loss record every N steps")
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA")
     keep_checkpoints: int = Field(3, ge=1, le=100)
+    max_seconds: int | None = Field(None, ge=1, le=90 * 24 * 3600, description="fails past this (server max bounds it)")
     augmentation: Augmentation | None = Field(None, description="image datasets; the training split only")
 
 

@@ -35,7 +35,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# preempted: its worker was stopped (SIGTERM); re-queued at once, not counted as a failed attempt.
+JOB_STATUSES = ("queued", "running", "preempted", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -120,6 +121,7 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # attempts not counted
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     heartbeat_at: Mapped[datetime | None] = mapped_column()

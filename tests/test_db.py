@@ -134,3 +134,95 @@ def test_hot_read_survives_a_dropped_connection(postgres_url: str) -> None:
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
     assert hot_read(lambda c: c.execute(text("SELECT 2")).scalar(), postgres_url) == 2
+
+
+def _expire(s, job_id: str) -> None:  # type: ignore[no-untyped-def]
+    s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_a_job_gives_up_after_max_attempts_and_preemptions_do_not_count(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        job_id = _job(s).id
+    for attempt in (1, 2):
+        with session_scope(database_url) as s:
+            job = jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30, max_attempts=2)
+            assert job is not None and job.attempt == attempt
+            if attempt == 1:  # the first attempt is preempted: not counted
+                assert jobs_repo.preempt(session=s, job_id=job_id, attempt=1, reason="worker shut down")
+                assert not jobs_repo.preempt(session=s, job_id=job_id, attempt=1, reason="twice")
+    with session_scope(database_url) as s:
+        assert s.get(Job, job_id).preemptions == 1  # type: ignore[union-attr]
+        _expire(s, job_id)
+    with session_scope(database_url) as s:  # attempt 2 died: one counted attempt left
+        job = jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30, max_attempts=2)
+        assert job is not None and job.attempt == 3
+        _expire(s, job_id)
+    with session_scope(database_url) as s:  # attempt 3 died too: the next claim fails the job
+        assert jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30, max_attempts=2) is None
+    with session_scope(database_url) as s:
+        job = s.get(Job, job_id)
+        assert job is not None and (job.status, job.attempt, job.lease_owner) == ("failed", 3, None)
+        assert job.reason == "gave up after 2 attempts: the worker died (lease expired)"
+        assert job.finished_at is not None
+
+
+def test_the_reaper_requeues_expired_leases_once(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        alive, dead = _job(s).id, _job(s).id
+    with session_scope(database_url) as s:
+        for job_id in (alive, dead):
+            jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30)
+        _expire(s, dead)
+    with session_scope(database_url) as s:
+        reaped = jobs_repo.reap_expired(session=s)
+    assert dead in reaped and alive not in reaped
+    with session_scope(database_url) as s:
+        assert dead not in jobs_repo.reap_expired(session=s)  # a second reaper finds nothing
+        job = s.get(Job, dead)
+        assert job is not None and (job.status, job.lease_owner, job.reason) == ("queued", None, jobs_repo.DIED)
+        assert heartbeat_is_fenced(s, dead)
+    with session_scope(database_url) as s:  # reaped twice and dead again: the reason is the last one
+        assert jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30, max_attempts=1) is None
+        assert s.get(Job, dead).reason == "gave up after 1 attempts: the worker died (lease expired)"  # type: ignore[union-attr]
+
+
+def heartbeat_is_fenced(s, job_id: str) -> bool:  # type: ignore[no-untyped-def]
+    """The attempt that lost its lease can no longer write."""
+    return jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}) == (False, False)
+
+
+def test_the_sweeper_enqueues_waiting_jobs_once_per_grace_period(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        old, fresh, running = _job(s).id, _job(s).id, _job(s).id
+        jobs_repo.claim(session=s, job_id=running, owner="w", lease_seconds=30)
+        long_ago = utcnow() - timedelta(seconds=120)
+        s.execute(update(Job).where(Job.id.in_([old, running])).values(updated_at=long_ago))
+    with session_scope(database_url) as s:
+        swept = jobs_repo.sweep_waiting(session=s, grace_seconds=60)
+    assert old in swept and fresh not in swept and running not in swept
+    with session_scope(database_url) as s:
+        assert old not in jobs_repo.sweep_waiting(session=s, grace_seconds=60)  # touched: not again this period
+
+
+def test_a_maintenance_pass_enqueues_what_it_reaped_and_swept(service_env: str) -> None:
+    from core.settings import get_settings
+    from worker.maintenance import run_once
+
+    with session_scope() as s:
+        dead, lost = _job(s).id, _job(s).id
+        jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30)
+        _expire(s, dead)
+        s.execute(update(Job).where(Job.id == lost).values(updated_at=utcnow() - timedelta(seconds=3600)))
+    sent: list[str] = []
+    reaped, swept = run_once(get_settings(), sent.append)
+    assert dead in reaped and lost in swept and dead in sent and lost in sent
+
+    def broker_down(job_id: str) -> None:
+        raise ConnectionError("broker down")
+
+    with session_scope() as s:  # an enqueue that fails leaves the job queued, for a later pass
+        jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30)
+        _expire(s, dead)
+    assert dead in run_once(get_settings(), broker_down)[0]
+    with session_scope() as s:
+        assert s.get(Job, dead).status == "queued"  # type: ignore[union-attr]

@@ -93,3 +93,49 @@ def test_a_redelivered_job_resumes_from_its_checkpoint(service_env: str) -> None
         epochs = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=None, limit=100)
     assert [m.epoch for m in epochs] == [3, 4]
     assert _job(job_id).reason == "completed 4 epochs"
+
+
+def _run_until_stepping(job_id: str) -> tuple[threading.Thread, list[str]]:
+    outcome: list[str] = []
+    runner = threading.Thread(target=lambda: outcome.append(run_job(job_id, "w")))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while _job(job_id).step == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return runner, outcome
+
+
+def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from worker import runner as runner_module
+    from worker.reporter import STOPPING
+
+    enqueued: list[str] = []
+    monkeypatch.setattr(runner_module, "enqueue_training", enqueued.append)
+    job_id = _submit(digits_mlp(epochs=3).model_dump(mode="json"))
+    thread, outcome = _run_until_stepping(job_id)
+    STOPPING.set()
+    try:
+        thread.join(timeout=30)
+    finally:
+        STOPPING.clear()
+    assert outcome == ["preempted"] and enqueued == [job_id]
+    job = _job(job_id)
+    assert (job.status, job.attempt, job.preemptions, job.lease_owner) == ("preempted", 1, 1, None)
+    assert job.reason.startswith("preempted at epoch ")  # type: ignore[union-attr]
+    monkeypatch.setenv("FITSERVE_MAX_ATTEMPTS", "1")  # the preemption did not use up the only attempt
+    get_settings.cache_clear()
+    assert run_job(job_id, "w2") == "succeeded"
+    assert (_job(job_id).attempt, _job(job_id).reason) == (2, "completed 3 epochs")
+
+
+def test_a_job_past_its_time_limit_fails(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("FITSERVE_MAX_JOB_SECONDS", "1")
+    get_settings.cache_clear()
+    spec = digits_mlp(epochs=500).model_dump(mode="json")
+    spec["fit"]["max_seconds"] = 3600  # bounded by the server's maximum
+    job_id = _submit(spec)
+    started = time.monotonic()
+    assert run_job(job_id, "w") == "failed"
+    assert time.monotonic() - started < 30
+    assert _job(job_id).reason.startswith("ran past its time limit of 1 s")  # type: ignore[union-attr]

@@ -2,22 +2,73 @@
 
 Training code is imported here, before the pool forks, so a job does not pay for
 importing torch; each forked process makes its own database engine.
+
+Each job trains in a process forked from the pool process (`runner.run_in_child`), so an
+out-of-memory kill ends that attempt, not the worker. Shutdown (SIGTERM to the worker): the main
+process passes the signal on to its pool processes, and they to their training process, whose
+running job stops at the next step and is preempted (re-queued, resumed elsewhere from
+its last epoch checkpoint). The main process also runs the reaper/sweeper thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
+import signal
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from core.queue import TRAIN_TASK, celery_app
+from core.settings import get_settings
 from worker import runner
+from worker.maintenance import Maintenance
+from worker.reporter import STOPPING
 from worker.training import engine  # noqa: F401 - preloaded before fork
 
 app = celery_app()
+_maintenance: list[Maintenance] = []
 
 
 @app.task(name=TRAIN_TASK, bind=True, ignore_result=True)
 def train_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     """Takes an id, never an object: the row is loaded (and claimed) by the runner."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{self.request.id}"
-    return runner.run_job(job_id, owner)
+    # In the pool process, SIGTERM asks the running job to stop and be preempted (never kills it).
+    # Installed here: billiard resets the pool process's handlers after worker_process_init.
+    signal.signal(signal.SIGTERM, _stop_requested)
+    return runner.run_in_child(job_id, str(self.request.id))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _stop_requested(*_: Any) -> None:
+    STOPPING.set()
+
+
+@worker_process_init.connect
+def _on_pool_process(**_: Any) -> None:
+    STOPPING.clear()  # a fresh pool process, forked from a main process that may be shutting down
+
+
+@worker_ready.connect
+def _on_ready(**_: Any) -> None:
+    thread = Maintenance(get_settings())
+    thread.start()
+    _maintenance.append(thread)
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    for thread in _maintenance:
+        thread.stop()
+    for pid in _children(os.getpid()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)

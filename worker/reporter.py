@@ -3,8 +3,10 @@ go to the database from a background thread, so the training loop never waits on
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
+import time
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,11 +19,16 @@ from core.tables import utcnow
 from worker.training.callbacks import Callback, CheckpointInfo, TrainStart
 
 log = logging.getLogger("fitserve.worker")
+# Set in a pool process when its worker shuts down (SIGTERM): the job stops at the next step and
+# is preempted, to resume from its last checkpoint elsewhere.
+STOPPING = threading.Event()
 
 
 class JobReporter(Callback):
     def __init__(self, job_id: str, attempt: int, settings: Settings) -> None:
         self.job_id, self.attempt, self.settings = job_id, attempt, settings
+        self.deadline: float | None = None  # time.monotonic() past which the job stops (its time limit)
+        self.timed_out = False
         self.cancel = threading.Event()
         self.lost = threading.Event()  # another attempt owns the job now
         self._done = threading.Event()
@@ -32,7 +39,9 @@ class JobReporter(Callback):
         self._checkpoints: list[dict[str, Any]] = []
         self._progress: dict[str, Any] = {}
         self.epoch = self.batch = self.epochs = self.steps = 0
-        self._thread = threading.Thread(target=self._loop, name=f"reporter-{job_id}", daemon=True)
+        # The thread runs in a copy of this context, so its log records carry the job id and attempt too.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
+                                        name=f"reporter-{job_id}", daemon=True)  # fmt: skip
 
     # -- engine hooks (training thread) ------------------------------------------------------
     def on_train_start(self, start: TrainStart) -> None:
@@ -40,8 +49,13 @@ class JobReporter(Callback):
         with self._lock:
             self._progress.update(epochs=start.epochs, steps=start.steps_per_epoch, parameters=start.parameters,
                                   device=start.device, epoch=start.start_epoch)  # fmt: skip
-        self._thread.start()
+        self.start()
         self._wake.set()
+
+    def start(self) -> None:
+        """Start heartbeating: from the claim on, so loading a large dataset never lets the lease lapse."""
+        if self._thread.ident is None and not self._done.is_set():
+            self._thread.start()
 
     def on_step_end(self, epoch: int, step: int, batch: int) -> None:
         self.epoch, self.batch = epoch, batch  # plain ints: read by the heartbeat, no lock needed
@@ -72,7 +86,9 @@ class JobReporter(Callback):
                                       "created_at": utcnow()})  # fmt: skip
 
     def should_stop(self) -> bool:
-        return self.cancel.is_set() or self.lost.is_set()
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.timed_out = True
+        return self.cancel.is_set() or self.lost.is_set() or STOPPING.is_set() or self.timed_out
 
     # -- the background thread ---------------------------------------------------------------
     def _loop(self) -> None:

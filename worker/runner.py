@@ -4,13 +4,22 @@ reason, unless another attempt owns it."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import signal
+import socket
+import sys
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from core.datasets import DatasetError
 from core.db import session_scope
+from core.logging import bind_job
+from core.queue import enqueue_training
 from core.repository import datasets as datasets_repo
 from core.repository import jobs as jobs_repo
 from core.settings import Settings, get_settings
@@ -19,7 +28,7 @@ from core.storage import job_dir, upload_path
 from models.checkpoint import CheckpointError
 from models.errors import SpecError
 from worker.datasource import load_train_data
-from worker.reporter import JobReporter
+from worker.reporter import STOPPING, JobReporter
 from worker.training.engine import TrainingFailed, TrainResult, train
 
 log = logging.getLogger("fitserve.worker")
@@ -47,24 +56,41 @@ def describe_outcome(spec: JobSpec, result: TrainResult, reporter: JobReporter) 
     return "succeeded", f"completed {result.epochs_done} epochs"
 
 
+def job_seconds(spec: JobSpec, settings: Settings) -> float:
+    """The job's time limit: its own `fit.max_seconds`, never over the server's maximum."""
+    own = spec.fit.max_seconds
+    return settings.max_job_seconds if own is None else min(float(own), settings.max_job_seconds)
+
+
 def run_job(job_id: str, owner: str) -> str:
-    """Returns what happened: skipped, lost, or the terminal status written."""
+    """Returns what happened: skipped, lost, preempted, or the terminal status written."""
+    bind_job(job_id)  # no attempt yet (and not the previous job's)
     settings = get_settings()
     with session_scope() as session:
-        job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds)
+        job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds,
+                              max_attempts=settings.max_attempts)  # fmt: skip
         if job is None:
-            log.info("job %s: not claimable (gone, running elsewhere, finished or cancelled); skipping", job_id)
+            log.info("job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); "
+                     "skipping", job_id)  # fmt: skip
             return "skipped"
         attempt, raw_spec, tenant_id = job.attempt, job.spec, job.tenant_id
+    bind_job(job_id, attempt)  # every record of this process from here on carries job_id and attempt
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
     reporter = JobReporter(job_id, attempt, settings)
+    reporter.start()
     status, reason, values = "failed", "", {}
     try:
         spec = JobSpec.model_validate(raw_spec)
+        limit = job_seconds(spec, settings)
+        reporter.deadline = time.monotonic() + limit
         data = load_train_data(spec, _upload_resolver(settings, tenant_id))
         result = train(spec, data, job_dir(settings.artifacts_dir, job_id), [reporter], resume=True,
                        device=settings.device)  # fmt: skip
         status, reason = describe_outcome(spec, result, reporter)
+        if result.status == "cancelled" and reporter.timed_out and not reporter.cancel.is_set():
+            status, reason = "failed", (f"ran past its time limit of {limit:g} s (fit.max_seconds, at most "
+                                        f"{settings.max_job_seconds:g} s on this server); stopped at epoch "
+                                        f"{reporter.epoch}, step {reporter.batch}")  # fmt: skip
         values = {"test_metrics": result.test_metrics, "epoch": result.epochs_done}
     except USER_ERRORS as exc:
         reason = str(exc)
@@ -76,8 +102,77 @@ def run_job(job_id: str, owner: str) -> str:
     if reporter.lost.is_set():
         log.warning("job %s attempt %s: lease lost to another attempt; not writing an outcome", job_id, attempt)
         return "lost"
+    if STOPPING.is_set() and status == "cancelled" and not reporter.cancel.is_set():
+        return _preempt(job_id, attempt, reporter)
     with session_scope() as session:
         written = jobs_repo.finish(session=session, job_id=job_id, attempt=attempt, status=status, reason=reason,
                                    values=values)  # fmt: skip
     log.info("job %s attempt %s: %s (%s)", job_id, attempt, status if written else "fenced off", reason)
     return status if written else "lost"
+
+
+def _preempt(job_id: str, attempt: int, reporter: JobReporter) -> str:
+    """The worker is shutting down: hand the job back (it resumes from its last epoch checkpoint)
+    and enqueue it again; should the broker be unreachable, the sweeper enqueues it later."""
+    reason = f"preempted at epoch {reporter.epoch}, step {reporter.batch}: its worker shut down"
+    with session_scope() as session:
+        written = jobs_repo.preempt(session=session, job_id=job_id, attempt=attempt, reason=reason)
+    if not written:
+        return "lost"
+    log.info("job %s attempt %s: %s", job_id, attempt, reason)
+    try:
+        enqueue_training(job_id)
+    except Exception:
+        log.exception("job %s: enqueue after preemption failed; the sweeper will enqueue it", job_id)
+    return "preempted"
+
+
+def _die_with_parent() -> None:
+    """The training process gets SIGTERM (and so preempts its job) if the pool process dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run_in_child(job_id: str, task_id: str) -> str:
+    """run_job in a forked child, so a training process killed (out of memory, SIGKILL) does not
+    take its worker down: its lease is expired at once with the reason, and the reaper re-queues
+    the job. SIGTERM to this process is passed on: the job is preempted."""
+    read_end, write_end = os.pipe()
+    host = socket.gethostname()
+    pid = os.fork()
+    if pid == 0:  # the training process
+        code = 1
+        try:
+            os.close(read_end)
+            _die_with_parent()
+            signal.signal(signal.SIGTERM, lambda *_: STOPPING.set())
+            outcome = run_job(job_id, f"{host}:{os.getpid()}:{task_id}")
+            os.write(write_end, outcome.encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+
+    def pass_on(*_: object) -> None:
+        STOPPING.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, pass_on)
+    if STOPPING.is_set():  # a SIGTERM that came before the handler
+        pass_on()
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with os.fdopen(read_end, "rb") as pipe:
+            outcome = pipe.read().decode()
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        name = signal.Signals(number).name
+        reason = f"the training process was killed by {name}" + (" (out of memory?)" if number == 9 else "")
+        with session_scope() as session:
+            jobs_repo.lapse(session=session, job_id=job_id, owner=f"{host}:{pid}:{task_id}", reason=reason)
+        log.warning("job %s: %s; its lease is expired for the reaper", job_id, reason)
+        return "killed"
+    return outcome or "lost"

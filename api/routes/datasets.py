@@ -1,5 +1,6 @@
 """/v1/datasets: the built-in catalogue and a tenant's uploads (CSV or NPZ, parsed without
-executing anything, stored under a server-made id)."""
+executing anything, stored under a server-made id). An upload over `upload_max_bytes`, or one
+that would take the tenant past `storage_quota_bytes`, is refused with 413."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
+from api import quota
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.errors import ApiError, unprocessable
 from api.schemas import DatasetPublic, DatasetsPublic
@@ -30,12 +32,12 @@ def to_public(row: Dataset) -> DatasetPublic:
                          size_bytes=row.size_bytes, created_at=row.created_at)  # fmt: skip
 
 
-async def read_limited(upload: UploadFile, limit: int) -> bytes:
+async def read_limited(upload: UploadFile, limit: int, refusal: Exception | None = None) -> bytes:
     chunks, size = [], 0
     while chunk := await upload.read(CHUNK):
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"the file is larger than the upload limit of {limit} bytes")
+            raise refusal or ApiError(413, f"the file is larger than the upload limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -54,7 +56,13 @@ async def upload_dataset(
     fmt = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if fmt not in ("csv", "npz"):
         raise unprocessable(f"the file must be .csv or .npz, got {filename!r}", ("body", "file"))
-    data = await read_limited(file, settings.upload_max_bytes)
+    # The body itself was cut off at the upload limit by BodyLimit before it was parsed.
+    used = await run_in_threadpool(quota.stored_bytes, session, tenant.id)
+    left = settings.storage_quota_bytes - used
+    if left < settings.upload_max_bytes:
+        data = await read_limited(file, max(left, 0), quota.storage_refusal(settings, used))
+    else:
+        data = await read_limited(file, settings.upload_max_bytes)
     parse = parse_csv if fmt == "csv" else parse_npz
     try:
         kwargs = {"target": target} if fmt == "csv" else {}

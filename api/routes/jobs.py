@@ -22,7 +22,7 @@ from core.spec import JobSpec
 from core.tables import TERMINAL, Job, Metric, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Status = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
 
 
 def to_public(job: Job) -> JobPublic:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request, Response
 from api.deps import UNAUTHORIZED, bearer_key
 from api.errors import ApiError, unprocessable
 from api.model_cache import ModelCache
+from api.observability import PREDICT_SECONDS
 from api.predict_gate import PredictGate
 from api.schemas import PredictRequest, PredictResponse
 from core.db import hot_read
@@ -24,6 +25,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
+@PREDICT_SECONDS.time()
 def predict(
     request: Request, job_id: str, body: PredictRequest, authorization: Annotated[str | None, Header()] = None
 ) -> Response:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.tables import TERMINAL, ApiKey, Job, utcnow
@@ -55,7 +55,7 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     now = utcnow()
     done = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.status == "queued")
+        .where(Job.id == job.id, Job.status.in_(("queued", "preempted")))
         .values(status="cancelled", reason="cancelled before it started", finished_at=now, cancel_requested=True)
     )
     if done.rowcount == 0:  # type: ignore[attr-defined]
@@ -65,16 +65,26 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     return job
 
 
-def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) -> Job | None:
-    """Take the lease on a queued job (or one whose lease expired) and bump its attempt.
+DIED = "the worker died (lease expired)"
 
-    One conditional UPDATE, so two deliveries of the same task cannot both win.
+
+def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, max_attempts: int = 3) -> Job | None:
+    """Take the lease on a queued or preempted job (or one whose lease expired) and bump its attempt.
+
+    One conditional UPDATE, so two deliveries of the same task cannot both win. A claim that
+    would make more than `max_attempts` counted attempts (preemptions are not counted) ends the
+    job `failed` instead, with the last attempt's reason; None is returned then too.
     """
     now = utcnow()
-    claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
+    claimable = and_(
+        Job.id == job_id,
+        Job.cancel_requested.is_(False),
+        or_(Job.status.in_(("queued", "preempted")), and_(Job.status == "running", Job.lease_expires_at < now)),
+    )
+    within = Job.attempt - Job.preemptions < max_attempts
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .where(claimable, within)
         .values(
             status="running",
             attempt=Job.attempt + 1,
@@ -86,6 +96,19 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) ->
         )
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
+        # Over the limit: the job fails here, never loops. The last reason, or a running job's lapsed lease.
+        last = func.coalesce(Job.reason, literal(DIED))  # a running job's reason is None unless its death is known
+        session.execute(
+            update(Job)
+            .where(claimable, ~within)
+            .values(
+                status="failed",
+                reason=literal(f"gave up after {max_attempts} attempts: ") + last,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
         return None
     return session.get(Job, job_id, populate_existing=True)
 
@@ -122,9 +145,61 @@ def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: 
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def fail_unqueued(*, session: Session, job_id: str, reason: str) -> None:
-    """A job whose enqueue failed ends failed with the reason, never stuck in `queued`."""
-    session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "queued").values(
-            status="failed", reason=reason, finished_at=utcnow())
-    )  # fmt: skip
+def preempt(*, session: Session, job_id: str, attempt: int, reason: str) -> bool:
+    """This attempt was stopped by its worker's shutdown: the job waits to be enqueued again, and
+    the attempt is not counted toward max_attempts. False if the attempt no longer owns the job."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+        .values(
+            status="preempted", reason=reason, preemptions=Job.preemptions + 1, lease_owner=None, lease_expires_at=None
+        )
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
+    """Running jobs whose lease lapsed (worker killed, machine gone) go back to `queued`; the caller
+    enqueues the returned ids after commit. Conditional UPDATEs: of several reapers, one wins each row."""
+    now = utcnow()
+    ids = session.scalars(
+        select(Job.id).where(Job.status == "running", Job.lease_expires_at < now).order_by(Job.id).limit(limit)
+    ).all()
+    reaped = []
+    for job_id in ids:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+            .values(status="queued", reason=func.coalesce(Job.reason, DIED), lease_owner=None, lease_expires_at=None)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            reaped.append(job_id)
+    return reaped
+
+
+def sweep_waiting(*, session: Session, grace_seconds: float, limit: int = 100) -> list[str]:
+    """Jobs `queued` or `preempted` and untouched for `grace_seconds` (their message was lost: the
+    broker was down at submit, or flushed): touched and returned to be enqueued again after commit.
+    A job is swept at most once per grace period, by one sweeper; an extra message is harmless
+    (its claim fails)."""
+    now = utcnow()
+    stale = now - timedelta(seconds=grace_seconds)
+    waiting = and_(Job.status.in_(("queued", "preempted")), Job.cancel_requested.is_(False), Job.updated_at < stale)
+    ids = session.scalars(select(Job.id).where(waiting).order_by(Job.updated_at).limit(limit)).all()
+    swept = []
+    for job_id in ids:
+        result = session.execute(update(Job).where(Job.id == job_id, waiting).values(updated_at=now))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            swept.append(job_id)
+    return swept
+
+
+def lapse(*, session: Session, job_id: str, owner: str, reason: str) -> bool:
+    """The training process holding this lease is known dead (killed, out of memory): expire its
+    lease now with the reason, for the reaper's next pass, instead of waiting it out."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .values(lease_expires_at=utcnow() - timedelta(seconds=1), reason=reason)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]

@@ -1,0 +1,113 @@
+"""Server-side maxima on a job spec (422 naming the field) and per-tenant quotas: active jobs
+(429 with `Retry-After`) and upload storage (413)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from fastapi import HTTPException
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.errors import unprocessable
+from core.datasets import _builtin_info
+from core.settings import Settings
+from core.spec import DataInfo, JobSpec, LayerSpec
+from core.tables import Dataset, Job
+from models.validation import dry_run
+
+ACTIVE = ("queued", "running")
+JOBS_RETRY_AFTER_SECONDS = 10
+
+
+def networks(spec: JobSpec) -> Iterator[tuple[tuple[str, ...], list[LayerSpec]]]:
+    """Each layer list of the spec with its location in the body."""
+    if spec.model is not None and spec.model.layers is not None:
+        yield ("body", "model", "layers"), spec.model.layers
+    for family in ("autoencoder", "vae"):
+        section = getattr(spec, family)
+        if section is not None:
+            yield ("body", family, "encoder"), section.encoder
+            yield ("body", family, "decoder"), section.decoder
+    if spec.gan is not None:
+        yield ("body", "gan", "generator", "layers"), spec.gan.generator.layers
+        yield ("body", "gan", "discriminator", "layers"), spec.gan.discriminator.layers
+
+
+def dataset_samples(spec: JobSpec, uploaded: dict[str, Any] | None) -> int:
+    """Samples in the dataset before splitting: the upload's description, or the built-in's."""
+    if uploaded is not None:
+        return int(uploaded["samples"])
+    ds = spec.dataset
+    if ds.n_samples is not None:
+        return ds.n_samples
+    assert ds.name is not None  # noqa: S101 - DatasetSpec guarantees a source
+    return int(_builtin_info(ds.name, ds.classes)[1]["samples"])
+
+
+def training_samples(spec: JobSpec, samples: int) -> int:
+    """What one epoch trains on: the samples less the test and validation splits."""
+    return max(1, int(samples * (1 - spec.dataset.test_split) * (1 - spec.validation_split)))
+
+
+def check_spec(spec: JobSpec, settings: Settings, samples: int) -> None:
+    """The maxima that need no model built: batch size, layers, epochs x training samples."""
+    if spec.fit.batch_size > settings.max_batch_size:
+        raise unprocessable(f"batch_size {spec.fit.batch_size} exceeds the server's limit of "
+                            f"{settings.max_batch_size}", ("body", "fit", "batch_size"))  # fmt: skip
+    for loc, layers in networks(spec):
+        if len(layers) > settings.max_layers:
+            raise unprocessable(f"{len(layers)} layers exceed the server's limit of {settings.max_layers} "
+                                "layers per network", loc)  # fmt: skip
+    train = training_samples(spec, samples)
+    work = spec.fit.epochs * train
+    if work > settings.max_epoch_samples:
+        raise unprocessable(f"epochs x training samples = {spec.fit.epochs} x {train} = {work} exceeds the "
+                            f"server's limit of {settings.max_epoch_samples}", ("body", "fit", "epochs"))  # fmt: skip
+
+
+def meta_parameters(spec: JobSpec, info: DataInfo) -> int | None:
+    """The parameter count from a dry run on torch's meta device: shapes only, no memory, so a
+    model of billions of parameters is refused before the real dry run would allocate it. None
+    when the meta run fails; the real dry run then names the fault."""
+    try:
+        with torch.device("meta"):  # a thread-local mode: other requests' tensors are not affected
+            return dry_run(spec, info).parameters
+    except Exception:
+        return None
+
+
+def check_parameters(spec: JobSpec, settings: Settings, parameters: int) -> None:
+    if parameters > settings.max_parameters:
+        loc = ("body", "model") if spec.family == "supervised" else ("body", spec.family)
+        raise unprocessable(f"the model has {parameters} parameters, which exceeds the server's limit of "
+                            f"{settings.max_parameters}", loc)  # fmt: skip
+
+
+def active_jobs(session: Session, tenant_id: str) -> int:
+    query = select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
+    return int(session.scalar(query) or 0)
+
+
+def check_active_jobs(session: Session, tenant_id: str, settings: Settings) -> None:
+    """A soft limit: two submissions racing at the last free slot may both pass."""
+    active = active_jobs(session, tenant_id)
+    if active >= settings.max_active_jobs:
+        raise HTTPException(429, f"this tenant has {active} queued or running jobs, the most it may have "
+                            f"(FITSERVE_MAX_ACTIVE_JOBS={settings.max_active_jobs}); wait for one to finish "
+                            "or cancel one, then submit again",
+                            headers={"Retry-After": str(JOBS_RETRY_AFTER_SECONDS)})  # fmt: skip
+
+
+def stored_bytes(session: Session, tenant_id: str) -> int:
+    query = select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.tenant_id == tenant_id)
+    return int(session.scalar(query) or 0)
+
+
+def storage_refusal(settings: Settings, used: int, size: int | None = None) -> HTTPException:
+    adding = f"this file is {size} bytes" if size is not None else "this file is larger than what is left"
+    return HTTPException(413, f"the tenant's storage quota of {settings.storage_quota_bytes} bytes "
+                         f"(FITSERVE_STORAGE_QUOTA_BYTES) would be exceeded: {used} bytes are used by uploaded "
+                         f"datasets and {adding}")  # fmt: skip

@@ -1,0 +1,262 @@
+"""Limits through HTTP: hostile specs on both backends, and a service of its own with small
+maxima, quotas and rate limits (embedded) for what needs other settings."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.e2e.conftest import Service, _base_env, free_port, wait_for
+from tests.e2e.http import example, refused
+
+# --- hostile specs, on the shared service (both backends) ----------------------------------------
+
+
+def digits_spec(**fit: Any) -> dict[str, Any]:
+    spec = example("digits_mlp")
+    spec["fit"] = {**spec.get("fit", {}), **fit}
+    return spec
+
+
+def test_absurd_epochs_are_refused(service: Service) -> None:
+    error = refused(service, digits_spec(epochs=1e12))
+    assert error["loc"] == ["body", "fit", "epochs"]
+
+
+def test_a_nan_learning_rate_is_refused(service: Service) -> None:
+    raw = json.dumps(digits_spec()).replace(
+        '"optimizer": "adam"', '"optimizer": {"type": "adam", "learning_rate": NaN}'
+    )
+    assert "NaN" in raw
+    with service.client() as client:
+        answer = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["detail"][0]
+    assert error["loc"][:3] == ["body", "compile", "optimizer"] and error["loc"][-1] == "learning_rate"
+
+
+def test_ten_thousand_layers_are_refused(service: Service) -> None:
+    spec = digits_spec()
+    spec["model"] = {"layers": [{"type": "dense", "units": 4}] * 10_000}
+    error = refused(service, spec)
+    assert error["loc"] == ["body", "model", "layers"]
+    assert "256" in error["msg"]
+
+
+def test_a_model_of_billions_of_parameters_is_refused_without_building_it(service: Service) -> None:
+    spec = digits_spec()
+    wide = [{"type": "dense", "units": 65_536, "activation": "relu"}] * 3
+    spec["model"] = {"layers": [{"type": "flatten"}, *wide, {"type": "dense", "units": 10, "activation": "softmax"}]}
+    started = time.monotonic()
+    error = refused(service, spec)
+    assert time.monotonic() - started < 10  # counted on the meta device, never allocated (34 GB)
+    assert error["loc"] == ["body", "model"]
+    assert error["msg"] == "the model has 8594980874 parameters, which exceeds the server's limit of 50000000"
+
+
+def test_a_path_like_dataset_id_is_refused(service: Service) -> None:
+    spec = digits_spec()
+    spec["dataset"] = {"id": "../../etc/passwd"}
+    error = refused(service, spec)
+    assert error["loc"] == ["body", "dataset", "id"]
+
+
+OWNED = [("status", "succeeded"), ("tenant", "other"), ("tenant_id", "t_1"), ("attempt", 7),
+         ("path", "/etc/passwd"), ("artifacts_dir", "/var/lib/fitserve")]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", OWNED)
+def test_server_owned_fields_are_refused(service: Service, field: tuple[str, Any]) -> None:
+    name, value = field
+    error = refused(service, digits_spec() | {name: value})
+    assert error["loc"] == ["body", name]
+    assert error["type"] == "extra_forbidden"
+
+
+def test_non_finite_numbers_anywhere_are_refused(service: Service) -> None:
+    spec = digits_spec()
+    raw = json.dumps(spec).replace('"compile": {', '"compile": {"clip_grad_norm": Infinity, ', 1)
+    with service.client() as client:
+        answer = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", "compile", "clip_grad_norm"]
+
+
+# --- a service with small limits -----------------------------------------------------------------
+
+LIMITS = {
+    "FITSERVE_MAX_EPOCH_SAMPLES": "100000",
+    "FITSERVE_MAX_PARAMETERS": "5000",
+    "FITSERVE_MAX_BATCH_SIZE": "128",
+    "FITSERVE_MAX_LAYERS": "4",
+    "FITSERVE_MAX_ACTIVE_JOBS": "2",
+    "FITSERVE_STORAGE_QUOTA_BYTES": "20000",
+    "FITSERVE_REQUEST_MAX_BYTES": "65536",
+    "FITSERVE_RATE_LIMIT_PER_SECOND": "20",
+    "FITSERVE_RATE_LIMIT_BURST": "20",
+}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    tmp: Path = tmp_path_factory.mktemp("limited")
+    port = free_port()
+    service = Service("limited", f"http://127.0.0.1:{port}", _base_env(tmp) | LIMITS, tmp)
+    service.start("up", "--port", str(port))
+    try:
+        service.wait_ready()
+        service.keys["a"] = (tmp / "api_key").read_text().strip()
+        service.keys["rate"] = service.fitserve("keys", "create", "--tenant", "rate")
+        yield service
+    finally:
+        service.stop()
+
+
+def small_spec(**fit: Any) -> dict[str, Any]:
+    """A digits classifier of 650 parameters."""
+    return {
+        "dataset": {"name": "digits"},
+        "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
+        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+        "fit": {"epochs": 1, "batch_size": 32, **fit},
+    }
+
+
+def post_job(service: Service, spec: dict[str, Any], key: str = "a") -> Any:
+    with service.client(key) as client:
+        return client.post("/v1/jobs", json=spec)
+
+
+def test_epochs_times_samples_over_the_limit(limited: Service) -> None:
+    answer = post_job(limited, small_spec(epochs=56))  # 56 x 1797 = 100632
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["detail"][0]
+    assert error["loc"] == ["body", "fit", "epochs"]
+    assert error["msg"] == "epochs x training samples = 56 x 1797 = 100632 exceeds the server's limit of 100000"
+
+
+def test_parameters_batch_size_and_layers_over_the_limit(limited: Service) -> None:
+    big = small_spec()
+    big["model"]["layers"] = [{"type": "flatten"}, {"type": "dense", "units": 100, "activation": "relu"},
+                              {"type": "dense", "units": 10, "activation": "softmax"}]  # fmt: skip
+    answer = post_job(limited, big)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["detail"][0]
+    assert error["loc"] == ["body", "model"]
+    assert error["msg"] == "the model has 7510 parameters, which exceeds the server's limit of 5000"
+
+    answer = post_job(limited, small_spec(batch_size=256))
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "fit", "batch_size"]
+
+    deep = small_spec()
+    deep["model"]["layers"] = [{"type": "flatten"}, *[{"type": "dense", "units": 4}] * 4]
+    answer = post_job(limited, deep)
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0] == {
+        "loc": ["body", "model", "layers"],
+        "type": "invalid",
+        "msg": "5 layers exceed the server's limit of 4 layers per network",
+    }
+
+
+def test_active_jobs_over_the_quota_are_429(limited: Service) -> None:
+    with limited.client() as client:
+        ids = []
+        for _ in range(2):
+            created = client.post("/v1/jobs", json=small_spec(epochs=50))
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        third = client.post("/v1/jobs", json=small_spec())
+        assert third.status_code == 429, third.text
+        assert third.headers["retry-after"] == "10"
+        assert third.json()["detail"].startswith("this tenant has 2 queued or running jobs, the most it may have")
+        for job_id in ids:
+            assert client.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 409)  # 409: it already ended
+        for job_id in ids:
+            wait_for(client, job_id, ("cancelled", "succeeded", "failed"), timeout=30)
+        again = client.post("/v1/jobs", json=small_spec())
+        assert again.status_code == 201, again.text
+        wait_for(client, again.json()["id"], ("succeeded", "failed", "cancelled"), timeout=60)
+
+
+def csv(rows: int) -> bytes:
+    return b"a,b\n" + b"".join(f"{i % 7},{i % 3}\n".encode() for i in range(rows))
+
+
+def test_uploads_past_the_storage_quota_are_413(limited: Service) -> None:
+    with limited.client() as client:
+        first = client.post("/v1/datasets", files={"file": ("one.csv", csv(1500))})
+        assert first.status_code == 201, first.text
+        used = first.json()["size_bytes"]
+        count = client.get("/v1/datasets").json()["count"]
+        second = client.post("/v1/datasets", files={"file": ("two.csv", csv(20000 - used))})
+        assert second.status_code == 413, second.text
+        assert second.json()["detail"].startswith(
+            f"the tenant's storage quota of 20000 bytes (FITSERVE_STORAGE_QUOTA_BYTES) would be exceeded: {used} "
+            "bytes are used by uploaded datasets"
+        )
+        assert client.get("/v1/datasets").json()["count"] == count
+
+
+def test_a_json_body_over_the_request_limit_is_413(limited: Service) -> None:
+    spec = small_spec()
+    spec["name"] = "x"
+    with limited.client() as client:
+        answer = client.post("/v1/jobs", content=json.dumps(spec) + " " * 70_000,
+                             headers={"content-type": "application/json"})  # fmt: skip
+    assert answer.status_code == 413
+    assert answer.json() == {"detail": "the request body is larger than 65536 bytes"}
+
+
+def test_a_chunked_upload_over_the_limit_stops_early(limited: Service) -> None:
+    """No Content-Length: the 413 comes once the limit is passed, long before the body ends."""
+    url = urlsplit(limited.url)
+    boundary = "fitserveboundary"
+    head = (f"POST /v1/datasets HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {limited.keys['a']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\na,b\r\n'
+    chunk = b"1,2\n" * 16384  # 64 KiB
+    total, answer = 0, b""
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(head.encode() + f"{len(part):x}\r\n{part}\r\n".encode())
+        try:
+            while total < 64 * 2**20:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    break
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                total += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert total < 32 * 2**20  # the 64 MiB body was cut off near the 1.3 MB limit
+
+
+def test_requests_past_the_rate_are_429_with_retry_after(limited: Service) -> None:
+    with limited.client("rate") as client:
+        codes = [client.get("/v1/jobs").status_code for _ in range(60)]
+        assert 429 in codes and codes[:20] == [200] * 20
+        refused_ = client.get("/v1/jobs")
+        while refused_.status_code != 429:
+            refused_ = client.get("/v1/jobs")
+        assert int(refused_.headers["retry-after"]) >= 1
+        assert refused_.json()["detail"].startswith("rate limit exceeded: this API key may make 20 requests per second")
+        assert client.get("/healthz").status_code == 200  # probes are never limited
+    with limited.client("a") as client:  # another key has its own bucket
+        assert client.get("/v1/jobs").status_code == 200

@@ -1,0 +1,68 @@
+"""A real PostgreSQL + Redis service whose worker is broken on purpose: short leases and a fast
+reaper, so a killed worker's job comes back in seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from tests.e2e.conftest import PG_ADMIN, Service, _base_env, free_port
+
+FAULT_ENV = {"FITSERVE_LEASE_SECONDS": "3", "FITSERVE_HEARTBEAT_SECONDS": "0.2",
+             "FITSERVE_SWEEP_INTERVAL_SECONDS": "0.5", "FITSERVE_QUEUED_GRACE_SECONDS": "5",
+             "FITSERVE_MAX_ATTEMPTS": "2"}  # fmt: skip
+
+
+class FaultService(Service):
+    database: Engine | None = None
+
+    def row(self, job_id: str) -> dict[str, Any]:
+        assert self.database is not None
+        with self.database.connect() as c:
+            return dict(c.execute(text("SELECT * FROM job WHERE id = :id"), {"id": job_id}).mappings().one())
+
+    def sql(self, query: str, **params: Any) -> list[Any]:
+        assert self.database is not None
+        with self.database.begin() as c:
+            return list(c.execute(text(query), params).all())
+
+
+@pytest.fixture(scope="module")
+def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultService]:
+    import psycopg
+    import redis
+
+    tmp: Path = tmp_path_factory.mktemp("faults")
+    name = f"fitserve_faults_{secrets.token_hex(4)}"
+    queue = f"fitserve-faults-{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    port = free_port()
+    env = _base_env(tmp) | FAULT_ENV | {"FITSERVE_DATABASE_URL": url, "FITSERVE_BROKER_URL": "redis://127.0.0.1:6379/0",
+                                        "FITSERVE_QUEUE": queue}  # fmt: skip
+    service = FaultService("faults", f"http://127.0.0.1:{port}", env, tmp)
+    service.database = create_engine(url)
+    try:
+        service.fitserve("db", "upgrade")
+        service.keys["a"] = service.fitserve("keys", "create", "--tenant", "alpha")
+        service.start("worker")
+        service.start("api", "--port", str(port))
+        service.wait_ready()
+        yield service
+    finally:
+        if getattr(request.session, "testsfailed", 0):
+            print(f"\nfault service logs:\n{service.tail(80)}")
+        service.stop()
+        service.database.dispose()
+        broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        broker.zrem("_kombu.binding_deadlines", queue)
+        with contextlib.suppress(Exception), psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

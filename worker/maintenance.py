@@ -1,0 +1,57 @@
+"""The reaper and the sweeper, run by a thread in each worker's main process.
+
+- reaper: a `running` job whose lease lapsed (its worker was killed, its machine is gone) goes
+  back to `queued` and is enqueued again, within a lease plus a sweep interval, well under the
+  broker's visibility timeout.
+- sweeper: a job left `queued` (or `preempted`) and untouched for `queued_grace_seconds` lost its
+  message (the broker was down at submit, or flushed) and is enqueued again.
+
+Both pick rows with conditional UPDATEs, so any number of these threads never hand the same row
+out twice in one period; an extra message is harmless anyway: its claim fails (fenced by attempt).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from core.db import session_scope
+from core.queue import enqueue_training
+from core.repository import jobs as jobs_repo
+from core.settings import Settings
+
+log = logging.getLogger("fitserve.maintenance")
+
+
+def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_training) -> tuple[list[str], list[str]]:
+    """One pass: (reaped ids, swept ids), each enqueued after its UPDATE is committed."""
+    with session_scope() as session:
+        reaped = jobs_repo.reap_expired(session=session)
+    with session_scope() as session:
+        swept = jobs_repo.sweep_waiting(session=session, grace_seconds=settings.queued_grace_seconds)
+    for job_id in reaped + swept:
+        try:
+            enqueue(job_id)
+        except Exception as exc:  # it stays queued: the sweeper tries again after the grace period
+            log.warning("job %s: enqueue failed, will retry: %s", job_id, exc)
+            continue
+        log.info("job %s: %s", job_id, "lease expired, re-queued" if job_id in reaped else "enqueued again")
+    return reaped, swept
+
+
+class Maintenance(threading.Thread):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="fitserve-maintenance", daemon=True)
+        self.settings = settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.sweep_interval_seconds):
+            try:
+                run_once(self.settings)
+            except Exception:  # a database or broker outage: the next pass tries again
+                log.exception("maintenance pass failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
