@@ -11,12 +11,34 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, loc: Sequence[str | int] = (), kind: str = "invalid") -> None:
         super().__init__(message)
         self.status, self.message, self.loc, self.kind = status, message, list(loc), kind
+
+
+class ErrorMessage(BaseModel):
+    """Every refusal but a 422 (which follows FastAPI's HTTPValidationError): one message."""
+
+    detail: str
+
+
+_MEANINGS = {
+    400: "the body cannot be parsed",
+    401: "a valid API key is required",
+    404: "not found, or another tenant's",
+    409: "conflicts with the resource's state",
+    413: "the body, or the tenant's storage, is over its limit",
+    429: "over the API key's rate or the tenant's active jobs (see Retry-After)",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of the refusals a route can answer, for `responses=`."""
+    return {code: {"model": ErrorMessage, "description": _MEANINGS[code]} for code in codes}
 
 
 def unprocessable(message: str, loc: Sequence[str | int]) -> ApiError:

@@ -13,14 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from api import quota
 from api.deps import CurrentTenant, SessionDep, SettingsDep
-from api.errors import ApiError, unprocessable
+from api.errors import ApiError, responses, unprocessable
 from api.schemas import DatasetPublic, DatasetsPublic
 from core.datasets import DatasetError, builtin_catalogue, parse_csv, parse_npz
 from core.repository import datasets as datasets_repo
 from core.storage import upload_path
 from core.tables import Dataset, new_id
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 429))
 CHUNK = 1 << 20
 
 
@@ -42,7 +42,7 @@ async def read_limited(upload: UploadFile, limit: int, refusal: Exception | None
     return b"".join(chunks)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, responses=responses(400, 413))
 async def upload_dataset(
     session: SessionDep,
     tenant: CurrentTenant,
@@ -92,7 +92,7 @@ def list_datasets(session: SessionDep, tenant: CurrentTenant) -> DatasetsPublic:
     return DatasetsPublic(data=builtins + uploaded, count=len(builtins) + len(uploaded))
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=responses(404))
 def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: str) -> DatasetPublic:
     row = datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset_id)
     if row is None:

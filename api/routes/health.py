@@ -35,7 +35,7 @@ def _check_broker() -> str:
         return f"unreachable: {type(exc).__name__}"
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "the database or the broker is unreachable"}})
 def readyz() -> JSONResponse:
     checks = {"database": _check_database(), "broker": _check_broker()}
     ready = all(v == "ok" for v in checks.values())

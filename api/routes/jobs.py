@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from api.deps import CurrentTenant, SessionDep
-from api.errors import ApiError
+from api.errors import ApiError, responses
 from api.schemas import CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricPoint, MetricsPublic, Progress
 from api.submit import submit_job
 from core.db import session_scope
@@ -21,7 +21,7 @@ from core.repository import metrics as metrics_repo
 from core.spec import JobSpec
 from core.tables import TERMINAL, Job, Metric, Tenant
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429))
 Status = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
 
 
@@ -49,7 +49,9 @@ def owned_job(session: SessionDep, tenant: Tenant, job_id: str) -> Job:
     return job
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic,
+             responses={200: {"model": JobPublic, "description": "the job this Idempotency-Key already created"},
+                        **responses(400, 409, 413)})  # fmt: skip
 def create_job(
     session: SessionDep,
     tenant: CurrentTenant,
@@ -75,12 +77,12 @@ def list_jobs(
     return JobsPublic(data=[to_public(j) for j in jobs], count=count)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=responses(404))
 def get_job(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobPublic:
     return to_public(owned_job(session, tenant, job_id))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=responses(404))
 def get_metrics(
     session: SessionDep,
     tenant: CurrentTenant,
@@ -95,7 +97,7 @@ def get_metrics(
     return MetricsPublic(data=points, count=len(points))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(404, 409))
 def cancel_job(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobPublic:
     job = owned_job(session, tenant, job_id)
     if job.status in TERMINAL:
@@ -103,7 +105,7 @@ def cancel_job(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobPu
     return to_public(jobs_repo.request_cancel(session=session, job=job))
 
 
-@router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic)
+@router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic, responses=responses(404))
 def list_checkpoints(session: SessionDep, tenant: CurrentTenant, job_id: str) -> CheckpointsPublic:
     owned_job(session, tenant, job_id)
     rows = metrics_repo.list_checkpoints(session=session, job_id=job_id)
@@ -121,7 +123,7 @@ def _snapshot(tenant_id: str, job_id: str, since_step: int) -> tuple[JobPublic |
         return to_public(job), [to_point(r) for r in rows]
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse)
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses=responses(404))
 def stream_events(session: SessionDep, tenant: CurrentTenant, job_id: str) -> StreamingResponse:
     """Server-sent events: `status` when the job changes, `metric` for each new point; ends when the job does."""
     owned_job(session, tenant, job_id)

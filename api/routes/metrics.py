@@ -10,13 +10,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.errors import responses
 from api.observability import REGISTRY
 from core.settings import get_settings
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=responses(401))
 def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
     token = get_settings().metrics_token
     if token is not None:

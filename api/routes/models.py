@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from api.deps import UNAUTHORIZED, bearer_key
-from api.errors import ApiError, unprocessable
+from api.errors import ApiError, responses, unprocessable
 from api.model_cache import ModelCache
 from api.observability import PREDICT_SECONDS
 from api.predict_gate import PredictGate
@@ -21,10 +21,11 @@ from models.checkpoint import CheckpointError
 from models.errors import PredictError
 from models.families import OPERATION_NAMES, OperationRequest
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 429))
 
 
-@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
+@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
+             responses=responses(400, 404, 409, 413))  # fmt: skip
 @PREDICT_SECONDS.time()
 def predict(
     request: Request, job_id: str, body: PredictRequest, authorization: Annotated[str | None, Header()] = None
