@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,32 @@ class FaultService(Service):
         with self.database.begin() as c:
             return list(c.execute(text(query), params).all())
 
+    def until(self, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
+        """The job's row once `ok` holds for it, polled every 50 ms."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = self.row(job_id)
+            if ok(row):
+                return row
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} never got there: {self.row(job_id)}\n{self.tail()}")
 
-@pytest.fixture(scope="module")
-def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultService]:
+
+@contextlib.contextmanager
+def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_url: str, queue: str,
+                  **env: str) -> Iterator[FaultService]:  # fmt: skip
+    """`fitserve worker` + `fitserve api` on a fresh PostgreSQL database and the given broker, with
+    FAULT_ENV's short leases; the database is dropped afterwards."""
     import psycopg
-    import redis
 
-    tmp: Path = tmp_path_factory.mktemp("faults")
-    name = f"fitserve_faults_{secrets.token_hex(4)}"
-    queue = f"fitserve-faults-{secrets.token_hex(4)}"
+    name = f"fitserve_{label.replace('-', '_')}_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     port = free_port()
-    env = _base_env(tmp) | FAULT_ENV | {"FITSERVE_DATABASE_URL": url, "FITSERVE_BROKER_URL": "redis://127.0.0.1:6379/0",
-                                        "FITSERVE_QUEUE": queue}  # fmt: skip
-    service = FaultService("faults", f"http://127.0.0.1:{port}", env, tmp)
+    env = _base_env(tmp) | FAULT_ENV | {"FITSERVE_DATABASE_URL": url, "FITSERVE_BROKER_URL": broker_url,
+                                        "FITSERVE_QUEUE": queue} | env  # fmt: skip
+    service = FaultService(label, f"http://127.0.0.1:{port}", env, tmp)
     service.database = create_engine(url)
     try:
         service.fitserve("db", "upgrade")
@@ -58,11 +69,23 @@ def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield service
     finally:
         if getattr(request.session, "testsfailed", 0):
-            print(f"\nfault service logs:\n{service.tail(80)}")
+            print(f"\n{label} service logs:\n{service.tail(80)}")
         service.stop()
         service.database.dispose()
+        with contextlib.suppress(Exception), psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultService]:
+    import redis
+
+    queue = f"fitserve-faults-{secrets.token_hex(4)}"
+    try:
+        with fault_service(request, tmp_path_factory.mktemp("faults"), "faults", "redis://127.0.0.1:6379/0",
+                           queue) as service:  # fmt: skip
+            yield service
+    finally:  # the shared Redis keeps kombu's bindings for the queue: clean them
         broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
         broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         broker.zrem("_kombu.binding_deadlines", queue)
-        with contextlib.suppress(Exception), psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

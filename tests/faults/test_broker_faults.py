@@ -5,19 +5,17 @@ PostgreSQL, real `fitserve worker` and `fitserve api` processes."""
 from __future__ import annotations
 
 import contextlib
-import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 
-from tests.e2e.conftest import PG_ADMIN, _base_env, free_port, wait_for
-from tests.faults.conftest import FAULT_ENV, FaultService
+from tests.e2e.conftest import free_port, wait_for
+from tests.faults.conftest import FaultService, fault_service
 from tests.helpers import digits_mlp
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
@@ -74,33 +72,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
 def brittle(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, broker: OwnRedis
 ) -> Iterator[FaultService]:
-    import psycopg
-
-    tmp = tmp_path_factory.mktemp("broker_faults")
-    name = f"fitserve_broker_faults_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    port = free_port()
-    env = _base_env(tmp) | FAULT_ENV | {"FITSERVE_DATABASE_URL": url, "FITSERVE_BROKER_URL": broker.url,
-                                        "FITSERVE_QUEUE": QUEUE,
-                                        "FITSERVE_QUEUED_GRACE_SECONDS": str(GRACE)}  # fmt: skip
-    service = FaultService("broker-faults", f"http://127.0.0.1:{port}", env, tmp)
-    service.database = create_engine(url)
-    try:
-        service.fitserve("db", "upgrade")
-        service.keys["a"] = service.fitserve("keys", "create", "--tenant", "alpha")
-        service.start("worker")
-        service.start("api", "--port", str(port))
-        service.wait_ready()
+    with fault_service(request, tmp_path_factory.mktemp("broker_faults"), "broker-faults", broker.url, QUEUE,
+                       FITSERVE_QUEUED_GRACE_SECONDS=str(GRACE)) as service:  # fmt: skip
         yield service
-    finally:
-        if getattr(request.session, "testsfailed", 0):
-            print(f"\nbroker fault service logs:\n{service.tail(80)}")
-        service.stop()
-        service.database.dispose()
-        with contextlib.suppress(Exception), psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -117,18 +91,6 @@ def _submit(service: FaultService, epochs: int) -> dict[str, Any]:
         created = client.post("/v1/jobs", json=raw)
     assert created.status_code == 201, created.text
     return created.json()  # type: ignore[no-any-return]
-
-
-def _until(
-    service: FaultService, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 40
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = service.row(job_id)
-        if ok(row):
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never got there: {service.row(job_id)}\n{service.tail()}")
 
 
 def _done(service: FaultService, job_id: str, timeout: float = 40) -> dict[str, Any]:
@@ -162,7 +124,7 @@ def test_a_job_submitted_while_redis_is_down_is_queued_and_runs_once_it_is_back(
     assert brittle.row(job["id"])["status"] == "queued"
     redis_up.start()
     back = time.monotonic()
-    _until(brittle, job["id"], lambda r: r["status"] != "queued")
+    brittle.until(job["id"], lambda r: r["status"] != "queued")
     running = time.monotonic() - back
     done = _done(brittle, job["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
@@ -176,13 +138,13 @@ def test_a_flushed_broker_loses_the_queued_job_s_message_and_the_sweeper_enqueue
     brittle: FaultService, redis_up: OwnRedis
 ) -> None:
     first = _submit(brittle, epochs=3)  # keeps the single worker busy
-    _until(brittle, first["id"], lambda r: r["status"] == "running")
+    brittle.until(first["id"], lambda r: r["status"] == "running")
     second = _submit(brittle, epochs=1)  # waits behind it (concurrency 1, prefetch 1), its message in Redis
     assert redis_up.client().llen(QUEUE) == 1
     redis_up.client().flushall()
     flushed = time.monotonic()
     assert _done(brittle, first["id"])["status"] == "succeeded"
-    _until(brittle, second["id"], lambda r: r["status"] != "queued")
+    brittle.until(second["id"], lambda r: r["status"] != "queued")
     picked = time.monotonic() - flushed
     done = _done(brittle, second["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
@@ -192,7 +154,7 @@ def test_a_flushed_broker_loses_the_queued_job_s_message_and_the_sweeper_enqueue
     redis_up.client().flushall()
     submitted = time.monotonic()
     third = _submit(brittle, epochs=1)
-    _until(brittle, third["id"], lambda r: r["status"] != "queued")
+    brittle.until(third["id"], lambda r: r["status"] != "queued")
     direct = time.monotonic() - submitted
     done = _done(brittle, third["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
@@ -209,7 +171,7 @@ def test_redis_stopped_under_a_running_job_for_a_few_seconds_and_the_job_still_s
     brittle: FaultService, redis_up: OwnRedis
 ) -> None:
     job = _submit(brittle, epochs=15)  # about 10 s of training: it outlasts the outage
-    _until(brittle, job["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
+    brittle.until(job["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
     redis_up.stop()
     time.sleep(4)  # past the 3 s lease: heartbeats go to PostgreSQL, so the lease holds without Redis
     row = brittle.row(job["id"])
@@ -222,7 +184,7 @@ def test_redis_stopped_under_a_running_job_for_a_few_seconds_and_the_job_still_s
     _metrics_are_unique(brittle, job["id"])
     # the worker reconnected by itself: a new job submitted now runs
     after = _submit(brittle, epochs=1)
-    _until(brittle, after["id"], lambda r: r["status"] != "queued")
+    brittle.until(after["id"], lambda r: r["status"] != "queued")
     reconnected = time.monotonic() - back
     assert _done(brittle, after["id"])["status"] == "succeeded"
     _worker_alive(brittle)
@@ -234,7 +196,7 @@ def test_every_redis_connection_dropped_under_a_running_job_is_reconnected_and_n
     brittle: FaultService, redis_up: OwnRedis
 ) -> None:
     job = _submit(brittle, epochs=8)
-    _until(brittle, job["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
+    brittle.until(job["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
     killed = redis_up.client().client_kill_filter(_type="normal")  # every connection dropped, the data kept
     assert killed >= 1
     done = _done(brittle, job["id"])

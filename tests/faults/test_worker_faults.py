@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 from tests.e2e.conftest import wait_for
@@ -20,18 +19,6 @@ def _submit(service: FaultService, epochs: int) -> str:
         created = client.post("/v1/jobs", json=raw)
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
-
-
-def _until(
-    service: FaultService, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 90
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = service.row(job_id)
-        if ok(row):
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never got there: {service.row(job_id)}\n{service.tail()}")
 
 
 def _pid(row: dict[str, Any]) -> int:
@@ -51,7 +38,7 @@ def _parent(pid: int) -> int:
 
 def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faulty: FaultService) -> None:
     job_id = _submit(faulty, epochs=6)
-    row = _until(faulty, job_id, lambda r: r["status"] == "running" and r["epoch"] >= 2)
+    row = faulty.until(job_id, lambda r: r["status"] == "running" and r["epoch"] >= 2)
     training = _pid(row)
     pool = _parent(training)
     worker = next(p for p in faulty.processes if p.args[1] == "worker" and p.poll() is None)  # type: ignore[index]
@@ -60,7 +47,7 @@ def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faul
     killed = time.monotonic()
     worker.wait(timeout=10)
     faulty.start("worker")  # a fresh worker: its reaper re-queues the job, and it resumes it
-    _until(faulty, job_id, lambda r: r["status"] == "running" and r["attempt"] == 2)
+    faulty.until(job_id, lambda r: r["status"] == "running" and r["attempt"] == 2)
     print(f"\nresumed {time.monotonic() - killed:.1f} s after the kill (lease 3 s, worker start included)")
     assert time.monotonic() - killed < 45
     with faulty.client() as client:
@@ -74,10 +61,10 @@ def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faul
 
 def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultService) -> None:
     job_id = _submit(faulty, epochs=6)
-    _until(faulty, job_id, lambda r: r["status"] == "running" and r["epoch"] >= 1)
+    faulty.until(job_id, lambda r: r["status"] == "running" and r["epoch"] >= 1)
     worker = next(p for p in faulty.processes if p.args[1] == "worker" and p.poll() is None)  # type: ignore[index]
     worker.send_signal(signal.SIGTERM)
-    preempted = _until(faulty, job_id, lambda r: r["status"] != "running", timeout=30)
+    preempted = faulty.until(job_id, lambda r: r["status"] != "running", timeout=30)
     assert preempted["status"] in ("preempted", "queued"), preempted
     assert worker.wait(timeout=30) is not None
     faulty.start("worker")
@@ -92,7 +79,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty:
     job_id = _submit(faulty, epochs=200)
     kills = []
     for attempt in (1, 2):  # FITSERVE_MAX_ATTEMPTS=2; the training process dies, as in an out-of-memory kill
-        row = _until(faulty, job_id, lambda r, a=attempt: r["status"] == "running" and r["attempt"] == a)  # type: ignore[misc]
+        row = faulty.until(job_id, lambda r, a=attempt: r["status"] == "running" and r["attempt"] == a)  # type: ignore[misc]
         os.kill(_pid(row), signal.SIGKILL)
         kills.append(time.monotonic())
     with faulty.client() as client:
