@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.db import upgrade
+from core.queue import celery_app
 from core.settings import get_settings
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -52,5 +53,7 @@ def service_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("FITSERVE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("FITSERVE_HEARTBEAT_SECONDS", "0.1")
     get_settings.cache_clear()
+    celery_app.cache_clear()  # its broker URL comes from the settings: this test's data dir
     yield database_url
     get_settings.cache_clear()
+    celery_app.cache_clear()

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import update
 
 from core.db import session_scope
+from core.queue import celery_app
 from core.repository import metrics as metrics_repo
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
@@ -69,13 +70,7 @@ def test_run_job_ends_failed_with_the_reason(service_env: str) -> None:
 
 def test_cancel_flag_stops_a_running_job(service_env: str) -> None:
     job_id = _submit(digits_mlp(epochs=500).model_dump(mode="json"))
-    outcome: list[str] = []
-    runner = threading.Thread(target=lambda: outcome.append(run_job(job_id, "w")))
-    runner.start()
-    deadline = time.monotonic() + 60
-    while _job(job_id).step == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    runner, outcome = _run_until_stepping(job_id)
     with session_scope() as s:
         s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
     runner.join(timeout=10)
@@ -106,12 +101,23 @@ def _run_until_stepping(job_id: str) -> tuple[threading.Thread, list[str]]:
     return runner, outcome
 
 
+def _queued_job_ids() -> list[str]:
+    """The job ids of the train messages waiting in the real broker (the embedded one under the
+    test's data dir), taken off the queue."""
+    found = []
+    with celery_app().connection_for_read() as connection, connection.SimpleQueue(get_settings().queue) as queue:
+        while True:
+            try:
+                message = queue.get(timeout=1)
+            except queue.Empty:
+                return found
+            found += message.payload[0]  # Celery's body: (args, kwargs, embed)
+            message.ack()
+
+
 def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from worker import runner as runner_module
     from worker.reporter import STOPPING
 
-    enqueued: list[str] = []
-    monkeypatch.setattr(runner_module, "enqueue_training", enqueued.append)
     job_id = _submit(digits_mlp(epochs=3).model_dump(mode="json"))
     thread, outcome = _run_until_stepping(job_id)
     STOPPING.set()
@@ -119,7 +125,7 @@ def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str,
         thread.join(timeout=30)
     finally:
         STOPPING.clear()
-    assert outcome == ["preempted"] and enqueued == [job_id]
+    assert outcome == ["preempted"] and _queued_job_ids() == [job_id]
     job = _job(job_id)
     assert (job.status, job.attempt, job.preemptions, job.lease_owner) == ("preempted", 1, 1, None)
     assert job.reason.startswith("preempted at epoch ")  # type: ignore[union-attr]

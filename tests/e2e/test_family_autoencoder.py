@@ -11,9 +11,9 @@ import pytest
 from core.datasets import load_builtin
 from core.preprocessing import split_indices
 from core.spec import DatasetSpec
-from tests.e2e.conftest import Service, wait_for
+from tests.e2e.conftest import Service
 from tests.e2e.http import example as spec
-from tests.e2e.http import predict, refused
+from tests.e2e.http import predict, refused, train_and_read
 
 TIMING = {"lr", "epoch_seconds", "samples_per_second"}
 
@@ -28,19 +28,14 @@ def held_out(raw: dict[str, Any]) -> tuple[np.ndarray, float]:
 
 def train_over_http(service: Service, raw: dict[str, Any]) -> tuple[str, dict[str, list[float]]]:
     """Submit, wait for success; returns the job id and each metric's per-epoch series."""
-    with service.client() as client:
-        created = client.post("/v1/jobs", json=raw)
-        assert created.status_code == 201, created.text
-        job = wait_for(client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120)
-        assert job["status"] == "succeeded", job["reason"]
-        points = client.get(f"/v1/jobs/{job['id']}/metrics").json()["data"]
+    job_id, points = train_and_read(service, raw)
     series: dict[str, list[float]] = {}
     epochs = raw["fit"]["epochs"]
-    for name in {p["name"] for p in points} - {"step_loss"}:
+    for name in {p["name"] for p in points}:
         rows = [p for p in points if p["name"] == name]
         assert [p["epoch"] for p in rows] == list(range(1, epochs + 1)), name
         series[name] = [p["value"] for p in rows]
-    return job["id"], series
+    return job_id, series
 
 
 def test_autoencoder_over_http(service: Service) -> None:

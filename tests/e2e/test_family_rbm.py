@@ -12,8 +12,8 @@ import pytest
 from core.datasets import load_builtin
 from core.preprocessing import split_indices
 from core.spec import DatasetSpec
-from tests.e2e.conftest import Service, wait_for
-from tests.e2e.http import example, predict, refused
+from tests.e2e.conftest import Service
+from tests.e2e.http import example, predict, refused, train_and_read
 
 TIMING = {"lr", "epoch_seconds", "samples_per_second"}
 
@@ -27,17 +27,11 @@ def held_out(raw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 def train_over_http(service: Service, raw: dict[str, Any]) -> tuple[str, dict[str, dict[int, float]]]:
     """Submit, wait for success; returns the job id and each metric's {epoch: value}."""
-    with service.client() as client:
-        created = client.post("/v1/jobs", json=raw)
-        assert created.status_code == 201, created.text
-        job = wait_for(client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120)
-        assert job["status"] == "succeeded", job["reason"]
-        points = client.get(f"/v1/jobs/{job['id']}/metrics").json()["data"]
+    job_id, points = train_and_read(service, raw)
     series: dict[str, dict[int, float]] = {}
     for p in points:
-        if p["name"] != "step_loss":
-            series.setdefault(p["name"], {})[p["epoch"]] = p["value"]
-    return job["id"], series
+        series.setdefault(p["name"], {})[p["epoch"]] = p["value"]
+    return job_id, series
 
 
 def test_rbm_over_http(service: Service) -> None:

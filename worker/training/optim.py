@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.spec import CompileSpec, CosineSchedule, EarlyStopping, FitSpec, PlateauSchedule, StepSchedule
+from core.spec import CompileSpec, CosineSchedule, EarlyStopping, FitSpec, PlateauSchedule, Regularization, StepSchedule
 
 
 def make_optimizer(spec: CompileSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -68,6 +68,16 @@ def backprop_step(
         scaler.update()
     else:
         optimizer.step()
+
+
+def held_out_means(
+    sums: dict[str, torch.Tensor], n: int, weights: list[torch.Tensor], regularization: Regularization
+) -> dict[str, float]:
+    """Evaluation sums as means over `n` samples, the kernel penalty added to the loss as Keras reports it."""
+    metrics = {k: v.item() / n for k, v in sums.items()}
+    extra = penalty(weights, regularization.l1, regularization.l2)
+    metrics["loss"] += 0.0 if extra is None else extra.item()
+    return metrics
 
 
 def penalty(weights: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor | None:

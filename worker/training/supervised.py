@@ -12,7 +12,7 @@ from models.network import Network, build_network
 from models.objective import Objective, check_objective
 from worker.training.augment import augment
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import backprop_step, kernels, make_optimizer, penalty
+from worker.training.optim import backprop_step, held_out_means, kernels, make_optimizer, penalty
 from worker.training.task import Task
 
 FOLD_EVERY = 16  # CPU steps whose metrics are computed in one pass
@@ -120,11 +120,7 @@ class SupervisedTask(Task):
             for key, value in self.objective.batch_sums(logits, yb, self.objective.loss(logits, yb)).items():
                 sums[key] = sums[key] + value if key in sums else value
         self.model.train()
-        c = self.compile.regularization
-        extra = penalty(self.kernels, c.l1, c.l2)
-        metrics = {k: v.item() / len(x) for k, v in sums.items()}
-        metrics["loss"] += 0.0 if extra is None else extra.item()
-        return metrics
+        return held_out_means(sums, len(x), self.kernels, self.compile.regularization)
 
 
 TASK = SupervisedTask

@@ -10,6 +10,7 @@ the epoch's means over and starts the next epoch's sums.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -19,8 +20,8 @@ from core.spec import JobSpec
 from worker.training.data import TrainData
 
 
-class Task:
-    """Base class; a family overrides `train_batch`, `epoch_metrics` and `evaluate`."""
+class Task(ABC):
+    """Base class; a family implements `train_batch`, `epoch_metrics` and `evaluate`."""
 
     model: nn.Module  # everything checkpointed as weights, under the "model." prefix
     optimizers: list[torch.optim.Optimizer]  # the first one's learning rate is the schedule's base
@@ -34,23 +35,23 @@ class Task:
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @abstractmethod
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
         """One step (or a family's group of updates) on a batch; returns the loss a user watches."""
-        raise NotImplementedError
 
+    @abstractmethod
     def epoch_metrics(self, seen: int) -> dict[str, float]:
         """The epoch's training metrics (means over `seen` samples); resets the sums."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Metrics on held-out data, named as in `epoch_metrics` (the engine adds `val_`/`test_`)."""
-        raise NotImplementedError
 
     def epoch_end(self, epoch: int) -> dict[str, float]:
         """Extra per-epoch figures (a GAN's sample quality); called after evaluation."""
         return {}
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:  # noqa: B027 - an optional hook, empty by default
         """Before an epoch's first batch (a DBN switches from pretraining to fine-tuning here)."""
 
     def extra_state(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ regularisation, clipping, the epoch's sums, evaluation in batches); a family ove
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from core.spec import JobSpec
 from models.families.autoencoder import Autoencoder, build, reconstruction_terms
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import backprop_step, kernels, make_optimizer, penalty
+from worker.training.optim import backprop_step, held_out_means, kernels, make_optimizer, penalty
 from worker.training.task import Task
 
 Sums = dict[str, torch.Tensor]
@@ -39,9 +40,9 @@ class ReconstructionTask(Task):
         self.raw_scale = None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
         self.sums: Sums = {}
 
+    @abstractmethod
     def terms(self, x_in: torch.Tensor, target: torch.Tensor, training: bool) -> tuple[torch.Tensor, Sums]:
         """(the loss to minimise, the batch's metric sums, "loss" included as loss * batch size)."""
-        raise NotImplementedError
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -89,11 +90,7 @@ class ReconstructionTask(Task):
             for key, value in self.terms(xb, xb, training=False)[1].items():
                 sums[key] = sums[key] + value if key in sums else value
         self.model.train()
-        c = self.compile.regularization
-        extra = penalty(self.kernels, c.l1, c.l2)
-        metrics = {k: v.item() / len(x) for k, v in sums.items()}
-        metrics["loss"] += 0.0 if extra is None else extra.item()
-        return metrics
+        return held_out_means(sums, len(x), self.kernels, self.compile.regularization)
 
 
 class AutoencoderTask(ReconstructionTask):
