@@ -12,6 +12,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+
+from core.db import unreachable
+
+# How long a client is told to wait when the database is unreachable: a restart or a failover.
+DATABASE_RETRY_AFTER = 5
 
 
 class ApiError(Exception):
@@ -33,6 +39,7 @@ _MEANINGS = {
     409: "conflicts with the resource's state",
     413: "the body, or the tenant's storage, is over its limit",
     429: "over the API key's rate or the tenant's active jobs (see Retry-After)",
+    503: "the database is unreachable; nothing was written (see Retry-After)",
 }
 
 
@@ -61,6 +68,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        # A request that found the database down wrote nothing (its transaction never committed):
+        # a retryable 503, not a 500. Any other database error is a bug and stays a 500.
+        if not unreachable(exc):
+            raise exc
+        return JSONResponse({"detail": "the database is unreachable; try again shortly"}, status_code=503,
+                            headers={"Retry-After": str(DATABASE_RETRY_AFTER)})  # fmt: skip
 
     @app.exception_handler(ApiError)
     async def _render(_: Request, exc: ApiError) -> JSONResponse:

@@ -8,14 +8,14 @@ from typing import Any
 
 import torch
 from fastapi import HTTPException
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from api.errors import unprocessable
 from core.datasets import _builtin_info
 from core.settings import Settings
 from core.spec import DataInfo, JobSpec, LayerSpec
-from core.tables import Dataset, Job
+from core.tables import Dataset, Job, Tenant
 from models.validation import dry_run
 
 ACTIVE = ("queued", "running")
@@ -91,8 +91,16 @@ def active_jobs(session: Session, tenant_id: str) -> int:
     return int(session.scalar(query) or 0)
 
 
+def lock_tenant(session: Session, tenant_id: str) -> None:
+    """Serialise the tenant's quota checks until the transaction ends. A no-op UPDATE of its row
+    takes PostgreSQL's row lock and SQLite's write lock (pysqlite begins the transaction at the
+    first write, so the count that follows sees every committed job): two submissions racing for
+    the last free slot cannot both pass."""
+    session.execute(update(Tenant).where(Tenant.id == tenant_id).values(name=Tenant.name))
+
+
 def check_active_jobs(session: Session, tenant_id: str, settings: Settings) -> None:
-    """A soft limit: two submissions racing at the last free slot may both pass."""
+    """Exact once `lock_tenant` holds; without it, a cheap early refusal."""
     active = active_jobs(session, tenant_id)
     if active >= settings.max_active_jobs:
         raise HTTPException(429, f"this tenant has {active} queued or running jobs, the most it may have "

@@ -69,6 +69,8 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
     except SpecError as exc:
         raise unprocessable(exc.message, ("body", *exc.loc)) from exc
     quota.check_parameters(spec, settings, report.parameters)
+    quota.lock_tenant(session, tenant.id)  # held to the commit below: the count and the insert are one step
+    quota.check_active_jobs(session, tenant.id, settings)
     try:
         job = jobs_repo.create_job(session=session, job=Job(
             tenant_id=tenant.id, name=spec.name, spec=spec.model_dump(mode="json"), idempotency_key=idempotency_key,

@@ -3,19 +3,23 @@ the Alembic upgrade that is the only way the schema is created."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
 T = TypeVar("T")
+log = logging.getLogger("fitserve.db")
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -79,6 +83,30 @@ def hot_read(query: Callable[[Connection], T], url: str | None = None) -> T:
             if attempt == 2 or not exc.connection_invalidated:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database is down or the connection was lost (worth waiting out), not a bad statement."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def patiently(action: Callable[[], T], *, patience: float, what: str, stop: threading.Event | None = None) -> T:
+    """Run `action` (one whole transaction) until the database answers. A worker waits out an
+    outage instead of dropping the write: a claim, a job's outcome. After `patience` seconds,
+    or once `stop` is set, the last error is raised."""
+    deadline, delay = time.monotonic() + patience, 0.1
+    while True:
+        try:
+            return action()
+        except DBAPIError as exc:
+            if not unreachable(exc) or time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
+                raise
+            log.warning("%s: the database is unreachable, trying again in %.1f s (%s)", what, delay,
+                        type(exc.orig).__name__)  # fmt: skip
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def alembic_config(url: str | None = None) -> Any:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     queued_grace_seconds: float = Field(
         60.0, gt=0.0, description="a job queued (or preempted) this long untouched is enqueued again"
     )
+    database_patience_seconds: float = Field(
+        900.0, gt=0.0, description="a worker waits out a database outage this long before giving up a write"
+    )
     broker_poll_seconds: float = Field(0.05, gt=0.0, le=5.0, description="polling of the embedded broker")
     # Operations: logs and /metrics.
     log_format: Literal["json", "text"] = Field("json", description="service logs: one JSON object per line, or text")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load, save
+
+log = logging.getLogger("fitserve.training")
 
 FORMAT = "fitserve.checkpoint/1"
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.json$")
@@ -98,7 +101,8 @@ def load_latest(directory: Path) -> Loaded | None:
     for _, path in epoch_checkpoints(directory):
         try:
             tensors, meta = read_checkpoint(path)
-        except CheckpointError:
+        except CheckpointError as exc:
+            log.warning("checkpoint %s skipped, resuming from an older one: %s", path.name, exc)
             continue
         return path, tensors, meta
     return None

@@ -226,3 +226,126 @@ def test_a_maintenance_pass_enqueues_what_it_reaped_and_swept(service_env: str) 
     assert dead in run_once(get_settings(), broker_down)[0]
     with session_scope() as s:
         assert s.get(Job, dead).status == "queued"  # type: ignore[union-attr]
+
+
+def _select(url: str) -> int:
+    from sqlalchemy import text
+
+    with get_engine(url).connect() as connection:
+        return int(connection.execute(text("SELECT 1")).scalar_one())
+
+
+def _nowhere() -> str:
+    """A PostgreSQL URL on a port nobody listens on: connections are refused, as with a stopped server."""
+    from tests.e2e.conftest import free_port
+
+    return f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+
+
+def test_patiently_waits_out_an_unreachable_database(database_url: str) -> None:
+    import time
+
+    from core.db import patiently
+
+    urls = iter([_nowhere(), _nowhere(), database_url])  # down twice, then back
+    started = time.monotonic()
+    assert patiently(lambda: _select(next(urls)), patience=10, what="test") == 1
+    assert time.monotonic() - started >= 0.3  # it waited 0.1 s, then 0.2 s
+
+
+def test_patiently_gives_up_after_its_patience_and_never_retries_a_bad_statement(database_url: str) -> None:
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from core.db import patiently, unreachable
+
+    nowhere = _nowhere()
+    with pytest.raises(OperationalError) as down:
+        patiently(lambda: _select(nowhere), patience=0.5, what="test")
+    assert unreachable(down.value)
+    calls: list[int] = []
+
+    def bad() -> None:
+        calls.append(1)
+        with session_scope(database_url) as s:
+            s.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises((OperationalError, ProgrammingError)) as wrong:  # SQLite calls it operational
+        patiently(bad, patience=5, what="test")
+    if database_url.startswith("postgresql"):
+        assert not unreachable(wrong.value) and calls == [1]
+
+
+def test_the_reaper_holds_off_for_a_lease_after_a_database_outage(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every lease looks lapsed once the database is back: the jobs' heartbeats go first. The
+    maintenance thread's database is unreachable (a refused port), then the real one again."""
+    import time
+
+    from core.settings import get_settings
+    from worker.maintenance import Maintenance
+
+    with session_scope() as s:
+        dead = _job(s).id
+        jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30)
+        _expire(s, dead)
+
+    def status() -> str:
+        with session_scope(service_env) as s:
+            return s.get(Job, dead).status  # type: ignore[union-attr]
+
+    def use(url: str) -> None:
+        monkeypatch.setenv("FITSERVE_DATABASE_URL", url)
+        get_settings.cache_clear()
+
+    monkeypatch.setenv("FITSERVE_SWEEP_INTERVAL_SECONDS", "0.05")
+    monkeypatch.setenv("FITSERVE_LEASE_SECONDS", "2")
+    use(_nowhere())
+    maintenance = Maintenance(get_settings())
+    maintenance.start()
+    try:
+        deadline = time.monotonic() + 10
+        while maintenance.reap_after == 0.0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        use(service_env)  # the database is back
+        back = time.monotonic()
+        while status() == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held = time.monotonic() - back
+    finally:
+        maintenance.stop()
+        maintenance.join(timeout=5)
+    assert status() == "queued"  # reaped in the end
+    assert 1.5 < held < 5, held  # but only a lease (2 s) after the last failed pass
+
+
+def test_the_active_job_quota_holds_under_racing_submissions(database_url: str) -> None:
+    """Six submissions at once for two free slots, each in its own transaction, as the API runs them."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi import HTTPException
+
+    from api import quota
+    from core.settings import get_settings
+
+    settings = get_settings().model_copy(update={"max_active_jobs": 2})
+    with session_scope(database_url) as s:
+        tenant_id = tenants_repo.get_or_create_tenant(session=s, name=f"racing-{len(database_url)}").id
+    barrier = threading.Barrier(6)
+
+    def submit(_: int) -> int:
+        with session_scope(database_url) as s:
+            quota.check_active_jobs(s, tenant_id, settings)  # the early check: every one passes it
+            barrier.wait(timeout=10)
+            try:
+                quota.lock_tenant(s, tenant_id)
+                quota.check_active_jobs(s, tenant_id, settings)
+            except HTTPException as refused:
+                return refused.status_code
+            jobs_repo.create_job(session=s, job=Job(tenant_id=tenant_id, name="r", spec={}, epochs=1))
+            return 201
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(submit, range(6)))
+    assert codes == [201, 201, 429, 429, 429, 429]

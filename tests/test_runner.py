@@ -88,6 +88,10 @@ def test_a_redelivered_job_resumes_from_its_checkpoint(service_env: str) -> None
         epochs = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=None, limit=100)
     assert [m.epoch for m in epochs] == [3, 4]
     assert _job(job_id).reason == "completed 4 epochs"
+    # The first attempt died before recording its checkpoints: the one resumed from is recorded now.
+    with session_scope() as s:
+        recorded = [(c.epoch, c.attempt) for c in metrics_repo.list_checkpoints(session=s, job_id=job_id)]
+    assert sorted(recorded) == [(2, 1), (3, 1), (4, 1)]
 
 
 def _run_until_stepping(job_id: str) -> tuple[threading.Thread, list[str]]:

@@ -6,6 +6,9 @@
 - sweeper: a job left `queued` (or `preempted`) and untouched for `queued_grace_seconds` lost its
   message (the broker was down at submit, or flushed) and is enqueued again.
 
+After a database outage every lease looks lapsed, its holder having been unable to heartbeat
+too: the reaper waits a lease period after its last failed pass, so live jobs renew first.
+
 Both pick rows with conditional UPDATEs, so any number of these threads never hand the same row
 out twice in one period; an extra message is harmless anyway: its claim fails (fenced by attempt).
 """
@@ -14,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
-from core.db import session_scope
+from core.db import session_scope, unreachable
 from core.queue import enqueue_training
 from core.repository import jobs as jobs_repo
 from core.settings import Settings
@@ -24,10 +28,13 @@ from core.settings import Settings
 log = logging.getLogger("fitserve.maintenance")
 
 
-def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_training) -> tuple[list[str], list[str]]:
+def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_training,
+             reap: bool = True) -> tuple[list[str], list[str]]:  # fmt: skip
     """One pass: (reaped ids, swept ids), each enqueued after its UPDATE is committed."""
-    with session_scope() as session:
-        reaped = jobs_repo.reap_expired(session=session)
+    reaped: list[str] = []
+    if reap:
+        with session_scope() as session:
+            reaped = jobs_repo.reap_expired(session=session)
     with session_scope() as session:
         swept = jobs_repo.sweep_waiting(session=session, grace_seconds=settings.queued_grace_seconds)
     for job_id in reaped + swept:
@@ -45,13 +52,20 @@ class Maintenance(threading.Thread):
         super().__init__(name="fitserve-maintenance", daemon=True)
         self.settings = settings
         self.stopped = threading.Event()
+        self.reap_after = 0.0  # time.monotonic() before which the reaper holds off
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.sweep_interval_seconds):
             try:
-                run_once(self.settings)
-            except Exception:  # a database or broker outage: the next pass tries again
-                log.exception("maintenance pass failed")
+                run_once(self.settings, reap=time.monotonic() >= self.reap_after)
+            except Exception as exc:  # a database or broker outage: the next pass tries again
+                if unreachable(exc):
+                    hold = self.settings.lease_seconds + self.settings.sweep_interval_seconds
+                    self.reap_after = time.monotonic() + hold
+                    log.warning("maintenance pass failed, the database is unreachable; the reaper holds off until "
+                                "a lease after it is back: %s", type(exc).__name__)  # fmt: skip
+                else:
+                    log.exception("maintenance pass failed")
 
     def stop(self) -> None:
         self.stopped.set()

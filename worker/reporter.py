@@ -46,6 +46,9 @@ class JobReporter(Callback):
     # -- engine hooks (training thread) ------------------------------------------------------
     def on_train_start(self, start: TrainStart) -> None:
         self.epochs, self.steps, self.epoch = start.epochs, start.steps_per_epoch, start.start_epoch
+        if start.start_epoch:
+            log.info("job %s attempt %s: resuming after epoch %d, from its checkpoint", self.job_id, self.attempt,
+                     start.start_epoch)  # fmt: skip
         with self._lock:
             self._progress.update(epochs=start.epochs, steps=start.steps_per_epoch, parameters=start.parameters,
                                   device=start.device, epoch=start.start_epoch)  # fmt: skip
@@ -98,9 +101,9 @@ class JobReporter(Callback):
             if not self._done.is_set():
                 self.flush()
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         """Write buffered rows and the heartbeat in one transaction; on a database error keep
-        the rows and try again on the next beat."""
+        the rows (training goes on) and try again on the next beat. True once written."""
         with self._lock:
             metrics, checkpoints = self._metrics, self._checkpoints
             self._metrics, self._checkpoints = [], []
@@ -118,16 +121,25 @@ class JobReporter(Callback):
                         len(metrics), exc)  # fmt: skip
             with self._lock:
                 self._metrics[:0], self._checkpoints[:0] = metrics, checkpoints
-            return
+            return False
         if not ours:
             self.lost.set()
         if cancel:
             self.cancel.set()
+        return True
 
     def close(self) -> None:
-        """Stop the thread and write what is left."""
+        """Stop the thread and write what is left, waiting out a database outage (for up to
+        `database_patience_seconds`): the rows exist nowhere else."""
         self._done.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.flush()
+        deadline, delay = time.monotonic() + self.settings.database_patience_seconds, 0.1
+        while not self.flush():
+            if time.monotonic() + delay > deadline:
+                log.error("job %s attempt %s: the database stayed unreachable; %d metric rows not written",
+                          self.job_id, self.attempt, len(self._metrics))  # fmt: skip
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -13,11 +13,12 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from core.datasets import DatasetError
-from core.db import session_scope
+from core.db import patiently, session_scope
 from core.logging import bind_job
 from core.queue import enqueue_training
 from core.repository import datasets as datasets_repo
@@ -36,12 +37,16 @@ USER_ERRORS = (TrainingFailed, SpecError, DatasetError, CheckpointError, Validat
 
 
 def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-untyped-def]
-    def resolve(dataset_id: str) -> Path:
+    def lookup(dataset_id: str) -> Path:
         with session_scope() as session:
             row = datasets_repo.get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
             if row is None:
                 raise DatasetError(f"dataset {dataset_id} does not exist")
             return upload_path(settings.artifacts_dir, row.id, row.format)
+
+    def resolve(dataset_id: str) -> Path:
+        return patiently(lambda: lookup(dataset_id), patience=settings.database_patience_seconds,
+                         what=f"dataset {dataset_id}: lookup", stop=STOPPING)  # fmt: skip
 
     return resolve
 
@@ -65,15 +70,21 @@ def job_seconds(spec: JobSpec, settings: Settings) -> float:
 def run_job(job_id: str, owner: str) -> str:
     """Returns what happened: skipped, lost, preempted, or the terminal status written."""
     bind_job(job_id)  # no attempt yet (and not the previous job's)
+    try:
+        return _run_job(job_id, owner)
+    finally:
+        bind_job(None)  # what this process logs next is not this job's
+
+
+def _run_job(job_id: str, owner: str) -> str:
     settings = get_settings()
-    with session_scope() as session:
-        job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds,
-                              max_attempts=settings.max_attempts)  # fmt: skip
-        if job is None:
-            log.info("job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); "
-                     "skipping", job_id)  # fmt: skip
-            return "skipped"
-        attempt, raw_spec, tenant_id = job.attempt, job.spec, job.tenant_id
+    claimed = patiently(lambda: _claim(job_id, owner, settings), patience=settings.database_patience_seconds,
+                        what=f"job {job_id}: claim", stop=STOPPING)  # fmt: skip
+    if claimed is None:
+        log.info("job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); "
+                 "skipping", job_id)  # fmt: skip
+        return "skipped"
+    attempt, raw_spec, tenant_id = claimed
     bind_job(job_id, attempt)  # every record of this process from here on carries job_id and attempt
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
     reporter = JobReporter(job_id, attempt, settings)
@@ -104,19 +115,35 @@ def run_job(job_id: str, owner: str) -> str:
         return "lost"
     if STOPPING.is_set() and status == "cancelled" and not reporter.cancel.is_set():
         return _preempt(job_id, attempt, reporter)
-    with session_scope() as session:
-        written = jobs_repo.finish(session=session, job_id=job_id, attempt=attempt, status=status, reason=reason,
-                                   values=values)  # fmt: skip
+    written = patiently(lambda: _finish(job_id, attempt, status, reason, values),
+                        patience=settings.database_patience_seconds, what=f"job {job_id}: outcome")  # fmt: skip
     log.info("job %s attempt %s: %s (%s)", job_id, attempt, status if written else "fenced off", reason)
     return status if written else "lost"
+
+
+def _claim(job_id: str, owner: str, settings: Settings) -> tuple[int, dict[str, Any], str] | None:
+    with session_scope() as session:
+        job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds,
+                              max_attempts=settings.max_attempts)  # fmt: skip
+        return None if job is None else (job.attempt, job.spec, job.tenant_id)
+
+
+def _finish(job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any]) -> bool:
+    with session_scope() as session:
+        return jobs_repo.finish(session=session, job_id=job_id, attempt=attempt, status=status, reason=reason,
+                                values=values)  # fmt: skip
 
 
 def _preempt(job_id: str, attempt: int, reporter: JobReporter) -> str:
     """The worker is shutting down: hand the job back (it resumes from its last epoch checkpoint)
     and enqueue it again; should the broker be unreachable, the sweeper enqueues it later."""
     reason = f"preempted at epoch {reporter.epoch}, step {reporter.batch}: its worker shut down"
-    with session_scope() as session:
-        written = jobs_repo.preempt(session=session, job_id=job_id, attempt=attempt, reason=reason)
+
+    def preempt() -> bool:
+        with session_scope() as session:
+            return jobs_repo.preempt(session=session, job_id=job_id, attempt=attempt, reason=reason)
+
+    written = patiently(preempt, patience=reporter.settings.database_patience_seconds, what=f"job {job_id}: preempt")
     if not written:
         return "lost"
     log.info("job %s attempt %s: %s", job_id, attempt, reason)
@@ -171,8 +198,12 @@ def run_in_child(job_id: str, task_id: str) -> str:
         number = os.WTERMSIG(status)
         name = signal.Signals(number).name
         reason = f"the training process was killed by {name}" + (" (out of memory?)" if number == 9 else "")
-        with session_scope() as session:
-            jobs_repo.lapse(session=session, job_id=job_id, owner=f"{host}:{pid}:{task_id}", reason=reason)
+
+        def lapse() -> None:
+            with session_scope() as session:
+                jobs_repo.lapse(session=session, job_id=job_id, owner=f"{host}:{pid}:{task_id}", reason=reason)
+
+        patiently(lapse, patience=get_settings().database_patience_seconds, what=f"job {job_id}: lapse")
         log.warning("job %s: %s; its lease is expired for the reaper", job_id, reason)
         return "killed"
     return outcome or "lost"

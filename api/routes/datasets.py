@@ -20,7 +20,7 @@ from core.repository import datasets as datasets_repo
 from core.storage import upload_path
 from core.tables import Dataset, new_id
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 429))
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 429, 503))
 CHUNK = 1 << 20
 
 

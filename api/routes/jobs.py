@@ -10,18 +10,19 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import DBAPIError
 
 from api.deps import CurrentTenant, SessionDep
 from api.errors import ApiError, responses
 from api.schemas import CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricPoint, MetricsPublic, Progress
 from api.submit import submit_job
-from core.db import session_scope
+from core.db import session_scope, unreachable
 from core.repository import jobs as jobs_repo
 from core.repository import metrics as metrics_repo
 from core.spec import JobSpec
 from core.tables import TERMINAL, Job, Metric, Tenant
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503))
 Status = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
 
 
@@ -132,7 +133,14 @@ def stream_events(session: SessionDep, tenant: CurrentTenant, job_id: str) -> St
     async def events() -> AsyncIterator[str]:
         last_status, since = "", -1
         while True:
-            job, points = await run_in_threadpool(_snapshot, tenant_id, job_id, since)
+            try:
+                job, points = await run_in_threadpool(_snapshot, tenant_id, job_id, since)
+            except DBAPIError as exc:  # the database is down for a while: the stream waits, it does not end
+                if not unreachable(exc):
+                    raise
+                yield ": the database is unreachable; waiting\n\n"
+                await asyncio.sleep(1.0)
+                continue
             if job is None:
                 return
             for point in points:

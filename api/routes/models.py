@@ -21,7 +21,7 @@ from models.checkpoint import CheckpointError
 from models.errors import PredictError
 from models.families import OPERATION_NAMES, OperationRequest
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 429))
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 429, 503))
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,

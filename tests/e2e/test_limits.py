@@ -9,10 +9,12 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import Service, _base_env, free_port, wait_for
@@ -189,6 +191,25 @@ def test_active_jobs_over_the_quota_are_429(limited: Service) -> None:
         wait_for(client, again.json()["id"], ("succeeded", "failed", "cancelled"), timeout=60)
 
 
+def test_submissions_racing_for_the_last_slots_get_no_more_than_the_quota(limited: Service) -> None:
+    """Six at once against a quota of two: the tenant's row is locked while its jobs are counted."""
+
+    def submit(_: int) -> httpx.Response:
+        with limited.client() as client:
+            return client.post("/v1/jobs", json=small_spec(epochs=50))
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(submit, range(6)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201, 201, 429, 429, 429, 429], [a.text for a in answers]
+    with limited.client() as client:
+        for answer in answers:
+            if answer.status_code == 201:
+                job_id = answer.json()["id"]
+                assert client.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 409)
+                wait_for(client, job_id, ("cancelled", "succeeded", "failed"), timeout=30)
+
+
 def csv(rows: int) -> bytes:
     return b"a,b\n" + b"".join(f"{i % 7},{i % 3}\n".encode() for i in range(rows))
 
@@ -245,6 +266,25 @@ def test_a_chunked_upload_over_the_limit_stops_early(limited: Service) -> None:
             answer += data
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert total < 32 * 2**20  # the 64 MiB body was cut off near the 1.3 MB limit
+
+
+def test_a_1_gb_upload_is_refused_from_its_headers(limited: Service) -> None:
+    """Content-Length says 1 GiB: the 413 comes before a byte of the body is sent, nothing is stored."""
+    url = urlsplit(limited.url)
+    uploads = limited.data_dir / "artifacts" / "datasets"
+    before = sorted(uploads.glob("*")) if uploads.exists() else []
+    head = (f"POST /v1/datasets HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {limited.keys['a']}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1073741824\r\n\r\n")  # fmt: skip
+    answer = b""
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert (sorted(uploads.glob("*")) if uploads.exists() else []) == before
 
 
 def test_requests_past_the_rate_are_429_with_retry_after(limited: Service) -> None:

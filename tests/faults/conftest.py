@@ -17,7 +17,7 @@ from tests.e2e.conftest import PG_ADMIN, Service, _base_env, free_port
 
 FAULT_ENV = {"FITSERVE_LEASE_SECONDS": "3", "FITSERVE_HEARTBEAT_SECONDS": "0.2",
              "FITSERVE_SWEEP_INTERVAL_SECONDS": "0.5", "FITSERVE_QUEUED_GRACE_SECONDS": "5",
-             "FITSERVE_MAX_ATTEMPTS": "2"}  # fmt: skip
+             "FITSERVE_MAX_ATTEMPTS": "3"}  # fmt: skip
 
 
 class FaultService(Service):
@@ -46,15 +46,16 @@ class FaultService(Service):
 
 @contextlib.contextmanager
 def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_url: str, queue: str,
-                  **env: str) -> Iterator[FaultService]:  # fmt: skip
-    """`fitserve worker` + `fitserve api` on a fresh PostgreSQL database and the given broker, with
-    FAULT_ENV's short leases; the database is dropped afterwards."""
+                  postgres: str = "127.0.0.1:5432", **env: str) -> Iterator[FaultService]:  # fmt: skip
+    """`fitserve worker` + `fitserve api` on a fresh database of the PostgreSQL server at `postgres`
+    (host:port) and the given broker, with FAULT_ENV's short leases; the database is dropped afterwards."""
     import psycopg
 
     name = f"fitserve_{label.replace('-', '_')}_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+    admin = PG_ADMIN.replace("127.0.0.1:5432", postgres)
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    url = f"postgresql+psycopg://postgres@{postgres}/{name}"
     port = free_port()
     env = _base_env(tmp) | FAULT_ENV | {"FITSERVE_DATABASE_URL": url, "FITSERVE_BROKER_URL": broker_url,
                                         "FITSERVE_QUEUE": queue} | env  # fmt: skip
@@ -72,7 +73,7 @@ def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_
             print(f"\n{label} service logs:\n{service.tail(80)}")
         service.stop()
         service.database.dispose()
-        with contextlib.suppress(Exception), psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        with contextlib.suppress(Exception), psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -110,6 +110,8 @@ class Trainer:
         if self.spec.fit.early_stopping and self.spec.fit.early_stopping.restore_best and best.exists():
             self.best_state = split_prefix(read_checkpoint(best)[0], "model.")
         self.start_epoch = int(meta["epoch"])
+        # Announced again: had the run that wrote it died before recording it, this records it now.
+        self.callbacks.on_checkpoint(CheckpointInfo(self.start_epoch, path, meta["sha256"], meta["metrics"]))
         return self.start_epoch
 
     # -- the loop ----------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""The database really broken: PostgreSQL stopped for 30 s under a training job. A server of the
+test's own (never the machine's shared one), stopped and started with pg_ctl; real `fitserve
+worker` and `fitserve api` processes on it, and the shared Redis on a queue of their own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import wait_for
+from tests.faults.conftest import FaultService, fault_service
+from tests.faults.postgres import PrivatePostgres, binaries
+from tests.helpers import digits_mlp
+
+BINARIES = binaries()
+pytestmark = pytest.mark.skipif(BINARIES is None, reason="needs PostgreSQL's server binaries (initdb, pg_ctl)")
+OUTAGE = 30.0  # seconds, as the issue asks: ten leases of the 3 s these workers hold
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[PrivatePostgres]:
+    assert BINARIES is not None
+    server = PrivatePostgres(BINARIES)
+    try:
+        server.create()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="module")
+def shaky(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database: PrivatePostgres
+) -> Iterator[FaultService]:
+    import redis
+
+    queue = f"fitserve-db-faults-{secrets.token_hex(4)}"
+    try:
+        with fault_service(request, tmp_path_factory.mktemp("db_faults"), "db-faults", "redis://127.0.0.1:6379/0",
+                           queue, postgres=database.address) as service:  # fmt: skip
+            yield service
+    finally:  # the shared Redis keeps kombu's bindings for the queue: clean them
+        broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        broker.zrem("_kombu.binding_deadlines", queue)
+
+
+def _refusals_while_down(service: FaultService, job_id: str) -> dict[str, Any]:
+    """What the API answers with its database gone: a 503 to retry, never a 500; nothing accepted."""
+    spec = digits_mlp(epochs=1).model_dump(mode="json")
+    with service.client() as client:
+        answers = {"read": client.get(f"/v1/jobs/{job_id}"), "submit": client.post("/v1/jobs", json=spec),
+                   "list": client.get("/v1/jobs"), "ready": httpx.get(f"{service.url}/readyz", timeout=10)}  # fmt: skip
+    for name, answer in answers.items():
+        assert answer.status_code == 503, (name, answer.status_code, answer.text)
+    for name in ("read", "submit", "list"):
+        assert answers[name].headers["retry-after"] == "5"
+        assert answers[name].json() == {"detail": "the database is unreachable; try again shortly"}
+    assert answers["ready"].json()["broker"] == "ok" and answers["ready"].json()["database"] != "ok"
+    return answers
+
+
+def _submit(service: FaultService, epochs: int) -> str:
+    with service.client() as client:
+        created = client.post("/v1/jobs", json=digits_mlp(epochs=epochs, batch_size=4).model_dump(mode="json"))
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+@pytest.mark.timeout(240)
+def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, database: PrivatePostgres) -> None:
+    """One job trains through the whole outage; the other finishes in it, and waits to write its
+    last points and its outcome. Two workers, one job each."""
+    shaky.start("worker")
+    long, short = _submit(shaky, epochs=60), _submit(shaky, epochs=6)
+    before = {job: shaky.until(job, lambda r: r["status"] == "running" and r["epoch"] >= 1) for job in (long, short)}
+    training = [int(row["lease_owner"].split(":")[1]) for row in before.values()]  # host:pid:task
+    shaky.database.dispose()  # type: ignore[union-attr]  # the test's own pool dies with the server too
+    database.stop()
+    stopped = time.monotonic()
+    _refusals_while_down(shaky, long)
+    time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))
+    os.kill(training[0], 0)  # the long job's training process lived through the outage (raises if it is gone)
+    database.start()
+    back, back_wall = time.monotonic(), time.time()
+    row = shaky.until(long, lambda r: r["epoch"] > before[long]["epoch"], timeout=30)
+    caught_up, epoch = time.monotonic() - back, before[long]["epoch"]
+    print(f"\nPostgreSQL down {back - stopped:.1f} s: the long job went from epoch {epoch} to {row['epoch']} "
+          f"meanwhile; its progress was in the database {caught_up:.1f} s after the restart")  # fmt: skip
+    with shaky.client() as client:
+        done = {job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=120) for job in (long, short)}
+        listed = {j["id"] for j in client.get("/v1/jobs").json()["data"]}
+    assert listed == {long, short}  # the submit refused during the outage left nothing behind
+    for job, epochs in ((long, 60), (short, 6)):
+        final = shaky.row(job)
+        # One attempt throughout: the lease was renewed once the database was back, never reaped.
+        assert (done[job]["status"], final["attempt"], final["preemptions"]) == ("succeeded", 1, 0), done[job]
+        _every_point_written_once(shaky, job, epochs=epochs, steps=int(final["steps"]))
+    # The short job trained to its end inside the outage; its last points and outcome went in after it.
+    last_point = shaky.sql("SELECT max(time) FROM metric WHERE job_id = :j", j=short)[0][0].timestamp()
+    finished = shaky.row(short)["finished_at"].timestamp()
+    assert last_point < back_wall < finished, (last_point, back_wall, finished)
+    print(f"the short job's last point was taken {back_wall - last_point:.1f} s before the restart and its "
+          f"outcome written {finished - back_wall:.1f} s after it")  # fmt: skip
+    assert "database unavailable, keeping" in shaky.tail(400)
+
+
+def _every_point_written_once(service: FaultService, job_id: str, epochs: int, steps: int) -> None:
+    """The points buffered through the outage all reached the table, and none twice."""
+    counts = dict(service.sql("SELECT name, count(*) FROM metric WHERE job_id = :j GROUP BY name", j=job_id))
+    assert counts["loss"] == counts["accuracy"] == counts["val_loss"] == epochs, counts
+    assert counts["step_loss"] == epochs * steps // 50, counts  # fit.log_every_steps: 50 by default
+    total, distinct = service.sql("SELECT count(*), count(DISTINCT (step, name)) FROM metric WHERE job_id = :j",
+                                  j=job_id)[0]  # fmt: skip
+    assert total == distinct
+    epochs_seen = service.sql("SELECT DISTINCT epoch FROM metric WHERE job_id = :j AND name = 'loss' ORDER BY 1",
+                              j=job_id)  # fmt: skip
+    assert [e for (e,) in epochs_seen] == list(range(1, epochs + 1))
+    checkpoints = service.sql("SELECT count(*) FROM checkpoint WHERE job_id = :j", j=job_id)[0][0]
+    assert checkpoints >= 1
