@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.db import session_scope
+from core.db import patiently, session_scope
 from core.repository import jobs as jobs_repo
 from core.repository import metrics as metrics_repo
 from core.settings import Settings
@@ -38,6 +38,7 @@ class JobReporter(Callback):
         self._metrics: list[dict[str, Any]] = []
         self._checkpoints: list[dict[str, Any]] = []
         self._progress: dict[str, Any] = {}
+        self._error: SQLAlchemyError | None = None  # the last failed flush's
         self.epoch = self.batch = self.epochs = self.steps = 0
         # The thread runs in a copy of this context, so its log records carry the job id and attempt too.
         self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
@@ -117,6 +118,7 @@ class JobReporter(Callback):
                     session=session, job_id=self.job_id, attempt=self.attempt,
                     lease_seconds=self.settings.lease_seconds, progress=progress)  # fmt: skip
         except SQLAlchemyError as exc:
+            self._error = exc
             log.warning("job %s attempt %s: database unavailable, keeping %d rows: %s", self.job_id, self.attempt,
                         len(metrics), exc)  # fmt: skip
             with self._lock:
@@ -135,11 +137,14 @@ class JobReporter(Callback):
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
-        deadline, delay = time.monotonic() + self.settings.database_patience_seconds, 0.1
-        while not self.flush():
-            if time.monotonic() + delay > deadline:
-                log.error("job %s attempt %s: the database stayed unreachable; %d metric rows not written",
-                          self.job_id, self.attempt, len(self._metrics))  # fmt: skip
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+        try:
+            patiently(self._flush_or_raise, patience=self.settings.database_patience_seconds,
+                      what=f"job {self.job_id} attempt {self.attempt}: its last rows")  # fmt: skip
+        except SQLAlchemyError:
+            log.error("job %s attempt %s: the database stayed unreachable; %d metric rows not written",
+                      self.job_id, self.attempt, len(self._metrics))  # fmt: skip
+
+    def _flush_or_raise(self) -> None:
+        if not self.flush():
+            assert self._error is not None  # noqa: S101 - flush keeps the error it failed with
+            raise self._error

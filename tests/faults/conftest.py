@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tests.e2e.conftest import PG_ADMIN, Service, _base_env, free_port
+from tests.helpers import digits_mlp
 
 FAULT_ENV = {"FITSERVE_LEASE_SECONDS": "3", "FITSERVE_HEARTBEAT_SECONDS": "0.2",
              "FITSERVE_SWEEP_INTERVAL_SECONDS": "0.5", "FITSERVE_QUEUED_GRACE_SECONDS": "5",
@@ -32,6 +33,14 @@ class FaultService(Service):
         assert self.database is not None
         with self.database.begin() as c:
             return list(c.execute(text(query), params).all())
+
+    def submit(self, epochs: int, **fit: Any) -> str:
+        """A small digits job (batch 4: about 0.7 s an epoch here); its id."""
+        raw = digits_mlp(epochs=epochs, batch_size=4, **fit).model_dump(mode="json")
+        with self.client() as client:
+            created = client.post("/v1/jobs", json=raw)
+        assert created.status_code == 201, created.text
+        return str(created.json()["id"])
 
     def until(self, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
         """The job's row once `ok` holds for it, polled every 50 ms."""
@@ -77,16 +86,23 @@ def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="module")
-def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultService]:
+@contextlib.contextmanager
+def shared_redis_queue(label: str) -> Iterator[tuple[str, str]]:
+    """(broker URL, a queue of this module's own) on the machine's shared Redis; its kombu
+    bindings, which Redis keeps, are cleaned afterwards."""
     import redis
 
-    queue = f"fitserve-faults-{secrets.token_hex(4)}"
+    url, queue = "redis://127.0.0.1:6379/0", f"fitserve-{label}-{secrets.token_hex(4)}"
     try:
-        with fault_service(request, tmp_path_factory.mktemp("faults"), "faults", "redis://127.0.0.1:6379/0",
-                           queue) as service:  # fmt: skip
-            yield service
-    finally:  # the shared Redis keeps kombu's bindings for the queue: clean them
-        broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        yield url, queue
+    finally:
+        broker = redis.Redis.from_url(url)
         broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         broker.zrem("_kombu.binding_deadlines", queue)
+
+
+@pytest.fixture(scope="module")
+def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultService]:
+    with shared_redis_queue("faults") as (url, queue), \
+            fault_service(request, tmp_path_factory.mktemp("faults"), "faults", url, queue) as service:  # fmt: skip
+        yield service

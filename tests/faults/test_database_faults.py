@@ -5,7 +5,6 @@ worker` and `fitserve api` processes on it, and the shared Redis on a queue of t
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import wait_for
-from tests.faults.conftest import FaultService, fault_service
+from tests.faults.conftest import FaultService, fault_service, shared_redis_queue
 from tests.faults.postgres import PrivatePostgres, binaries
 from tests.helpers import digits_mlp
 
@@ -38,17 +37,10 @@ def database() -> Iterator[PrivatePostgres]:
 def shaky(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database: PrivatePostgres
 ) -> Iterator[FaultService]:
-    import redis
-
-    queue = f"fitserve-db-faults-{secrets.token_hex(4)}"
-    try:
-        with fault_service(request, tmp_path_factory.mktemp("db_faults"), "db-faults", "redis://127.0.0.1:6379/0",
-                           queue, postgres=database.address) as service:  # fmt: skip
-            yield service
-    finally:  # the shared Redis keeps kombu's bindings for the queue: clean them
-        broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        broker.zrem("_kombu.binding_deadlines", queue)
+    with shared_redis_queue("db-faults") as (url, queue), \
+            fault_service(request, tmp_path_factory.mktemp("db_faults"), "db-faults", url, queue,
+                          postgres=database.address) as service:  # fmt: skip
+        yield service
 
 
 def _refusals_while_down(service: FaultService, job_id: str) -> dict[str, Any]:
@@ -66,21 +58,15 @@ def _refusals_while_down(service: FaultService, job_id: str) -> dict[str, Any]:
     return answers
 
 
-def _submit(service: FaultService, epochs: int) -> str:
-    with service.client() as client:
-        created = client.post("/v1/jobs", json=digits_mlp(epochs=epochs, batch_size=4).model_dump(mode="json"))
-    assert created.status_code == 201, created.text
-    return str(created.json()["id"])
-
-
 @pytest.mark.timeout(240)
 def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, database: PrivatePostgres) -> None:
     """One job trains through the whole outage; the other finishes in it, and waits to write its
     last points and its outcome. Two workers, one job each."""
     shaky.start("worker")
-    long, short = _submit(shaky, epochs=60), _submit(shaky, epochs=6)
+    long, short = shaky.submit(epochs=60), shaky.submit(epochs=6)
     before = {job: shaky.until(job, lambda r: r["status"] == "running" and r["epoch"] >= 1) for job in (long, short)}
     training = [int(row["lease_owner"].split(":")[1]) for row in before.values()]  # host:pid:task
+    at_stop = shaky.row(long)["epoch"]  # the last progress written before the outage
     shaky.database.dispose()  # type: ignore[union-attr]  # the test's own pool dies with the server too
     database.stop()
     stopped = time.monotonic()
@@ -89,10 +75,11 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     os.kill(training[0], 0)  # the long job's training process lived through the outage (raises if it is gone)
     database.start()
     back, back_wall = time.monotonic(), time.time()
-    row = shaky.until(long, lambda r: r["epoch"] > before[long]["epoch"], timeout=30)
-    caught_up, epoch = time.monotonic() - back, before[long]["epoch"]
-    print(f"\nPostgreSQL down {back - stopped:.1f} s: the long job went from epoch {epoch} to {row['epoch']} "
-          f"meanwhile; its progress was in the database {caught_up:.1f} s after the restart")  # fmt: skip
+    row = shaky.until(long, lambda r: r["heartbeat_at"].timestamp() > back_wall, timeout=30)  # its first beat since
+    caught_up = time.monotonic() - back
+    print(f"\nPostgreSQL down {back - stopped:.1f} s: the long job went from epoch {at_stop} to {row['epoch']} "
+          f"meanwhile; its first heartbeat after the restart came {caught_up:.1f} s after it")  # fmt: skip
+    assert row["epoch"] > at_stop  # it trained on through the outage
     with shaky.client() as client:
         done = {job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=120) for job in (long, short)}
         listed = {j["id"] for j in client.get("/v1/jobs").json()["data"]}

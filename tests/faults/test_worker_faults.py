@@ -15,18 +15,9 @@ from typing import Any
 
 from tests.e2e.conftest import wait_for
 from tests.faults.conftest import FaultService
-from tests.helpers import digits_mlp
 
 Row = dict[str, Any]
 OnDisk = dict[int, tuple[int, int]]  # epoch -> (inode, mtime) of its checkpoint's JSON
-
-
-def _submit(service: FaultService, epochs: int, **fit: Any) -> str:
-    raw = digits_mlp(epochs=epochs, batch_size=4, **fit).model_dump(mode="json")
-    with service.client() as client:
-        created = client.post("/v1/jobs", json=raw)
-    assert created.status_code == 201, created.text
-    return str(created.json()["id"])
 
 
 def _finish(service: FaultService, job_id: str, timeout: float = 90) -> dict[str, Any]:
@@ -142,7 +133,7 @@ def _resumed(service: FaultService, job_id: str, attempt: int, killed: float) ->
 
 
 def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faulty: FaultService) -> None:
-    job_id = _submit(faulty, epochs=6)
+    job_id = faulty.submit(epochs=6)
     row = faulty.until(job_id, lambda r: r["status"] == "running" and r["epoch"] >= 2)
     killed = _kill_worker(faulty, row)
     faulty.start("worker")  # a fresh worker: its reaper re-queues the job, and it resumes it
@@ -160,10 +151,10 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
     faulty: FaultService,
 ) -> None:
     fit = {"epochs": 6, "keep_checkpoints": 100}  # every checkpoint kept: the files show where each attempt resumed
-    unbroken_id = _submit(faulty, **fit)
+    unbroken_id = faulty.submit(**fit)
     unbroken = _finish(faulty, unbroken_id)
     assert (unbroken["status"], unbroken["attempt"]) == ("succeeded", 1), unbroken["reason"]
-    job_id = _submit(faulty, **fit)
+    job_id = faulty.submit(**fit)
 
     killed = _kill_training(faulty.until(job_id, _mid_epoch(attempt=1, epoch=2)))
     on_disk = [_on_disk(faulty, job_id)]  # no more writes: the training process is dead
@@ -205,7 +196,7 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
 def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one_before(
     faulty: FaultService,
 ) -> None:
-    job_id = _submit(faulty, epochs=6, keep_checkpoints=100)
+    job_id = faulty.submit(epochs=6, keep_checkpoints=100)
     _kill_worker(faulty, faulty.until(job_id, _mid_epoch(attempt=1, epoch=3)))  # no checkpoint written after this
     before = _on_disk(faulty, job_id)
     newest = max(before)
@@ -245,7 +236,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
 
 
 def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultService) -> None:
-    job_id = _submit(faulty, epochs=6)
+    job_id = faulty.submit(epochs=6)
     faulty.until(job_id, lambda r: r["status"] == "running" and r["epoch"] >= 1)
     worker = _worker(faulty)
     worker.send_signal(signal.SIGTERM)
@@ -260,7 +251,7 @@ def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultS
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty: FaultService) -> None:
-    job_id = _submit(faulty, epochs=200)
+    job_id = faulty.submit(epochs=200)
     kills: list[float] = []
     for attempt in (1, 2, 3):  # FITSERVE_MAX_ATTEMPTS=3; the training process dies, as in an out-of-memory kill
         row = faulty.until(job_id, lambda r, a=attempt: r["status"] == "running" and r["attempt"] == a)  # type: ignore[misc]
@@ -275,7 +266,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty:
 
 
 def test_a_job_whose_message_was_lost_is_enqueued_again_by_the_sweeper(faulty: FaultService) -> None:
-    done_id = _submit(faulty, epochs=1)
+    done_id = faulty.submit(epochs=1)
     assert _finish(faulty, done_id, timeout=60)["status"] == "succeeded"
     # As if the broker had been down at submit (or flushed since): a committed row, no message.
     lost = f"job_{os.urandom(16).hex()}"
