@@ -35,10 +35,29 @@ def predict(service: Service, job_id: str, body: dict[str, Any], status: int = 2
     return out
 
 
+def _job_dirs(service: Service) -> set[str]:
+    jobs = service.data_dir / "artifacts" / "jobs"
+    return {p.name for p in jobs.iterdir()} if jobs.exists() else set()
+
+
+def _a_job_of_any_tenant(service: Service, job_id: str) -> bool:
+    for tenant in service.keys:
+        with service.client(tenant) as client:
+            if client.get(f"/v1/jobs/{job_id}").status_code == 200:
+                return True
+    return False
+
+
 def refused(service: Service, raw: dict[str, Any]) -> dict[str, Any]:
-    """POST a job spec that must be refused with 422; returns the first error."""
+    """POST a job spec that must be refused with 422, writing nothing to the database or the
+    disk; returns the first error."""
+    dirs = _job_dirs(service)
     with service.client() as client:
+        count = client.get("/v1/jobs").json()["count"]
         answer = client.post("/v1/jobs", json=raw)
-    assert answer.status_code == 422, answer.text
+        assert answer.status_code == 422, answer.text
+        assert client.get("/v1/jobs").json()["count"] == count
+    for new in _job_dirs(service) - dirs:  # only a job accepted earlier may have started meanwhile
+        assert _a_job_of_any_tenant(service, new), new
     detail: dict[str, Any] = answer.json()["detail"][0]
     return detail
