@@ -71,6 +71,10 @@ def queue_depth(queue: str) -> int:
 class ServiceCollector(Collector):
     """Read at each scrape; a source that cannot be read yields fitserve_up{source}=0 instead."""
 
+    def describe(self) -> list[Any]:
+        # Without it, registering would call collect(): a database query at import time.
+        return []
+
     def collect(self) -> Iterator[Any]:
         settings = get_settings()
         up = GaugeMetricFamily("fitserve_source_up", "1 when the source answered this scrape", labels=["source"])

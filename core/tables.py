@@ -109,6 +109,8 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index("ix_job_tenant_status", "tenant_id", "status"),
+        # The reaper, the sweeper and /metrics read by status across tenants, every few seconds.
+        Index("ix_job_status", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
