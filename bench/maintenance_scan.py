@@ -3,7 +3,7 @@ table of many finished jobs, before and after the `ix_job_status` index (migrati
 run on one fresh PostgreSQL database: the schema at 0002 first, then upgraded to head.
 
 Every worker runs the pass every SWEEP_INTERVAL_SECONDS (2 s); a service that has run for a year
-holds hundreds of thousands of terminal jobs and a handful of live ones.
+holds hundreds of thousands of terminal jobs of many tenants and a handful of live ones.
 
     PYTHONPATH=. .venv/bin/python bench/maintenance_scan.py [--jobs 300000] [--rounds 30]
 """
@@ -27,11 +27,11 @@ from core.tables import Job
 from tests.e2e.conftest import PG_ADMIN
 
 FILL = """
-INSERT INTO tenant (id, name, created_at) VALUES ('ten_bench', 'bench', now());
+INSERT INTO tenant (id, name, created_at) SELECT 'ten_' || t, 'bench ' || t, now() FROM generate_series(0, 999) AS t;
 INSERT INTO job (id, tenant_id, name, spec, status, attempt, max_attempts, preemptions, cancel_requested, epoch,
                  epochs, step, steps, parameters, estimated_memory_bytes, latest_metrics, test_metrics, created_at,
                  updated_at, lease_expires_at)
-SELECT 'job_' || md5(i::text), 'ten_bench', 'j', '{}', s.status, 1, 3, 0, false, 1, 1, 0, 0, 1, 0, '{}', '{}',
+SELECT 'job_' || md5(i::text), 'ten_' || (i % 1000), 'j', '{}', s.status, 1, 3, 0, false, 1, 1, 0, 0, 1, 0, '{}', '{}',
        now() - interval '1 day', now() - interval '1 day',
        CASE WHEN s.status = 'running' THEN now() + interval '1 hour' END
 FROM generate_series(1, :n) AS i,
@@ -83,7 +83,7 @@ def main() -> None:
                     connection.execute(text(statement), {"n": args.jobs})
         with session_scope(url) as session:
             live = session.scalar(select(func.count()).where(Job.status.in_(("running", "queued"))))
-        print(f"{args.jobs} jobs, {live} of them running or queued; median of {args.rounds} rounds")
+        print(f"{args.jobs} jobs of 1000 tenants, {live} of them running or queued; median of {args.rounds} rounds")
         before = measure(url, args.rounds)
         command.upgrade(alembic_config(url), "head")
         with get_engine(url).begin() as connection:
