@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select
 
 from core.db import hot_read
-from core.queue import celery_app
+from core.queue import queue_depth
 from core.settings import get_settings
 from core.tables import JOB_STATUSES, Job
 
@@ -58,14 +58,6 @@ def running_step_times(connection: Connection) -> list[tuple[float, float, int]]
             rate = latest.get("samples_per_second")
             out.append((float(seconds), float(rate) if isinstance(rate, int | float) else 0.0, int(steps or 0)))
     return out
-
-
-def queue_depth(queue: str) -> int:
-    """Messages waiting in the queue: LLEN on Redis, visible rows in kombu's SQLAlchemy table."""
-    with celery_app().connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=2)
-        declared = connection.default_channel.queue_declare(queue=queue, passive=False)
-        return int(declared.message_count)
 
 
 class ServiceCollector(Collector):

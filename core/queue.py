@@ -68,3 +68,11 @@ def celery_app() -> Celery:
 def enqueue_training(job_id: str) -> None:
     """Called only after the job row is committed (the worker must find it)."""
     celery_app().send_task(TRAIN_TASK, args=[job_id], queue=get_settings().queue)
+
+
+def queue_depth(queue: str) -> int:
+    """Messages waiting in the queue: LLEN on Redis, visible rows in kombu's SQLAlchemy table."""
+    with celery_app().connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=2)
+        declared = connection.default_channel.queue_declare(queue=queue, passive=False)
+        return int(declared.message_count)

@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     max_job_seconds: float = Field(7 * 24 * 3600.0, gt=0.0, description="the longest a job may train (fit.max_seconds)")
     sweep_interval_seconds: float = Field(2.0, gt=0.0, le=300.0, description="the worker's reaper/sweeper period")
     queued_grace_seconds: float = Field(
-        60.0, gt=0.0, description="a job queued (or preempted) this long untouched is enqueued again"
+        60.0, gt=0.0, description="a job queued (or preempted) this long untouched, the queue empty, is enqueued again"
+    )
+    queued_busy_grace_seconds: float = Field(
+        3600.0, gt=0.0, description="the same while messages wait in the queue: the job may just be waiting its turn"
     )
     database_patience_seconds: float = Field(
         900.0, gt=0.0, description="a worker waits out a database outage this long before giving up a write"

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.queue import celery_app
+from core.settings import get_settings
 from core.spec import JobSpec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -35,3 +37,17 @@ def digits_mlp(**fit: Any) -> JobSpec:
         "fit": {"epochs": 4, "batch_size": 64, "validation_split": 0.2, "seed": 7,
                 "lr_schedule": {"type": "cosine", "min_lr": 0.0001}, **fit},
     })  # fmt: skip
+
+
+def take_queued_job_ids() -> list[str]:
+    """The job ids of the train messages waiting in the real broker (the embedded one under the
+    test's data dir), taken off the queue."""
+    found = []
+    with celery_app().connection_for_read() as connection, connection.SimpleQueue(get_settings().queue) as queue:
+        while True:
+            try:
+                message = queue.get(timeout=1)
+            except queue.Empty:
+                return found
+            found += message.payload[0]  # Celery's body: (args, kwargs, embed)
+            message.ack()

@@ -349,3 +349,24 @@ def test_the_active_job_quota_holds_under_racing_submissions(database_url: str) 
     with ThreadPoolExecutor(6) as pool:
         codes = sorted(pool.map(submit, range(6)))
     assert codes == [201, 201, 429, 429, 429, 429]
+
+
+def test_the_sweeper_leaves_jobs_waiting_their_turn_while_the_queue_holds_messages(service_env: str) -> None:
+    """A queued job with messages ahead of it is waiting, not lost: no duplicate every grace period.
+    The real embedded broker of the test's data dir holds the messages."""
+    from core.queue import enqueue_training
+    from core.settings import get_settings
+    from tests.helpers import take_queued_job_ids
+    from worker.maintenance import run_once
+
+    with session_scope() as s:
+        ahead, waiting, forgotten = _job(s).id, _job(s).id, _job(s).id
+        s.execute(update(Job).where(Job.id == waiting).values(updated_at=utcnow() - timedelta(seconds=120)))
+        s.execute(update(Job).where(Job.id == forgotten).values(updated_at=utcnow() - timedelta(hours=2)))
+    enqueue_training(ahead)  # a message waiting in the queue, ahead of the others
+    sent: list[str] = []
+    swept = run_once(get_settings(), sent.append)[1]  # grace 60 s, busy grace 1 h
+    assert waiting not in swept and forgotten in swept  # past even the busy grace: enqueued again
+    assert take_queued_job_ids() == [ahead]  # the queue drained: now the waiting job's message is known lost
+    assert waiting in run_once(get_settings(), sent.append)[1]
+    assert sent == [forgotten, waiting]

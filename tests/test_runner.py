@@ -9,13 +9,12 @@ from typing import Any
 from sqlalchemy import update
 
 from core.db import session_scope
-from core.queue import celery_app
 from core.repository import metrics as metrics_repo
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
 from core.storage import job_dir
 from core.tables import Job
-from tests.helpers import digits_mlp
+from tests.helpers import digits_mlp, take_queued_job_ids
 from tests.test_engine import Recorder
 from worker.datasource import load_train_data
 from worker.runner import run_job
@@ -105,20 +104,6 @@ def _run_until_stepping(job_id: str) -> tuple[threading.Thread, list[str]]:
     return runner, outcome
 
 
-def _queued_job_ids() -> list[str]:
-    """The job ids of the train messages waiting in the real broker (the embedded one under the
-    test's data dir), taken off the queue."""
-    found = []
-    with celery_app().connection_for_read() as connection, connection.SimpleQueue(get_settings().queue) as queue:
-        while True:
-            try:
-                message = queue.get(timeout=1)
-            except queue.Empty:
-                return found
-            found += message.payload[0]  # Celery's body: (args, kwargs, embed)
-            message.ack()
-
-
 def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from worker.reporter import STOPPING
 
@@ -129,7 +114,7 @@ def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str,
         thread.join(timeout=30)
     finally:
         STOPPING.clear()
-    assert outcome == ["preempted"] and _queued_job_ids() == [job_id]
+    assert outcome == ["preempted"] and take_queued_job_ids() == [job_id]
     job = _job(job_id)
     assert (job.status, job.attempt, job.preemptions, job.lease_owner) == ("preempted", 1, 1, None)
     assert job.reason.startswith("preempted at epoch ")  # type: ignore[union-attr]

@@ -3,8 +3,11 @@
 - reaper: a `running` job whose lease lapsed (its worker was killed, its machine is gone) goes
   back to `queued` and is enqueued again, within a lease plus a sweep interval, well under the
   broker's visibility timeout.
-- sweeper: a job left `queued` (or `preempted`) and untouched for `queued_grace_seconds` lost its
-  message (the broker was down at submit, or flushed) and is enqueued again.
+- sweeper: a job left `queued` (or `preempted`) and untouched for `queued_grace_seconds` while the
+  broker's queue is empty lost its message (the broker was down at submit, or flushed) and is
+  enqueued again. While messages wait in the queue the job may just be waiting its turn, behind
+  others: then only after `queued_busy_grace_seconds`, so a deep queue is not flooded with a
+  duplicate per waiting job every grace period.
 
 After a database outage every lease looks lapsed, its holder having been unable to heartbeat
 too: the reaper waits a lease period after its last failed pass, so live jobs renew first.
@@ -21,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from core.db import session_scope, unreachable
-from core.queue import enqueue_training
+from core.queue import enqueue_training, queue_depth
 from core.repository import jobs as jobs_repo
 from core.settings import Settings
 
@@ -35,8 +38,9 @@ def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_traini
     if reap:
         with session_scope() as session:
             reaped = jobs_repo.reap_expired(session=session)
+    grace = settings.queued_grace_seconds if _queue_is_empty(settings) else settings.queued_busy_grace_seconds
     with session_scope() as session:
-        swept = jobs_repo.sweep_waiting(session=session, grace_seconds=settings.queued_grace_seconds)
+        swept = jobs_repo.sweep_waiting(session=session, grace_seconds=grace)
     for job_id in reaped + swept:
         try:
             enqueue(job_id)
@@ -45,6 +49,14 @@ def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_traini
             continue
         log.info("job %s: %s", job_id, "lease expired, re-queued" if job_id in reaped else "enqueued again")
     return reaped, swept
+
+
+def _queue_is_empty(settings: Settings) -> bool:
+    try:
+        return queue_depth(settings.queue) == 0
+    except Exception as exc:  # the broker is down: what is swept now could not be enqueued anyway
+        log.warning("the broker's queue cannot be read: %s", type(exc).__name__)
+        return True
 
 
 class Maintenance(threading.Thread):
