@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import torch
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from api import errors
 from api.limits import BodyLimit
@@ -11,9 +15,17 @@ from api.model_cache import ModelCache
 from api.predict_gate import PredictGate
 from api.rate_limit import RateLimit
 from api.routes import datasets, health, jobs, metrics, models
+from api.submit import warm_up
 from core.db import hot_read
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Before the first connection is accepted: /readyz answering means a submit is fast too.
+    await run_in_threadpool(warm_up)
+    yield
 
 
 def create_app() -> FastAPI:
@@ -24,6 +36,7 @@ def create_app() -> FastAPI:
         title="Fitserve",
         version="0.1.0",
         description="Training as a service: post a Keras-style job spec, poll or stream it, call predict.",
+        lifespan=lifespan,
     )
     app.state.models = ModelCache(settings.model_cache_count, settings.model_cache_bytes)
     app.state.predict_gate = PredictGate(

@@ -86,3 +86,16 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
     except Exception:  # the row is the truth: the workers' sweeper enqueues a queued job left without a message
         log.warning("job %s: the broker is unreachable; the sweeper will enqueue it", job.id, exc_info=True)
     return job, True
+
+
+def warm_up() -> None:
+    """Pay a first submit's one-time costs when the API starts (scikit-learn's dataset loaders,
+    torch's first model built on the meta device: about 3.5 s here), not in a user's request."""
+    spec = JobSpec.model_validate({
+        "dataset": {"name": "digits"},
+        "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
+        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+    })  # fmt: skip
+    info = builtin_info(spec.dataset)
+    quota.meta_parameters(spec, info)
+    dry_run(spec, info)
