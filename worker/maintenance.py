@@ -38,7 +38,12 @@ def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_traini
     if reap:
         with session_scope() as session:
             reaped = jobs_repo.reap_expired(session=session)
-    grace = settings.queued_grace_seconds if _queue_is_empty(settings) else settings.queued_busy_grace_seconds
+    grace = settings.queued_grace_seconds
+    with session_scope() as session:
+        overdue = jobs_repo.any_waiting(session=session, grace_seconds=grace)
+    # The broker is asked only when a job has waited past the short grace: most passes find none.
+    if overdue and not _queue_is_empty(settings):
+        grace = settings.queued_busy_grace_seconds
     with session_scope() as session:
         swept = jobs_repo.sweep_waiting(session=session, grace_seconds=grace)
     for job_id in reaped + swept:

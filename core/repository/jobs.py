@@ -4,10 +4,10 @@ matches no row."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.tables import TERMINAL, ApiKey, Job, utcnow
@@ -177,14 +177,23 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
     return reaped
 
 
+def _waiting_since(stale: datetime) -> ColumnElement[bool]:
+    return and_(Job.status.in_(("queued", "preempted")), Job.cancel_requested.is_(False), Job.updated_at < stale)
+
+
+def any_waiting(*, session: Session, grace_seconds: float) -> bool:
+    """Is a job `queued` or `preempted` and untouched for `grace_seconds`? (One indexed read.)"""
+    stale = utcnow() - timedelta(seconds=grace_seconds)
+    return session.scalar(select(Job.id).where(_waiting_since(stale)).limit(1)) is not None
+
+
 def sweep_waiting(*, session: Session, grace_seconds: float, limit: int = 100) -> list[str]:
     """Jobs `queued` or `preempted` and untouched for `grace_seconds` (their message was lost: the
     broker was down at submit, or flushed): touched and returned to be enqueued again after commit.
     A job is swept at most once per grace period, by one sweeper; an extra message is harmless
     (its claim fails)."""
     now = utcnow()
-    stale = now - timedelta(seconds=grace_seconds)
-    waiting = and_(Job.status.in_(("queued", "preempted")), Job.cancel_requested.is_(False), Job.updated_at < stale)
+    waiting = _waiting_since(now - timedelta(seconds=grace_seconds))
     ids = session.scalars(select(Job.id).where(waiting).order_by(Job.updated_at).limit(limit)).all()
     swept = []
     for job_id in ids:

@@ -101,33 +101,44 @@ def _embedded(tmp: Path) -> Iterator[Service]:
         service.stop()
 
 
-def _postgres(tmp: Path) -> Iterator[Service]:
-    import psycopg
+@contextlib.contextmanager
+def shared_redis_queue(label: str) -> Iterator[tuple[str, str]]:
+    """(broker URL, a queue of this module's own) on the machine's shared Redis; its kombu
+    bindings, which Redis keeps, are cleaned afterwards."""
     import redis
 
+    url, queue = "redis://127.0.0.1:6379/0", f"fitserve-{label}-{secrets.token_hex(4)}"
+    try:
+        yield url, queue
+    finally:
+        broker = redis.Redis.from_url(url)
+        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        broker.zrem("_kombu.binding_deadlines", queue)
+
+
+def _postgres(tmp: Path) -> Iterator[Service]:
+    import psycopg
+
     name = f"fitserve_e2e_{secrets.token_hex(4)}"
-    queue = f"fitserve-e2e-{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     port = free_port()
-    env = _base_env(tmp) | {"FITSERVE_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-                            "FITSERVE_BROKER_URL": "redis://127.0.0.1:6379/0", "FITSERVE_QUEUE": queue}  # fmt: skip
-    service = Service("postgres", f"http://127.0.0.1:{port}", env, tmp)
-    try:
-        service.fitserve("db", "upgrade")
-        service.keys["a"], service.tenants["a"] = service.fitserve("keys", "create", "--tenant", "alpha"), "alpha"
-        service.keys["b"] = service.fitserve("keys", "create", "--tenant", "beta")
-        service.start("worker")
-        service.start("api", "--port", str(port))
-        service.wait_ready()
-        yield service
-    finally:
-        service.stop()
-        broker = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        broker.zrem("_kombu.binding_deadlines", queue)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with shared_redis_queue("e2e") as (broker_url, queue):
+        env = _base_env(tmp) | {"FITSERVE_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+                                "FITSERVE_BROKER_URL": broker_url, "FITSERVE_QUEUE": queue}  # fmt: skip
+        service = Service("postgres", f"http://127.0.0.1:{port}", env, tmp)
+        try:
+            service.fitserve("db", "upgrade")
+            service.keys["a"], service.tenants["a"] = service.fitserve("keys", "create", "--tenant", "alpha"), "alpha"
+            service.keys["b"] = service.fitserve("keys", "create", "--tenant", "beta")
+            service.start("worker")
+            service.start("api", "--port", str(port))
+            service.wait_ready()
+            yield service
+        finally:
+            service.stop()
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session", params=["embedded", "postgres"])

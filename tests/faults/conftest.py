@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from tests.e2e.conftest import PG_ADMIN, Service, _base_env, free_port
+from tests.e2e.conftest import PG_ADMIN, Service, _base_env, free_port, shared_redis_queue, wait_for
 from tests.helpers import digits_mlp
 
 FAULT_ENV = {"FITSERVE_LEASE_SECONDS": "3", "FITSERVE_HEARTBEAT_SECONDS": "0.2",
@@ -41,6 +41,22 @@ class FaultService(Service):
             created = client.post("/v1/jobs", json=raw)
         assert created.status_code == 201, created.text
         return str(created.json()["id"])
+
+    def finish(self, job_id: str, timeout: float = 90) -> dict[str, Any]:
+        """The job as the API shows it once it is terminal."""
+        with self.client() as client:
+            return wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=timeout)
+
+    def metrics_are_unique(self, job_id: str) -> None:
+        """One point per (step, name), whatever was redelivered or resumed: in the table, and
+        through the API as a user reads them."""
+        total, distinct = self.sql("SELECT count(*), count(DISTINCT (step, name)) FROM metric WHERE job_id = :j",
+                                   j=job_id)[0]  # fmt: skip
+        assert total == distinct > 0
+        with self.client() as client:
+            points = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
+        keys = [(p["step"], p["name"]) for p in points]
+        assert keys and len(keys) == len(set(keys)), sorted(keys)
 
     def until(self, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
         """The job's row once `ok` holds for it, polled every 50 ms."""
@@ -84,21 +100,6 @@ def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_
         service.database.dispose()
         with contextlib.suppress(Exception), psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def shared_redis_queue(label: str) -> Iterator[tuple[str, str]]:
-    """(broker URL, a queue of this module's own) on the machine's shared Redis; its kombu
-    bindings, which Redis keeps, are cleaned afterwards."""
-    import redis
-
-    url, queue = "redis://127.0.0.1:6379/0", f"fitserve-{label}-{secrets.token_hex(4)}"
-    try:
-        yield url, queue
-    finally:
-        broker = redis.Redis.from_url(url)
-        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-        broker.zrem("_kombu.binding_deadlines", queue)
 
 
 @pytest.fixture(scope="module")

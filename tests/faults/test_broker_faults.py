@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import free_port, wait_for
+from tests.e2e.conftest import free_port
 from tests.faults.conftest import FaultService, fault_service
 from tests.helpers import digits_mlp
 
@@ -93,19 +93,6 @@ def _submit(service: FaultService, epochs: int) -> dict[str, Any]:
     return created.json()  # type: ignore[no-any-return]
 
 
-def _done(service: FaultService, job_id: str, timeout: float = 40) -> dict[str, Any]:
-    with service.client() as client:
-        return wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=timeout)
-
-
-def _metrics_are_unique(service: FaultService, job_id: str) -> None:
-    """Through the API, as a user reads them: one point per (step, name), whatever was redelivered."""
-    with service.client() as client:
-        points = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
-    keys = [(p["step"], p["name"]) for p in points]
-    assert keys and len(keys) == len(set(keys)), sorted(keys)
-
-
 def _worker_alive(service: FaultService) -> None:
     workers = [p for p in service.processes if p.args[1] == "worker"]  # type: ignore[index]
     assert workers and all(p.poll() is None for p in workers), service.tail()
@@ -126,9 +113,9 @@ def test_a_job_submitted_while_redis_is_down_is_queued_and_runs_once_it_is_back(
     back = time.monotonic()
     brittle.until(job["id"], lambda r: r["status"] != "queued")
     running = time.monotonic() - back
-    done = _done(brittle, job["id"])
+    done = brittle.finish(job["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
-    _metrics_are_unique(brittle, job["id"])
+    brittle.metrics_are_unique(job["id"])
     _worker_alive(brittle)
     print(f"\nsubmit with Redis down answered in {submit_seconds:.2f} s; running {running:.1f} s after Redis was back")
 
@@ -143,22 +130,22 @@ def test_a_flushed_broker_loses_the_queued_job_s_message_and_the_sweeper_enqueue
     assert redis_up.client().llen(QUEUE) == 1
     redis_up.client().flushall()
     flushed = time.monotonic()
-    assert _done(brittle, first["id"])["status"] == "succeeded"
+    assert brittle.finish(first["id"])["status"] == "succeeded"
     brittle.until(second["id"], lambda r: r["status"] != "queued")
     picked = time.monotonic() - flushed
-    done = _done(brittle, second["id"])
+    done = brittle.finish(second["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
     for job in (first, second):
-        _metrics_are_unique(brittle, job["id"])
+        brittle.metrics_are_unique(job["id"])
     # and a submit right after the flush is delivered as well (the routing table is gone with it)
     redis_up.client().flushall()
     submitted = time.monotonic()
     third = _submit(brittle, epochs=1)
     brittle.until(third["id"], lambda r: r["status"] != "queued")
     direct = time.monotonic() - submitted
-    done = _done(brittle, third["id"])
+    done = brittle.finish(third["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
-    _metrics_are_unique(brittle, third["id"])
+    brittle.metrics_are_unique(third["id"])
     _worker_alive(brittle)
     print(
         f"\nthe job queued behind another was running {picked:.1f} s after the flush; one submitted right after "
@@ -179,14 +166,14 @@ def test_redis_stopped_under_a_running_job_for_a_few_seconds_and_the_job_still_s
     redis_up.start()
     back = time.monotonic()
     assert brittle.row(job["id"])["status"] == "running"  # still training when the broker comes back
-    done = _done(brittle, job["id"])
+    done = brittle.finish(job["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
-    _metrics_are_unique(brittle, job["id"])
+    brittle.metrics_are_unique(job["id"])
     # the worker reconnected by itself: a new job submitted now runs
     after = _submit(brittle, epochs=1)
     brittle.until(after["id"], lambda r: r["status"] != "queued")
     reconnected = time.monotonic() - back
-    assert _done(brittle, after["id"])["status"] == "succeeded"
+    assert brittle.finish(after["id"])["status"] == "succeeded"
     _worker_alive(brittle)
     print(f"\nthe job ended and another one, submitted after it, was running {reconnected:.1f} s after Redis was back")
 
@@ -199,11 +186,11 @@ def test_every_redis_connection_dropped_under_a_running_job_is_reconnected_and_n
     brittle.until(job["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
     killed = redis_up.client().client_kill_filter(_type="normal")  # every connection dropped, the data kept
     assert killed >= 1
-    done = _done(brittle, job["id"])
+    done = brittle.finish(job["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
-    _metrics_are_unique(brittle, job["id"])
+    brittle.metrics_are_unique(job["id"])
     after = _submit(brittle, epochs=1)
-    assert _done(brittle, after["id"])["status"] == "succeeded"
+    assert brittle.finish(after["id"])["status"] == "succeeded"
     broker = redis_up.client()  # no message left unacked or queued, to be redelivered some day
     deadline = time.monotonic() + 10
     while (broker.hlen("unacked"), broker.llen(QUEUE)) != (0, 0) and time.monotonic() < deadline:

@@ -13,26 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import wait_for
 from tests.faults.conftest import FaultService
 
 Row = dict[str, Any]
 OnDisk = dict[int, tuple[int, int]]  # epoch -> (inode, mtime) of its checkpoint's JSON
 
 
-def _finish(service: FaultService, job_id: str, timeout: float = 90) -> dict[str, Any]:
-    with service.client() as client:
-        return wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=timeout)
-
-
 def _pid(row: Row) -> int:
     return int(row["lease_owner"].split(":")[1])  # host:pid:task
-
-
-def _metrics_are_unique(service: FaultService, job_id: str) -> None:
-    total, distinct = service.sql("SELECT count(*), count(DISTINCT (step, name)) FROM metric WHERE job_id = :j",
-                                  j=job_id)[0]  # fmt: skip
-    assert total == distinct > 0
 
 
 def _first_epoch(service: FaultService, job_id: str, attempt: int) -> int | None:
@@ -139,12 +127,12 @@ def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faul
     faulty.start("worker")  # a fresh worker: its reaper re-queues the job, and it resumes it
     resumed = _resumed(faulty, job_id, 2, killed)
     print(f"\nresumed {resumed:.1f} s after the kill (lease 3 s, worker start included)")
-    done = _finish(faulty, job_id, timeout=120)
+    done = faulty.finish(job_id, timeout=120)
     assert (done["status"], done["attempt"]) == ("succeeded", 2), done["reason"]
     second = faulty.sql("SELECT min(epoch) FROM metric WHERE job_id = :j AND attempt = 2 AND name = 'loss'",
                         j=job_id)[0][0]  # fmt: skip
     assert second is not None and second >= 2  # from the epoch-1 checkpoint or later, not from scratch
-    _metrics_are_unique(faulty, job_id)
+    faulty.metrics_are_unique(job_id)
 
 
 def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like_an_unbroken_run(
@@ -152,7 +140,7 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
 ) -> None:
     fit = {"epochs": 6, "keep_checkpoints": 100}  # every checkpoint kept: the files show where each attempt resumed
     unbroken_id = faulty.submit(**fit)
-    unbroken = _finish(faulty, unbroken_id)
+    unbroken = faulty.finish(unbroken_id)
     assert (unbroken["status"], unbroken["attempt"]) == ("succeeded", 1), unbroken["reason"]
     job_id = faulty.submit(**fit)
 
@@ -167,7 +155,7 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
     print(f"\ntraining process killed -> attempt 2 running: {to_second:.1f} s (same worker, no lease wait)"
           f"\nwhole worker killed -> attempt 3 running: {to_third:.1f} s (lease 3 s, fresh worker start)")  # fmt: skip
 
-    done = _finish(faulty, job_id, timeout=120)
+    done = faulty.finish(job_id, timeout=120)
     assert (done["status"], done["attempt"], done["reason"]) == ("succeeded", 3, "completed 6 epochs")
     final = _on_disk(faulty, job_id)
     assert sorted(final) == list(range(1, 7))
@@ -178,7 +166,7 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
         assert _rewritten(before, final) == set(), (attempt, before, final)
         first = _first_epoch(faulty, job_id, attempt)
         assert first is not None and first > max(before), (attempt, first, before)
-    _metrics_are_unique(faulty, job_id)
+    faulty.metrics_are_unique(job_id)
 
     # Resume is meant to be bit for bit on one device (seeds derived from (seed, epoch), optimizer, schedule and
     # batch-norm state restored); the tolerance allows for run-to-run noise should it not be: 0.03 is ~11 of the
@@ -208,7 +196,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
     weights.write_bytes(bytes(damaged))
     faulty.start("worker")
 
-    done = _finish(faulty, job_id, timeout=120)
+    done = faulty.finish(job_id, timeout=120)
     assert (done["status"], done["attempt"], done["reason"]) == ("succeeded", 2, "completed 6 epochs")
     after = _on_disk(faulty, job_id)
     assert sorted(after) == list(range(1, 7))
@@ -217,7 +205,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
     assert _rewritten(before, after) == {newest}, (newest, before, after)
     first = _first_epoch(faulty, job_id, 2)
     assert first is not None and first >= newest, first
-    _metrics_are_unique(faulty, job_id)
+    faulty.metrics_are_unique(job_id)
     logs = faulty.tail(2000)  # the operator is told which checkpoint was skipped, and where the job resumed
     assert (
         f"checkpoint epoch-{newest:04d}.json skipped, resuming from an older one: epoch-{newest:04d}.safetensors"
@@ -244,10 +232,10 @@ def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultS
     assert preempted["status"] in ("preempted", "queued"), preempted
     assert worker.wait(timeout=30) is not None
     faulty.start("worker")
-    done = _finish(faulty, job_id, timeout=120)
+    done = faulty.finish(job_id, timeout=120)
     row = faulty.row(job_id)
     assert (done["status"], row["attempt"], row["preemptions"]) == ("succeeded", 2, 1), done["reason"]
-    _metrics_are_unique(faulty, job_id)
+    faulty.metrics_are_unique(job_id)
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty: FaultService) -> None:
@@ -258,7 +246,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty:
         if kills:
             print(f"\nattempt {attempt} running {time.monotonic() - kills[-1]:.1f} s after its kill (no lease wait)")
         kills.append(_kill_training(row))
-    done = _finish(faulty, job_id, timeout=60)
+    done = faulty.finish(job_id, timeout=60)
     assert done["status"] == "failed"
     assert done["reason"] == "gave up after 3 attempts: the training process was killed by SIGKILL (out of memory?)"
     assert _worker(faulty).poll() is None  # the worker itself survived the three kills
@@ -267,7 +255,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty:
 
 def test_a_job_whose_message_was_lost_is_enqueued_again_by_the_sweeper(faulty: FaultService) -> None:
     done_id = faulty.submit(epochs=1)
-    assert _finish(faulty, done_id, timeout=60)["status"] == "succeeded"
+    assert faulty.finish(done_id, timeout=60)["status"] == "succeeded"
     # As if the broker had been down at submit (or flushed since): a committed row, no message.
     lost = f"job_{os.urandom(16).hex()}"
     faulty.sql("INSERT INTO job (id, tenant_id, name, spec, status, attempt, max_attempts, preemptions, "
@@ -276,6 +264,6 @@ def test_a_job_whose_message_was_lost_is_enqueued_again_by_the_sweeper(faulty: F
                "0, epochs, 0, 0, parameters, 0, '{}', '{}', now(), now() FROM job WHERE id = :old RETURNING id",
                new=lost, old=done_id)  # fmt: skip
     started = time.monotonic()
-    done = _finish(faulty, lost, timeout=60)
+    done = faulty.finish(lost, timeout=60)
     assert done["status"] == "succeeded", done["reason"]
     assert 5 <= time.monotonic() - started < 30  # FITSERVE_QUEUED_GRACE_SECONDS=5
