@@ -46,3 +46,14 @@ def current_tenant(session: SessionDep, authorization: Annotated[str | None, Hea
 
 
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+
+
+def tenant_in_own_session(authorization: Annotated[str | None, Header()] = None) -> Tenant:
+    """For routes that outlive their queries (event streams, uploads): the key is checked in a
+    session of its own, closed before the route runs, so no pooled connection waits with them."""
+    with session_scope() as session:
+        return current_tenant(session, authorization)
+
+
+# A detached Tenant: read its columns, never its relationships.
+ShortTenant = Annotated[Tenant, Depends(tenant_in_own_session)]

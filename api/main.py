@@ -10,22 +10,29 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from api import errors
+from api.hub import Hub
 from api.limits import BodyLimit
 from api.model_cache import ModelCache
 from api.predict_gate import PredictGate
 from api.rate_limit import RateLimit
-from api.routes import datasets, health, jobs, metrics, models
+from api.routes import datasets, events, health, jobs, metrics, models
 from api.submit import warm_up
+from api.uploads import ParsePool
 from core.db import hot_read
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Before the first connection is accepted: /readyz answering means a submit is fast too.
     await run_in_threadpool(warm_up)
-    yield
+    await app.state.hub.start()
+    try:
+        yield
+    finally:
+        await app.state.hub.close()
+        app.state.parse_pool.close()
 
 
 def create_app() -> FastAPI:
@@ -38,6 +45,8 @@ def create_app() -> FastAPI:
         description="Training as a service: post a Keras-style job spec, poll or stream it, call predict.",
         lifespan=lifespan,
     )
+    app.state.hub = Hub(settings)
+    app.state.parse_pool = ParsePool(settings.upload_parse_processes)
     app.state.models = ModelCache(settings.model_cache_count, settings.model_cache_bytes)
     app.state.predict_gate = PredictGate(
         lambda: hot_read(lambda connection: tenants_repo.revocation_mark(connection=connection)),
@@ -48,7 +57,7 @@ def create_app() -> FastAPI:
                        paths={"/v1/datasets": settings.upload_max_bytes + 2**20})  # fmt: skip
     # Added last, so outermost: a key over its rate is refused before its body is read.
     app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
-    for module in (health, jobs, datasets, models):
+    for module in (health, jobs, events, datasets, models):
         app.include_router(module.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)

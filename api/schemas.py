@@ -17,7 +17,9 @@ class Progress(BaseModel):
     steps: int = Field(description="steps in one epoch")
 
 
-class JobPublic(BaseModel):
+class JobState(BaseModel):
+    """A job as it stands, without its spec: what the live stream's `job` events carry."""
+
     id: str
     name: str
     status: Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
@@ -34,6 +36,10 @@ class JobPublic(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    seq: int = Field(description="the job's event cursor: the number of its newest metric point or status change")
+
+
+class JobPublic(JobState):
     spec: JobSpec
 
 
@@ -43,6 +49,7 @@ class JobsPublic(BaseModel):
 
 
 class MetricPoint(BaseModel):
+    seq: int = Field(description="its place in the job's event sequence: the cursor for `after` and Last-Event-ID")
     step: int
     epoch: int
     name: str
@@ -54,6 +61,18 @@ class MetricPoint(BaseModel):
 class MetricsPublic(BaseModel):
     data: list[MetricPoint]
     count: int
+    next: int = Field(description="the cursor after this page: pass it as `after` for the points that follow")
+    has_more: bool = Field(description="the page was full: more points may follow at once")
+
+
+class StatusEvent(BaseModel):
+    """A status change, as the live stream's `status` events carry it."""
+
+    seq: int = Field(description="its place in the job's event sequence")
+    status: Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
+    reason: str | None
+    attempt: int
+    time: datetime
 
 
 class CheckpointPublic(BaseModel):

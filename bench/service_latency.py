@@ -70,12 +70,14 @@ def timings(fn: Callable[[], object], n: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def service(backend: str, tmp: Path) -> Iterator[tuple[Service, str]]:
-    """`fitserve up` (embedded), or `fitserve worker` + `fitserve api` on a fresh database and queue."""
+def service(backend: str, tmp: Path, settings: dict[str, str] | None = None,
+            api_workers: int = 1) -> Iterator[tuple[Service, str]]:  # fmt: skip
+    """`fitserve up` (embedded), or `fitserve worker` + `fitserve api --workers N` on a fresh
+    database and queue; `settings` are FITSERVE_ variables of the bench's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_")}
     env.update(FITSERVE_DATA_DIR=str(tmp), PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     # Throughput is measured with one key: the bucket still runs (its cost counts), it never refuses.
-    env.update(FITSERVE_RATE_LIMIT_PER_SECOND="1e9", FITSERVE_RATE_LIMIT_BURST="1000000000")
+    env.update(FITSERVE_RATE_LIMIT_PER_SECOND="1e9", FITSERVE_RATE_LIMIT_BURST="1000000000", **(settings or {}))
     port, name, queue = free_port(), f"fitserve_bench_{secrets.token_hex(4)}", f"fitserve-bench-{secrets.token_hex(4)}"
     if backend == "postgres":
         pg_admin(f'CREATE DATABASE "{name}"')
@@ -86,7 +88,7 @@ def service(backend: str, tmp: Path) -> Iterator[tuple[Service, str]]:
             svc.fitserve("db", "upgrade")
             svc.keys["a"] = svc.fitserve("keys", "create", "--tenant", "bench")
             svc.start("worker")
-            svc.start("api", "--port", str(port))
+            svc.start("api", "--port", str(port), "--workers", str(api_workers))
         else:
             svc.start("up", "--port", str(port))
         svc.wait_ready()
@@ -303,20 +305,22 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
         with session_scope(url) as session:
             tenant = tenants.get_or_create_tenant(session=session, name="sink")
             job_id = jobs.create_job(session=session, job=Job(tenant_id=tenant.id, name="sink", spec={})).id
-        now, cols = datetime.now(UTC), "job_id, attempt, step, epoch, name, value, time"
+        now, cols = datetime.now(UTC), "job_id, attempt, step, epoch, name, value, seq, time"
 
         def rate(write: Callable[[list[dict[str, Any]]], None], offset: int) -> float:
             spent = 0.0
             for b in range(total // 1000):
                 rows = [{"job_id": job_id, "attempt": 1, "step": offset + b * 1000 + i, "epoch": 1,
-                         "name": "step_loss", "value": 1.0 / (i + 1), "time": now} for i in range(1000)]  # fmt: skip
+                         "name": "step_loss", "value": 1.0 / (i + 1), "seq": offset + b * 1000 + i + 1, "time": now}
+                        for i in range(1000)]  # fmt: skip
                 t = time.perf_counter()
                 write(rows)
                 spent += time.perf_counter() - t
             return total / spent
 
-        def orm(rows: list[dict[str, Any]]) -> None:
+        def orm(rows: list[dict[str, Any]]) -> None:  # as the reporter writes: numbered, then added
             with session_scope(url) as session:
+                metrics.number_metrics(session=session, job_id=job_id, rows=rows)
                 metrics.add_metrics(session=session, rows=rows)
 
         rates, how = {"add_metrics": rate(orm, 0)}, "psycopg COPY" if pg else "sqlite3 executemany"
@@ -326,7 +330,7 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
             if not pg:
                 conn.execute("PRAGMA synchronous=NORMAL")  # as core.db sets it
             conn.execute("CREATE TABLE plain (job_id text, attempt int, step int, epoch int, name text, "
-                         "value float8, time timestamptz)")  # fmt: skip
+                         "value float8, seq bigint, time timestamptz)")  # fmt: skip
             for i, table in enumerate(("plain", "metric"), start=1):
 
                 def raw(rows: list[dict[str, Any]], table: str = table) -> None:
@@ -336,7 +340,7 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
                             for r in rows:
                                 cp.write_row(tuple(r.values()))
                     else:  # OR IGNORE: the same conflict rule as add_metrics
-                        conn.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                        conn.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                                          [(*list(r.values())[:-1], r["time"].isoformat()) for r in rows])  # fmt: skip
                     conn.execute("COMMIT")
 

@@ -14,6 +14,9 @@ from typing import Any
 from core.settings import Settings, get_settings
 
 LOCAL_TENANT = "local"
+# A stopping API waits this long for its requests, then closes what is left: event streams never
+# end on their own, and their clients reconnect (with Last-Event-ID) to another process.
+GRACE_SECONDS = 5
 
 
 def ensure_local_key(settings: Settings) -> str | None:
@@ -83,7 +86,14 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     log_config = configure_service_logging(get_settings())
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_config=log_config)
+    uvicorn.run(
+        "api.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=log_config,
+        timeout_graceful_shutdown=GRACE_SECONDS,
+    )
     return 0
 
 
@@ -112,7 +122,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"API key: see {settings.data_dir / 'api_key'} (or: fitserve keys create --tenant NAME)", flush=True)
     worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
     try:
-        uvicorn.run("api.main:app", host=args.host, port=args.port, log_config=log_config)
+        uvicorn.run(
+            "api.main:app",
+            host=args.host,
+            port=args.port,
+            log_config=log_config,
+            timeout_graceful_shutdown=GRACE_SECONDS,
+        )
     finally:
         worker.terminate()
         try:

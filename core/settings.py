@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     queue: str = Field("fitserve", max_length=100, description="the Celery queue workers consume")
     device: str | None = Field(None, description="torch device; default cuda when present, else cpu")
     upload_max_bytes: int = Field(100 * 2**20, ge=1024)
+    upload_parse_processes: int = Field(2, ge=1, le=64, description="processes that parse uploads, per API process")
     predict_max_instances: int = Field(1024, ge=1)
     model_cache_count: int = Field(8, ge=1)
     model_cache_bytes: int = Field(2 * 2**30, ge=2**20)
@@ -62,6 +63,12 @@ class Settings(BaseSettings):
     # Per-tenant quotas.
     max_active_jobs: int = Field(8, ge=1, description="a tenant's queued + running jobs; more is 429")
     storage_quota_bytes: int = Field(2**30, ge=1024, description="a tenant's uploaded datasets, in bytes; more is 413")
+    # Live event streams (GET /v1/jobs/{id}/events).
+    max_streams_per_tenant: int = Field(64, ge=1, description="a tenant's open event streams per API process (429)")
+    stream_keepalive_seconds: float = Field(15.0, gt=0.0, le=300.0, description="a comment on a quiet stream so often")
+    stream_poll_seconds: float = Field(
+        0.25, gt=0.0, le=10.0, description="on SQLite, the hub checks its watched jobs this often (PostgreSQL notifies)"
+    )
     # Per-API-key token bucket, kept in each API process (N processes admit N times the rate).
     rate_limit_per_second: float = Field(200.0, ge=0.0, description="requests per second per API key; 0: no limit")
     rate_limit_burst: int = Field(400, ge=1, description="requests a key may make at once before the rate applies")

@@ -141,13 +141,18 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    # The job's event cursor: the last sequence number given to one of its metric rows or status
+    # changes. Bumped by the UPDATE that writes them, so its row lock orders commits by sequence.
+    seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Metric(Base):
     """One point of a series. The key is (job, step, name): a retried write, or a resumed attempt
-    replaying a step, never duplicates a point, and no surrogate id costs a second index."""
+    replaying a step, never duplicates a point. `seq` places it in the job's event sequence:
+    the cursor of the live stream and of metric paging (points of one step share the step)."""
 
     __tablename__ = "metric"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
 
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -155,6 +160,21 @@ class Metric(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
+    time: Mapped[datetime] = mapped_column()
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobEvent(Base):
+    """A job's status change (queued, running, preempted, succeeded...), in the same sequence as
+    its metric rows: the live stream replays both, in order, from any cursor."""
+
+    __tablename__ = "job_event"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
     time: Mapped[datetime] = mapped_column()
 
 

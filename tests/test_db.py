@@ -53,10 +53,11 @@ def test_claim_is_exclusive_and_fences_stale_attempts(database_url: str) -> None
         second = jobs_repo.claim(session=s, job_id=job_id, owner="w2", lease_seconds=30)
         assert second is not None and second.attempt == 2
     with session_scope(database_url) as s:
-        assert jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}) == (False, False)
+        fenced = jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={})
+        assert fenced == (False, False, 0)
         assert not jobs_repo.finish(session=s, job_id=job_id, attempt=1, status="failed", reason="stale")
-        assert jobs_repo.heartbeat(session=s, job_id=job_id, attempt=2, lease_seconds=30, progress={"epoch": 2}) == (
-            True, False)  # fmt: skip
+        beat = jobs_repo.heartbeat(session=s, job_id=job_id, attempt=2, lease_seconds=30, progress={"epoch": 2})
+        assert beat == (True, False, 3)  # seq 3: queued, claimed by w1, claimed by w2
         assert jobs_repo.finish(session=s, job_id=job_id, attempt=2, status="succeeded", reason="done")
     with session_scope(database_url) as s:
         job = s.get(Job, job_id)
@@ -79,11 +80,13 @@ def test_metric_writes_are_idempotent(database_url: str) -> None:
              "time": utcnow()} for step in range(1, 4) for name in ("loss", "val_loss")]  # fmt: skip
     for _ in range(2):  # a retried batch
         with session_scope(database_url) as s:
+            metrics_repo.number_metrics(session=s, job_id=job_id, rows=rows)
             metrics_repo.add_metrics(session=s, rows=rows)
     with session_scope(database_url) as s:
         assert metrics_repo.count_metrics(session=s, job_id=job_id) == 6
     overlapping = [{**row, "step": row["step"] + 2} for row in rows]  # steps 3..5: one old, two new
     with session_scope(database_url) as s:
+        metrics_repo.number_metrics(session=s, job_id=job_id, rows=overlapping)
         metrics_repo.add_metrics(session=s, rows=overlapping)
     with session_scope(database_url) as s:
         assert metrics_repo.count_metrics(session=s, job_id=job_id) == 10
@@ -188,7 +191,7 @@ def test_the_reaper_requeues_expired_leases_once(database_url: str) -> None:
 
 def heartbeat_is_fenced(s, job_id: str) -> bool:  # type: ignore[no-untyped-def]
     """The attempt that lost its lease can no longer write."""
-    return jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}) == (False, False)
+    return jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}) == (False, False, 0)
 
 
 def test_the_sweeper_enqueues_waiting_jobs_once_per_grace_period(database_url: str) -> None:

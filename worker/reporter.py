@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.db import patiently, session_scope
+from core.repository import events as events_repo
 from core.repository import jobs as jobs_repo
 from core.repository import metrics as metrics_repo
 from core.settings import Settings
@@ -111,12 +112,17 @@ class JobReporter(Callback):
             progress = {**self._progress, "epoch": self.epoch, "step": self.batch}
         try:
             with session_scope() as session:
+                # Numbered afresh in every transaction: a failed one gave its numbers back.
+                if metrics:
+                    metrics_repo.number_metrics(session=session, job_id=self.job_id, rows=metrics)
                 metrics_repo.add_metrics(session=session, rows=metrics)
                 for row in checkpoints:
                     metrics_repo.add_checkpoint(session=session, row=row)
-                ours, cancel = jobs_repo.heartbeat(
+                ours, cancel, seq = jobs_repo.heartbeat(
                     session=session, job_id=self.job_id, attempt=self.attempt,
                     lease_seconds=self.settings.lease_seconds, progress=progress)  # fmt: skip
+                if ours:  # the streams show progress too: every beat is news, delivered at commit
+                    events_repo.notify(session=session, job_id=self.job_id, seq=seq)
         except SQLAlchemyError as exc:
             self._error = exc
             log.warning("job %s attempt %s: database unavailable, keeping %d rows: %s", self.job_id, self.attempt,

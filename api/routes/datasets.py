@@ -4,24 +4,19 @@ that would take the tenant past `storage_quota_bytes`, is refused with 413."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
 
-from api import quota
-from api.deps import CurrentTenant, SessionDep, SettingsDep
+from api.deps import CurrentTenant, SessionDep, SettingsDep, ShortTenant
 from api.errors import ApiError, responses, unprocessable
 from api.schemas import DatasetPublic, DatasetsPublic
-from core.datasets import DatasetError, builtin_catalogue, parse_csv, parse_npz
+from api.uploads import store_upload
+from core.datasets import builtin_catalogue
 from core.repository import datasets as datasets_repo
-from core.storage import upload_path
-from core.tables import Dataset, new_id
+from core.tables import Dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 429, 503))
-CHUNK = 1 << 20
 
 
 def to_public(row: Dataset) -> DatasetPublic:
@@ -32,54 +27,26 @@ def to_public(row: Dataset) -> DatasetPublic:
                          size_bytes=row.size_bytes, created_at=row.created_at)  # fmt: skip
 
 
-async def read_limited(upload: UploadFile, limit: int, refusal: Exception | None = None) -> bytes:
-    chunks, size = [], 0
-    while chunk := await upload.read(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise refusal or ApiError(413, f"the file is larger than the upload limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, responses=responses(400, 413))
 async def upload_dataset(
-    session: SessionDep,
-    tenant: CurrentTenant,
+    request: Request,
+    tenant: ShortTenant,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (arrays x, y) file")],
     name: Annotated[str | None, Form(max_length=200)] = None,
     target: Annotated[str | None, Form(max_length=200, description="CSV column to predict; default the last")] = None,
     task: Annotated[Literal["classification", "regression"] | None, Form()] = None,
 ) -> DatasetPublic:
+    """Stored in chunks, parsed in a process of its own, its row written under the tenant's lock
+    (api/uploads.py): nothing of it runs on the event loop. The body was cut off at the upload
+    limit by BodyLimit before it was parsed."""
     filename = file.filename or ""
     fmt = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if fmt not in ("csv", "npz"):
         raise unprocessable(f"the file must be .csv or .npz, got {filename!r}", ("body", "file"))
-    # The body itself was cut off at the upload limit by BodyLimit before it was parsed.
-    used = await run_in_threadpool(quota.stored_bytes, session, tenant.id)
-    left = settings.storage_quota_bytes - used
-    if left < settings.upload_max_bytes:
-        data = await read_limited(file, max(left, 0), quota.storage_refusal(settings, used))
-    else:
-        data = await read_limited(file, settings.upload_max_bytes)
-    parse = parse_csv if fmt == "csv" else parse_npz
-    try:
-        kwargs = {"target": target} if fmt == "csv" else {}
-        ds = await run_in_threadpool(lambda: parse(data, task=task, name=name or filename, **kwargs))  # type: ignore[operator]
-    except DatasetError as exc:
-        raise unprocessable(str(exc), ("body", "file")) from exc
-    dataset_id = new_id("ds")
-    path = upload_path(settings.artifacts_dir, dataset_id, fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    description = {**ds.describe(), "info": ds.info().model_dump(mode="json")}
-    column = ds.target_name  # the CSV column used (the last one when none was named)
-    row = datasets_repo.add_dataset(session=session, dataset=Dataset(
-        id=dataset_id, tenant_id=tenant.id, name=(name or filename)[:200], format=fmt, size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(), target=column, task=ds.task, description=description))  # fmt: skip
+    row = await store_upload(pool=request.app.state.parse_pool, settings=settings, tenant_id=tenant.id,
+                             source=file.file, fmt=fmt, name=name or filename, target=target if fmt == "csv" else None,
+                             task=task)  # fmt: skip
     return to_public(row)
 
 

@@ -1,45 +1,23 @@
-"""/v1/jobs: submit, list, read, metrics, events, cancel, checkpoints."""
+"""/v1/jobs: submit, list, read, metrics, cancel, checkpoints (events: api/routes/events.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
-from sqlalchemy.exc import DBAPIError
 
 from api.deps import CurrentTenant, SessionDep
 from api.errors import ApiError, responses
-from api.schemas import CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricPoint, MetricsPublic, Progress
+from api.schemas import CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricsPublic
 from api.submit import submit_job
-from core.db import session_scope, unreachable
+from api.views import to_point, to_public
 from core.repository import jobs as jobs_repo
 from core.repository import metrics as metrics_repo
 from core.spec import JobSpec
-from core.tables import TERMINAL, Job, Metric, Tenant
+from core.tables import TERMINAL, Job, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503))
 Status = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
-
-
-def to_public(job: Job) -> JobPublic:
-    return JobPublic(
-        id=job.id, name=job.name, status=job.status, reason=job.reason, attempt=job.attempt,  # type: ignore[arg-type]
-        progress=Progress(epoch=job.epoch, epochs=job.epochs, step=job.step, steps=job.steps),
-        metrics=job.latest_metrics or {}, test_metrics=job.test_metrics or {}, parameters=job.parameters,
-        estimated_memory_bytes=job.estimated_memory_bytes, device=job.device, cancel_requested=job.cancel_requested,
-        created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
-        spec=JobSpec.model_validate(job.spec),
-    )  # fmt: skip
-
-
-def to_point(row: Metric) -> MetricPoint:
-    return MetricPoint(step=row.step, epoch=row.epoch, name=row.name, value=row.value, attempt=row.attempt,
-                       time=row.time)  # fmt: skip
 
 
 def owned_job(session: SessionDep, tenant: Tenant, job_id: str) -> Job:
@@ -89,13 +67,19 @@ def get_metrics(
     tenant: CurrentTenant,
     job_id: str,
     name: Annotated[str | None, Query(max_length=64)] = None,
-    since_step: Annotated[int | None, Query(ge=-1)] = None,
+    after: Annotated[int, Query(ge=0, description="the cursor: points numbered (seq) above it")] = 0,
+    since_step: Annotated[int | None, Query(ge=-1, description="only points of later steps (a filter)")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> MetricsPublic:
+    """The job's points in sequence order, a page at a time: pass `next` as `after` for the next
+    page (`has_more` says whether the page was full). Points of one step never straddle a page
+    boundary unseen, since the cursor is the point's own number, not its step."""
     owned_job(session, tenant, job_id)
-    rows = metrics_repo.list_metrics(session=session, job_id=job_id, name=name, since_step=since_step, limit=limit)
+    rows = metrics_repo.list_metrics(session=session, job_id=job_id, name=name, after=after, since_step=since_step,
+                                     limit=limit)  # fmt: skip
     points = [to_point(r) for r in rows]
-    return MetricsPublic(data=points, count=len(points))
+    return MetricsPublic(data=points, count=len(points), next=points[-1].seq if points else after,
+                         has_more=len(points) == limit)  # fmt: skip
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(404, 409))
@@ -113,45 +97,3 @@ def list_checkpoints(session: SessionDep, tenant: CurrentTenant, job_id: str) ->
     data = [CheckpointPublic(epoch=r.epoch, attempt=r.attempt, sha256=r.sha256, metrics=r.metrics,
                              created_at=r.created_at) for r in rows]  # fmt: skip
     return CheckpointsPublic(data=data, count=len(data))
-
-
-def _snapshot(tenant_id: str, job_id: str, since_step: int) -> tuple[JobPublic | None, list[MetricPoint]]:
-    with session_scope() as session:
-        job = jobs_repo.get_job(session=session, tenant_id=tenant_id, job_id=job_id)
-        if job is None:
-            return None, []
-        rows = metrics_repo.list_metrics(session=session, job_id=job_id, name=None, since_step=since_step, limit=5000)
-        return to_public(job), [to_point(r) for r in rows]
-
-
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses=responses(404))
-def stream_events(session: SessionDep, tenant: CurrentTenant, job_id: str) -> StreamingResponse:
-    """Server-sent events: `status` when the job changes, `metric` for each new point; ends when the job does."""
-    owned_job(session, tenant, job_id)
-    tenant_id = tenant.id
-
-    async def events() -> AsyncIterator[str]:
-        last_status, since = "", -1
-        while True:
-            try:
-                job, points = await run_in_threadpool(_snapshot, tenant_id, job_id, since)
-            except DBAPIError as exc:  # the database is down for a while: the stream waits, it does not end
-                if not unreachable(exc):
-                    raise
-                yield ": the database is unreachable; waiting\n\n"
-                await asyncio.sleep(1.0)
-                continue
-            if job is None:
-                return
-            for point in points:
-                since = max(since, point.step)
-                yield f"event: metric\ndata: {point.model_dump_json()}\n\n"
-            state = json.dumps([job.status, job.progress.model_dump(), job.reason])
-            if state != last_status:
-                last_status = state
-                yield f"event: status\ndata: {job.model_dump_json(exclude={'spec'})}\n\n"
-            if job.status in TERMINAL:
-                return
-            await asyncio.sleep(0.5)
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.tables import TERMINAL, ApiKey, Job, utcnow
+from core.repository import events as events_repo
+from core.repository.events import CHANGED
+from core.tables import TERMINAL, ApiKey, Job, JobEvent, utcnow
 
 
 def status_for_key(*, connection: Connection, key_hash: str, job_id: str) -> tuple[bool, str | None]:
@@ -26,7 +28,12 @@ def status_for_key(*, connection: Connection, key_hash: str, job_id: str) -> tup
 
 
 def create_job(*, session: Session, job: Job) -> Job:
+    """A new job and the first event of its sequence: its status (queued)."""
+    job.seq = 1
     session.add(job)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, seq=1, status=job.status, reason=job.reason, attempt=job.attempt,
+                         time=job.created_at))  # fmt: skip
     session.flush()
     return job
 
@@ -56,9 +63,17 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     done = session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_(("queued", "preempted")))
-        .values(status="cancelled", reason="cancelled before it started", finished_at=now, cancel_requested=True)
-    )
-    if done.rowcount == 0:  # type: ignore[attr-defined]
+        .values(
+            status="cancelled",
+            reason="cancelled before it started",
+            finished_at=now,
+            cancel_requested=True,
+            seq=Job.seq + 1,
+        )
+        .returning(*CHANGED)
+    ).all()
+    events_repo.record_status(session=session, changed=done)
+    if not done:
         session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True))
     session.flush()
     session.refresh(job)
@@ -82,7 +97,7 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, ma
         or_(Job.status.in_(("queued", "preempted")), and_(Job.status == "running", Job.lease_expires_at < now)),
     )
     within = Job.attempt - Job.preemptions < max_attempts
-    result = session.execute(
+    claimed = session.execute(
         update(Job)
         .where(claimable, within)
         .values(
@@ -93,12 +108,15 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, ma
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=func.coalesce(Job.started_at, now),
             reason=None,
+            seq=Job.seq + 1,
         )
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(*CHANGED)
+    ).all()
+    events_repo.record_status(session=session, changed=claimed)
+    if len(claimed) != 1:
         # Over the limit: the job fails here, never loops. The last reason, or a running job's lapsed lease.
         last = func.coalesce(Job.reason, literal(DIED))  # a running job's reason is None unless its death is known
-        session.execute(
+        failed = session.execute(
             update(Job)
             .where(claimable, ~within)
             .values(
@@ -107,30 +125,33 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, ma
                 finished_at=now,
                 lease_owner=None,
                 lease_expires_at=None,
+                seq=Job.seq + 1,
             )
-        )
+            .returning(*CHANGED)
+        ).all()
+        events_repo.record_status(session=session, changed=failed)
         return None
     return session.get(Job, job_id, populate_existing=True)
 
 
 def heartbeat(*, session: Session, job_id: str, attempt: int, lease_seconds: float,
-              progress: dict[str, Any]) -> tuple[bool, bool]:  # fmt: skip
-    """Renew the lease and record progress; returns (still ours, cancel requested)."""
+              progress: dict[str, Any]) -> tuple[bool, bool, int]:  # fmt: skip
+    """Renew the lease and record progress; returns (still ours, cancel requested, the job's seq; 0 if not ours)."""
     now = utcnow()
     row = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
         .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds), **progress)
-        .returning(Job.cancel_requested)
+        .returning(Job.cancel_requested, Job.seq)
     ).first()
-    return (False, False) if row is None else (True, bool(row[0]))
+    return (False, False, 0) if row is None else (True, bool(row[0]), int(row[1]))
 
 
 def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: str,
            values: dict[str, Any] | None = None) -> bool:  # fmt: skip
     """Write a terminal status; False if this attempt no longer owns the job."""
     assert status in TERMINAL  # noqa: S101 - callers pass constants
-    result = session.execute(
+    changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
         .values(
@@ -139,23 +160,33 @@ def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: 
             finished_at=utcnow(),
             lease_owner=None,
             lease_expires_at=None,
+            seq=Job.seq + 1,
             **(values or {}),
         )
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+        .returning(*CHANGED)
+    ).all()
+    events_repo.record_status(session=session, changed=changed)
+    return len(changed) == 1
 
 
 def preempt(*, session: Session, job_id: str, attempt: int, reason: str) -> bool:
     """This attempt was stopped by its worker's shutdown: the job waits to be enqueued again, and
     the attempt is not counted toward max_attempts. False if the attempt no longer owns the job."""
-    result = session.execute(
+    changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
         .values(
-            status="preempted", reason=reason, preemptions=Job.preemptions + 1, lease_owner=None, lease_expires_at=None
+            status="preempted",
+            reason=reason,
+            preemptions=Job.preemptions + 1,
+            lease_owner=None,
+            lease_expires_at=None,
+            seq=Job.seq + 1,
         )
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+        .returning(*CHANGED)
+    ).all()
+    events_repo.record_status(session=session, changed=changed)
+    return len(changed) == 1
 
 
 def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
@@ -167,12 +198,20 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
     ).all()
     reaped = []
     for job_id in ids:
-        result = session.execute(
+        changed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
-            .values(status="queued", reason=func.coalesce(Job.reason, DIED), lease_owner=None, lease_expires_at=None)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+            .values(
+                status="queued",
+                reason=func.coalesce(Job.reason, DIED),
+                lease_owner=None,
+                lease_expires_at=None,
+                seq=Job.seq + 1,
+            )
+            .returning(*CHANGED)
+        ).all()
+        events_repo.record_status(session=session, changed=changed)
+        if changed:
             reaped.append(job_id)
     return reaped
 

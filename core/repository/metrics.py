@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.repository import events as events_repo
 from core.tables import Checkpoint, Metric
 
 
@@ -23,12 +24,12 @@ def _insert_ignore(session: Session, table: Any) -> Insert:
 # PostgreSQL, when a batch turns out to repeat points: the columns sent as arrays, unnested
 # server-side, conflicts ignored.
 _PG_BATCH = text(
-    "INSERT INTO metric (job_id, attempt, step, epoch, name, value, time) "
+    "INSERT INTO metric (job_id, attempt, step, epoch, name, value, time, seq) "
     "SELECT * FROM unnest(CAST(:job_id AS varchar[]), CAST(:attempt AS int[]), CAST(:step AS int[]), "
-    "CAST(:epoch AS int[]), CAST(:name AS varchar[]), CAST(:value AS float8[]), CAST(:time AS timestamptz[])) "
-    "ON CONFLICT DO NOTHING"
+    "CAST(:epoch AS int[]), CAST(:name AS varchar[]), CAST(:value AS float8[]), CAST(:time AS timestamptz[]), "
+    "CAST(:seq AS bigint[])) ON CONFLICT DO NOTHING"
 )
-_COLUMNS = ("job_id", "attempt", "step", "epoch", "name", "value", "time")
+_COLUMNS = ("job_id", "attempt", "step", "epoch", "name", "value", "time", "seq")
 _COPY = f"COPY metric ({', '.join(_COLUMNS)}) FROM STDIN"
 
 
@@ -40,7 +41,8 @@ def _copy(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def add_metrics(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows carry job_id, attempt, step, epoch, name, value, time; written in one batch.
+    """Rows carry job_id, attempt, step, epoch, name, value, time and seq (see
+    `number_metrics`); written in one batch.
 
     On PostgreSQL a batch goes in by COPY, twice as fast as any INSERT here; a batch that repeats
     a point (a retried write, a resumed attempt) fails that COPY inside a savepoint and is written
@@ -60,18 +62,28 @@ def add_metrics(*, session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(_PG_BATCH, {column: [row[column] for row in rows] for column in _COLUMNS})
 
 
+def number_metrics(*, session: Session, job_id: str, rows: Sequence[dict[str, Any]]) -> int:
+    """Give one job's new rows the next numbers of its event sequence, in order; returns the last
+    (the job's cursor). A row that turns out to repeat a point leaves a gap, which is harmless."""
+    top = events_repo.allocate(session=session, job_id=job_id, count=len(rows))
+    for offset, row in enumerate(rows, start=top - len(rows) + 1):
+        row["seq"] = offset
+    return top
+
+
 def add_checkpoint(*, session: Session, row: dict[str, Any]) -> None:
     session.execute(_insert_ignore(session, Checkpoint), [row])
 
 
-def list_metrics(*, session: Session, job_id: str, name: str | None, since_step: int | None,
-                 limit: int) -> list[Metric]:  # fmt: skip
-    query = select(Metric).where(Metric.job_id == job_id)
+def list_metrics(*, session: Session, job_id: str, name: str | None = None, after: int = 0,
+                 since_step: int | None = None, limit: int = 10_000) -> list[Metric]:  # fmt: skip
+    """A page of the job's points in sequence order, after the cursor `after` (a seq)."""
+    query = select(Metric).where(Metric.job_id == job_id, Metric.seq > after)
     if name is not None:
         query = query.where(Metric.name == name)
     if since_step is not None:
         query = query.where(Metric.step > since_step)
-    return list(session.scalars(query.order_by(Metric.step, Metric.name).limit(limit)))
+    return list(session.scalars(query.order_by(Metric.seq).limit(limit)))
 
 
 def count_metrics(*, session: Session, job_id: str) -> int:

@@ -84,7 +84,8 @@ class Service:
 def _base_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_")}
     env.update(FITSERVE_DATA_DIR=str(data_dir), FITSERVE_UPLOAD_MAX_BYTES=str(UPLOAD_LIMIT),
-               FITSERVE_HEARTBEAT_SECONDS="0.2", PYTHONUNBUFFERED="1")  # fmt: skip
+               FITSERVE_HEARTBEAT_SECONDS="0.2", FITSERVE_STREAM_KEEPALIVE_SECONDS="1",
+               PYTHONUNBUFFERED="1")  # fmt: skip
     return env
 
 

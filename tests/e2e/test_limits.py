@@ -229,6 +229,27 @@ def test_uploads_past_the_storage_quota_are_413(limited: Service) -> None:
         assert client.get("/v1/datasets").json()["count"] == count
 
 
+def test_concurrent_uploads_cannot_pass_the_quota_together(limited: Service) -> None:
+    """Eight uploads of 6,000 bytes at once, room for three: exactly three are stored (the quota is
+    checked again under the tenant's lock), the others are 413s, nothing else."""
+    key = limited.fitserve("keys", "create", "--tenant", "racer")
+    body = b"a,b\n" + b"1,0\n2,1\n" * 749  # 5,996 bytes: three fit in 20,000
+
+    def upload(i: int) -> httpx.Response:
+        return httpx.post(f"{limited.url}/v1/datasets", headers={"Authorization": f"Bearer {key}"},
+                          files={"file": (f"r{i}.csv", body)}, timeout=60)  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(upload, range(8)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] * 3 + [413] * 5, [a.text for a in answers]
+    stored = httpx.get(f"{limited.url}/v1/datasets", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert sum(d["source"] == "uploaded" for d in stored) == 3
+    files = {p.name for p in (limited.data_dir / "artifacts" / "datasets").iterdir()}
+    assert {f"{d['id']}.csv" for d in stored if d["id"]} <= files
+    assert not any(name.endswith(".tmp") for name in files), "a refused upload left its file"
+
+
 def test_a_json_body_over_the_request_limit_is_413(limited: Service) -> None:
     spec = small_spec()
     spec["name"] = "x"

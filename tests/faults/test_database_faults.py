@@ -5,6 +5,7 @@ worker` and `fitserve api` processes on it, and the shared Redis on a queue of t
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import wait_for
+from tests.e2e.sse import entries, stream
 from tests.faults.conftest import FaultService, fault_service, shared_redis_queue
 from tests.faults.postgres import PrivatePostgres, binaries
 from tests.helpers import digits_mlp
@@ -66,6 +68,7 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     long, short = shaky.submit(epochs=60), shaky.submit(epochs=6)
     before = {job: shaky.until(job, lambda r: r["status"] == "running" and r["epoch"] >= 1) for job in (long, short)}
     training = [int(row["lease_owner"].split(":")[1]) for row in before.values()]  # host:pid:task
+    watcher = Watcher(shaky, long)  # a live stream of the long job, open across the outage
     at_stop = shaky.row(long)["epoch"]  # the last progress written before the outage
     shaky.database.dispose()  # type: ignore[union-attr]  # the test's own pool dies with the server too
     database.stop()
@@ -96,6 +99,31 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     print(f"the short job's last point was taken {back_wall - last_point:.1f} s before the restart and its "
           f"outcome written {finished - back_wall:.1f} s after it")  # fmt: skip
     assert "database unavailable, keeping" in shaky.tail(400)
+    watcher.join(60)
+    streamed = [e for e in watcher.entries if e["kind"] == "metric"]
+    written = shaky.sql("SELECT seq FROM metric WHERE job_id = :j ORDER BY seq", j=long)
+    assert [e["seq"] for e in streamed] == [seq for (seq,) in written], "the stream lost or repeated points"
+    assert watcher.entries[-1]["status"] == "succeeded" and "the database is unreachable; waiting" in watcher.comments
+
+
+class Watcher(threading.Thread):
+    """Reads a job's event stream to its end, keeping its entries and comments."""
+
+    def __init__(self, service: FaultService, job_id: str) -> None:
+        super().__init__(daemon=True)
+        self.service, self.job_id = service, job_id
+        self.entries: list[dict[str, Any]] = []
+        self.comments: set[str] = set()
+        self.open = threading.Event()
+        self.start()
+        assert self.open.wait(30), "the stream did not open"
+
+    def run(self) -> None:
+        with self.service.client() as client:
+            for event in stream(client, self.job_id):
+                self.open.set()
+                self.comments.update(event.comments)
+                self.entries += entries([event])
 
 
 def _every_point_written_once(service: FaultService, job_id: str, epochs: int, steps: int) -> None:
