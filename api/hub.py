@@ -37,6 +37,8 @@ from core.tables import TERMINAL, Job
 
 log = logging.getLogger("fitserve.hub")
 KEEP = 4096  # events a feed keeps in memory
+SLICE = 20  # streams woken per turn of the event loop
+_FANOUTS: set[asyncio.Task[None]] = set()  # wakes in progress (the loop keeps only weak references)
 PAGE = 2000  # events read at once
 SAFETY_POLL_SECONDS = 5.0
 
@@ -64,7 +66,7 @@ class Feed:
     unreachable: bool = False  # the last read found the database down
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # read now
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # the first read is done
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
     def after(self, cursor: int) -> list[Frame] | None:
@@ -95,16 +97,34 @@ class Feed:
         """The state last read is terminal."""
         return self.state is not None and self.state.status in TERMINAL
 
-    def wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+    def changed(self) -> asyncio.Future[None]:
+        """A future done at the feed's next news (or the hub's keepalive tick). A plain future: a
+        timer per wait (wait_for) was the costliest part of a stream's step."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
 
-    async def changed(self, timeout: float) -> bool:
-        """Wait for news; False after `timeout` seconds without any."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-            return True
-        return False
+    def wake(self) -> None:
+        """Wake the streams, a slice per turn of the event loop: a thousand streams woken at once
+        would keep every other request waiting until the last had sent its events."""
+        waiters, self._waiters = self._waiters, []
+        _release(waiters[:SLICE])
+        if len(waiters) > SLICE:
+            task = asyncio.create_task(_release_in_slices(waiters[SLICE:]))
+            _FANOUTS.add(task)
+            task.add_done_callback(_FANOUTS.discard)
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # a stream gone meanwhile left its future cancelled
+            waiter.set_result(None)
+
+
+async def _release_in_slices(waiters: list[asyncio.Future[None]]) -> None:
+    for start in range(0, len(waiters), SLICE):
+        await asyncio.sleep(0)  # let the loop poll its sockets between slices
+        _release(waiters[start : start + SLICE])
 
 
 STATE_COLUMNS = [c for c in Job.__table__.c if c.name != "spec"]
@@ -150,6 +170,7 @@ class Hub:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         url = self.settings.database_url
+        self._tasks.append(asyncio.create_task(self._tick(self.settings.stream_keepalive_seconds / 2)))
         if url.startswith("postgresql"):
             self._tasks.append(asyncio.create_task(self._listen(url)))
             self._tasks.append(asyncio.create_task(self._poll(SAFETY_POLL_SECONDS)))
@@ -236,6 +257,13 @@ class Hub:
             feed.publish(events, state, newest if full else max(newest, seen))
             if full or newest > seen:  # more to read, or the row is older than its events: read on
                 feed.poke.set()
+
+    async def _tick(self, interval: float) -> None:
+        """Wake every feed now and then, so quiet streams can send their keepalive comment."""
+        while True:
+            await asyncio.sleep(interval)
+            for feed in list(self.feeds.values()):
+                feed.wake()
 
     async def _poll(self, interval: float) -> None:
         """Poke every feed whose job has news; one query for all watched jobs."""

@@ -10,6 +10,7 @@ final `job` event. A comment every `keepalive` seconds keeps proxies from closin
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -56,7 +57,7 @@ async def pending(hub: Hub, feed: Feed, cursor: int) -> list[Frame]:
 async def follow(hub: Hub, job_id: str, cursor: int, keepalive: float) -> AsyncIterator[str]:
     async with hub.watch(job_id) as feed:
         yield f"retry: {RETRY_MILLISECONDS}\n\n" + (job_frame(feed, cursor) if feed.state_json else "")
-        version = feed.version
+        version, quiet_since = feed.version, time.monotonic()
         while True:
             try:
                 frames = await pending(hub, feed, cursor)
@@ -84,11 +85,14 @@ async def follow(hub: Hub, job_id: str, cursor: int, keepalive: float) -> AsyncI
                 version = feed.version
             if out:
                 yield "".join(out)
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= keepalive:
+                yield KEEPALIVE
+                quiet_since = time.monotonic()
             if frames and not held:
                 continue  # a page from the database: more may follow at once
             if feed.ended and feed.state is not None and cursor >= feed.state.seq:
                 return  # a cursor already past the job's end
             if feed.unreachable:
                 yield WAITING
-            if not await feed.changed(keepalive):
-                yield KEEPALIVE
+            await feed.changed()  # news, or the hub's tick (every half keepalive)

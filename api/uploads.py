@@ -4,8 +4,9 @@ spooled to a temporary file by Starlette; a thread copies it, in chunks, to the 
 under the tenant's lock, quota checked again, so concurrent uploads cannot pass it together.
 
 Parsing runs in `upload_parse_processes` processes of its own (spawned: they import only
-core.datasets): a CSV parser is Python code that would hold the API's GIL for seconds, and a
-hostile file that exhausts memory takes a parse process down, not the API.
+core.datasets; at a lower priority, so requests come first): a CSV parser is Python code that would
+hold the API's GIL for seconds, and a hostile file that exhausts memory takes a parse process
+down, not the API.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from core.repository import datasets as datasets_repo
 from core.settings import Settings
 from core.storage import upload_path
 from core.tables import Dataset, new_id
-from core.uploads import TooLarge, describe_file, save
+from core.uploads import TooLarge, describe_file, lower_priority, save
 
 log = logging.getLogger("fitserve.api")
 
@@ -44,7 +45,8 @@ class ParsePool:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=lower_priority)  # fmt: skip
         return self._executor
 
     async def describe(self, path: Path, fmt: str, target: str | None, task: Task | None, name: str) -> dict[str, Any]:

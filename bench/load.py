@@ -17,7 +17,6 @@ and the API processes' peak RSS (sampled every 0.2 s; the upload parse processes
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -28,15 +27,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psycopg
 
+from bench.load_clients import NICE
 from bench.service_latency import ROOT, pct, service, wait_done
 from tests.e2e.conftest import Service
 
@@ -103,14 +101,15 @@ def rss(pid: int) -> int:
     return int(line.split()[1]) * 1024
 
 
-def clients(mode: str, svc: Service, job: str, total: int, procs: int, deadline: float,
-            tmp: Path) -> list[tuple[subprocess.Popen[str], Path]]:  # fmt: skip
+def clients(mode: str, svc: Service, job: str, total: int, procs: int, deadline: float, tmp: Path,
+            stdin: bool = False) -> list[tuple[subprocess.Popen[str], Path]]:  # fmt: skip
     started = []
     for i in range(procs):
         n = total // procs + (i < total % procs)
         out = tmp / f"{mode}-{i}.json"
         cmd = [sys.executable, str(CLIENTS), mode, svc.url, svc.keys["a"], job, str(n), str(deadline), str(out)]
-        started.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True), out))  # noqa: S603
+        pipe = subprocess.PIPE if stdin else None
+        started.append((subprocess.Popen(cmd, stdin=pipe, stdout=subprocess.PIPE, text=True), out))  # noqa: S603
     return started
 
 
@@ -126,16 +125,6 @@ def finished(started: list[tuple[subprocess.Popen[str], Path]], timeout: float) 
         proc.wait(timeout)
         results.append(json.loads(out.read_text()))
     return results
-
-
-def csv_upload(mib: float, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    rows = max(10, int(mib * 2**20 / (20 * 9)))
-    x = rng.normal(size=(rows, 20)).round(5)
-    buf = io.StringIO()
-    np.savetxt(buf, np.column_stack([x, (x[:, 0] > 0).astype(int)]), delimiter=",", fmt="%.5f",
-               header=",".join([f"f{i}" for i in range(20)] + ["label"]), comments="")  # fmt: skip
-    return buf.getvalue().encode()
 
 
 def database_rows(db_url: str, job: str) -> tuple[list[int], list[int]]:
@@ -168,8 +157,9 @@ class Observed:
     polled: dict[str, int] = field(default_factory=dict)
     opened: tuple[int, float] = (0, 0.0)
     streams: list[dict[str, Any]] = field(default_factory=list)
-    uploads: list[int] = field(default_factory=list)
+    uploads: list[int | str] = field(default_factory=list)
     upload_seconds: float = 0.0
+    upload_bytes: int = 0
     rows: tuple[list[int], list[int]] = ([], [])
 
 
@@ -183,7 +173,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> Observed:
         model = client.post("/v1/jobs", json=spec | {"fit": spec["fit"] | {"epochs": 2}}).json()["id"]
         wait_done(client, model)
         # Batches of 4 with a step loss every 60 steps: an epoch of about 16 rows every second or so.
-        long = spec | {"fit": spec["fit"] | {"epochs": 100_000, "batch_size": 4, "log_every_steps": 60}}
+        long = spec | {"fit": spec["fit"] | {"epochs": 10_000, "batch_size": 4, "log_every_steps": 60}}
         job = client.post("/v1/jobs", json=long).json()["id"]
         while client.get(f"/v1/jobs/{job}").json()["status"] != "running":
             time.sleep(0.1)
@@ -203,12 +193,14 @@ def run_backend(backend: str, args: argparse.Namespace) -> Observed:
         watchers = clients("watch", svc, job, args.watchers, args.watcher_procs, end, Path(tmp))
         seen.opened = opened(watchers)
         measure(seen.probes, "watched", args.seconds / 4)
-        files = [(f"u{i}.csv", csv_upload(args.upload_mib, i)) for i in range(args.uploads)]
-        seen.probes[0].phase, t = "uploads", time.perf_counter()
-        with ThreadPoolExecutor(args.uploads) as pool:
-            seen.uploads = list(pool.map(lambda f: httpx.post(f"{svc.url}/v1/datasets", headers=auth, timeout=300,
-                                                              files={"file": f}).status_code, files))  # fmt: skip
-        seen.upload_seconds, seen.probes[0].phase = time.perf_counter() - t, ""
+        uploads = clients("upload", svc, str(args.upload_mib), args.uploads, 1, end, Path(tmp), stdin=True)
+        opened(uploads)  # the files are made: now send them, and probe /healthz meanwhile
+        seen.probes[0].phase = "uploads"
+        uploads[0][0].stdin.write("go\n")  # type: ignore[union-attr]
+        uploads[0][0].stdin.flush()  # type: ignore[union-attr]
+        done = finished(uploads, max(end - time.time(), 1))[0]
+        seen.probes[0].phase = ""
+        seen.uploads, seen.upload_seconds, seen.upload_bytes = done["codes"], done["seconds"], done["bytes"]
         time.sleep(max(0.0, started + args.seconds - time.time()))
         client.post(f"/v1/jobs/{job}/cancel")
         seen.job = wait_done(client, job, timeout=120)
@@ -257,12 +249,13 @@ def report(seen: Observed, args: argparse.Namespace) -> None:
     print(f"  {'':22s} {'no watchers':33s} | {watched:33s} |")
     for p in seen.probes:
         failed = f"  failures {p.failures}" if any(p.failures.values()) else ""
-        print(line(p.name, p.times["base"], p.times["watched"]) + failed)
+        print(line(p.name, p.times.get("base", [0.0]), p.times.get("watched", [0.0])) + failed)
     print(f"  watchers: {seen.opened[0]} of {args.watchers} streams open in {seen.opened[1]:.1f} s over "
           f"{args.watcher_procs} client processes; {check_streams(seen.streams, seen.rows)}")  # fmt: skip
     up = seen.probes[0].times.get("uploads", [0.0])
-    codes = {c: seen.uploads.count(c) for c in sorted(set(seen.uploads))}
-    print(f"  uploads: {args.uploads} x {args.upload_mib:g} MiB CSV at once, with the watchers open: answers "
+    codes = {c: seen.uploads.count(c) for c in sorted(set(seen.uploads), key=str)}
+    print(f"  uploads: {args.uploads} x {seen.upload_bytes / 2**20:.1f} MiB CSV at once (another process), with the "
+          f"watchers open: answers "
           f"{codes} in {seen.upload_seconds:.1f} s; /healthz meanwhile p50 {pct(up, 50):.1f} p99 {pct(up, 99):.1f} "
           f"ms ({len(up)} requests)")  # fmt: skip
     peaks = ", ".join(f"{b / 2**20:.0f} MiB" for b in seen.sampler.peak.values())
@@ -288,7 +281,8 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.watchers + 1024)), hard))
     print(
         f"{os.cpu_count()} cores; {args.watchers} watchers over {args.watcher_procs} processes, {args.pollers} "
-        f"pollers, {args.uploads} uploads of {args.upload_mib:g} MiB, the job watched {args.seconds:.0f} s"
+        f"pollers, {args.uploads} uploads of {args.upload_mib:g} MiB, the job watched {args.seconds:.0f} s; the "
+        f"watcher, poller and uploader processes run at nice {NICE} (they stand in for clients on other machines)"
     )
     for backend in ["embedded", "postgres"] if args.backend == "both" else [args.backend]:
         report(run_backend(backend, args), args)

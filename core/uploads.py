@@ -4,6 +4,7 @@ past its limit), then parsed in a process of its own (see api/uploads.py), never
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +34,14 @@ def save(source: IO[bytes], target: Path, limit: int) -> tuple[int, str]:
         target.unlink(missing_ok=True)
         raise
     return size, digest.hexdigest()
+
+
+PARSE_NICENESS = 5
+
+
+def lower_priority() -> None:
+    """A parse process's initializer: parsing yields the CPU to the API's requests."""
+    os.nice(PARSE_NICENESS)
 
 
 def describe_file(path: str, fmt: str, target: str | None, task: Task | None, name: str) -> dict[str, Any]:

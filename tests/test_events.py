@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, insert, select, text
 
-from api.hub import KEEP, Feed
+from api.hub import KEEP, SLICE, Feed
 from core.db import alembic_config, get_engine, hot_read, session_scope
 from core.repository import events as events_repo
 from core.repository import jobs as jobs_repo
@@ -159,12 +159,13 @@ def test_a_feed_keeps_its_newest_events_and_sends_older_cursors_to_the_database(
         assert feed.floor == 15 and len(feed.frames) == KEEP
         assert feed.after(14) is None
         assert [f.seq for f in feed.after(KEEP + 12) or []] == [KEEP + 13, KEEP + 14, KEEP + 15]
-        waiter = asyncio.create_task(feed.changed(5))
-        await asyncio.sleep(0)
+        waiters = [feed.changed() for _ in range(120)]  # woken in slices, every one of them
+        waiters[3].cancel()  # a stream gone meanwhile
         feed.publish([_event(KEEP + 16, "succeeded")], None, KEEP + 16)
-        assert await waiter is True
+        assert sum(w.done() for w in waiters) == SLICE, "the first slice at once (with the cancelled one)"
+        await asyncio.wait_for(asyncio.gather(*waiters[4:]), 1)
         assert feed.frames[-1].terminal and "event: status" in feed.frames[-1].text
-        assert await feed.changed(0.01) is False
+        assert not feed.changed().done()
 
     asyncio.run(run())
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, status
 
-from api.deps import CurrentTenant, SessionDep, SettingsDep, ShortTenant
+from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep, ShortTenant
 from api.errors import ApiError, responses, unprocessable
 from api.schemas import DatasetPublic, DatasetsPublic
 from api.uploads import store_upload
@@ -16,7 +16,9 @@ from core.datasets import builtin_catalogue
 from core.repository import datasets as datasets_repo
 from core.tables import Dataset
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 429, 503))
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 429, 503), route_class=SessionRoute
+)
 
 
 def to_public(row: Dataset) -> DatasetPublic:

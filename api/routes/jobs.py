@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from api.deps import CurrentTenant, SessionDep
+from api.deps import CurrentTenant, SessionDep, SessionRoute
 from api.errors import ApiError, responses
 from api.schemas import CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricsPublic
 from api.submit import submit_job
@@ -16,7 +16,7 @@ from core.repository import metrics as metrics_repo
 from core.spec import JobSpec
 from core.tables import TERMINAL, Job, Tenant
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503), route_class=SessionRoute)
 Status = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
 
 
