@@ -14,7 +14,9 @@ the traceback, and the next part still runs):
                checkpoint resumed on the CPU and a CPU one on cuda
 4. service     `fitserve up` on a free port in a temp data dir: digits_mlp.json (and a ShallowVGGNet)
                submitted over HTTP, the job's `device`, predict, timings
-5. throughput  bench/train_throughput.py --quick on cuda, then on the CPU
+5. first_metric  submit -> first metric row through `fitserve up`, with the training process forked
+               and warmed up ahead of its job (the default) and without (a CUDA context per job)
+6. throughput  bench/train_throughput.py --quick on cuda, then on the CPU
 
 Without CUDA the cuda runs are skipped (said so) and everything else runs on the CPU.
 
@@ -33,11 +35,13 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +49,9 @@ from worker.training.callbacks import Callback, TrainStart
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-PARTS = ("env", "train", "checkpoints", "service", "throughput")
+PARTS = ("env", "train", "checkpoints", "service", "first_metric", "throughput")
 # seconds per part (throughput: cuda and CPU each); sized so the whole run stays under ~6 minutes
-LIMITS = {"env": 25, "train": 140, "checkpoints": 50, "service": 75, "throughput": 40}
+LIMITS = {"env": 25, "train": 140, "checkpoints": 50, "service": 75, "first_metric": 120, "throughput": 40}
 MODES = ("auto", "fp16", "off")
 # (example, fit overrides (an "epochs" there is a floor), family section overrides, modes on cuda); the CPU runs
 # each once ("auto" is fp32 there)
@@ -453,17 +457,20 @@ def service_job(client: Any, url: str, name: str, body: dict[str, Any], deadline
         print(f"  {name}: predict {attempt}: {answer.status_code} in {took:.0f} ms: {body_text[:400]}")
 
 
-def part_service(args: argparse.Namespace) -> None:
+@contextlib.contextmanager
+def embedded_service(args: argparse.Namespace, deadline: float, settings: dict[str, str],
+                     name: str) -> Iterator[tuple[str, Any]]:  # fmt: skip
+    """`fitserve up` in a temp data dir: (its URL, an httpx client with its key); its log is
+    summarised (and copied to --out as <name>.log) when it stops."""
     import httpx
 
-    deadline = time.monotonic() + args.limit - 12
     data_dir = Path(tempfile.mkdtemp(prefix="fitserve-cuda-check-"))
     port = free_port()
-    env = {**os.environ, "FITSERVE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, "FITSERVE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **settings,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     log_path = data_dir / "service.log"
     cmd = [sys.executable, "-m", "cli.main", "up", "--port", str(port), "--data-dir", str(data_dir)]
-    print(f"starting: {' '.join(cmd)} (FITSERVE_DATA_DIR={data_dir}); log {log_path}")
+    print(f"starting: {' '.join(cmd)} {settings} (FITSERVE_DATA_DIR={data_dir}); log {log_path}")
     started = time.perf_counter()
     with log_path.open("wb") as log:
         up = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)  # noqa: S603
@@ -472,18 +479,41 @@ def part_service(args: argparse.Namespace) -> None:
     try:
         ready = False
         while time.monotonic() < deadline and up.poll() is None:
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200 and (data_dir / "api_key").exists():
                     ready = True
                     break
-            except httpx.HTTPError:
-                pass
             time.sleep(0.2)
         print(f"  service ready: {ready} after {time.perf_counter() - started:.1f}s (exit code {up.poll()})")
         if not ready:
             raise RuntimeError("the service did not become ready")
         key = (data_dir / "api_key").read_text().strip()
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            yield url, client
+    finally:
+        stop(up, "fitserve up")
+        summarise_log(log_path, args, name)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def summarise_log(log_path: Path, args: argparse.Namespace, name: str) -> None:
+    text = log_path.read_text(errors="replace").splitlines()
+    words = ("Traceback", '"ERROR"', '"WARNING"', '"CRITICAL"', "Error", "Exception")
+    flagged = [line for line in text if any(w in line for w in words)]
+    shown = text[-15:] if not flagged else text[-60:]
+    print(f"  service log: {len(text)} lines; {len(flagged)} flagged (warning, error, traceback); "
+          f"the last {len(shown)} lines:")  # fmt: skip
+    print("\n".join(f"    | {line[:400]}" for line in shown))
+    if flagged:
+        print("  flagged lines (first 30):\n" + "\n".join(f"    ! {line[:600]}" for line in flagged[:30]))
+    if args.out:
+        shutil.copy(log_path, args.out / f"{name}.log")
+
+
+def part_service(args: argparse.Namespace) -> None:
+    deadline = time.monotonic() + args.limit - 12
+    try:
+        with embedded_service(args, deadline, {}, "service") as (url, client):
             mlp = json.loads((EXAMPLES / "digits_mlp.json").read_text())
             service_job(client, url, "digits_mlp", mlp, deadline)
             vgg = json.loads((EXAMPLES / "digits_shallow_vggnet.json").read_text())
@@ -491,20 +521,42 @@ def part_service(args: argparse.Namespace) -> None:
             service_job(client, url, "digits_shallow_vggnet (2 epochs, the worker's 2nd job)", vgg, deadline)
     except Exception:
         fail("service")
-    finally:
-        stop(up, "fitserve up")
-        text = log_path.read_text(errors="replace").splitlines()
-        words = ("Traceback", '"ERROR"', '"WARNING"', '"CRITICAL"', "Error", "Exception")
-        flagged = [line for line in text if any(w in line for w in words)]
-        shown = text[-15:] if not flagged else text[-60:]
-        print(f"  service log: {len(text)} lines; {len(flagged)} flagged (warning, error, traceback); "
-              f"the last {len(shown)} lines:")  # fmt: skip
-        print("\n".join(f"    | {line[:400]}" for line in shown))
-        if flagged:
-            print("  flagged lines (first 30):\n" + "\n".join(f"    ! {line[:600]}" for line in flagged[:30]))
-        if args.out:
-            shutil.copy(log_path, args.out / "service.log")
-        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def first_metric(client: Any, url: str, spec: dict[str, Any], deadline: float) -> float:
+    """Seconds from POST /v1/jobs to the job's first metric row (polled every 10 ms); then cancelled."""
+    started = time.perf_counter()
+    job_id = client.post(f"{url}/v1/jobs", json=spec).json()["id"]
+    while not client.get(f"{url}/v1/jobs/{job_id}/metrics", params={"limit": 1}).json()["data"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id}: no metric row")
+        time.sleep(0.01)
+    took = time.perf_counter() - started
+    client.post(f"{url}/v1/jobs/{job_id}/cancel")
+    while client.get(f"{url}/v1/jobs/{job_id}").json()["status"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(0.05)
+    return took
+
+
+def part_first_metric(args: argparse.Namespace) -> None:
+    """Submit -> first metric on the GPU, with the training process forked and warmed ahead of its
+    job (the default) and without (FITSERVE_SPARE_TRAINING_PROCESS=false): a CUDA context per job."""
+    deadline = time.monotonic() + args.limit - 12
+    spec = json.loads((EXAMPLES / "digits_mlp.json").read_text())
+    spec["fit"] |= {"epochs": 200, "log_every_steps": 1}
+    for spare in ("true", "false"):
+        try:
+            with embedded_service(args, deadline, {"FITSERVE_SPARE_TRAINING_PROCESS": spare},
+                                  f"first_metric_spare_{spare}") as (url, client):  # fmt: skip
+                warm = first_metric(client, url, spec, deadline)  # the worker's first job
+                times = [first_metric(client, url, spec, deadline) for _ in range(3)]
+            print(
+                f"  spare training process {spare}: submit -> first metric: first job {warm:.2f} s, then "
+                f"{', '.join(f'{t:.2f}' for t in times)} s (median {statistics.median(times):.2f} s)",
+                flush=True,
+            )
+        except Exception:
+            fail(f"first_metric (spare {spare})")
 
 
 def stop(proc: subprocess.Popen[bytes], what: str) -> None:
@@ -557,9 +609,9 @@ def main() -> None:
 
     if args.part:  # a child: one part, its stacks dumped shortly before the parent's limit
         faulthandler.dump_traceback_later(max(args.limit - 3, 1), exit=False)
-        {"env": part_env, "train": part_train, "checkpoints": part_checkpoints, "service": part_service}[args.part](
-            args
-        )
+        parts = {"env": part_env, "train": part_train, "checkpoints": part_checkpoints, "service": part_service,
+                 "first_metric": part_first_metric}  # fmt: skip
+        parts[args.part](args)
         return
 
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]

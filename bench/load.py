@@ -68,10 +68,12 @@ class Probe(threading.Thread):
 class RssSampler(threading.Thread):
     """Peak RSS of the API processes (and, apart, of their upload parse processes)."""
 
-    def __init__(self, svc: Service, backend: str) -> None:
+    def __init__(self, svc: Service, workers: int) -> None:
         super().__init__(daemon=True)
         root = svc.processes[-1].pid
-        self.api = [root] if backend == "embedded" else children(root)  # uvicorn's supervisor forks workers
+        # With workers, uvicorn's supervisor spawns them (and multiprocessing's resource tracker).
+        self.api = [root] if workers == 1 else [p for p in children(root) if b"resource_tracker" not in
+                                                Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
         self.peak: dict[int, int] = {}
         self.parse_peak: dict[int, int] = {}
         self.stop = threading.Event()
@@ -183,7 +185,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> Observed:
             Probe("/healthz", lambda c: c.get(f"{svc.url}/healthz"), {}),
             Probe("GET /v1/jobs/{id}", lambda c: c.get(f"{svc.url}/v1/jobs/{job}"), auth),
             Probe("predict", lambda c: c.post(f"{svc.url}/v1/models/{model}/predict", json=body), auth),
-        ], RssSampler(svc, backend))  # fmt: skip
+        ], RssSampler(svc, workers))  # fmt: skip
         seen.sampler.start()
         pollers = clients("poll", svc, job, args.pollers, 1, started + args.seconds, Path(tmp))
         opened(pollers)

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     database_patience_seconds: float = Field(
         900.0, gt=0.0, description="a worker waits out a database outage this long before giving up a write"
     )
+    spare_training_process: bool = Field(
+        True,
+        description="fork each job's training process ahead and warm its device up (CUDA: seconds) while "
+        "no job waits; it then holds a device context while idle",
+    )
     broker_poll_seconds: float = Field(0.05, gt=0.0, le=5.0, description="polling of the embedded broker")
     # Operations: logs and /metrics.
     log_format: Literal["json", "text"] = Field("json", description="service logs: one JSON object per line, or text")

@@ -3,8 +3,9 @@
 Training code is imported here, before the pool forks, so a job does not pay for
 importing torch; each forked process makes its own database engine.
 
-Each job trains in a process forked from the pool process (`runner.run_in_child`), so an
-out-of-memory kill ends that attempt, not the worker. Shutdown (SIGTERM to the worker): the main
+Each job trains in a process forked from the pool process (`process.run_in_child`), so an
+out-of-memory kill ends that attempt, not the worker; that process is forked ahead of its job and
+warms the device up while none waits (a CUDA context costs seconds). Shutdown (SIGTERM to the worker): the main
 process passes the signal on to its pool processes, and they to their training process, whose
 running job stops at the next step and is preempted (re-queued, resumed elsewhere from
 its last epoch checkpoint). The main process also runs the reaper/sweeper thread.
@@ -23,7 +24,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 
 from core.queue import TRAIN_TASK, celery_app
 from core.settings import get_settings
-from worker import runner
+from worker import process
 from worker.maintenance import Maintenance
 from worker.reporter import STOPPING
 from worker.training import engine  # noqa: F401 - preloaded before fork
@@ -53,7 +54,7 @@ def train_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     # In the pool process, SIGTERM asks the running job to stop and be preempted (never kills it).
     # Installed here: billiard resets the pool process's handlers after worker_process_init.
     signal.signal(signal.SIGTERM, _stop_requested)
-    return runner.run_in_child(job_id, str(self.request.id))
+    return process.run_in_child(job_id, str(self.request.id))
 
 
 def _children(pid: int) -> list[int]:
@@ -72,6 +73,8 @@ def _stop_requested(*_: Any) -> None:
 @worker_process_init.connect
 def _on_pool_process(**_: Any) -> None:
     STOPPING.clear()  # a fresh pool process, forked from a main process that may be shutting down
+    if get_settings().spare_training_process:
+        process.prepare_spare()  # the first job's training process, warming up before it comes
 
 
 @worker_ready.connect

@@ -4,13 +4,7 @@ reason, unless another attempt owns it."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import os
-import signal
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -152,58 +146,3 @@ def _preempt(job_id: str, attempt: int, reporter: JobReporter) -> str:
     except Exception:
         log.exception("job %s: enqueue after preemption failed; the sweeper will enqueue it", job_id)
     return "preempted"
-
-
-def _die_with_parent() -> None:
-    """The training process gets SIGTERM (and so preempts its job) if the pool process dies."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def run_in_child(job_id: str, task_id: str) -> str:
-    """run_job in a forked child, so a training process killed (out of memory, SIGKILL) does not
-    take its worker down: its lease is expired at once with the reason, and the reaper re-queues
-    the job. SIGTERM to this process is passed on: the job is preempted."""
-    read_end, write_end = os.pipe()
-    host = socket.gethostname()
-    pid = os.fork()
-    if pid == 0:  # the training process
-        code = 1
-        try:
-            os.close(read_end)
-            _die_with_parent()
-            signal.signal(signal.SIGTERM, lambda *_: STOPPING.set())
-            outcome = run_job(job_id, f"{host}:{os.getpid()}:{task_id}")
-            os.write(write_end, outcome.encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-
-    def pass_on(*_: object) -> None:
-        STOPPING.set()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-
-    previous = signal.signal(signal.SIGTERM, pass_on)
-    if STOPPING.is_set():  # a SIGTERM that came before the handler
-        pass_on()
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        with os.fdopen(read_end, "rb") as pipe:
-            outcome = pipe.read().decode()
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        name = signal.Signals(number).name
-        reason = f"the training process was killed by {name}" + (" (out of memory?)" if number == 9 else "")
-
-        def lapse() -> None:
-            with session_scope() as session:
-                jobs_repo.lapse(session=session, job_id=job_id, owner=f"{host}:{pid}:{task_id}", reason=reason)
-
-        patiently(lapse, patience=get_settings().database_patience_seconds, what=f"job {job_id}: lapse")
-        log.warning("job %s: %s; its lease is expired for the reaper", job_id, reason)
-        return "killed"
-    return outcome or "lost"

@@ -216,6 +216,11 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
     return reaped
 
 
+def waiting(*, session: Session, job_id: str) -> bool:
+    """Is the job queued or preempted (waiting for a worker's claim)?"""
+    return session.scalar(select(Job.status).where(Job.id == job_id)) in ("queued", "preempted")
+
+
 def _waiting_since(stale: datetime) -> ColumnElement[bool]:
     return and_(Job.status.in_(("queued", "preempted")), Job.cancel_requested.is_(False), Job.updated_at < stale)
 
