@@ -107,7 +107,7 @@ def _run_until_stepping(job_id: str) -> tuple[threading.Thread, list[str]]:
 def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from worker.reporter import STOPPING
 
-    job_id = _submit(digits_mlp(epochs=3).model_dump(mode="json"))
+    job_id = _submit(digits_mlp(epochs=30).model_dump(mode="json"))  # not over before the stop comes
     thread, outcome = _run_until_stepping(job_id)
     STOPPING.set()
     try:
@@ -121,7 +121,7 @@ def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str,
     monkeypatch.setenv("FITSERVE_MAX_ATTEMPTS", "1")  # the preemption did not use up the only attempt
     get_settings.cache_clear()
     assert run_job(job_id, "w2") == "succeeded"
-    assert (_job(job_id).attempt, _job(job_id).reason) == (2, "completed 3 epochs")
+    assert (_job(job_id).attempt, _job(job_id).reason) == (2, "completed 30 epochs")
 
 
 def test_a_job_past_its_time_limit_fails(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]

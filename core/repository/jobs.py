@@ -57,22 +57,26 @@ def list_jobs(
     return list(rows), int(count)
 
 
+def _transition(session: Session, *where: ColumnElement[bool], **values: Any) -> list[Any]:
+    """A status change: one conditional UPDATE that also numbers it in the job's event sequence,
+    then the change logged (and notified). Returns the rows changed: none if the condition failed."""
+    changed = session.execute(update(Job).where(*where).values(**values, seq=Job.seq + 1).returning(*CHANGED)).all()
+    events_repo.record_status(session=session, changed=changed)
+    return list(changed)
+
+
 def request_cancel(*, session: Session, job: Job) -> Job:
     """A queued job is cancelled at once; a running one is flagged and its worker stops it."""
     now = utcnow()
-    done = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status.in_(("queued", "preempted")))
-        .values(
-            status="cancelled",
-            reason="cancelled before it started",
-            finished_at=now,
-            cancel_requested=True,
-            seq=Job.seq + 1,
-        )
-        .returning(*CHANGED)
-    ).all()
-    events_repo.record_status(session=session, changed=done)
+    done = _transition(
+        session,
+        Job.id == job.id,
+        Job.status.in_(("queued", "preempted")),
+        status="cancelled",
+        reason="cancelled before it started",
+        finished_at=now,
+        cancel_requested=True,
+    )
     if not done:
         session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True))
     session.flush()
@@ -97,39 +101,31 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, ma
         or_(Job.status.in_(("queued", "preempted")), and_(Job.status == "running", Job.lease_expires_at < now)),
     )
     within = Job.attempt - Job.preemptions < max_attempts
-    claimed = session.execute(
-        update(Job)
-        .where(claimable, within)
-        .values(
-            status="running",
-            attempt=Job.attempt + 1,
-            lease_owner=owner,
-            heartbeat_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=func.coalesce(Job.started_at, now),
-            reason=None,
-            seq=Job.seq + 1,
-        )
-        .returning(*CHANGED)
-    ).all()
-    events_repo.record_status(session=session, changed=claimed)
+    claimed = _transition(
+        session,
+        claimable,
+        within,
+        status="running",
+        attempt=Job.attempt + 1,
+        lease_owner=owner,
+        heartbeat_at=now,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        started_at=func.coalesce(Job.started_at, now),
+        reason=None,
+    )
     if len(claimed) != 1:
         # Over the limit: the job fails here, never loops. The last reason, or a running job's lapsed lease.
         last = func.coalesce(Job.reason, literal(DIED))  # a running job's reason is None unless its death is known
-        failed = session.execute(
-            update(Job)
-            .where(claimable, ~within)
-            .values(
-                status="failed",
-                reason=literal(f"gave up after {max_attempts} attempts: ") + last,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                seq=Job.seq + 1,
-            )
-            .returning(*CHANGED)
-        ).all()
-        events_repo.record_status(session=session, changed=failed)
+        _transition(
+            session,
+            claimable,
+            ~within,
+            status="failed",
+            reason=literal(f"gave up after {max_attempts} attempts: ") + last,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
         return None
     return session.get(Job, job_id, populate_existing=True)
 
@@ -151,41 +147,35 @@ def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: 
            values: dict[str, Any] | None = None) -> bool:  # fmt: skip
     """Write a terminal status; False if this attempt no longer owns the job."""
     assert status in TERMINAL  # noqa: S101 - callers pass constants
-    changed = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
-        .values(
-            status=status,
-            reason=reason,
-            finished_at=utcnow(),
-            lease_owner=None,
-            lease_expires_at=None,
-            seq=Job.seq + 1,
-            **(values or {}),
-        )
-        .returning(*CHANGED)
-    ).all()
-    events_repo.record_status(session=session, changed=changed)
+    changed = _transition(
+        session,
+        Job.id == job_id,
+        Job.attempt == attempt,
+        Job.status == "running",
+        status=status,
+        reason=reason,
+        finished_at=utcnow(),
+        lease_owner=None,
+        lease_expires_at=None,
+        **(values or {}),
+    )
     return len(changed) == 1
 
 
 def preempt(*, session: Session, job_id: str, attempt: int, reason: str) -> bool:
     """This attempt was stopped by its worker's shutdown: the job waits to be enqueued again, and
     the attempt is not counted toward max_attempts. False if the attempt no longer owns the job."""
-    changed = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
-        .values(
-            status="preempted",
-            reason=reason,
-            preemptions=Job.preemptions + 1,
-            lease_owner=None,
-            lease_expires_at=None,
-            seq=Job.seq + 1,
-        )
-        .returning(*CHANGED)
-    ).all()
-    events_repo.record_status(session=session, changed=changed)
+    changed = _transition(
+        session,
+        Job.id == job_id,
+        Job.attempt == attempt,
+        Job.status == "running",
+        status="preempted",
+        reason=reason,
+        preemptions=Job.preemptions + 1,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
     return len(changed) == 1
 
 
@@ -198,19 +188,16 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
     ).all()
     reaped = []
     for job_id in ids:
-        changed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
-            .values(
-                status="queued",
-                reason=func.coalesce(Job.reason, DIED),
-                lease_owner=None,
-                lease_expires_at=None,
-                seq=Job.seq + 1,
-            )
-            .returning(*CHANGED)
-        ).all()
-        events_repo.record_status(session=session, changed=changed)
+        changed = _transition(
+            session,
+            Job.id == job_id,
+            Job.status == "running",
+            Job.lease_expires_at < now,
+            status="queued",
+            reason=func.coalesce(Job.reason, DIED),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
         if changed:
             reaped.append(job_id)
     return reaped
