@@ -37,7 +37,7 @@ from core.tables import TERMINAL, Job
 
 log = logging.getLogger("fitserve.hub")
 KEEP = 4096  # events a feed keeps in memory
-SLICE = 20  # streams woken per turn of the event loop
+SLICE = 10  # streams woken per turn of the event loop
 _FANOUTS: set[asyncio.Task[None]] = set()  # wakes in progress (the loop keeps only weak references)
 PAGE = 2000  # events read at once
 SAFETY_POLL_SECONDS = 5.0

@@ -17,6 +17,7 @@ LOCAL_TENANT = "local"
 # A stopping API waits this long for its requests, then closes what is left: event streams never
 # end on their own, and their clients reconnect (with Last-Event-ID) to another process.
 GRACE_SECONDS = 5
+WORKER_NICENESS = 5  # `fitserve up`'s worker, beside its API on one machine
 
 
 def ensure_local_key(settings: Settings) -> str | None:
@@ -120,7 +121,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"created the local API key (also in {settings.data_dir / 'api_key'}):\n  {key}", flush=True)
     else:
         print(f"API key: see {settings.data_dir / 'api_key'} (or: fitserve keys create --tenant NAME)", flush=True)
-    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
+    # One machine for both: training takes whatever CPU the API leaves, so requests and live streams
+    # stay quick while a job trains (an idle API leaves training all of it).
+    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy(),
+                              preexec_fn=lambda: os.nice(WORKER_NICENESS))  # fmt: skip
     try:
         uvicorn.run(
             "api.main:app",

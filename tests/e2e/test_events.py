@@ -74,7 +74,7 @@ def test_the_stream_carries_every_point_once_in_order_then_ends(service: Service
 
 def test_a_reconnect_with_last_event_id_resumes_exactly_after_it(service: Service) -> None:
     with service.client() as client:
-        job_id = submit(client, sharing_steps(epochs=10))
+        job_id = submit(client, sharing_steps(epochs=60))  # still training at the cut
         first: list[Event] = []
         for event in stream(client, job_id):  # drop the connection mid-training
             first.append(event)
