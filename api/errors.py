@@ -4,6 +4,7 @@ the same shape as FastAPI's own 422 body."""
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from core.db import unreachable
 
 # How long a client is told to wait when the database is unreachable: a restart or a failover.
 DATABASE_RETRY_AFTER = 5
+MAX_ERRORS = 20
 
 
 class ApiError(Exception):
@@ -64,10 +66,36 @@ def finite(value: Any) -> Any:
     return value
 
 
+PREVIEW_CHARACTERS = 200
+
+
+_BOUNDED = reprlib.Repr()  # Python 3.11's takes no arguments
+_BOUNDED.maxlevel, _BOUNDED.maxdict, _BOUNDED.maxlist, _BOUNDED.maxtuple = 3, 8, 8, 8
+_BOUNDED.maxstring = _BOUNDED.maxother = PREVIEW_CHARACTERS
+
+
+def preview(value: Any) -> Any:
+    """An error's `input`, whole if it is small, else a short preview made in bounded time (this
+    runs on the event loop): a 20 MB field, or 10^5 layers, must not come back whole."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        if len(value) <= PREVIEW_CHARACTERS:
+            return value
+        return f"{value[:PREVIEW_CHARACTERS]}... ({len(value):,} characters in all)"
+    short = _BOUNDED.repr(value)
+    return value if "..." not in short and len(short) <= PREVIEW_CHARACTERS else short[:PREVIEW_CHARACTERS] + "..."
+
+
+def _shortened(errors: Sequence[Any]) -> list[Any]:
+    return [{**e, "input": preview(e["input"])} if isinstance(e, dict) and "input" in e else e for e in errors]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
+        errors = exc.errors()[:MAX_ERRORS]  # 10^5 bad layers need not give 10^5 errors
+        return JSONResponse({"detail": finite(jsonable_encoder(_shortened(errors)))}, status_code=422)
 
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: DBAPIError) -> JSONResponse:

@@ -37,6 +37,7 @@ class JobState(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     seq: int = Field(description="the job's event cursor: the number of its newest metric point or status change")
+    trained_seconds: float = Field(description="seconds its attempts have run, together (fit.max_seconds bounds it)")
 
 
 class JobPublic(JobState):
@@ -86,6 +87,10 @@ class CheckpointPublic(BaseModel):
 class CheckpointsPublic(BaseModel):
     data: list[CheckpointPublic]
     count: int
+    resume_from: int | None = Field(
+        description="the epoch a resume starts from: the newest checkpoint (an older "
+        "one if its sha256 no longer matches)"
+    )
 
 
 class DatasetPublic(BaseModel):

@@ -70,6 +70,9 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
         raise unprocessable(exc.message, ("body", *exc.loc)) from exc
     quota.check_parameters(spec, settings, report.parameters)
     quota.lock_tenant(session, tenant.id)  # held to the commit below: the count and the insert are one step
+    if dataset_id is not None and datasets_repo.get_dataset(session=session, tenant_id=tenant.id,
+                                                            dataset_id=dataset_id) is None:  # fmt: skip
+        raise unprocessable(f"dataset {dataset_id} does not exist", ("body", "dataset", "id"))  # deleted meanwhile
     quota.check_active_jobs(session, tenant.id, settings)
     try:
         job = jobs_repo.create_job(session=session, job=Job(

@@ -31,7 +31,7 @@ from core.repository import datasets as datasets_repo
 from core.settings import Settings
 from core.storage import upload_path
 from core.tables import Dataset, new_id
-from core.uploads import TooLarge, describe_file, lower_priority, save
+from core.uploads import TooLarge, TooLargeInflated, describe_file, lower_priority, save
 
 log = logging.getLogger("fitserve.api")
 
@@ -49,10 +49,12 @@ class ParsePool:
                                                  initializer=lower_priority)  # fmt: skip
         return self._executor
 
-    async def describe(self, path: Path, fmt: str, target: str | None, task: Task | None, name: str) -> dict[str, Any]:
+    async def describe(self, path: Path, fmt: str, target: str | None, task: Task | None, name: str,
+                       inflated_limit: int) -> dict[str, Any]:  # fmt: skip
         pool = self._pool()
         try:
-            return await asyncio.wrap_future(pool.submit(describe_file, str(path), fmt, target, task, name))
+            return await asyncio.wrap_future(pool.submit(describe_file, str(path), fmt, target, task, name,
+                                                         inflated_limit))  # fmt: skip
         except BrokenProcessPool as exc:
             if self._executor is pool:
                 self._executor = None
@@ -107,7 +109,10 @@ async def store_upload(*, pool: ParsePool, settings: Settings, tenant_id: str, s
     staged = final.with_name(f".{final.name}.tmp")
     size, sha256 = await run_in_threadpool(_copy, source, staged, min(left, settings.upload_max_bytes), used, settings)
     try:
-        parsed = await pool.describe(staged, fmt, target, task, name)
+        parsed = await pool.describe(staged, fmt, target, task, name, settings.upload_max_inflated_bytes)
+    except TooLargeInflated as exc:
+        staged.unlink(missing_ok=True)
+        raise HTTPException(413, f"the upload is too large once inflated: {exc}") from exc
     except DatasetError as exc:
         staged.unlink(missing_ok=True)
         raise unprocessable(str(exc), ("body", "file")) from exc

@@ -18,7 +18,7 @@ def to_state(job: Any) -> JobState:
         metrics=job.latest_metrics or {}, test_metrics=job.test_metrics or {}, parameters=job.parameters,
         estimated_memory_bytes=job.estimated_memory_bytes, device=job.device, cancel_requested=job.cancel_requested,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
-        seq=job.seq,
+        seq=job.seq, trained_seconds=job.trained_seconds,
     )  # fmt: skip
 
 

@@ -254,6 +254,27 @@ def parse_csv(data: bytes, *, target: str | None, task: Task | None, name: str) 
     return Dataset(name, found, x, y, class_names=classes, feature_names=features, target_name=column)
 
 
+def _checked_pair(x: np.ndarray, y: np.ndarray, xn: str, yn: str, least: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric, finite, (N, ...) and (N, ...) with N >= `least`: what training needs of each pair."""
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise DatasetError(f"'{xn}' and '{yn}' must be numeric arrays (they are {x.dtype} and {y.dtype})")
+    if x.ndim < 2 or y.ndim < 1 or len(x) != len(y) or len(x) < least:
+        raise DatasetError(f"'{xn}' must be (N, ...) and '{yn}' (N, ...) with N >= {least}; got {x.shape} and "
+                           f"{y.shape}")  # fmt: skip
+    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
+        raise DatasetError(f"'{xn}' and '{yn}' must hold finite numbers")
+    return x, y
+
+
+def _target(a: np.ndarray, task: str, name: str) -> np.ndarray:
+    if task == "classification":
+        if a.ndim not in (1, 2) or np.any(a < 0) or np.any(np.mod(a, 1) != 0):
+            raise DatasetError(f"classification targets must be class ids 0..K-1: a 1-D '{name}', or (N, L) "
+                               "token ids for seq2seq")  # fmt: skip
+        return a.astype(np.int64)
+    return a.astype(np.float32).reshape(len(a), -1)
+
+
 def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:
     """Arrays `x` and `y` (optional `x_test`, `y_test`); never unpickled."""
     try:
@@ -263,34 +284,25 @@ def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:
         raise DatasetError(f"not a readable NPZ file of plain arrays: {exc}") from exc
     if "x" not in arrays or "y" not in arrays:
         raise DatasetError(f"an NPZ needs arrays named 'x' and 'y', found {sorted(arrays)}")
-    x, y = arrays["x"], arrays["y"]
-    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        raise DatasetError("'x' and 'y' must be numeric arrays")
-    if x.ndim < 2 or len(x) != len(y) or len(x) < 2:
-        raise DatasetError(f"'x' must be (N, ...) and 'y' (N, ...) with N >= 2; got {x.shape} and {y.shape}")
-    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
-        raise DatasetError("'x' and 'y' must hold finite numbers")
+    x, y = _checked_pair(arrays["x"], arrays["y"], "x", "y")
     # A 2-D integer `y` is a token sequence per sample (seq2seq); a 2-D float `y`, regression targets.
     found = task or (_infer_task(y) if y.ndim == 1 else "classification" if y.dtype.kind in "iu" else "regression")
     kind: Literal["image", "tabular"] = "image" if x.ndim >= 3 else "tabular"
-
-    def target(a: np.ndarray) -> np.ndarray:
-        if found == "classification":
-            if a.ndim not in (1, 2) or np.any(a < 0) or np.any(np.mod(a, 1) != 0):
-                raise DatasetError("classification targets must be class ids 0..K-1: a 1-D 'y', or (N, L) "
-                                   "token ids for seq2seq")  # fmt: skip
-            return a.astype(np.int64)
-        return a.astype(np.float32).reshape(len(a), -1)
-
-    x_test = arrays.get("x_test")
-    y_test = arrays.get("y_test")
+    x_test, y_test = arrays.get("x_test"), arrays.get("y_test")
     if (x_test is None) != (y_test is None):
         raise DatasetError("give both 'x_test' and 'y_test' or neither")
-    if x_test is not None and y_test is not None and x_test.shape[1:] != x.shape[1:]:
-        raise DatasetError(f"'x_test' samples are {x_test.shape[1:]}, 'x' samples are {x.shape[1:]}")
-    ds = Dataset(name, found, x.astype(np.float32), target(y), kind,
-                 x_test=None if x_test is None else x_test.astype(np.float32),
-                 y_test=None if y_test is None else target(y_test))  # fmt: skip
+    if x_test is not None and y_test is not None:  # checked exactly as x and y are, at upload
+        x_test, y_test = _checked_pair(x_test, y_test, "x_test", "y_test", least=1)
+        if x_test.shape[1:] != x.shape[1:] or y_test.shape[1:] != y.shape[1:]:
+            raise DatasetError(f"'x_test', 'y_test' samples are {x_test.shape[1:]}, {y_test.shape[1:]}; 'x', 'y' "
+                               f"samples are {x.shape[1:]}, {y.shape[1:]}")  # fmt: skip
+    train_y = _target(y, found, "y")
+    test_y = None if y_test is None else _target(y_test, found, "y_test")
+    if found == "classification" and test_y is not None and test_y.size and test_y.max() > train_y.max():
+        raise DatasetError(f"'y_test' has class {int(test_y.max())}, which 'y' never has (its classes are 0.."
+                           f"{int(train_y.max())})")  # fmt: skip
+    ds = Dataset(name, found, x.astype(np.float32), train_y, kind,
+                 x_test=None if x_test is None else x_test.astype(np.float32), y_test=test_y)  # fmt: skip
     if found == "classification" and ds.num_classes and ds.num_classes > MAX_CLASSES:
         raise DatasetError(f"'y' has {ds.num_classes} classes (at most {MAX_CLASSES})")
     return ds

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     queue: str = Field("fitserve", max_length=100, description="the Celery queue workers consume")
     device: str | None = Field(None, description="torch device; default cuda when present, else cpu")
     upload_max_bytes: int = Field(100 * 2**20, ge=1024)
+    upload_max_inflated_bytes: int = Field(
+        256 * 2**20, ge=1024, description="an uploaded NPZ's arrays, all together, once inflated (413 past it)"
+    )
     upload_parse_processes: int = Field(2, ge=1, le=64, description="processes that parse uploads, per API process")
     predict_max_instances: int = Field(1024, ge=1)
     model_cache_count: int = Field(8, ge=1)

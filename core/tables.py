@@ -144,6 +144,8 @@ class Job(Base):
     # The job's event cursor: the last sequence number given to one of its metric rows or status
     # changes. Bumped by the UPDATE that writes them, so its row lock orders commits by sequence.
     seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Seconds its attempts have held a worker (claim to end), all together: fit.max_seconds bounds it.
+    trained_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class Metric(Base):

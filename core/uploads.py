@@ -4,11 +4,16 @@ past its limit), then parsed in a process of its own (see api/uploads.py), never
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import os
+import zipfile
 from pathlib import Path
 from typing import IO, Any
 
-from core.datasets import Task, parse_csv, parse_npz
+import numpy as np
+
+from core.datasets import DatasetError, Task, parse_csv, parse_npz
 
 CHUNK = 1 << 20
 
@@ -44,10 +49,57 @@ def lower_priority() -> None:
     os.nice(PARSE_NICENESS)
 
 
-def describe_file(path: str, fmt: str, target: str | None, task: Task | None, name: str) -> dict[str, Any]:
+class TooLargeInflated(DatasetError):
+    """An NPZ member that would inflate past the limit: refused (413) before a byte of it is read."""
+
+
+def check_npz(data: bytes, limit: int) -> None:
+    """Each member's size in the zip directory, and its .npy header's shape x itemsize, against
+    `limit` (all members together too): a 542 KB upload inflating to 512 MiB, or a 393-byte one
+    whose header claims 1 TiB, is refused from its metadata."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            total = 0
+            for info in archive.infolist():
+                total += info.file_size
+                if info.file_size > limit or total > limit:
+                    raise TooLargeInflated(f"{info.filename!r} inflates to {info.file_size:,} bytes ({total:,} with "
+                                           f"the members before it); the limit is {limit:,}")  # fmt: skip
+                with archive.open(info) as member:
+                    shape, dtype = _npy_header(member)
+                claimed = math.prod(shape) * dtype.itemsize
+                if claimed > limit:
+                    raise TooLargeInflated(f"{info.filename!r} claims a {dtype} array of shape {shape}: {claimed:,} "
+                                           f"bytes; the limit is {limit:,}")  # fmt: skip
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"not a readable NPZ file of plain arrays: {exc}") from exc
+
+
+def _npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return shape, dtype
+
+
+def describe_file(path: str, fmt: str, target: str | None, task: Task | None, name: str,
+                  inflated_limit: int) -> dict[str, Any]:  # fmt: skip
     """Parse a stored upload (in a parse process) into what its dataset row keeps: its
     description, the target column used and the task. A DatasetError says what is wrong."""
     data = Path(path).read_bytes()
-    ds = parse_csv(data, target=target, task=task, name=name) if fmt == "csv" else parse_npz(data, task=task, name=name)
+    try:
+        if fmt == "npz":
+            check_npz(data, inflated_limit)
+            ds = parse_npz(data, task=task, name=name)
+        else:
+            ds = parse_csv(data, target=target, task=task, name=name)
+    except MemoryError as exc:  # never a 500: what the checks above let through still cannot take the process
+        raise TooLargeInflated("the file is too large to parse in the memory a parse process has") from exc
     description = {**ds.describe(), "info": ds.info().model_dump(mode="json")}
     return {"description": description, "target": ds.target_name, "task": ds.task}

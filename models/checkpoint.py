@@ -63,11 +63,16 @@ def write_checkpoint(directory: Path, stem: str, tensors: dict[str, torch.Tensor
     return meta_path, digest
 
 
+def _why(exc: Exception) -> str:
+    """What went wrong, without the path an OSError carries: errors reach users, paths stay here."""
+    return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else str(exc)
+
+
 def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path.name}: unreadable ({exc})") from exc
+        raise CheckpointError(f"{meta_path.name}: unreadable ({_why(exc)})") from exc
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path.name}: not a {FORMAT} checkpoint")
     weights = meta_path.with_name(str(meta["weights"]))
@@ -76,7 +81,7 @@ def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, tor
     try:
         data = weights.read_bytes()  # read once: hashed and parsed from the same bytes
     except OSError as exc:
-        raise CheckpointError(f"{weights.name}: missing ({exc})") from exc
+        raise CheckpointError(f"{weights.name}: missing ({_why(exc)})") from exc
     if verify and hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise CheckpointError(f"{weights.name}: does not match its sha256")
     try:
@@ -113,10 +118,14 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return None if found is None else found[0]
 
 
-def prune_checkpoints(directory: Path, keep: int) -> None:
-    for _, path in epoch_checkpoints(directory)[keep:]:
+def prune_checkpoints(directory: Path, keep: int) -> list[int]:
+    """Delete all but the newest `keep` epoch checkpoints; returns the epochs deleted."""
+    pruned = []
+    for epoch, path in epoch_checkpoints(directory)[keep:]:
         path.with_suffix(".safetensors").unlink(missing_ok=True)
         path.unlink(missing_ok=True)
+        pruned.append(epoch)
+    return pruned
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

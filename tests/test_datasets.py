@@ -123,12 +123,24 @@ def test_parse_npz_never_unpickles() -> None:
         parse_npz(_npz(x=objects, y=np.array([0, 1])), task=None, name="evil")
 
 
+TRAIN = {"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1])}
+
+
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
         ({"x": np.zeros((4, 2))}, "an NPZ needs arrays named 'x' and 'y'"),
         ({"x": np.zeros((4, 2)), "y": np.zeros(3)}, "'x' must be \\(N, ...\\) and 'y' \\(N, ...\\)"),
         ({"x": np.full((4, 2), np.nan), "y": np.zeros(4)}, "must hold finite numbers"),
+        # x_test / y_test are held to the same rules (they were a 500, or a job failing after training).
+        ({**TRAIN, "x_test": np.array([["a", "b"]]), "y_test": np.array([0])}, "'x_test' and 'y_test' must be numeric"),
+        ({**TRAIN, "x_test": np.full((2, 2), np.nan), "y_test": np.zeros(2)}, "'x_test' and 'y_test' must hold finite"),
+        (
+            {**TRAIN, "x_test": np.zeros((2, 2)), "y_test": np.array([0, 999])},
+            "'y_test' has class 999, which 'y' never",
+        ),
+        ({**TRAIN, "x_test": np.zeros((2, 3)), "y_test": np.zeros(2)}, "'x_test', 'y_test' samples are \\(3,\\)"),
+        ({**TRAIN, "x_test": np.zeros((2, 2)), "y_test": np.array([0.5, 1])}, "targets must be class ids"),
     ],
 )
 def test_parse_npz_refuses_bad_arrays(arrays: dict[str, np.ndarray], message: str) -> None:

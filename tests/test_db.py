@@ -15,9 +15,10 @@ from core.repository import tenants as tenants_repo
 from core.tables import ApiKey, Base, Job, utcnow
 
 
-def _job(session, tenant_name: str = "acme") -> Job:  # type: ignore[no-untyped-def]
+def _job(session, tenant_name: str = "acme", max_attempts: int = 3) -> Job:  # type: ignore[no-untyped-def]
     tenant = tenants_repo.get_or_create_tenant(session=session, name=tenant_name)
-    return jobs_repo.create_job(session=session, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=3))
+    return jobs_repo.create_job(session=session, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=3,
+                                                         max_attempts=max_attempts))  # fmt: skip
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -145,10 +146,10 @@ def _expire(s, job_id: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_a_job_gives_up_after_max_attempts_and_preemptions_do_not_count(database_url: str) -> None:
     with session_scope(database_url) as s:
-        job_id = _job(s).id
+        job_id = _job(s, max_attempts=2).id  # the job's own, not the claiming worker's setting (3)
     for attempt in (1, 2):
         with session_scope(database_url) as s:
-            job = jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30, max_attempts=2)
+            job = jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30)
             assert job is not None and job.attempt == attempt
             if attempt == 1:  # the first attempt is preempted: not counted
                 assert jobs_repo.preempt(session=s, job_id=job_id, attempt=1, reason="worker shut down")
@@ -157,11 +158,11 @@ def test_a_job_gives_up_after_max_attempts_and_preemptions_do_not_count(database
         assert s.get(Job, job_id).preemptions == 1  # type: ignore[union-attr]
         _expire(s, job_id)
     with session_scope(database_url) as s:  # attempt 2 died: one counted attempt left
-        job = jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30, max_attempts=2)
+        job = jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30)
         assert job is not None and job.attempt == 3
         _expire(s, job_id)
     with session_scope(database_url) as s:  # attempt 3 died too: the next claim fails the job
-        assert jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30, max_attempts=2) is None
+        assert jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30) is None
     with session_scope(database_url) as s:
         job = s.get(Job, job_id)
         assert job is not None and (job.status, job.attempt, job.lease_owner) == ("failed", 3, None)
@@ -185,7 +186,8 @@ def test_the_reaper_requeues_expired_leases_once(database_url: str) -> None:
         assert job is not None and (job.status, job.lease_owner, job.reason) == ("queued", None, jobs_repo.DIED)
         assert heartbeat_is_fenced(s, dead)
     with session_scope(database_url) as s:  # reaped twice and dead again: the reason is the last one
-        assert jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30, max_attempts=1) is None
+        s.execute(update(Job).where(Job.id == dead).values(max_attempts=1))
+        assert jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30) is None
         assert s.get(Job, dead).reason == "gave up after 1 attempts: the worker died (lease expired)"  # type: ignore[union-attr]
 
 
@@ -373,3 +375,37 @@ def test_the_sweeper_leaves_jobs_waiting_their_turn_while_the_queue_holds_messag
     assert take_queued_job_ids() == [ahead]  # the queue drained: now the waiting job's message is known lost
     assert waiting in run_once(get_settings(), sent.append)[1]
     assert sent == [forgotten, waiting]
+
+
+def test_a_cancel_is_honoured_however_the_attempt_ends(database_url: str) -> None:
+    """A running job flagged for cancelling: its worker dies (the reaper), its worker shuts down
+    (preemption), or it waits flagged with no message: each ends `cancelled`, never stuck `queued`
+    holding an active-jobs slot."""
+    with session_scope(database_url) as s:
+        died, stopped, stuck = (_job(s).id for _ in range(3))
+        for job_id in (died, stopped):
+            jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30)
+            jobs_repo.request_cancel(session=s, job=s.get(Job, job_id))  # type: ignore[arg-type]
+        _expire(s, died)
+        # A row left by the old reaper: back to queued with the flag still set.
+        s.execute(update(Job).where(Job.id == stuck).values(cancel_requested=True))
+    with session_scope(database_url) as s:
+        assert jobs_repo.reap_expired(session=s) == []  # nothing to enqueue again
+        assert not jobs_repo.preempt(session=s, job_id=stopped, attempt=1, reason="worker shut down")
+        assert jobs_repo.claim(session=s, job_id=stuck, owner="w", lease_seconds=30) is None
+    with session_scope(database_url) as s:
+        for job_id in (died, stopped, stuck):
+            job = s.get(Job, job_id)
+            assert job is not None and job.status == "cancelled" and job.finished_at is not None, job_id
+            assert job.reason.startswith(jobs_repo.CANCELLED_UNFINISHED), job.reason  # type: ignore[union-attr]
+        assert s.get(Job, died).reason == jobs_repo.CANCELLED_UNFINISHED  # type: ignore[union-attr]
+
+
+def test_the_sweeper_ends_flagged_waiting_jobs(database_url: str) -> None:
+    with session_scope(database_url) as s:
+        job_id = _job(s).id
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    with session_scope(database_url) as s:
+        assert jobs_repo.end_flagged_waiting(session=s) >= 1
+    with session_scope(database_url) as s:
+        assert s.get(Job, job_id).status == "cancelled"  # type: ignore[union-attr]

@@ -134,3 +134,33 @@ def test_a_job_past_its_time_limit_fails(service_env: str, monkeypatch) -> None:
     assert run_job(job_id, "w") == "failed"
     assert time.monotonic() - started < 30
     assert _job(job_id).reason.startswith("ran past its time limit of 1 s")  # type: ignore[union-attr]
+
+
+def test_the_time_limit_counts_every_attempt(service_env: str) -> None:
+    """fit.max_seconds restarted with each attempt: a job could run attempts x its limit. An attempt
+    after 4.5 s of earlier ones gets the half second left."""
+    spec = digits_mlp(epochs=500).model_dump(mode="json")
+    spec["fit"]["max_seconds"] = 5
+    job_id = _submit(spec)
+    with session_scope() as s:  # an earlier attempt held a worker 4.5 s, then its worker died
+        s.execute(update(Job).where(Job.id == job_id).values(attempt=1, trained_seconds=4.5))
+    started = time.monotonic()
+    assert run_job(job_id, "w") == "failed"
+    assert time.monotonic() - started < 4.5
+    job = _job(job_id)
+    assert job.reason.startswith("ran past its time limit of 5 s over all its attempts"), job.reason  # type: ignore[union-attr]
+    assert 4.5 < job.trained_seconds < 9.5 and job.attempt == 2
+
+
+def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(service_env: str, monkeypatch,
+                                                                               caplog) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    import worker.runner
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("cannot open /srv/fitserve/secret/path")
+
+    monkeypatch.setattr(worker.runner, "load_train_data", broken)
+    job_id = _submit(digits_mlp(epochs=1).model_dump(mode="json"))
+    assert run_job(job_id, "w") == "failed"
+    assert _job(job_id).reason == f"internal error (RuntimeError); the server's log has the details under job {job_id}"
+    assert "/srv/fitserve/secret/path" in caplog.text  # the log keeps the detail

@@ -45,6 +45,7 @@ def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_traini
     if overdue and not _queue_is_empty(settings):
         grace = settings.queued_busy_grace_seconds
     with session_scope() as session:
+        jobs_repo.end_flagged_waiting(session=session)  # flagged for cancelling, waiting for nothing
         swept = jobs_repo.sweep_waiting(session=session, grace_seconds=grace)
     for job_id in reaped + swept:
         try:

@@ -26,8 +26,10 @@ STOPPING = threading.Event()
 
 
 class JobReporter(Callback):
-    def __init__(self, job_id: str, attempt: int, settings: Settings) -> None:
+    def __init__(self, job_id: str, attempt: int, settings: Settings, trained_before: float = 0.0) -> None:
         self.job_id, self.attempt, self.settings = job_id, attempt, settings
+        # Every attempt's time counts toward fit.max_seconds: this one's is added from the claim on.
+        self.trained_before, self.claimed_at = trained_before, time.monotonic()
         self.deadline: float | None = None  # time.monotonic() past which the job stops (its time limit)
         self.timed_out = False
         self.cancel = threading.Event()
@@ -38,6 +40,7 @@ class JobReporter(Callback):
         self._lock = threading.Lock()
         self._metrics: list[dict[str, Any]] = []
         self._checkpoints: list[dict[str, Any]] = []
+        self._pruned: list[int] = []  # epochs whose checkpoint files are gone: their rows go too
         self._progress: dict[str, Any] = {}
         self._error: SQLAlchemyError | None = None  # the last failed flush's
         self.epoch = self.batch = self.epochs = self.steps = 0
@@ -89,6 +92,7 @@ class JobReporter(Callback):
             self._checkpoints.append({"job_id": self.job_id, "attempt": self.attempt, "epoch": info.epoch,
                                       "path": str(path), "sha256": info.sha256, "metrics": info.metrics,
                                       "created_at": utcnow()})  # fmt: skip
+            self._pruned.extend(info.pruned)
 
     def should_stop(self) -> bool:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -107,9 +111,10 @@ class JobReporter(Callback):
         """Write buffered rows and the heartbeat in one transaction; on a database error keep
         the rows (training goes on) and try again on the next beat. True once written."""
         with self._lock:
-            metrics, checkpoints = self._metrics, self._checkpoints
-            self._metrics, self._checkpoints = [], []
-            progress = {**self._progress, "epoch": self.epoch, "step": self.batch}
+            metrics, checkpoints, pruned = self._metrics, self._checkpoints, self._pruned
+            self._metrics, self._checkpoints, self._pruned = [], [], []
+            progress = {**self._progress, "epoch": self.epoch, "step": self.batch,
+                        "trained_seconds": self.trained_before + time.monotonic() - self.claimed_at}  # fmt: skip
         try:
             with session_scope() as session:
                 # Numbered afresh in every transaction: a failed one gave its numbers back.
@@ -118,6 +123,7 @@ class JobReporter(Callback):
                 metrics_repo.add_metrics(session=session, rows=metrics)
                 for row in checkpoints:
                     metrics_repo.add_checkpoint(session=session, row=row)
+                metrics_repo.drop_checkpoints(session=session, job_id=self.job_id, epochs=pruned)
                 ours, cancel, seq = jobs_repo.heartbeat(
                     session=session, job_id=self.job_id, attempt=self.attempt,
                     lease_seconds=self.settings.lease_seconds, progress=progress)  # fmt: skip
@@ -128,7 +134,7 @@ class JobReporter(Callback):
             log.warning("job %s attempt %s: database unavailable, keeping %d rows: %s", self.job_id, self.attempt,
                         len(metrics), exc)  # fmt: skip
             with self._lock:
-                self._metrics[:0], self._checkpoints[:0] = metrics, checkpoints
+                self._metrics[:0], self._checkpoints[:0], self._pruned[:0] = metrics, checkpoints, pruned
             return False
         if not ours:
             self.lost.set()

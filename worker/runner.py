@@ -78,30 +78,31 @@ def _run_job(job_id: str, owner: str) -> str:
         log.info("job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); "
                  "skipping", job_id)  # fmt: skip
         return "skipped"
-    attempt, raw_spec, tenant_id = claimed
+    attempt, raw_spec, tenant_id, trained_before = claimed
     bind_job(job_id, attempt)  # every record of this process from here on carries job_id and attempt
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
-    reporter = JobReporter(job_id, attempt, settings)
+    reporter = JobReporter(job_id, attempt, settings, trained_before)
     reporter.start()
     status, reason, values = "failed", "", {}
     try:
         spec = JobSpec.model_validate(raw_spec)
         limit = job_seconds(spec, settings)
-        reporter.deadline = time.monotonic() + limit
+        reporter.deadline = time.monotonic() + limit - trained_before  # the limit counts every attempt
         data = load_train_data(spec, _upload_resolver(settings, tenant_id))
         result = train(spec, data, job_dir(settings.artifacts_dir, job_id), [reporter], resume=True,
                        device=settings.device)  # fmt: skip
         status, reason = describe_outcome(spec, result, reporter)
         if result.status == "cancelled" and reporter.timed_out and not reporter.cancel.is_set():
-            status, reason = "failed", (f"ran past its time limit of {limit:g} s (fit.max_seconds, at most "
-                                        f"{settings.max_job_seconds:g} s on this server); stopped at epoch "
-                                        f"{reporter.epoch}, step {reporter.batch}")  # fmt: skip
+            status, reason = "failed", (
+                f"ran past its time limit of {limit:g} s over all its attempts (fit.max_seconds, at most "
+                f"{settings.max_job_seconds:g} s on this server); stopped at epoch {reporter.epoch}, step "
+                f"{reporter.batch}")  # fmt: skip
         values = {"test_metrics": result.test_metrics, "epoch": result.epochs_done}
     except USER_ERRORS as exc:
         reason = str(exc)
-    except Exception as exc:  # the job must still end with a reason a user can read
+    except Exception as exc:  # the job must still end with a reason a user can read: no path, no traceback
         log.exception("job %s attempt %s: unexpected error", job_id, attempt)
-        reason = f"internal error ({type(exc).__name__}): {exc}"
+        reason = f"internal error ({type(exc).__name__}); the server's log has the details under job {job_id}"
     finally:
         reporter.close()
     if reporter.lost.is_set():
@@ -115,11 +116,10 @@ def _run_job(job_id: str, owner: str) -> str:
     return status if written else "lost"
 
 
-def _claim(job_id: str, owner: str, settings: Settings) -> tuple[int, dict[str, Any], str] | None:
+def _claim(job_id: str, owner: str, settings: Settings) -> tuple[int, dict[str, Any], str, float] | None:
     with session_scope() as session:
-        job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds,
-                              max_attempts=settings.max_attempts)  # fmt: skip
-        return None if job is None else (job.attempt, job.spec, job.tenant_id)
+        job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds)
+        return None if job is None else (job.attempt, job.spec, job.tenant_id, job.trained_seconds)
 
 
 def _finish(job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any]) -> bool:

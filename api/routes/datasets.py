@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
+from api import quota
 from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep, ShortTenant
 from api.errors import ApiError, responses, unprocessable
 from api.schemas import DatasetPublic, DatasetsPublic
 from api.uploads import store_upload
 from core.datasets import builtin_catalogue
 from core.repository import datasets as datasets_repo
+from core.storage import upload_path
 from core.tables import Dataset
 
 router = APIRouter(
@@ -67,3 +69,22 @@ def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: str) -> 
     if row is None:
         raise ApiError(404, f"dataset {dataset_id} not found")
     return to_public(row)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409))
+def delete_dataset(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, dataset_id: str) -> Response:
+    """Frees its share of the storage quota. Refused (409) while a queued, running or preempted job
+    will still read it; finished jobs and their models are unaffected."""
+    row = datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset_id)
+    if row is None:
+        raise ApiError(404, f"dataset {dataset_id} not found")
+    quota.lock_tenant(session, tenant.id)  # a submit naming it waits, then finds it gone
+    using = datasets_repo.jobs_using(session=session, dataset_id=dataset_id)
+    if using:
+        raise ApiError(409, f"dataset {dataset_id} is used by queued or running jobs ({', '.join(using)}); "
+                            "cancel them or wait for them to end")  # fmt: skip
+    path = upload_path(settings.artifacts_dir, row.id, row.format)
+    datasets_repo.delete_dataset(session=session, dataset=row)
+    session.commit()  # the row goes first: a file without a row is only space, a row without a file breaks jobs
+    path.unlink(missing_ok=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from api.deps import CurrentTenant, SessionDep, SessionRoute, current_tenant
+from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep, current_tenant
 from api.errors import ApiError, responses
 from api.schemas import CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricsPublic
 from api.submit import submit_job
@@ -97,9 +97,14 @@ def cancel_job(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobPu
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic, responses=responses(404))
-def list_checkpoints(session: SessionDep, tenant: CurrentTenant, job_id: str) -> CheckpointsPublic:
+def list_checkpoints(
+    session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, job_id: str
+) -> CheckpointsPublic:
+    """The checkpoints that exist (pruning deletes older ones, per `fit.keep_checkpoints`)."""
     owned_job(session, tenant, job_id)
     rows = metrics_repo.list_checkpoints(session=session, job_id=job_id)
+    # Records from before pruning removed its rows, or of files lost since, are not shown.
     data = [CheckpointPublic(epoch=r.epoch, attempt=r.attempt, sha256=r.sha256, metrics=r.metrics,
-                             created_at=r.created_at) for r in rows]  # fmt: skip
-    return CheckpointsPublic(data=data, count=len(data))
+                             created_at=r.created_at) for r in rows
+            if (settings.artifacts_dir / r.path).exists()]  # fmt: skip
+    return CheckpointsPublic(data=data, count=len(data), resume_from=data[-1].epoch if data else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -21,6 +22,7 @@ from models.checkpoint import CheckpointError
 from models.errors import PredictError
 from models.families import OPERATION_NAMES, OperationRequest
 
+log = logging.getLogger("fitserve.api")
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 429, 503))
 
 
@@ -64,8 +66,9 @@ def predict(
         out = predictor.run(operation, asked)
     except PredictError as exc:
         raise unprocessable(str(exc), ("body", exc.field)) from exc
-    except CheckpointError as exc:
-        raise ApiError(500, f"the model of job {job_id} cannot be loaded: {exc}") from exc
+    except CheckpointError as exc:  # the detail (a path on this server) goes to the log, not to the caller
+        log.error("job %s: its model cannot be loaded: %s", job_id, exc)
+        raise ApiError(500, f"the model of job {job_id} cannot be loaded; the server's log has the details") from exc
     # Serialised once, by pydantic's Rust encoder; a returned model would be validated again.
     answer = PredictResponse(job_id=job_id, operation=operation, **out)
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")

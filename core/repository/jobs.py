@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, String, and_, cast, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.repository import events as events_repo
@@ -87,7 +87,7 @@ def request_cancel(*, session: Session, job: Job) -> Job:
 DIED = "the worker died (lease expired)"
 
 
-def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, max_attempts: int = 3) -> Job | None:
+def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) -> Job | None:
     """Take the lease on a queued or preempted job (or one whose lease expired) and bump its attempt.
 
     One conditional UPDATE, so two deliveries of the same task cannot both win. A claim that
@@ -100,7 +100,7 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, ma
         Job.cancel_requested.is_(False),
         or_(Job.status.in_(("queued", "preempted")), and_(Job.status == "running", Job.lease_expires_at < now)),
     )
-    within = Job.attempt - Job.preemptions < max_attempts
+    within = Job.attempt - Job.preemptions < Job.max_attempts  # the job's own, fixed at its submit
     claimed = _transition(
         session,
         claimable,
@@ -114,6 +114,7 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, ma
         reason=None,
     )
     if len(claimed) != 1:
+        _end_cancelled(session, now, Job.id == job_id, Job.status.in_(("queued", "preempted")))
         # Over the limit: the job fails here, never loops. The last reason, or a running job's lapsed lease.
         last = func.coalesce(Job.reason, literal(DIED))  # a running job's reason is None unless its death is known
         _transition(
@@ -121,7 +122,7 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float, ma
             claimable,
             ~within,
             status="failed",
-            reason=literal(f"gave up after {max_attempts} attempts: ") + last,
+            reason=literal("gave up after ") + cast(Job.max_attempts, String) + literal(" attempts: ") + last,
             finished_at=now,
             lease_owner=None,
             lease_expires_at=None,
@@ -164,12 +165,14 @@ def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: 
 
 def preempt(*, session: Session, job_id: str, attempt: int, reason: str) -> bool:
     """This attempt was stopped by its worker's shutdown: the job waits to be enqueued again, and
-    the attempt is not counted toward max_attempts. False if the attempt no longer owns the job."""
+    the attempt is not counted toward max_attempts. False if the attempt no longer owns the job,
+    or if a cancel was asked for meanwhile: then the job ends `cancelled` instead."""
+    ours = (Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+    _end_cancelled(session, utcnow(), *ours)
     changed = _transition(
         session,
-        Job.id == job_id,
-        Job.attempt == attempt,
-        Job.status == "running",
+        *ours,
+        Job.cancel_requested.is_(False),
         status="preempted",
         reason=reason,
         preemptions=Job.preemptions + 1,
@@ -188,11 +191,12 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
     ).all()
     reaped = []
     for job_id in ids:
+        lapsed = (Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+        _end_cancelled(session, now, *lapsed)  # a cancel asked for before its worker died is honoured
         changed = _transition(
             session,
-            Job.id == job_id,
-            Job.status == "running",
-            Job.lease_expires_at < now,
+            *lapsed,
+            Job.cancel_requested.is_(False),
             status="queued",
             reason=func.coalesce(Job.reason, DIED),
             lease_owner=None,
@@ -201,6 +205,31 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
         if changed:
             reaped.append(job_id)
     return reaped
+
+
+CANCELLED_UNFINISHED = "cancelled by request; its attempt ended before it could stop"
+
+
+def _end_cancelled(session: Session, now: datetime, *where: ColumnElement[bool]) -> list[Any]:
+    """A job flagged for cancelling whose attempt ended any way other than success (its worker
+    died, was shut down, or never claimed it) ends `cancelled`: it must not wait for ever."""
+    return _transition(
+        session,
+        *where,
+        Job.cancel_requested.is_(True),
+        status="cancelled",
+        reason=literal(CANCELLED_UNFINISHED) + func.coalesce(literal(" (") + Job.reason + literal(")"), literal("")),
+        finished_at=now,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+def end_flagged_waiting(*, session: Session) -> int:
+    """Queued or preempted jobs flagged for cancelling (left by a worker that died before it could
+    stop them): ended `cancelled`. The sweeper's pass runs it."""
+    now = utcnow()
+    return len(_end_cancelled(session, now, Job.status.in_(("queued", "preempted"))))
 
 
 def waiting(*, session: Session, job_id: str) -> bool:

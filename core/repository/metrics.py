@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, func, select, text
+from sqlalchemy import Insert, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -73,6 +73,12 @@ def number_metrics(*, session: Session, job_id: str, rows: Sequence[dict[str, An
 
 def add_checkpoint(*, session: Session, row: dict[str, Any]) -> None:
     session.execute(_insert_ignore(session, Checkpoint), [row])
+
+
+def drop_checkpoints(*, session: Session, job_id: str, epochs: Sequence[int]) -> None:
+    """The records of checkpoints that pruning deleted."""
+    if epochs:
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch.in_(epochs)))
 
 
 def list_metrics(*, session: Session, job_id: str, name: str | None = None, after: int = 0,

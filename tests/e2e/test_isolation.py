@@ -38,6 +38,7 @@ KNOWN = {
     ("POST", "/v1/jobs/{job_id}/cancel"),
     ("POST", "/v1/models/{job_id}/predict"),
     ("GET", "/v1/datasets/{dataset_id}"),
+    ("DELETE", "/v1/datasets/{dataset_id}"),
 }
 DIRECTIONS = [pytest.param("a", "b", id="b-probes-a"), pytest.param("b", "a", id="a-probes-b")]
 
@@ -174,7 +175,14 @@ def assert_refused(intruder: httpx.Client, route: Route, owned: Owned) -> None:
 
 
 def assert_served(owner: httpx.Client, route: Route, owned: Owned) -> None:
-    """The same call by the owner is served: the id, the route and the body are right."""
+    """The same call by the owner is served: the id, the route and the body are right. A DELETE is
+    served on a copy of the owner's object (the walk's later calls need the original)."""
+    if route.method == "DELETE":
+        copy = _upload(owner, owned.marker)
+        answer = route.request(owner, {**owned.ids, "dataset": copy["id"]}, owned)
+        assert answer.status_code == 204, f"DELETE {route.template} as its owner: {answer.status_code} {answer.text}"
+        assert owner.get(f"/v1/datasets/{copy['id']}").status_code == 404
+        return
     answer = route.request(owner, owned.ids, owned)
     ended = {"detail": f"job {owned.ids['job']} already ended: succeeded"}  # a succeeded job's cancel
     assert answer.status_code == 200 or (answer.status_code, answer.json()) == (409, ended), (

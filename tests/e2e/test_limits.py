@@ -320,3 +320,19 @@ def test_requests_past_the_rate_are_429_with_retry_after(limited: Service) -> No
         assert client.get("/healthz").status_code == 200  # probes are never limited
     with limited.client("a") as client:  # another key has its own bucket
         assert client.get("/v1/jobs").status_code == 200
+
+
+def test_a_422_shows_a_preview_of_a_huge_input_not_all_of_it(service: Service) -> None:
+    """A 1 MB unknown field and 20,000 layers came back whole in their 422s (2.7 MB for 10^5 layers)."""
+    huge = digits_spec()
+    huge["unknown"] = "x" * 1_000_000
+    many = digits_spec()
+    many["model"] = {"layers": [{"type": "dense", "units": 4, "bogus": 1}] * 20_000}
+    with service.client() as client:
+        for raw in (huge, many):
+            answer = client.post("/v1/jobs", json=raw)
+            assert answer.status_code == 422, answer.text[:500]
+            assert len(answer.content) < 8_000, len(answer.content)
+    with service.client() as client:
+        detail = client.post("/v1/jobs", json=huge).json()["detail"][0]
+    assert detail["loc"] == ["body", "unknown"] and detail["input"].endswith("(1,000,000 characters in all)")

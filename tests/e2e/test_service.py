@@ -50,8 +50,11 @@ def test_job_succeeds_with_one_metric_row_per_epoch(service: Service, trained: d
         val = client.get(f"/v1/jobs/{trained['id']}/metrics", params={"name": "val_accuracy", "since_step": 180})
         assert [p["epoch"] for p in val.json()["data"]] == [5]
         checkpoints = client.get(f"/v1/jobs/{trained['id']}/checkpoints").json()
-        assert [c["epoch"] for c in checkpoints["data"]] == [1, 2, 3, 4, 5]
+        # fit.keep_checkpoints (3) pruned epochs 1 and 2: only what exists is listed (all 5 were, before).
+        assert [c["epoch"] for c in checkpoints["data"]] == [3, 4, 5] and checkpoints["resume_from"] == 5
         assert all(len(c["sha256"]) == 64 for c in checkpoints["data"])
+        on_disk = service.data_dir / "artifacts" / "jobs" / trained["id"] / "checkpoints"
+        assert sorted(p.name for p in on_disk.glob("epoch-*.json")) == [f"epoch-000{e}.json" for e in (3, 4, 5)]
 
 
 def test_predict_on_held_out_samples_agrees_with_the_engine(service: Service, trained: dict[str, Any]) -> None:
@@ -301,3 +304,17 @@ def test_an_oversized_body_is_refused_before_it_is_read(service: Service) -> Non
                              headers={"content-type": "application/json"})  # fmt: skip
     assert answer.status_code == 413
     assert answer.json() == {"detail": f"the request body is larger than {limit} bytes"}
+
+
+def test_a_model_that_cannot_be_loaded_is_a_500_without_the_servers_paths(service: Service) -> None:
+    raw = keras_mnist_spec_on_digits()
+    raw["fit"]["epochs"] = 1
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=raw).json()["id"]
+        wait_for(client, job_id, ("succeeded",))
+        (service.data_dir / "artifacts" / "jobs" / job_id / "model.safetensors").unlink()  # never loaded yet
+        answer = client.post(f"/v1/models/{job_id}/predict", json={"instances": [[0.0] * 64]})
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": f"the model of job {job_id} cannot be loaded; the server's log has the details"}
+    assert str(service.data_dir) not in answer.text
+    assert f"job {job_id}: its model cannot be loaded" in service.tail(400)

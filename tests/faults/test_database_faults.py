@@ -65,7 +65,7 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     """One job trains through the whole outage; the other finishes in it, and waits to write its
     last points and its outcome. Two workers, one job each."""
     shaky.start("worker")
-    long, short = shaky.submit(epochs=60), shaky.submit(epochs=6)
+    long, short = shaky.submit(epochs=150), shaky.submit(epochs=6)  # the long one trains through the outage
     before = {job: shaky.until(job, lambda r: r["status"] == "running" and r["epoch"] >= 1) for job in (long, short)}
     training = [int(row["lease_owner"].split(":")[1]) for row in before.values()]  # host:pid:task
     watcher = Watcher(shaky, long)  # a live stream of the long job, open across the outage
@@ -87,7 +87,7 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
         done = {job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=120) for job in (long, short)}
         listed = {j["id"] for j in client.get("/v1/jobs").json()["data"]}
     assert listed == {long, short}  # the submit refused during the outage left nothing behind
-    for job, epochs in ((long, 60), (short, 6)):
+    for job, epochs in ((long, 150), (short, 6)):
         final = shaky.row(job)
         # One attempt throughout: the lease was renewed once the database was back, never reaped.
         assert (done[job]["status"], final["attempt"], final["preemptions"]) == ("succeeded", 1, 0), done[job]

@@ -238,6 +238,23 @@ def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultS
     faulty.metrics_are_unique(job_id)
 
 
+def test_a_job_cancelled_as_its_training_process_dies_ends_cancelled(faulty: FaultService) -> None:
+    """Cancel, then the training process dies before it reads the flag: the reaper ended the job back
+    in `queued` with the flag set, which no claim and no sweep would touch, for ever (holding an
+    active-jobs slot). It ends `cancelled` now."""
+    job_id = faulty.submit(epochs=200)
+    training = _pid(faulty.until(job_id, lambda r: r["status"] == "running" and r["epoch"] >= 1))
+    os.kill(training, signal.SIGSTOP)  # frozen: it cannot see the cancel
+    with faulty.client() as client:
+        assert client.post(f"/v1/jobs/{job_id}/cancel").json()["cancel_requested"] is True
+    os.kill(training, signal.SIGKILL)
+    done = faulty.finish(job_id, timeout=60)
+    assert done["status"] == "cancelled", done
+    assert done["reason"].startswith("cancelled by request; its attempt ended before it could stop (the training "
+                                     "process was killed by SIGKILL"), done["reason"]  # fmt: skip
+    assert faulty.row(job_id)["attempt"] == 1  # never claimed again
+
+
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty: FaultService) -> None:
     job_id = faulty.submit(epochs=200)
     kills: list[float] = []

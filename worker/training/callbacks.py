@@ -26,6 +26,7 @@ class CheckpointInfo:
     path: Path
     sha256: str
     metrics: dict[str, float]
+    pruned: tuple[int, ...] = ()  # older epochs' checkpoints deleted as this one was written
 
 
 class Callback:

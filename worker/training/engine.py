@@ -87,8 +87,8 @@ class Trainer:
             optim_tensors, meta[f"optimizer{i or ''}"] = optimizer_tensors(optimizer)
             tensors |= {f"optim{i or ''}.{k.removeprefix('optim.')}": v for k, v in optim_tensors.items()}
         path, digest = write_checkpoint(self.ckpt_dir, f"epoch-{epoch:04d}", tensors, meta)
-        prune_checkpoints(self.ckpt_dir, self.spec.fit.keep_checkpoints)
-        self.callbacks.on_checkpoint(CheckpointInfo(epoch, path, digest, meta["metrics"]))
+        pruned = prune_checkpoints(self.ckpt_dir, self.spec.fit.keep_checkpoints)
+        self.callbacks.on_checkpoint(CheckpointInfo(epoch, path, digest, meta["metrics"], tuple(pruned)))
 
     def resume(self, path: Path | None = None) -> int:
         """Load the given (or newest valid) epoch checkpoint; returns the epochs already done."""
