@@ -1,14 +1,16 @@
 """A request body over the limit is refused with 413 from its Content-Length, before it is
 read, or as soon as a chunked body passes the limit: the 413 goes out at once and the rest of
 the body is never read (the connection is closed). Dataset uploads have their own, larger
-limit (`upload_max_bytes` plus room for the multipart envelope); every other body has
-`request_max_bytes`."""
+limit (`upload_max_bytes` plus room for the multipart envelope), predict one sized for
+`predict_max_instances`; every other body is JSON, held to `json_max_bytes` (1 MiB)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
+
+from core.settings import Settings
 
 Scope = dict[str, Any]
 
@@ -17,12 +19,25 @@ class BodyTooLarge(Exception):
     """Raised from `receive` once a body without Content-Length passes the limit."""
 
 
+def body_limits(settings: Settings) -> Callable[[str], int]:
+    """The body limit of a request path."""
+
+    def limit_for(path: str) -> int:
+        if path == "/v1/datasets":
+            return settings.upload_max_bytes + 2**20
+        if path.startswith("/v1/models/") and path.endswith("/predict"):
+            return settings.predict_max_bytes
+        return settings.json_max_bytes
+
+    return limit_for
+
+
 class BodyLimit:
-    def __init__(self, app: Any, max_bytes: int, paths: Mapping[str, int] | None = None) -> None:
-        self.app, self.max_bytes, self.paths = app, max_bytes, dict(paths or {})
+    def __init__(self, app: Any, limit_for: Callable[[str], int]) -> None:
+        self.app, self._limit_for = app, limit_for
 
     def limit_for(self, scope: Scope) -> int:
-        return self.paths.get(scope.get("path", ""), self.max_bytes)
+        return self._limit_for(scope.get("path", ""))
 
     async def _refuse(self, send: Any, limit: int) -> None:
         body = json.dumps({"detail": f"the request body is larger than {limit} bytes"}).encode()

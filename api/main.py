@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from api import errors
+from api.authn import KeyCheck
 from api.hub import Hub
-from api.limits import BodyLimit
+from api.limits import BodyLimit, body_limits
 from api.model_cache import ModelCache
 from api.predict_gate import PredictGate
 from api.rate_limit import RateLimit
@@ -53,8 +54,11 @@ def create_app() -> FastAPI:
         settings.revocation_check_seconds,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes,
-                       paths={"/v1/datasets": settings.upload_max_bytes + 2**20})  # fmt: skip
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings))
+    # Outside the body limit: a caller without a valid key is refused before its body is read.
+    app.add_middleware(KeyCheck, check_seconds=settings.revocation_check_seconds,
+                       failures_per_second=settings.auth_failures_per_second,
+                       failure_burst=settings.auth_failure_burst)  # fmt: skip
     # Added last, so outermost: a key over its rate is refused before its body is read.
     app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     for module in (health, jobs, events, datasets, models):

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, computed_field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,10 +64,17 @@ class Settings(BaseSettings):
     max_epoch_samples: int = Field(10**10, ge=1, description="fit.epochs x training samples per job")
     max_batch_size: int = Field(65_536, ge=1, description="fit.batch_size")
     max_layers: int = Field(256, ge=1, description="layers per network (model.layers, encoder, generator...)")
-    request_max_bytes_: int | None = Field(
-        None, ge=1024, alias="FITSERVE_REQUEST_MAX_BYTES",
-        description="any request body but a dataset upload; default the upload limit plus 1 MiB",
+    json_max_bytes: int = Field(
+        2**20, ge=1024, validation_alias=AliasChoices("FITSERVE_JSON_MAX_BYTES", "FITSERVE_REQUEST_MAX_BYTES"),
+        description="a JSON body (every route but uploads and predict); 413 past it, from its headers",
     )  # fmt: skip
+    predict_max_bytes_: int | None = Field(
+        None, ge=1024, alias="FITSERVE_PREDICT_MAX_BYTES",
+        description="a predict body; default 16 KiB per instance of PREDICT_MAX_INSTANCES (16 MiB)",
+    )  # fmt: skip
+    # Requests with a missing or bad key, per client address (a key is checked before a body is read).
+    auth_failures_per_second: float = Field(10.0, ge=0.0, description="refused keys per second per address; 0: none")
+    auth_failure_burst: int = Field(50, ge=1, description="refused keys an address may send at once; more is 429")
     # Per-tenant quotas.
     max_active_jobs: int = Field(8, ge=1, description="a tenant's queued + running jobs; more is 429")
     storage_quota_bytes: int = Field(2**30, ge=1024, description="a tenant's uploaded datasets, in bytes; more is 413")
@@ -97,8 +104,8 @@ class Settings(BaseSettings):
         return self.broker_url_ or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
 
     @property
-    def request_max_bytes(self) -> int:
-        return self.request_max_bytes_ or self.upload_max_bytes + 2**20
+    def predict_max_bytes(self) -> int:
+        return self.predict_max_bytes_ or max(self.json_max_bytes, self.predict_max_instances * 16 * 2**10)
 
     @property
     def embedded(self) -> bool:

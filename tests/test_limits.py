@@ -137,7 +137,7 @@ async def test_a_streamed_body_over_the_limit_is_413_and_stops_early() -> None:
             pulled += 1
             yield b"x" * 1024
 
-    app = BodyLimit(small_app(), max_bytes=10 * 1024, paths={"/v1/form": 20 * 1024})
+    app = BodyLimit(small_app(), limit_for=lambda path: 20 * 1024 if path == "/v1/form" else 10 * 1024)
     answer = await call(app, "POST", "/v1/echo", content=chunks())  # no Content-Length: chunked
     assert answer.status_code == 413, answer.text
     assert "larger than 10240 bytes" in answer.json()["detail"]
@@ -163,7 +163,7 @@ async def test_a_streamed_body_over_the_limit_is_413_and_stops_early() -> None:
 
 @pytest.mark.anyio
 async def test_content_length_over_the_limit_is_refused_before_reading() -> None:
-    app = BodyLimit(small_app(), max_bytes=1024)
+    app = BodyLimit(small_app(), limit_for=lambda _: 1024)
     assert (await call(app, "POST", "/v1/echo", content=b"x" * 2048)).status_code == 413
     assert (await call(app, "POST", "/v1/echo", content=b"x" * 1000)).json() == {"size": 1000}
 

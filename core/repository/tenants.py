@@ -44,6 +44,12 @@ def tenant_for_key(*, session: Session, key: str) -> Tenant | None:
     return None if row is None else row[0]
 
 
+def key_hash_is_valid(*, connection: Connection, key_hash: str) -> bool:
+    """One indexed read: is this key known and not revoked?"""
+    query = select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)).limit(1)
+    return connection.execute(query).first() is not None
+
+
 def revoke_key(*, session: Session, prefix: str) -> int:
     keys = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).all()
     for key in keys:

@@ -105,6 +105,8 @@ LIMITS = {
     "FITSERVE_REQUEST_MAX_BYTES": "65536",
     "FITSERVE_RATE_LIMIT_PER_SECOND": "20",
     "FITSERVE_RATE_LIMIT_BURST": "20",
+    "FITSERVE_AUTH_FAILURES_PER_SECOND": "0.1",
+    "FITSERVE_AUTH_FAILURE_BURST": "5",
 }
 
 
@@ -336,3 +338,49 @@ def test_a_422_shows_a_preview_of_a_huge_input_not_all_of_it(service: Service) -
     with service.client() as client:
         detail = client.post("/v1/jobs", json=huge).json()["detail"][0]
     assert detail["loc"] == ["body", "unknown"] and detail["input"].endswith("(1,000,000 characters in all)")
+
+
+def _headers_only(service: Service, head: str) -> bytes:
+    """Send a request's headers and none of its body; the status line and headers of the answer."""
+    url = urlsplit(service.url)
+    answer = b""
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    return answer
+
+
+def test_a_body_without_a_valid_key_is_never_read(service: Service) -> None:
+    """An 86 MiB JSON body without a key was parsed (+354 MB, 3.6 s) before its 401; now the 401
+    comes from the headers, for a missing key and a bad one alike, the body never sent."""
+    netloc = urlsplit(service.url).netloc
+    for auth in ("", "Authorization: Bearer not-a-key\r\n"):
+        head = (f"POST /v1/jobs HTTP/1.1\r\nHost: {netloc}\r\n{auth}Content-Type: application/json\r\n"
+                f"Content-Length: {86 * 2**20}\r\n\r\n")  # fmt: skip
+        started = time.monotonic()
+        answer = _headers_only(service, head)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert time.monotonic() - started < 5
+
+
+def test_predict_without_a_key_is_a_401_not_a_422_echoing_the_input(service: Service) -> None:
+    body = {"instances": "not instances, and secret-ish"}
+    answer = httpx.post(f"{service.url}/v1/models/job_{'0' * 32}/predict", json=body, timeout=30)
+    assert answer.status_code == 401, answer.text
+    assert "secret-ish" not in answer.text and answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_an_address_sending_bad_keys_is_slowed_down(limited: Service) -> None:
+    """Past AUTH_FAILURE_BURST refusals from one address, its requests without a valid key are 429s;
+    its good keys are not affected."""
+    codes = [httpx.get(f"{limited.url}/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"}).status_code
+             for i in range(8)]  # fmt: skip
+    assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3, codes
+    refused = httpx.get(f"{limited.url}/v1/jobs")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    with limited.client() as client:
+        assert client.get("/v1/jobs").status_code == 200

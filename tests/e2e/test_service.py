@@ -298,12 +298,16 @@ def test_bad_uploads_are_refused(service: Service, filename: str, content: bytes
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(service: Service) -> None:
-    limit = UPLOAD_LIMIT + 2**20
+    """A JSON route takes 1 MiB (JSON_MAX_BYTES); predict more, sized for PREDICT_MAX_INSTANCES."""
+    limit = 2**20
     with service.client() as client:
         answer = client.post("/v1/jobs", content=b"{" + b" " * (limit + 10) + b"}",
                              headers={"content-type": "application/json"})  # fmt: skip
-    assert answer.status_code == 413
-    assert answer.json() == {"detail": f"the request body is larger than {limit} bytes"}
+        assert answer.status_code == 413
+        assert answer.json() == {"detail": f"the request body is larger than {limit} bytes"}
+        predict = client.post(f"/v1/models/job_{'0' * 32}/predict", content=b"{" + b" " * (3 * limit) + b"}",
+                              headers={"content-type": "application/json"})  # fmt: skip
+        assert predict.status_code == 404, predict.text  # read and answered, not refused for its size
 
 
 def test_a_model_that_cannot_be_loaded_is_a_500_without_the_servers_paths(service: Service) -> None:
