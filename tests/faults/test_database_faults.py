@@ -76,8 +76,11 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     _refusals_while_down(shaky, long)
     time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))
     os.kill(training[0], 0)  # the long job's training process lived through the outage (raises if it is gone)
+    # The wall time is read before the start: start() returns only after its own readiness probe,
+    # and a waiting worker may have written in between (CI saw an outcome 3 ms before it).
+    restarting = time.time()
     database.start()
-    back, back_wall = time.monotonic(), time.time()
+    back, back_wall = time.monotonic(), restarting
     row = shaky.until(long, lambda r: r["heartbeat_at"].timestamp() > back_wall, timeout=30)  # its first beat since
     caught_up = time.monotonic() - back
     print(f"\nPostgreSQL down {back - stopped:.1f} s: the long job went from epoch {at_stop} to {row['epoch']} "
