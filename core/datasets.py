@@ -8,7 +8,6 @@ preprocessing (an affine map per feature) that is saved with the model.
 
 from __future__ import annotations
 
-import csv
 import io
 import typing
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.csv_table import CsvError, Target, read_table
 from core.generated import GENERATORS, NOISELESS
 from core.generated import MAX_CLASSES as GENERATED_MAX_CLASSES
 from core.spec import BuiltinDataset, DataInfo, DatasetSpec
@@ -202,55 +202,41 @@ def _infer_task(y: np.ndarray) -> Task:
     return "classification" if integral and len(np.unique(y)) <= 50 else "regression"
 
 
-def _encode_target(values: list[str], task: Task | None, column: str) -> tuple[np.ndarray, Task, list[str] | None]:
-    try:
-        numeric = np.array([float(v) for v in values], dtype=np.float64)
-    except ValueError:
-        numeric = None
-    if numeric is None or task == "classification" or (task is None and _infer_task(numeric) == "classification"):
-        keys = sorted(set(values), key=lambda v: (float(v) if numeric is not None else 0.0, v))
-        if len(keys) > MAX_CLASSES:
-            raise DatasetError(f"target column {column!r} has {len(keys)} classes (at most {MAX_CLASSES})")
-        if len(keys) < 2:
-            raise DatasetError(f"target column {column!r} has one class; a classifier needs two or more")
+def _encode_target(target: Target, task: Task | None, column: str) -> tuple[np.ndarray, Task, list[str] | None]:
+    numeric = target.numbers
+    if numeric is None:  # text labels: classes, named by their text
+        keys = sorted(set(target.texts or ()))
         index = {k: i for i, k in enumerate(keys)}
-        return np.array([index[v] for v in values], dtype=np.int64), "classification", keys
+        return _classes(np.array([index[v] for v in target.texts or ()], dtype=np.int64), keys, column)
     if not np.all(np.isfinite(numeric)):
         raise DatasetError(f"target column {column!r} has non-finite values")
+    if task == "classification" or (task is None and _infer_task(numeric) == "classification"):
+        if target.names is None:
+            raise DatasetError(f"target column {column!r} has over {MAX_CLASSES} classes (at most {MAX_CLASSES})")
+        distinct = np.unique(numeric)  # sorted by value, each named by the text it first had
+        names = [target.names[v] for v in distinct.tolist()]
+        return _classes(np.searchsorted(distinct, numeric).astype(np.int64), names, column)
     return numeric.astype(np.float32).reshape(-1, 1), "regression", None
 
 
+def _classes(y: np.ndarray, keys: list[str], column: str) -> tuple[np.ndarray, Task, list[str]]:
+    if len(keys) > MAX_CLASSES:
+        raise DatasetError(f"target column {column!r} has {len(keys)} classes (at most {MAX_CLASSES})")
+    if len(keys) < 2:
+        raise DatasetError(f"target column {column!r} has one class; a classifier needs two or more")
+    return y, "classification", keys
+
+
 def parse_csv(data: bytes, *, target: str | None, task: Task | None, name: str) -> Dataset:
-    """A header row, numeric feature columns, one target column (default: the last)."""
+    """A header row, numeric feature columns, one target column (default: the last); read in
+    bounded memory (core/csv_table.py)."""
     try:
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"not a UTF-8 CSV file: {exc}") from exc
-    rows = [r for r in rows if r]
-    if len(rows) < 3:
-        raise DatasetError("a CSV needs a header row and at least two data rows")
-    header = [h.strip() for h in rows[0]]
-    if len(header) < 2 or len(header) > MAX_CSV_COLUMNS:
-        raise DatasetError(f"a CSV needs 2 to {MAX_CSV_COLUMNS} columns, this one has {len(header)}")
-    column = target if target is not None else header[-1]
-    if column not in header:
-        raise DatasetError(f"target column {column!r} is not in the header {header[:20]}")
-    t = header.index(column)
-    body = rows[1:]
-    for line, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DatasetError(f"line {line}: {len(row)} fields, the header has {len(header)}")
-    features = [h for i, h in enumerate(header) if i != t]
-    x = np.empty((len(body), len(features)), dtype=np.float32)
-    for line, row in enumerate(body, start=2):
-        values = [v for i, v in enumerate(row) if i != t]
-        try:
-            x[line - 2] = [float(v) for v in values]
-        except ValueError as exc:
-            raise DatasetError(f"line {line}: feature values must be numbers ({exc})") from exc
+        features, column, x, values = read_table(data, target, MAX_CSV_COLUMNS, MAX_CLASSES)
+    except CsvError as exc:
+        raise DatasetError(str(exc)) from exc
     if not np.all(np.isfinite(x)):
         raise DatasetError("feature values must be finite numbers")
-    y, found, classes = _encode_target([row[t].strip() for row in body], task, column)
+    y, found, classes = _encode_target(values, task, column)
     return Dataset(name, found, x, y, class_names=classes, feature_names=features, target_name=column)
 
 
