@@ -30,7 +30,8 @@ class JobState(BaseModel):
     test_metrics: dict[str, float]
     parameters: int
     estimated_memory_bytes: int
-    device: str | None
+    device: str | None = Field(description="where it trains: cpu or cuda, set by its first attempt and kept")
+    precision: str | None = Field(description="fp32, bf16 or fp16 (autocast), set by its first attempt and kept")
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime

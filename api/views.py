@@ -16,7 +16,8 @@ def to_state(job: Any) -> JobState:
         id=job.id, name=job.name, status=job.status, reason=job.reason, attempt=job.attempt,
         progress=Progress(epoch=job.epoch, epochs=job.epochs, step=job.step, steps=job.steps),
         metrics=job.latest_metrics or {}, test_metrics=job.test_metrics or {}, parameters=job.parameters,
-        estimated_memory_bytes=job.estimated_memory_bytes, device=job.device, cancel_requested=job.cancel_requested,
+        estimated_memory_bytes=job.estimated_memory_bytes, device=job.device, precision=job.precision,
+        cancel_requested=job.cancel_requested,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
         seq=job.seq, trained_seconds=job.trained_seconds,
     )  # fmt: skip

@@ -16,7 +16,10 @@ the traceback, and the next part still runs):
                submitted over HTTP, the job's `device`, predict, timings
 5. first_metric  submit -> first metric row through `fitserve up`, with the training process forked
                and warmed up ahead of its job (the default) and without (a CUDA context per job)
-6. throughput  bench/train_throughput.py --quick on cuda, then on the CPU
+6. placement   a job's device kind and precision kept across attempts: begun on a CPU-only worker
+               (FITSERVE_DEVICE=cpu), preempted, resumed by a GPU worker: still cpu and fp32; begun on
+               cuda (bf16), preempted, taken by a CPU-only worker: refused with the reason
+7. throughput  bench/train_throughput.py --quick on cuda, then on the CPU
 
 Without CUDA the cuda runs are skipped (said so) and everything else runs on the CPU.
 
@@ -49,9 +52,17 @@ from worker.training.callbacks import Callback, TrainStart
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-PARTS = ("env", "train", "checkpoints", "service", "first_metric", "throughput")
+PARTS = ("env", "train", "checkpoints", "service", "first_metric", "placement", "throughput")
 # seconds per part (throughput: cuda and CPU each); sized so the whole run stays under ~6 minutes
-LIMITS = {"env": 25, "train": 140, "checkpoints": 50, "service": 75, "first_metric": 120, "throughput": 40}
+LIMITS = {
+    "env": 25,
+    "train": 140,
+    "checkpoints": 50,
+    "service": 75,
+    "first_metric": 120,
+    "placement": 120,
+    "throughput": 40,
+}
 MODES = ("auto", "fp16", "off")
 # (example, fit overrides (an "epochs" there is a floor), family section overrides, modes on cuda); the CPU runs
 # each once ("auto" is fp32 there)
@@ -155,7 +166,7 @@ class Watch(Callback):
         self.timed_out = False
 
     def on_train_start(self, start: TrainStart) -> None:
-        self.device, self.amp = start.device, start.mixed_precision
+        self.device, self.amp = start.device, start.precision
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self.epochs_seen = epoch
@@ -459,12 +470,12 @@ def service_job(client: Any, url: str, name: str, body: dict[str, Any], deadline
 
 @contextlib.contextmanager
 def embedded_service(args: argparse.Namespace, deadline: float, settings: dict[str, str],
-                     name: str) -> Iterator[tuple[str, Any]]:  # fmt: skip
-    """`fitserve up` in a temp data dir: (its URL, an httpx client with its key); its log is
-    summarised (and copied to --out as <name>.log) when it stops."""
+                     name: str, keep: Path | None = None) -> Iterator[tuple[str, Any]]:  # fmt: skip
+    """`fitserve up` in a temp data dir (or `keep`, which outlives it): (its URL, an httpx client
+    with its key); its log is summarised (and copied to --out as <name>.log) when it stops."""
     import httpx
 
-    data_dir = Path(tempfile.mkdtemp(prefix="fitserve-cuda-check-"))
+    data_dir = keep or Path(tempfile.mkdtemp(prefix="fitserve-cuda-check-"))
     port = free_port()
     env = {**os.environ, "FITSERVE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **settings,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
@@ -493,7 +504,8 @@ def embedded_service(args: argparse.Namespace, deadline: float, settings: dict[s
     finally:
         stop(up, "fitserve up")
         summarise_log(log_path, args, name)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def summarise_log(log_path: Path, args: argparse.Namespace, name: str) -> None:
@@ -559,6 +571,52 @@ def part_first_metric(args: argparse.Namespace) -> None:
             fail(f"first_metric (spare {spare})")
 
 
+def until(client: Any, url: str, job_id: str, done: Any, deadline: float) -> dict[str, Any]:
+    while True:
+        job: dict[str, Any] = client.get(f"{url}/v1/jobs/{job_id}").json()
+        if done(job) or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+def placement_case(args: argparse.Namespace, first: dict[str, str], second: dict[str, str], name: str,
+                   deadline: float) -> dict[str, Any]:  # fmt: skip
+    """A job begun under `first` settings, preempted by a stop after its 3rd epoch, then taken up by
+    a worker with `second` settings: the job as it ended."""
+    spec = json.loads((EXAMPLES / "digits_mlp.json").read_text())
+    spec["fit"] |= {"epochs": 150}
+    keep = Path(tempfile.mkdtemp(prefix="fitserve-placement-"))
+    try:
+        with embedded_service(args, deadline, first, f"{name}_first", keep) as (url, client):
+            job_id = client.post(f"{url}/v1/jobs", json=spec).json()["id"]
+            began = until(client, url, job_id, lambda j: j["progress"]["epoch"] >= 3, deadline)
+            print(f"  {name}: attempt {began['attempt']} on {began['device']} at {began['precision']}, epoch "
+                  f"{began['progress']['epoch']}: stopping the service (its job is preempted)")  # fmt: skip
+        with embedded_service(args, deadline, second, f"{name}_second", keep) as (url, client):
+            end = until(client, url, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), deadline)
+        print(f"  {name}: ended {end['status']} after attempt {end['attempt']} on {end['device']} at "
+              f"{end['precision']}, epoch {end['progress']['epoch']}: {end['reason']}")  # fmt: skip
+        return end
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)
+
+
+def part_placement(args: argparse.Namespace) -> None:
+    deadline = time.monotonic() + args.limit - 12
+    if not cuda_ok():
+        print("  no CUDA: skipped (tests/test_placement.py covers the decisions on the CPU)")
+        return
+    try:
+        end = placement_case(args, {"FITSERVE_DEVICE": "cpu"}, {}, "cpu_then_gpu_worker", deadline)
+        kept = (end["status"], end["device"], end["precision"], end["attempt"]) == ("succeeded", "cpu", "fp32", 2)
+        print(f"  {'ok' if kept else 'FAIL'}: begun on the CPU, resumed by a GPU worker: kept cpu and fp32")
+        end = placement_case(args, {}, {"FITSERVE_DEVICE": "cpu"}, "gpu_then_cpu_worker", deadline)
+        refused = end["status"] == "failed" and "has no GPU to resume it on" in (end["reason"] or "")
+        print(f"  {'ok' if refused else 'FAIL'}: begun on cuda at {end['precision']}, refused by a CPU-only worker")
+    except Exception:
+        fail("placement")
+
+
 def stop(proc: subprocess.Popen[bytes], what: str) -> None:
     """SIGTERM to the process group we started, then SIGKILL if it lingers."""
     if proc.poll() is None:
@@ -610,7 +668,7 @@ def main() -> None:
     if args.part:  # a child: one part, its stacks dumped shortly before the parent's limit
         faulthandler.dump_traceback_later(max(args.limit - 3, 1), exit=False)
         parts = {"env": part_env, "train": part_train, "checkpoints": part_checkpoints, "service": part_service,
-                 "first_metric": part_first_metric}  # fmt: skip
+                 "first_metric": part_first_metric, "placement": part_placement}  # fmt: skip
         parts[args.part](args)
         return
 

@@ -24,7 +24,7 @@ class RichProgress(Callback):
         self.steps, self.epochs = start.steps_per_epoch, start.epochs
         self.console.print(
             f"training on {start.device} ({start.train_samples} samples, {start.val_samples} "
-            f"validation, {start.parameters:,} parameters, mixed precision {start.mixed_precision})"
+            f"validation, {start.parameters:,} parameters, precision {start.precision})"
         )
         self.progress.start()
 

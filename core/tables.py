@@ -137,6 +137,8 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     test_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     device: Mapped[str | None] = mapped_column(String(32))
+    # fp32, bf16 or fp16: set with device by the first attempt's start, and kept by every later one
+    precision: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

@@ -164,3 +164,31 @@ def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(
     assert run_job(job_id, "w") == "failed"
     assert _job(job_id).reason == f"internal error (RuntimeError); the server's log has the details under job {job_id}"
     assert "/srv/fitserve/secret/path" in caplog.text  # the log keeps the detail
+
+
+def test_a_job_reports_its_device_and_precision_and_a_resume_keeps_them(service_env: str) -> None:
+    """The first attempt sets device and precision; a job that began on a GPU cannot be resumed by
+    this CPU worker, and fails saying why, without training."""
+    job_id = _submit(digits_mlp(epochs=1).model_dump(mode="json"))
+    assert run_job(job_id, "w") == "succeeded"
+    assert (_job(job_id).device, _job(job_id).precision) == ("cpu", "fp32")
+    began_on_gpu = _submit(digits_mlp(epochs=3).model_dump(mode="json"))
+    with session_scope() as s:  # as a GPU worker's first attempt leaves it when it dies
+        s.execute(update(Job).where(Job.id == began_on_gpu).values(attempt=1, device="cuda", precision="bf16", epoch=1))
+    assert run_job(began_on_gpu, "w") == "failed"
+    job = _job(began_on_gpu)
+    assert job.reason == ("this job began on cuda at bf16 and keeps both across attempts; the worker that took this "
+                          "attempt has no GPU to resume it on")  # fmt: skip
+    assert (job.attempt, job.device, job.precision, job.epoch) == (2, "cuda", "bf16", 1)
+
+
+def test_a_resume_under_a_kept_precision_is_the_same_spec(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The kept precision overrides the task's choice, not the spec: the checkpoint's spec still
+    matches, so the resume is not refused as 'written for a different spec'."""
+    spec = digits_mlp(epochs=2)
+    data = load_train_data(spec)
+    train(spec, data, tmp_path, [Recorder(stop_at_step=24)])  # a first attempt, stopped in its second epoch
+    recorder = Recorder()
+    result = train(spec, data, tmp_path, [recorder], resume=True, mixed_precision="off")
+    assert result.epochs_done == 2 and recorder.start is not None
+    assert (recorder.start.start_epoch, recorder.start.precision) == (1, "fp32")

@@ -20,6 +20,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from core.queue import TRAIN_TASK, celery_app
@@ -54,6 +55,10 @@ def train_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     # In the pool process, SIGTERM asks the running job to stop and be preempted (never kills it).
     # Installed here: billiard resets the pool process's handlers after worker_process_init.
     signal.signal(signal.SIGTERM, _stop_requested)
+    if STOPPING.is_set():
+        # This pool process is shutting down, yet was handed a job (the one it just preempted, as
+        # often as not): back to the broker unclaimed, so no attempt is spent on a worker that stops.
+        raise Reject("the worker is shutting down", requeue=True)
     return process.run_in_child(job_id, str(self.request.id))
 
 

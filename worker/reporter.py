@@ -26,7 +26,8 @@ STOPPING = threading.Event()
 
 
 class JobReporter(Callback):
-    def __init__(self, job_id: str, attempt: int, settings: Settings, trained_before: float = 0.0) -> None:
+    def __init__(self, job_id: str, attempt: int, settings: Settings, trained_before: float = 0.0,
+                 epoch: int = 0) -> None:  # fmt: skip
         self.job_id, self.attempt, self.settings = job_id, attempt, settings
         # Every attempt's time counts toward fit.max_seconds: this one's is added from the claim on.
         self.trained_before, self.claimed_at = trained_before, time.monotonic()
@@ -43,7 +44,8 @@ class JobReporter(Callback):
         self._pruned: list[int] = []  # epochs whose checkpoint files are gone: their rows go too
         self._progress: dict[str, Any] = {}
         self._error: SQLAlchemyError | None = None  # the last failed flush's
-        self.epoch = self.batch = self.epochs = self.steps = 0
+        self.batch = self.epochs = self.steps = 0
+        self.epoch = epoch  # where earlier attempts left it, until this one says where it resumes
         # The thread runs in a copy of this context, so its log records carry the job id and attempt too.
         self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
                                         name=f"reporter-{job_id}", daemon=True)  # fmt: skip
@@ -56,7 +58,7 @@ class JobReporter(Callback):
                      start.start_epoch)  # fmt: skip
         with self._lock:
             self._progress.update(epochs=start.epochs, steps=start.steps_per_epoch, parameters=start.parameters,
-                                  device=start.device, epoch=start.start_epoch)  # fmt: skip
+                                  device=start.device, precision=start.precision, epoch=start.start_epoch)  # fmt: skip
         self.start()
         self._wake.set()
 

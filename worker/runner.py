@@ -23,11 +23,13 @@ from core.storage import job_dir, upload_path
 from models.checkpoint import CheckpointError
 from models.errors import SpecError
 from worker.datasource import load_train_data
+from worker.placement import ResumeRefused, place_here
 from worker.reporter import STOPPING, JobReporter
 from worker.training.engine import TrainingFailed, TrainResult, train
 
 log = logging.getLogger("fitserve.worker")
-USER_ERRORS = (TrainingFailed, SpecError, DatasetError, CheckpointError, ValidationError)
+USER_ERRORS = (TrainingFailed, SpecError, DatasetError, CheckpointError, ValidationError, ResumeRefused)
+Began = tuple[str | None, str | None]  # the device and precision a job's first attempt started with
 
 
 def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-untyped-def]
@@ -78,19 +80,20 @@ def _run_job(job_id: str, owner: str) -> str:
         log.info("job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); "
                  "skipping", job_id)  # fmt: skip
         return "skipped"
-    attempt, raw_spec, tenant_id, trained_before = claimed
+    attempt, raw_spec, tenant_id, trained_before, began, epoch = claimed
     bind_job(job_id, attempt)  # every record of this process from here on carries job_id and attempt
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
-    reporter = JobReporter(job_id, attempt, settings, trained_before)
+    reporter = JobReporter(job_id, attempt, settings, trained_before, epoch)
     reporter.start()
     status, reason, values = "failed", "", {}
     try:
+        placement = place_here(*began, settings.device)  # ResumeRefused: fails the job with its reason
         spec = JobSpec.model_validate(raw_spec)
         limit = job_seconds(spec, settings)
         reporter.deadline = time.monotonic() + limit - trained_before  # the limit counts every attempt
         data = load_train_data(spec, _upload_resolver(settings, tenant_id))
         result = train(spec, data, job_dir(settings.artifacts_dir, job_id), [reporter], resume=True,
-                       device=settings.device)  # fmt: skip
+                       device=placement.device, mixed_precision=placement.mixed_precision)  # fmt: skip
         status, reason = describe_outcome(spec, result, reporter)
         if result.status == "cancelled" and reporter.timed_out and not reporter.cancel.is_set():
             status, reason = "failed", (
@@ -116,10 +119,11 @@ def _run_job(job_id: str, owner: str) -> str:
     return status if written else "lost"
 
 
-def _claim(job_id: str, owner: str, settings: Settings) -> tuple[int, dict[str, Any], str, float] | None:
+def _claim(job_id: str, owner: str, settings: Settings) -> tuple[int, dict[str, Any], str, float, Began, int] | None:
     with session_scope() as session:
         job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds)
-        return None if job is None else (job.attempt, job.spec, job.tenant_id, job.trained_seconds)
+        return None if job is None else (job.attempt, job.spec, job.tenant_id, job.trained_seconds,
+                                         (job.device, job.precision), job.epoch)  # fmt: skip
 
 
 def _finish(job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any]) -> bool:

@@ -39,6 +39,7 @@ def test_job_succeeds_with_one_metric_row_per_epoch(service: Service, trained: d
     assert trained["reason"] == "completed 5 epochs"
     assert trained["progress"] == {"epoch": 5, "epochs": 5, "step": 45, "steps": 45}
     assert trained["parameters"] == 64 * 512 + 512 + 512 * 10 + 10 and trained["attempt"] == 1
+    assert (trained["device"], trained["precision"]) == ("cpu", "fp32")  # set by the first attempt, kept by any other
     with service.client() as client:
         points = client.get(f"/v1/jobs/{trained['id']}/metrics").json()["data"]
         for name in EPOCH_METRICS:

@@ -15,7 +15,7 @@ class TrainStart:
     steps_per_epoch: int
     parameters: int
     device: str
-    mixed_precision: str
+    precision: str  # fp32, bf16 or fp16 (autocast's dtype)
     train_samples: int
     val_samples: int
 

@@ -42,19 +42,25 @@ def _derived_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
 
 
+def _with_precision(spec: JobSpec, mode: str | None) -> JobSpec:
+    if mode is None or mode == spec.fit.mixed_precision:
+        return spec
+    return spec.model_copy(update={"fit": spec.fit.model_copy(update={"mixed_precision": mode})})
+
+
 def pick_device(requested: str | None = None) -> torch.device:
     return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class Trainer:
     def __init__(self, spec: JobSpec, data: TrainData, out_dir: Path, callbacks: list[Callback] | None = None,
-                 device: str | None = None) -> None:  # fmt: skip
+                 device: str | None = None, mixed_precision: str | None = None) -> None:  # fmt: skip
         self.spec, self.data, self.out_dir = spec, data, out_dir
         self.ckpt_dir = out_dir / "checkpoints"
         self.callbacks = CallbackList(list(callbacks or []))
         self.device = pick_device(device)
         torch.manual_seed(spec.fit.seed)
-        self.task: Task = make_task(spec, data, self.device)
+        self.task: Task = make_task(_with_precision(spec, mixed_precision), data, self.device)
         self.model = self.task.model
         self.base_lrs = [group["lr"] for o in self.task.optimizers for group in o.param_groups]
         self.schedule = Schedule(spec.fit, self.base_lrs[0])
@@ -180,7 +186,7 @@ class Trainer:
         steps = sum(1 for start in range(0, n_train, fit.batch_size) if n_train - start != 1 or n_train == 1)
         self.callbacks.on_train_start(TrainStart(
             fit.epochs, self.start_epoch, steps, self.task.parameters, str(self.device),
-            "off" if self.task.amp is None else str(self.task.amp).removeprefix("torch."), n_train,
+            self.task.precision, n_train,
             0 if self.data.x_val is None else len(self.data.x_val)))  # fmt: skip
         status: Literal["completed", "early_stopped", "cancelled"] = "completed"
         for epoch in range(self.start_epoch + 1, fit.epochs + 1):
@@ -232,9 +238,12 @@ class Trainer:
 
 
 def train(spec: JobSpec, data: TrainData, out_dir: Path, callbacks: list[Callback] | None = None, *,
-          resume: bool | Path = False, device: str | None = None) -> TrainResult:  # fmt: skip
-    """Fit `spec` on `data`, checkpointing to `out_dir`; `resume=True` continues from the newest checkpoint."""
-    trainer = Trainer(spec, data, out_dir, callbacks, device)
+          resume: bool | Path = False, device: str | None = None,
+          mixed_precision: str | None = None) -> TrainResult:  # fmt: skip
+    """Fit `spec` on `data`, checkpointing to `out_dir`; `resume=True` continues from the newest checkpoint.
+    `mixed_precision` overrides the spec's (an earlier attempt's choice, kept) without changing the spec
+    that checkpoints record."""
+    trainer = Trainer(spec, data, out_dir, callbacks, device, mixed_precision)
     if resume:
         trainer.resume(resume if isinstance(resume, Path) else None)
     return trainer.fit()

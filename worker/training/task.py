@@ -32,6 +32,11 @@ class Task(ABC):
         self.spec, self.data, self.device = spec, data, device
 
     @property
+    def precision(self) -> str:
+        """What the job reports and a resumed attempt keeps: fp32, or the autocast dtype."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, str(self.amp))
+
+    @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
