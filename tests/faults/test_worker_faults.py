@@ -3,7 +3,6 @@ time, and a corrupt checkpoint. PostgreSQL + Redis, real `fitserve worker` and `
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -13,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.faults.conftest import FaultService
 
@@ -226,31 +223,11 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
     assert [c["attempt"] for c in listed] == [1] * newest + [2] * (6 - newest), listed
 
 
-def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-@pytest.mark.parametrize("whole_tree", [False, True], ids=["worker", "worker_and_its_processes"])
-def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultService, whole_tree: bool) -> None:
-    """SIGTERM to the worker alone (as `docker stop` sends it), or to all its processes at once (as
-    `fitserve up` stopping, or systemd, does): one preemption, and the next worker's attempt is the
-    2nd. To the whole tree, the stopping pool process was handed the job it had just preempted and
-    claimed it (attempts 2 to 4 spent in half a second) before it refused jobs while stopping."""
+def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultService) -> None:
     job_id = faulty.submit(epochs=6)
     faulty.until(job_id, lambda r: r["status"] == "running" and r["epoch"] >= 1)
     worker = _worker(faulty)
-    for pid in [worker.pid, *(_descendants(worker.pid) if whole_tree else [])]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     preempted = faulty.until(job_id, lambda r: r["status"] != "running", timeout=30)
     assert preempted["status"] in ("preempted", "queued"), preempted
     assert worker.wait(timeout=30) is not None
