@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +17,11 @@ from core.datasets import _builtin_info
 from core.settings import Settings
 from core.spec import DataInfo, JobSpec, LayerSpec
 from core.tables import Dataset, Job, Tenant
-from models.validation import dry_run
+from models.validation import FLOAT_BYTES, DryRun, dry_run
 
 ACTIVE = ("queued", "running")
+DRY_RUN_SAMPLES = 2  # models.validation.sample_batch's batch
+DRY_RUN_COPIES = 3  # each activation, its gradient and what autograd keeps for backward, roughly
 JOBS_RETRY_AFTER_SECONDS = 10
 
 
@@ -68,15 +71,60 @@ def check_spec(spec: JobSpec, settings: Settings, samples: int) -> None:
                             f"server's limit of {settings.max_epoch_samples}", ("body", "fit", "epochs"))  # fmt: skip
 
 
-def meta_parameters(spec: JobSpec, info: DataInfo) -> int | None:
-    """The parameter count from a dry run on torch's meta device: shapes only, no memory, so a
-    model of billions of parameters is refused before the real dry run would allocate it. None
+def meta_dry_run(spec: JobSpec, info: DataInfo) -> DryRun | None:
+    """The dry run on torch's meta device: shapes only, no memory, so a model of billions of
+    parameters or of huge activations is refused before the real dry run would allocate it. None
     when the meta run fails; the real dry run then names the fault."""
     try:
         with torch.device("meta"):  # a thread-local mode: other requests' tensors are not affected
-            return dry_run(spec, info).parameters
+            return dry_run(spec, info)
     except Exception:
         return None
+
+
+def _floats(layer: dict[str, Any]) -> int:
+    return math.prod(layer.get("output_shape") or [0])
+
+
+def _largest(spec: JobSpec, report: DryRun) -> tuple[str, tuple[Any, ...]]:
+    """The layer with the largest output per sample, named as the 422 names layers, and its location."""
+    if not report.layers:
+        return "", ("body", spec.family)
+    layer = max(report.layers, key=_floats)
+    network, index = layer.get("network"), layer.get("index", 0)
+    if spec.family == "supervised":
+        loc: tuple[Any, ...] = ("body", "model", "layers", index)
+    elif spec.family == "gan" and network in ("generator", "discriminator"):
+        loc = ("body", "gan", network, "layers", index)
+    elif network in ("encoder", "decoder"):
+        loc = ("body", spec.family, network, index)
+    else:  # one network (rbm, dbn, seq2seq), or a part the spec does not list (a VAE's mean head)
+        loc = ("body", spec.family)
+    where = f"{network} " if network else ""
+    return (f"; the largest is {where}layer {index} ({layer.get('type')}), {_floats(layer):,} values per sample "
+            f"{tuple(layer.get('output_shape') or ())}"), loc  # fmt: skip
+
+
+def check_memory(spec: JobSpec, settings: Settings, report: DryRun) -> None:
+    """The job's memory estimate against MAX_JOB_MEMORY_BYTES, and what the real dry run would
+    allocate against MAX_DRY_RUN_BYTES; both from the meta run's shapes, before any memory is spent."""
+    largest, loc = _largest(spec, report)
+    if report.estimated_memory_bytes > settings.max_job_memory_bytes:
+        raise unprocessable(f"the job's training memory is estimated at {_size(report.estimated_memory_bytes)} "
+                            f"(weights, gradients, optimizer state and the activations of a batch of "
+                            f"{spec.fit.batch_size}), over the server's limit of "
+                            f"{_size(settings.max_job_memory_bytes)}{largest}", loc)  # fmt: skip
+    per_sample = sum(_floats(layer) for layer in report.layers)
+    needs = FLOAT_BYTES * (2 * report.parameters + DRY_RUN_SAMPLES * DRY_RUN_COPIES * per_sample)
+    if needs > settings.max_dry_run_bytes:
+        raise unprocessable(f"checking this model means running {DRY_RUN_SAMPLES} samples through it, which needs "
+                            f"about {_size(needs)} ({per_sample:,} activations per sample), over the server's "
+                            f"limit of {_size(settings.max_dry_run_bytes)} for a check{largest}", loc)  # fmt: skip
+
+
+def _size(n: int) -> str:
+    unit, scale = next(((u, s) for u, s in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if n >= s), ("bytes", 1))
+    return f"{n:,} bytes" if scale == 1 else f"{n / scale:,.1f} {unit}"
 
 
 def check_parameters(spec: JobSpec, settings: Settings, parameters: int) -> None:

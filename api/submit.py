@@ -61,9 +61,10 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
         raise unprocessable(f"fit.max_seconds {spec.fit.max_seconds} exceeds the server's limit of "
                             f"{settings.max_job_seconds:g} s", ("body", "fit", "max_seconds"))  # fmt: skip
     quota.check_active_jobs(session, tenant.id, settings)
-    counted = quota.meta_parameters(spec, info)
+    counted = quota.meta_dry_run(spec, info)
     if counted is not None:
-        quota.check_parameters(spec, settings, counted)
+        quota.check_parameters(spec, settings, counted.parameters)
+        quota.check_memory(spec, settings, counted)
     try:
         report = dry_run(spec, info)
     except SpecError as exc:
@@ -100,5 +101,5 @@ def warm_up() -> None:
         "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
     })  # fmt: skip
     info = builtin_info(spec.dataset)
-    quota.meta_parameters(spec, info)
+    quota.meta_dry_run(spec, info)
     dry_run(spec, info)

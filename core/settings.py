@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(None, description="when set, /metrics needs `Bearer <this token>`")
     # Server-side maxima on a job spec (422 naming the field) and on request bodies (413).
     max_parameters: int = Field(50_000_000, ge=1, description="trainable parameters per job (the dry-run's count)")
+    max_job_memory_bytes: int = Field(
+        8 * 2**30, ge=1024,
+        description="a job's estimated training memory (weights, gradients, optimizer state, a batch's activations), "
+        "from shapes on the meta device; the API refuses a spec past it (422), a worker set lower fails such a job",
+    )  # fmt: skip
+    max_dry_run_bytes: int = Field(
+        64 * 2**20, ge=1024,
+        description="what the API's real dry run of a spec (2 samples through the model) may allocate, estimated "
+        "on the meta device first; a spec past it is refused (422) before any memory is spent",
+    )  # fmt: skip
     max_epoch_samples: int = Field(10**10, ge=1, description="fit.epochs x training samples per job")
     max_batch_size: int = Field(65_536, ge=1, description="fit.batch_size")
     max_layers: int = Field(256, ge=1, description="layers per network (model.layers, encoder, generator...)")

@@ -3,6 +3,7 @@ the per-tenant quotas (on the real SQLite and PostgreSQL databases)."""
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,8 @@ from core.repository import tenants as tenants_repo
 from core.settings import Settings
 from core.spec import JobSpec
 from core.tables import Dataset, Job
-from tests.helpers import digits_mlp
+from models.validation import dry_run
+from tests.helpers import EXAMPLES, digits_mlp
 
 
 class Clock:
@@ -279,6 +281,55 @@ def test_a_huge_model_is_counted_on_the_meta_device_without_memory() -> None:
         "model": {"layers": [{"type": "flatten"}, *wide, {"type": "dense", "units": 10, "activation": "softmax"}]},
         "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
     })  # fmt: skip
-    counted = quota.meta_parameters(spec, builtin_info(spec.dataset))  # 34 GB of float32 if it were real
-    assert counted == 64 * 65_536 + 65_536 + 2 * (65_536 * 65_536 + 65_536) + 65_536 * 10 + 10
-    assert quota.meta_parameters(digits_mlp(), builtin_info(digits_mlp().dataset)) == 2_474  # as the real dry run
+    counted = quota.meta_dry_run(spec, builtin_info(spec.dataset))  # 34 GB of float32 if it were real
+    assert counted is not None
+    assert counted.parameters == 64 * 65_536 + 65_536 + 2 * (65_536 * 65_536 + 65_536) + 65_536 * 10 + 10
+    small = quota.meta_dry_run(digits_mlp(), builtin_info(digits_mlp().dataset))
+    assert small == dry_run(
+        digits_mlp(), builtin_info(digits_mlp().dataset)
+    )  # the meta run reports what the real one does
+    assert small is not None and small.parameters == 2_474
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.json")))
+def test_no_example_is_refused_for_its_memory(name: str) -> None:
+    from core.datasets import builtin_info
+
+    spec = JobSpec.model_validate_json((EXAMPLES / f"{name}.json").read_text())
+    report = quota.meta_dry_run(spec, builtin_info(spec.dataset))
+    assert report is not None
+    quota.check_memory(spec, settings(), report)
+
+
+@pytest.mark.parametrize(
+    ("name", "loc"),
+    [
+        ("digits_cnn_augmented", ["body", "model", "layers", 0]),
+        ("digits_dcgan", ["body", "gan", "generator", "layers", 2]),
+        ("digits_autoencoder", ["body", "autoencoder", "encoder", 0]),  # the first of the largest (64 values)
+        ("digits_vae", ["body", "vae", "encoder", 0]),
+        ("digits_rbm", ["body", "rbm"]),
+    ],
+)
+def test_a_memory_refusal_names_the_largest_layer_of_any_family(name: str, loc: list[Any]) -> None:
+    from core.datasets import builtin_info
+
+    spec = JobSpec.model_validate_json((EXAMPLES / f"{name}.json").read_text())
+    report = quota.meta_dry_run(spec, builtin_info(spec.dataset))
+    assert report is not None
+    with pytest.raises(ApiError) as exc:
+        quota.check_memory(spec, settings(max_job_memory_bytes=1024), report)
+    status, where, message = refusal(exc)
+    assert (status, where) == (422, loc), message
+    assert (
+        message.startswith("the job's training memory is estimated at ")
+        and "over the server's limit of 1.0 KiB" in message
+    )
+    # The check's own cost: weights and gradients, and 2 samples' activations 3 times over, in float32.
+    per_sample = sum(math.prod(layer["output_shape"]) for layer in report.layers)
+    check = 4 * (2 * report.parameters + 2 * 3 * per_sample)
+    with pytest.raises(ApiError) as exc:
+        quota.check_memory(spec, settings(max_dry_run_bytes=check - 1), report)
+    status, where, message = refusal(exc)
+    assert (status, where) == (422, loc) and message.startswith("checking this model means running 2 samples")
+    quota.check_memory(spec, settings(max_dry_run_bytes=check, max_job_memory_bytes=2**40), report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.placement import Placement, ResumeRefused, place
+from worker.placement import Placement, WorkerRefused, place
 
 # (began on, at precision, worker's setting, worker has CUDA, its GPU has bf16) -> placement
 KEPT = [
@@ -39,6 +39,6 @@ def test_a_resumed_attempt_keeps_what_the_first_began_with(device: str | None, p
 )
 def test_a_worker_that_cannot_keep_them_refuses_the_resume(device: str, precision: str, worker: str | None,
                                                            cuda: bool, bf16: bool, why: str) -> None:  # fmt: skip
-    with pytest.raises(ResumeRefused, match=why) as refused:
+    with pytest.raises(WorkerRefused, match=why) as refused:
         place(device, precision, worker, cuda, bf16)
     assert f"this job began on {device.split(':')[0]} at {precision}" in str(refused.value)

@@ -192,3 +192,17 @@ def test_a_resume_under_a_kept_precision_is_the_same_spec(tmp_path) -> None:  # 
     result = train(spec, data, tmp_path, [recorder], resume=True, mixed_precision="off")
     assert result.epochs_done == 2 and recorder.start is not None
     assert (recorder.start.start_epoch, recorder.start.precision) == (1, "fp32")
+
+
+def test_a_worker_with_less_memory_than_the_api_allows_fails_a_job_past_its_own_limit(service_env: str,
+                                                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    monkeypatch.setenv("FITSERVE_MAX_JOB_MEMORY_BYTES", "1000000")
+    get_settings.cache_clear()
+    job_id = _submit(digits_mlp(epochs=1).model_dump(mode="json"))
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(estimated_memory_bytes=1_000_001))
+    assert run_job(job_id, "w") == "failed"
+    job = _job(job_id)
+    assert job.reason == ("the job's training memory is estimated at 1,000,001 bytes, over this worker's limit of "
+                          "1,000,000 (MAX_JOB_MEMORY_BYTES where it runs)")  # fmt: skip
+    assert (job.epoch, job.device) == (0, None)  # refused before any training

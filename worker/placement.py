@@ -23,8 +23,9 @@ class Placement:
     mixed_precision: str | None  # None: the spec's own
 
 
-class ResumeRefused(Exception):
-    """This worker cannot train the job as its first attempt did; the message is the job's reason."""
+class WorkerRefused(Exception):
+    """This worker cannot train the job (as its first attempt did, or within its memory); the message is
+    the job's reason."""
 
 
 def place(device: str | None, precision: str | None, worker_device: str | None,
@@ -39,14 +40,14 @@ def place(device: str | None, precision: str | None, worker_device: str | None,
     if kind == "cuda":
         ours = torch.device(worker_device) if worker_device else None
         if not cuda or (ours is not None and ours.type != "cuda"):
-            raise ResumeRefused(f"{began}; the worker that took this attempt has no GPU to resume it on")
+            raise WorkerRefused(f"{began}; the worker that took this attempt has no GPU to resume it on")
         if precision == "bf16" and not bf16:
-            raise ResumeRefused(f"{began}; the GPU of the worker that took this attempt has no bf16")
+            raise WorkerRefused(f"{began}; the GPU of the worker that took this attempt has no bf16")
         target = worker_device if ours is not None else "cuda"
     elif kind == "cpu":
         target = "cpu"
     else:
-        raise ResumeRefused(f"{began}; this worker trains on cpu or cuda only")
+        raise WorkerRefused(f"{began}; this worker trains on cpu or cuda only")
     return Placement(target, MODES.get(precision or "fp32", "off"))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -23,13 +23,12 @@ from core.storage import job_dir, upload_path
 from models.checkpoint import CheckpointError
 from models.errors import SpecError
 from worker.datasource import load_train_data
-from worker.placement import ResumeRefused, place_here
+from worker.placement import WorkerRefused, place_here
 from worker.reporter import STOPPING, JobReporter
 from worker.training.engine import TrainingFailed, TrainResult, train
 
 log = logging.getLogger("fitserve.worker")
-USER_ERRORS = (TrainingFailed, SpecError, DatasetError, CheckpointError, ValidationError, ResumeRefused)
-Began = tuple[str | None, str | None]  # the device and precision a job's first attempt started with
+USER_ERRORS = (TrainingFailed, SpecError, DatasetError, CheckpointError, ValidationError, WorkerRefused)
 
 
 def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-untyped-def]
@@ -80,18 +79,19 @@ def _run_job(job_id: str, owner: str) -> str:
         log.info("job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); "
                  "skipping", job_id)  # fmt: skip
         return "skipped"
-    attempt, raw_spec, tenant_id, trained_before, began, epoch = claimed
+    attempt, trained_before = claimed.attempt, claimed.trained_seconds
     bind_job(job_id, attempt)  # every record of this process from here on carries job_id and attempt
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
-    reporter = JobReporter(job_id, attempt, settings, trained_before, epoch)
+    reporter = JobReporter(job_id, attempt, settings, trained_before, claimed.epoch)
     reporter.start()
     status, reason, values = "failed", "", {}
     try:
-        placement = place_here(*began, settings.device)  # ResumeRefused: fails the job with its reason
-        spec = JobSpec.model_validate(raw_spec)
+        _check_memory(claimed.estimated_memory_bytes, settings)
+        placement = place_here(claimed.device, claimed.precision, settings.device)  # raises WorkerRefused
+        spec = JobSpec.model_validate(claimed.spec)
         limit = job_seconds(spec, settings)
         reporter.deadline = time.monotonic() + limit - trained_before  # the limit counts every attempt
-        data = load_train_data(spec, _upload_resolver(settings, tenant_id))
+        data = load_train_data(spec, _upload_resolver(settings, claimed.tenant_id))
         result = train(spec, data, job_dir(settings.artifacts_dir, job_id), [reporter], resume=True,
                        device=placement.device, mixed_precision=placement.mixed_precision)  # fmt: skip
         status, reason = describe_outcome(spec, result, reporter)
@@ -119,11 +119,31 @@ def _run_job(job_id: str, owner: str) -> str:
     return status if written else "lost"
 
 
-def _claim(job_id: str, owner: str, settings: Settings) -> tuple[int, dict[str, Any], str, float, Began, int] | None:
+class Claimed(NamedTuple):
+    """What an attempt needs of its job row, read in the claim's transaction."""
+
+    attempt: int
+    spec: dict[str, Any]
+    tenant_id: str
+    trained_seconds: float
+    device: str | None  # and precision: what the first attempt began with, kept by every later one
+    precision: str | None
+    epoch: int
+    estimated_memory_bytes: int
+
+
+def _claim(job_id: str, owner: str, settings: Settings) -> Claimed | None:
     with session_scope() as session:
         job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds)
-        return None if job is None else (job.attempt, job.spec, job.tenant_id, job.trained_seconds,
-                                         (job.device, job.precision), job.epoch)  # fmt: skip
+        return None if job is None else Claimed(job.attempt, job.spec, job.tenant_id, job.trained_seconds, job.device,
+                                                job.precision, job.epoch, job.estimated_memory_bytes)  # fmt: skip
+
+
+def _check_memory(estimate: int, settings: Settings) -> None:
+    """A worker may allow less than the API (MAX_JOB_MEMORY_BYTES set lower where it runs)."""
+    if estimate > settings.max_job_memory_bytes:
+        raise WorkerRefused(f"the job's training memory is estimated at {estimate:,} bytes, over this worker's limit "
+                            f"of {settings.max_job_memory_bytes:,} (MAX_JOB_MEMORY_BYTES where it runs)")  # fmt: skip
 
 
 def _finish(job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any]) -> bool:

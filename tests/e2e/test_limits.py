@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import Service, _base_env, free_port, wait_for
 from tests.e2e.http import example, refused
+from tests.e2e.test_uploads import _api_rss
 
 # --- hostile specs, on the shared service (both backends) ----------------------------------------
 
@@ -63,6 +64,45 @@ def test_a_model_of_billions_of_parameters_is_refused_without_building_it(servic
     assert time.monotonic() - started < 10  # counted on the meta device, never allocated (34 GB)
     assert error["loc"] == ["body", "model"]
     assert error["msg"] == "the model has 8594980874 parameters, which exceeds the server's limit of 50000000"
+
+
+def _upsampler(batch_size: int = 32) -> dict[str, Any]:
+    """The issue's spec: 20 parameters, and 64 Mi activations per sample after two upsamplings."""
+    spec = digits_spec(batch_size=batch_size)
+    spec["model"] = {"layers": [{"type": "upsample2d", "size": 64}, {"type": "upsample2d", "size": 16},
+                                {"type": "global_avgpool"}, {"type": "dense", "units": 10}]}  # fmt: skip
+    return spec
+
+
+def test_a_spec_whose_activations_are_huge_is_refused_before_any_memory_is_spent(service: Service) -> None:
+    """It was accepted (201): its dry run cost the API 431 MB a request (4 at once: 2.3 GB), and at
+    batch_size 65536 its estimate, 32,896 GiB, was stored and the job queued. Both are 422s now,
+    from the meta device's shapes, naming the layer; the API's memory stays flat."""
+    before = _api_rss(service)
+    with ThreadPoolExecutor(4) as pool:
+        errors = list(pool.map(lambda spec: refused(service, spec), [_upsampler()] * 4 + [_upsampler(65_536)]))
+    grown = _api_rss(service) - before
+    print(f"\n  {service.name}: the API's RSS grew {grown / 2**20:.0f} MiB through 5 huge-activation specs")
+    for error in errors:
+        assert error["loc"] == ["body", "model", "layers", 1], error
+        assert "the largest is layer 1 (upsample2d), 67,108,864 values per sample (1, 8192, 8192)" in error["msg"]
+    assert errors[0]["msg"].startswith("the job's training memory is estimated at 16.1 GiB (weights, gradients, "
+                                       "optimizer state and the activations of a batch of 32), over the server's "
+                                       "limit of 8.0 GiB")  # fmt: skip
+    assert "estimated at 32,896.0 GiB" in errors[-1]["msg"] and "a batch of 65536" in errors[-1]["msg"]
+    assert grown < 300 * 2**20
+
+
+def test_a_spec_whose_check_alone_is_too_big_is_refused(service: Service) -> None:
+    """With the batch small enough for the memory limit, the real dry run of 2 samples could still
+    cost 1.5 GiB: refused against MAX_DRY_RUN_BYTES, before it runs."""
+    spec = _upsampler(batch_size=1)
+    spec["model"]["layers"][1]["size"] = 4  # 4.3 M values per sample: 34 MiB at batch 1, 102 MiB to check
+    error = refused(service, spec)
+    assert error["msg"] == ("checking this model means running 2 samples through it, which needs about 102.0 MiB "
+                            "(4,456,459 activations per sample), over the server's limit of 64.0 MiB for a "
+                            "check; the largest is layer 1 (upsample2d), 4,194,304 values per sample "
+                            "(1, 2048, 2048)")  # fmt: skip
 
 
 def test_a_path_like_dataset_id_is_refused(service: Service) -> None:
