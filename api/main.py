@@ -54,7 +54,8 @@ def create_app() -> FastAPI:
         settings.revocation_check_seconds,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, limit_for=body_limits(settings))
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings), idle_seconds=settings.body_idle_timeout_seconds,
+                       total_seconds=settings.body_read_timeout_seconds)  # fmt: skip
     # Outside the body limit: a caller without a valid key is refused before its body is read.
     app.add_middleware(KeyCheck, check_seconds=settings.revocation_check_seconds,
                        failures_per_second=settings.auth_failures_per_second,

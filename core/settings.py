@@ -82,6 +82,19 @@ class Settings(BaseSettings):
         None, ge=1024, alias="FITSERVE_PREDICT_MAX_BYTES",
         description="a predict body; default 16 KiB per instance of PREDICT_MAX_INSTANCES (16 MiB)",
     )  # fmt: skip
+    # Slow clients and connections, per API process (api/protocol.py, api/limits.py).
+    header_timeout_seconds: float = Field(
+        10.0, gt=0.0, description="a request line and headers must arrive within this, else the connection closes"
+    )
+    body_idle_timeout_seconds: float = Field(
+        30.0, gt=0.0, description="the most a request body may pause between chunks; then 408 and the connection closes"
+    )
+    body_read_timeout_seconds: float = Field(
+        300.0, gt=0.0, description="the most a whole request body may take to arrive (uploads: raise it for slow links)"
+    )
+    max_connections: int = Field(
+        4096, ge=1, description="open connections a process serves; past it a 503, past twice it closed at once"
+    )
     # Requests with a missing or bad key, per client address (a key is checked before a body is read).
     auth_failures_per_second: float = Field(10.0, ge=0.0, description="refused keys per second per address; 0: none")
     auth_failure_burst: int = Field(50, ge=1, description="refused keys an address may send at once; more is 429")
