@@ -83,17 +83,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """What both commands give uvicorn.run: the protocol that times headers and caps connections
+    (api/protocol.py), with room for that many open files."""
+    from api.protocol import HTTP_PROTOCOL, make_room_for_connections
+
+    make_room_for_connections(settings.max_connections)
+    return {"http": HTTP_PROTOCOL, "timeout_graceful_shutdown": GRACE_SECONDS}
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    log_config = configure_service_logging(get_settings())
+    settings = get_settings()
+    log_config = configure_service_logging(settings)
     uvicorn.run(
         "api.main:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_config=log_config,
-        timeout_graceful_shutdown=GRACE_SECONDS,
+        **server_options(settings),
     )
     return 0
 
@@ -131,7 +141,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             log_config=log_config,
-            timeout_graceful_shutdown=GRACE_SECONDS,
+            **server_options(settings),
         )
     finally:
         worker.terminate()
