@@ -18,10 +18,9 @@ from core.datasets import _builtin_info
 from core.families import REGISTRY
 from core.settings import Settings
 from core.spec import DataInfo, JobSpec, LayerSpec
-from core.tables import Dataset, Job, Tenant
+from core.tables import ACTIVE, Dataset, Job, Tenant
 from models.validation import FLOAT_BYTES, DryRun, dry_run
 
-ACTIVE = ("queued", "running")
 DRY_RUN_SAMPLES = 2  # models.validation.sample_batch's batch
 DRY_RUN_COPIES = 3  # each activation, its gradient and what autograd keeps for backward, roughly
 JOBS_RETRY_AFTER_SECONDS = 10
