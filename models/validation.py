@@ -36,7 +36,7 @@ def optimizer_slots(opt: OptimizerSpec) -> int:
         return 1
     if opt.type == "rmsprop":
         return 1 + int(opt.momentum > 0) + int(opt.centered)
-    return 2 + int(opt.amsgrad)  # type: ignore[union-attr]
+    return 2 + int(opt.amsgrad)
 
 
 def estimate_memory(spec: JobSpec, built: BuildResult, info: DataInfo) -> int:
