@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, select
 from core.db import hot_read
 from core.queue import queue_depth
 from core.settings import get_settings
-from core.tables import JOB_STATUSES, Job
+from core.tables import JOB_STATUSES, Job, JobStatus
 
 log = logging.getLogger("fitserve.api")
 
@@ -39,7 +39,7 @@ RUNNING_JOBS_LIMIT = 1000  # the step-time query reads at most this many running
 
 def jobs_by_state(connection: Connection) -> dict[str, int]:
     """One GROUP BY over the job table; every state is present, zero when none."""
-    counts = dict.fromkeys(JOB_STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(JOB_STATUSES, 0)
     for status, count in connection.execute(select(Job.status, func.count()).group_by(Job.status)):
         counts[str(status)] = int(count)
     return counts
@@ -48,7 +48,7 @@ def jobs_by_state(connection: Connection) -> dict[str, int]:
 def running_step_times(connection: Connection) -> list[tuple[float, float, int]]:
     """(epoch_seconds, samples_per_second, steps) of each running job's latest finished epoch."""
     rows = connection.execute(
-        select(Job.latest_metrics, Job.steps).where(Job.status == "running").limit(RUNNING_JOBS_LIMIT)
+        select(Job.latest_metrics, Job.steps).where(Job.status == JobStatus.RUNNING).limit(RUNNING_JOBS_LIMIT)
     )
     out = []
     for latest, steps in rows:

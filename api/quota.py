@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -14,29 +15,24 @@ from sqlalchemy.orm import Session
 
 from api.errors import unprocessable
 from core.datasets import _builtin_info
+from core.families import REGISTRY
 from core.settings import Settings
 from core.spec import DataInfo, JobSpec, LayerSpec
-from core.tables import Dataset, Job, Tenant
+from core.tables import ACTIVE, Dataset, Job, Tenant
 from models.validation import FLOAT_BYTES, DryRun, dry_run
 
-ACTIVE = ("queued", "running")
 DRY_RUN_SAMPLES = 2  # models.validation.sample_batch's batch
 DRY_RUN_COPIES = 3  # each activation, its gradient and what autograd keeps for backward, roughly
 JOBS_RETRY_AFTER_SECONDS = 10
 
 
 def networks(spec: JobSpec) -> Iterator[tuple[tuple[str, ...], list[LayerSpec]]]:
-    """Each layer list of the spec with its location in the body."""
-    if spec.model is not None and spec.model.layers is not None:
-        yield ("body", "model", "layers"), spec.model.layers
-    for family in ("autoencoder", "vae"):
-        section = getattr(spec, family)
-        if section is not None:
-            yield ("body", family, "encoder"), section.encoder
-            yield ("body", family, "decoder"), section.decoder
-    if spec.gan is not None:
-        yield ("body", "gan", "generator", "layers"), spec.gan.generator.layers
-        yield ("body", "gan", "discriminator", "layers"), spec.gan.discriminator.layers
+    """Each layer list of the spec (the registry's `networks` of its family) with its location in the body."""
+    record = REGISTRY[spec.family]
+    for path in record.networks:
+        layers = functools.reduce(getattr, path, getattr(spec, record.section))
+        if layers is not None:  # a supervised model given as a preset has no layer list
+            yield ("body", record.section, *path), layers
 
 
 def dataset_samples(spec: JobSpec, uploaded: dict[str, Any] | None) -> int:
@@ -92,14 +88,11 @@ def _largest(spec: JobSpec, report: DryRun) -> tuple[str, tuple[Any, ...]]:
         return "", ("body", spec.family)
     layer = max(report.layers, key=_floats)
     network, index = layer.get("network"), layer.get("index", 0)
-    if spec.family == "supervised":
-        loc: tuple[Any, ...] = ("body", "model", "layers", index)
-    elif spec.family == "gan" and network in ("generator", "discriminator"):
-        loc = ("body", "gan", network, "layers", index)
-    elif network in ("encoder", "decoder"):
-        loc = ("body", spec.family, network, index)
-    else:  # one network (rbm, dbn, seq2seq), or a part the spec does not list (a VAE's mean head)
-        loc = ("body", spec.family)
+    record = REGISTRY[spec.family]
+    # the layer list it belongs to: the family's only one, or the one its dry run names
+    paths = [p for p in record.networks if (network is None and len(record.networks) == 1) or p[0] == network]
+    # else one network that is no layer list (rbm, dbn, seq2seq), or a part the spec does not list (a VAE's mean)
+    loc: tuple[Any, ...] = ("body", record.section, *paths[0], index) if paths else ("body", spec.family)
     where = f"{network} " if network else ""
     return (f"; the largest is {where}layer {index} ({layer.get('type')}), {_floats(layer):,} values per sample "
             f"{tuple(layer.get('output_shape') or ())}"), loc  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.spec import JobSpec
+from core.tables import JobStatus
 
 
 class Progress(BaseModel):
@@ -22,7 +23,7 @@ class JobState(BaseModel):
 
     id: str
     name: str
-    status: Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     reason: str | None
     attempt: int
     progress: Progress
@@ -71,7 +72,7 @@ class StatusEvent(BaseModel):
     """A status change, as the live stream's `status` events carry it."""
 
     seq: int = Field(description="its place in the job's event sequence")
-    status: Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     reason: str | None
     attempt: int
     time: datetime

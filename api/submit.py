@@ -17,7 +17,7 @@ from core.repository import datasets as datasets_repo
 from core.repository import jobs as jobs_repo
 from core.settings import get_settings
 from core.spec import DataInfo, JobSpec
-from core.tables import Job, Tenant
+from core.tables import Job, JobStatus, Tenant
 from models.errors import SpecError
 from models.validation import dry_run
 
@@ -78,7 +78,7 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
     try:
         job = jobs_repo.create_job(session=session, job=Job(
             tenant_id=tenant.id, name=spec.name, spec=spec.model_dump(mode="json"), idempotency_key=idempotency_key,
-            dataset_id=dataset_id, status="queued", epochs=spec.fit.epochs, parameters=report.parameters,
+            dataset_id=dataset_id, status=JobStatus.QUEUED, epochs=spec.fit.epochs, parameters=report.parameters,
             max_attempts=settings.max_attempts,
             estimated_memory_bytes=report.estimated_memory_bytes))  # fmt: skip
         session.commit()  # the worker must find the row: commit, then enqueue

@@ -28,12 +28,12 @@ def to_public(job: Any) -> JobPublic:
 
 
 def to_point(row: Metric | Event) -> MetricPoint:
-    return MetricPoint(seq=row.seq, step=row.step, epoch=row.epoch, name=row.name, value=row.value,  # type: ignore[arg-type]
+    return MetricPoint(seq=row.seq, step=row.step, epoch=row.epoch, name=row.name, value=row.value,
                        attempt=row.attempt, time=row.time)  # fmt: skip
 
 
 def to_status(event: Event) -> StatusEvent:
-    return StatusEvent(seq=event.seq, status=event.status, reason=event.reason, attempt=event.attempt,  # type: ignore[arg-type]
+    return StatusEvent(seq=event.seq, status=event.status, reason=event.reason, attempt=event.attempt,
                        time=event.time)  # fmt: skip
 
 

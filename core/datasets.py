@@ -161,7 +161,7 @@ def load_builtin(spec: DatasetSpec, seed: int) -> Dataset:
 
 @lru_cache(maxsize=64)
 def _builtin_info(name: str, classes: int | None) -> tuple[DataInfo, dict[str, Any]]:
-    ds = load_builtin(DatasetSpec(name=name, classes=classes), seed=0)  # type: ignore[arg-type]
+    ds = load_builtin(DatasetSpec(name=name, classes=classes), seed=0)
     return ds.info(), ds.describe()
 
 

@@ -6,6 +6,7 @@ the registry, shape inference and layer-indexed errors serve every family alike.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -13,16 +14,7 @@ from pydantic import Field, field_validator
 from core.layers import MAX_LAYERS, Initializer, LayerSpec, StrictModel
 from core.optimizers import Adam, OptimizerSpec
 
-Family = Literal["supervised", "autoencoder", "vae", "gan", "rbm", "dbn", "seq2seq"]
-# Per-epoch metrics a family reports beside `loss` and `compile.metrics`, which monitors may name:
-# those with `val_` twins, and those computed once per epoch (a GAN's Frechet distance).
-FAMILY_METRICS: dict[str, tuple[str, ...]] = {
-    "vae": ("reconstruction", "kl"),
-    "gan": ("d_loss", "g_loss"),
-    "rbm": ("free_energy",),
-    "seq2seq": ("token_accuracy", "sequence_accuracy"),
-}
-FAMILY_EPOCH_METRICS: dict[str, tuple[str, ...]] = {"gan": ("fd",)}
+Family = Literal["supervised", "autoencoder", "vae", "gan", "rbm", "dbn", "seq2seq"]  # REGISTRY's keys
 Layers = Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 Units = Annotated[int, Field(ge=1, le=65_536)]
 
@@ -127,3 +119,50 @@ class Seq2SeqSpec(StrictModel):
     bidirectional_encoder: bool = Field(False, description="read the input both ways (state bridged to the decoder)")
     input_vocabulary: int | None = Field(None, ge=2, le=65_536, description="source ids 0..n-1; default: the "
                                          "target vocabulary (the dataset's num_classes)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FamilyRecord:
+    """Everything the rest of Fitserve knows of a family, in one place. The spec's checks, the
+    API's limits and predict operations, the dry run, the worker's task and the docs read this;
+    the family's own code lives in `models.families.<name>` (networks, dry run, predict) and
+    `worker.training.families.<name>` (its `Task`)."""
+
+    name: str
+    section: str  # the spec field holding its networks: `model` for supervised, else its own section
+    compiles: bool  # takes `compile` (optimizer and loss); gan and rbm carry their own optimizers
+    metrics: tuple[str, ...]  # per-epoch metrics beside loss and compile.metrics, with val_ twins
+    operations: tuple[str, ...]  # predict operations; the first is the default
+    networks: tuple[tuple[str, ...], ...]  # paths of its layer lists inside `section`
+    example: str  # examples/<example>.json: one spec of the family that trains in seconds
+    guide: str  # where its spec, metrics and operations are documented
+    epoch_metrics: tuple[str, ...] = ()  # computed once per epoch, without a val_ twin
+    tokens: bool = False  # reads and writes token ids rather than features
+    labels: bool = False  # needs one class label per sample
+    augments: bool = False  # honours fit.augmentation (image transforms of the training split)
+
+    @property
+    def model_module(self) -> str:
+        return f"models.families.{self.name}"
+
+    @property
+    def trainer_module(self) -> str:
+        return f"worker.training.families.{self.name}"
+
+
+REGISTRY: dict[str, FamilyRecord] = {r.name: r for r in (
+    FamilyRecord("supervised", "model", True, (), ("predict",), (("layers",),), "digits_mlp", "README.md",
+                 augments=True),
+    FamilyRecord("autoencoder", "autoencoder", True, (), ("reconstruct", "encode", "decode"),
+                 (("encoder",), ("decoder",)), "digits_autoencoder", "docs/autoencoder.md"),
+    FamilyRecord("vae", "vae", True, ("reconstruction", "kl"), ("reconstruct", "encode", "decode", "sample"),
+                 (("encoder",), ("decoder",)), "digits_vae", "docs/autoencoder.md"),
+    FamilyRecord("gan", "gan", False, ("d_loss", "g_loss"), ("generate", "discriminate"),
+                 (("generator", "layers"), ("discriminator", "layers")), "gaussian_mixture_gan", "docs/gan.md",
+                 epoch_metrics=("fd",)),
+    FamilyRecord("rbm", "rbm", False, ("free_energy",), ("transform", "reconstruct"), (), "digits_rbm",
+                 "docs/rbm.md"),
+    FamilyRecord("dbn", "dbn", True, (), ("predict", "transform"), (), "digits_dbn", "docs/rbm.md", labels=True),
+    FamilyRecord("seq2seq", "seq2seq", True, ("token_accuracy", "sequence_accuracy"), ("predict",), (),
+                 "reverse_seq2seq", "docs/seq2seq.md", tokens=True),
+)}  # fmt: skip  # a table: one family a row reads better than the formatter's one field a line

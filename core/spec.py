@@ -11,8 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from core.families import (
-    FAMILY_EPOCH_METRICS,
-    FAMILY_METRICS,
+    REGISTRY,
     AutoencoderSpec,
     DBNSpec,
     Family,
@@ -205,13 +204,6 @@ class FitSpec(StrictModel):
     augmentation: Augmentation | None = Field(None, description="image datasets; the training split only")
 
 
-SECTIONS: dict[str, str] = {"autoencoder": "autoencoder", "vae": "vae", "gan": "gan", "rbm": "rbm", "dbn": "dbn",
-                            "seq2seq": "seq2seq"}  # fmt: skip
-# What each family needs beside its own section: `model` (layers) and `compile` (optimizer, loss).
-NEEDS_MODEL = {"supervised"}
-NEEDS_COMPILE = {"supervised", "autoencoder", "vae", "dbn", "seq2seq"}
-
-
 class JobSpec(StrictModel):
     name: str = Field("job", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
     family: Family = Field("supervised", description="supervised (model + compile + fit) or a family section")
@@ -240,20 +232,22 @@ class JobSpec(StrictModel):
         return self
 
     def _family_sections(self) -> None:
-        f = self.family
-        for section in SECTIONS:
-            given = getattr(self, section) is not None
-            if section == f and not given:
-                raise ValueError(f"family {f!r} needs its `{section}` section")
-            if section != f and given:
-                raise ValueError(f"`{section}` is for family {section!r}; this job's family is {f!r}")
-        if f in NEEDS_MODEL and self.model is None:
-            raise ValueError(f"family {f!r} needs `model`")
-        if f not in NEEDS_MODEL and self.model is not None:
-            raise ValueError(f"`model` is for the supervised family; family {f!r} describes its networks in `{f}`")
-        if f in NEEDS_COMPILE and self.compile is None:
+        """Its own section and no other family's (from the registry), and `compile` where it compiles."""
+        f, record = self.family, REGISTRY[self.family]
+        if getattr(self, record.section) is None:
+            own = "`model`" if record.section == "model" else f"its `{record.section}` section"
+            raise ValueError(f"family {f!r} needs {own}")
+        for other in REGISTRY.values():
+            if other is not record and getattr(self, other.section) is not None:
+                if other.section == "model":
+                    raise ValueError(
+                        f"`model` is for the supervised family; family {f!r} describes its networks "
+                        f"in `{record.section}`"
+                    )
+                raise ValueError(f"`{other.section}` is for family {other.name!r}; this job's family is {f!r}")
+        if record.compiles and self.compile is None:
             raise ValueError(f"family {f!r} needs `compile` (optimizer and loss)")
-        if f not in NEEDS_COMPILE and self.compile is not None:
+        if not record.compiles and self.compile is not None:
             raise ValueError(f"family {f!r} takes no `compile`: its optimizers are in `{f}`")
 
     @property
@@ -284,10 +278,11 @@ class JobSpec(StrictModel):
 
     def metric_names(self) -> set[str]:
         """The per-epoch metrics a monitor may name."""
-        names = {"loss", *(self.compile.metrics if self.compile else []), *FAMILY_METRICS.get(self.family, ())}
+        record = REGISTRY[self.family]
+        names = {"loss", *(self.compile.metrics if self.compile else []), *record.metrics}
         if self.validation_split > 0:
             names |= {f"val_{n}" for n in names}
-        return names | set(FAMILY_EPOCH_METRICS.get(self.family, ()))
+        return names | set(record.epoch_metrics)
 
 
 class DataInfo(StrictModel):

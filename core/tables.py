@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -35,9 +36,24 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# preempted: its worker was stopped (SIGTERM); re-queued at once, not counted as a failed attempt.
-JOB_STATUSES = ("queued", "running", "preempted", "succeeded", "failed", "cancelled")
-TERMINAL = ("succeeded", "failed", "cancelled")
+
+class JobStatus(StrEnum):
+    """A job's status: the one column the API, the worker and the streams agree on. A StrEnum, so
+    it is stored, compared and serialised as its plain string."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PREEMPTED = "preempted"  # its worker was stopped (SIGTERM); re-queued at once, not a failed attempt
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+JOB_STATUSES = tuple(JobStatus)
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+WAITING = (JobStatus.QUEUED, JobStatus.PREEMPTED)  # for a worker to claim
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the active-jobs quota counts
+UNFINISHED = (*WAITING, JobStatus.RUNNING)  # what needs its dataset
 
 
 def utcnow() -> datetime:
@@ -119,7 +135,7 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("dataset.id"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     reason: Mapped[str | None] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)

@@ -166,7 +166,7 @@ class _WarmStart:
         if self.training:  # type: ignore[attr-defined]
             self.seen += 1
             self.momentum = max(self.base_momentum, 1.0 / self.seen)
-        return forward(x)  # type: ignore[no-any-return]
+        return forward(x)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         tracked = state_dict.get(prefix + "num_batches_tracked")

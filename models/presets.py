@@ -26,7 +26,7 @@ def output_activation(loss: str) -> str:
 
 
 def _dense(units: int, activation: str = "linear") -> Layer:
-    return L.DenseLayer(type="dense", units=units, activation=activation)  # type: ignore[arg-type]
+    return L.DenseLayer(type="dense", units=units, activation=activation)
 
 
 def _mlp(p: MlpPreset, info: DataInfo, loss: str) -> list[Layer]:
@@ -49,8 +49,8 @@ def _shallow_vggnet(p: ShallowVggPreset, info: DataInfo, loss: str) -> list[Laye
 
     def block(filters: int) -> list[Layer]:
         conv = {"type": "conv2d", "filters": filters, "kernel_size": 3, "padding": "same", "activation": "relu"}
-        return [L.Conv2DLayer(**conv), L.BatchNormLayer(type="batchnorm"),  # type: ignore[arg-type]
-                L.Conv2DLayer(**conv), L.BatchNormLayer(type="batchnorm"),  # type: ignore[arg-type]
+        return [L.Conv2DLayer(**conv), L.BatchNormLayer(type="batchnorm"),
+                L.Conv2DLayer(**conv), L.BatchNormLayer(type="batchnorm"),
                 L.MaxPool2DLayer(type="maxpool2d", pool_size=2), L.DropoutLayer(type="dropout", rate=0.25)]  # fmt: skip
 
     classes = p.classes or output_units(info, loss)

@@ -56,9 +56,9 @@ class Recurrent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, state = self.rnn(x)
         if self.return_sequences:
-            return out  # type: ignore[no-any-return]
+            return out
         h = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (h, c)
-        return h[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)  # type: ignore[no-any-return]
+        return h[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)
 
 
 def _recurrent(spec: L.RNNLayer | L.LSTMLayer | L.GRULayer, shape: Shape, rnn_class: Callable[..., nn.RNNBase],
@@ -140,7 +140,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = causal_mask(x.shape[1], x.device) if self.causal else None
         out, _ = self.attention(x, x, x, need_weights=False, attn_mask=mask, is_causal=self.causal)
-        return out  # type: ignore[no-any-return]
+        return out
 
 
 @register(L.MultiHeadAttentionLayer)
@@ -161,8 +161,8 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.causal:
-            return self.block(x)  # type: ignore[no-any-return]
-        return self.block(x, src_mask=causal_mask(x.shape[1], x.device), is_causal=True)  # type: ignore[no-any-return]
+            return self.block(x)
+        return self.block(x, src_mask=causal_mask(x.shape[1], x.device), is_causal=True)
 
 
 @register(L.TransformerEncoderLayer)

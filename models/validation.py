@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from core.families import REGISTRY
 from core.spec import DataInfo, JobSpec, OptimizerSpec
 from models.errors import SpecError
-from models.network import BuildResult, build_network
-from models.objective import Objective, check_objective
+from models.network import BuildResult
 
 FLOAT_BYTES = 4
 
@@ -36,7 +36,7 @@ def optimizer_slots(opt: OptimizerSpec) -> int:
         return 1
     if opt.type == "rmsprop":
         return 1 + int(opt.momentum > 0) + int(opt.centered)
-    return 2 + int(opt.amsgrad)  # type: ignore[union-attr]
+    return 2 + int(opt.amsgrad)
 
 
 def estimate_memory(spec: JobSpec, built: BuildResult, info: DataInfo) -> int:
@@ -56,35 +56,12 @@ def sample_batch(info: DataInfo, tokens: bool, n: int = 2) -> tuple[torch.Tensor
     return x, y
 
 
-def _forward_by_layer(built: BuildResult, x: torch.Tensor) -> torch.Tensor:
-    """Run layer by layer so a runtime failure still names its layer."""
-    for index, module in enumerate(built.network.body):
-        try:
-            x = module(x)
-        except RuntimeError as exc:
-            layer = built.layers[index]
-            raise SpecError(f"layer {index} ({layer.type}): {exc}", ("model", "layers", index)) from exc
-    return x
-
-
-def _check_augmentation(spec: JobSpec, info: DataInfo) -> None:
-    a = spec.fit.augmentation
-    if a is None:
-        return
-    geometric = a.horizontal_flip or a.vertical_flip or a.shift > 0 or a.rotation > 0
-    if geometric and len(info.input_shape) != 3:
-        raise SpecError(f"flips, shifts and rotations need (C, H, W) images; this dataset's samples are "
-                        f"{info.input_shape}: keep only noise_stddev", ("fit", "augmentation"))  # fmt: skip
-    if a.noise_stddev > 0 and spec.supervised_model.layers and spec.supervised_model.layers[0].type == "embedding":
-        raise SpecError("noise_stddev cannot be added to token ids", ("fit", "augmentation", "noise_stddev"))
-
-
 def _check_family(spec: JobSpec, info: DataInfo) -> None:
     """What no family beyond supervised honours is refused rather than ignored."""
     if spec.fit.augmentation is not None:
         raise SpecError(f"fit.augmentation applies to supervised training; the {spec.family} family takes none",
                         ("fit", "augmentation"))  # fmt: skip
-    labelled = spec.family == "dbn" or (spec.gan is not None and spec.gan.variant == "cgan")
+    labelled = REGISTRY[spec.family].labels or (spec.gan is not None and spec.gan.variant == "cgan")
     if labelled and info.task == "classification" and info.target_dim > 1:
         raise SpecError(f"the dataset's targets are token sequences, not one class per sample: the {spec.family} "
                         "family needs class labels", ("dataset",))  # fmt: skip
@@ -92,32 +69,9 @@ def _check_family(spec: JobSpec, info: DataInfo) -> None:
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     """Raises SpecError (with the field path) for anything that would fail once training starts."""
-    if spec.family != "supervised":
-        from models.families import family_module  # imported here: families import this module's DryRun
+    from models.families import family_module  # imported here: the families import this module's DryRun
 
+    if not REGISTRY[spec.family].augments:
         _check_family(spec, info)
-        report: DryRun = family_module(spec.family).dry_run(spec, info)
-        return report
-    _check_augmentation(spec, info)
-    if info.task == "classification" and info.target_dim > 1:
-        raise SpecError("the dataset's targets are token sequences, one class per step: train it with "
-                        '"family": "seq2seq"', ("dataset",))  # fmt: skip
-    built = build_network(spec, info)
-    units = check_objective(spec.compiled, info, built)
-    x, y = sample_batch(info, built.network.tokens)
-    built.network.train()
-    logits = _forward_by_layer(built, x)
-    if tuple(logits.shape[1:]) != built.network.output_shape:  # the builders' shape formulas disagree
-        raise SpecError(f"inferred output {built.network.output_shape}, computed {tuple(logits.shape[1:])}",
-                        ("model", "layers"))  # fmt: skip
-    objective = Objective(spec.compiled, info, units, built.network.head)
-    objective.loss(logits, y).backward()
-    return DryRun(
-        parameters=built.parameters,
-        output_shape=built.network.output_shape,
-        layers=[
-            {"index": s.index, "type": s.type, "output_shape": list(s.output_shape), "parameters": s.parameters}
-            for s in built.summary
-        ],
-        estimated_memory_bytes=estimate_memory(spec, built, info),
-    )
+    report: DryRun = family_module(spec.family).dry_run(spec, info)
+    return report

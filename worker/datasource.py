@@ -9,14 +9,15 @@ import numpy as np
 import torch
 
 from core.datasets import Dataset, load_dataset
+from core.families import REGISTRY
 from core.preprocessing import prepare
 from core.spec import JobSpec
 from worker.training.engine import TrainData
 
 
 def takes_tokens(spec: JobSpec) -> bool:
-    if spec.model is None:  # seq2seq reads and writes tokens; the other families take features
-        return spec.family == "seq2seq"
+    if spec.model is None:  # a family that reads and writes tokens (seq2seq); the others take features
+        return REGISTRY[spec.family].tokens
     return bool(spec.model.layers) and spec.model.layers[0].type == "embedding"  # type: ignore[index]
 
 

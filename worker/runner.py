@@ -20,6 +20,7 @@ from core.repository import jobs as jobs_repo
 from core.settings import Settings, get_settings
 from core.spec import JobSpec
 from core.storage import job_dir, upload_path
+from core.tables import JobStatus
 from models.checkpoint import CheckpointError
 from models.errors import SpecError
 from worker.datasource import load_train_data
@@ -46,14 +47,14 @@ def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-unt
     return resolve
 
 
-def describe_outcome(spec: JobSpec, result: TrainResult, reporter: JobReporter) -> tuple[str, str]:
+def describe_outcome(spec: JobSpec, result: TrainResult, reporter: JobReporter) -> tuple[JobStatus, str]:
     if result.status == "cancelled":
-        return "cancelled", f"cancelled by request at epoch {reporter.epoch}, step {reporter.batch}"
+        return JobStatus.CANCELLED, f"cancelled by request at epoch {reporter.epoch}, step {reporter.batch}"
     if result.status == "early_stopped" and spec.fit.early_stopping is not None:
         es = spec.fit.early_stopping
-        return "succeeded", (f"stopped early at epoch {result.epochs_done}: {es.monitor} did not improve for "
+        return JobStatus.SUCCEEDED, (f"stopped early at epoch {result.epochs_done}: {es.monitor} did not improve for "
                              f"{es.patience + 1} epochs (best epoch {result.best_epoch})")  # fmt: skip
-    return "succeeded", f"completed {result.epochs_done} epochs"
+    return JobStatus.SUCCEEDED, f"completed {result.epochs_done} epochs"
 
 
 def job_seconds(spec: JobSpec, settings: Settings) -> float:
@@ -84,7 +85,7 @@ def _run_job(job_id: str, owner: str) -> str:
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
     reporter = JobReporter(job_id, attempt, settings, trained_before, claimed.epoch)
     reporter.start()
-    status, reason, values = "failed", "", {}
+    status, reason, values = JobStatus.FAILED, "", {}
     try:
         _check_memory(claimed.estimated_memory_bytes, settings)
         placement = place_here(claimed.device, claimed.precision, settings.device)  # raises WorkerRefused
@@ -96,7 +97,7 @@ def _run_job(job_id: str, owner: str) -> str:
                        device=placement.device, mixed_precision=placement.mixed_precision)  # fmt: skip
         status, reason = describe_outcome(spec, result, reporter)
         if result.status == "cancelled" and reporter.timed_out and not reporter.cancel.is_set():
-            status, reason = "failed", (
+            status, reason = JobStatus.FAILED, (
                 f"ran past its time limit of {limit:g} s over all its attempts (fit.max_seconds, at most "
                 f"{settings.max_job_seconds:g} s on this server); stopped at epoch {reporter.epoch}, step "
                 f"{reporter.batch}")  # fmt: skip
@@ -111,7 +112,7 @@ def _run_job(job_id: str, owner: str) -> str:
     if reporter.lost.is_set():
         log.warning("job %s attempt %s: lease lost to another attempt; not writing an outcome", job_id, attempt)
         return "lost"
-    if STOPPING.is_set() and status == "cancelled" and not reporter.cancel.is_set():
+    if STOPPING.is_set() and status == JobStatus.CANCELLED and not reporter.cancel.is_set():
         return _preempt(job_id, attempt, reporter)
     written = patiently(lambda: _finish(job_id, attempt, status, reason, values),
                         patience=settings.database_patience_seconds, what=f"job {job_id}: outcome")  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
@@ -15,10 +15,9 @@ from core.db import session_scope
 from core.repository import jobs as jobs_repo
 from core.repository import metrics as metrics_repo
 from core.spec import JobSpec
-from core.tables import TERMINAL, Job, Tenant
+from core.tables import TERMINAL, Job, JobStatus, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503), route_class=SessionRoute)
-Status = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
 
 
 def owned_job(session: SessionDep, tenant: Tenant, job_id: str) -> Job:
@@ -49,7 +48,7 @@ def create_job(
 def list_jobs(
     session: SessionDep,
     tenant: CurrentTenant,
-    status: Status | None = None,
+    status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobsPublic:

@@ -18,6 +18,7 @@ from core.repository import jobs as jobs_repo
 from core.repository.tenants import hash_key
 from core.settings import get_settings
 from core.storage import job_dir
+from core.tables import JobStatus
 from models.checkpoint import CheckpointError
 from models.errors import PredictError
 from models.families import OPERATION_NAMES, OperationRequest
@@ -53,7 +54,7 @@ def predict(
             raise UNAUTHORIZED
         if job_status is None:
             raise ApiError(404, f"job {job_id} not found")
-        if job_status != "succeeded":
+        if job_status != JobStatus.SUCCEEDED:
             raise ApiError(409, f"job {job_id} is {job_status}; predict needs a succeeded job")
         gate.remember(key_hash, job_id, generation)  # succeeded is terminal: only a revocation undoes this
     if len(body.instances or ()) > settings.predict_max_instances:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.tables import Dataset, Job
+from core.tables import UNFINISHED, Dataset, Job
 
 
 def add_dataset(*, session: Session, dataset: Dataset) -> Dataset:
@@ -18,12 +18,9 @@ def get_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset
     return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
 
 
-WAITING_OR_RUNNING = ("queued", "running", "preempted")
-
-
 def jobs_using(*, session: Session, dataset_id: str) -> list[str]:
     """Jobs that will still read the dataset: queued, running, or preempted (to resume)."""
-    query = select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(WAITING_OR_RUNNING)).limit(10)
+    query = select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(UNFINISHED)).limit(10)
     return list(session.scalars(query))
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.repository import events as events_repo
 from core.repository.events import CHANGED
-from core.tables import TERMINAL, ApiKey, Job, JobEvent, utcnow
+from core.tables import TERMINAL, WAITING, ApiKey, Job, JobEvent, JobStatus, utcnow
 
 
 def status_for_key(*, connection: Connection, key_hash: str, job_id: str) -> tuple[bool, str | None]:
@@ -71,14 +71,16 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     done = _transition(
         session,
         Job.id == job.id,
-        Job.status.in_(("queued", "preempted")),
-        status="cancelled",
+        Job.status.in_(WAITING),
+        status=JobStatus.CANCELLED,
         reason="cancelled before it started",
         finished_at=now,
         cancel_requested=True,
     )
     if not done:
-        session.execute(update(Job).where(Job.id == job.id, Job.status == "running").values(cancel_requested=True))
+        session.execute(
+            update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
+        )
     session.flush()
     session.refresh(job)
     return job
@@ -98,14 +100,14 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) ->
     claimable = and_(
         Job.id == job_id,
         Job.cancel_requested.is_(False),
-        or_(Job.status.in_(("queued", "preempted")), and_(Job.status == "running", Job.lease_expires_at < now)),
+        or_(Job.status.in_(WAITING), and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)),
     )
     within = Job.attempt - Job.preemptions < Job.max_attempts  # the job's own, fixed at its submit
     claimed = _transition(
         session,
         claimable,
         within,
-        status="running",
+        status=JobStatus.RUNNING,
         attempt=Job.attempt + 1,
         lease_owner=owner,
         heartbeat_at=now,
@@ -114,14 +116,14 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) ->
         reason=None,
     )
     if len(claimed) != 1:
-        _end_cancelled(session, now, Job.id == job_id, Job.status.in_(("queued", "preempted")))
+        _end_cancelled(session, now, Job.id == job_id, Job.status.in_(WAITING))
         # Over the limit: the job fails here, never loops. The last reason, or a running job's lapsed lease.
         last = func.coalesce(Job.reason, literal(DIED))  # a running job's reason is None unless its death is known
         _transition(
             session,
             claimable,
             ~within,
-            status="failed",
+            status=JobStatus.FAILED,
             reason=literal("gave up after ") + cast(Job.max_attempts, String) + literal(" attempts: ") + last,
             finished_at=now,
             lease_owner=None,
@@ -137,7 +139,7 @@ def heartbeat(*, session: Session, job_id: str, attempt: int, lease_seconds: flo
     now = utcnow()
     row = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
         .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds), **progress)
         .returning(Job.cancel_requested, Job.seq)
     ).first()
@@ -152,7 +154,7 @@ def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: 
         session,
         Job.id == job_id,
         Job.attempt == attempt,
-        Job.status == "running",
+        Job.status == JobStatus.RUNNING,
         status=status,
         reason=reason,
         finished_at=utcnow(),
@@ -167,13 +169,13 @@ def preempt(*, session: Session, job_id: str, attempt: int, reason: str) -> bool
     """This attempt was stopped by its worker's shutdown: the job waits to be enqueued again, and
     the attempt is not counted toward max_attempts. False if the attempt no longer owns the job,
     or if a cancel was asked for meanwhile: then the job ends `cancelled` instead."""
-    ours = (Job.id == job_id, Job.attempt == attempt, Job.status == "running")
+    ours = (Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
     _end_cancelled(session, utcnow(), *ours)
     changed = _transition(
         session,
         *ours,
         Job.cancel_requested.is_(False),
-        status="preempted",
+        status=JobStatus.PREEMPTED,
         reason=reason,
         preemptions=Job.preemptions + 1,
         lease_owner=None,
@@ -187,17 +189,17 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
     enqueues the returned ids after commit. Conditional UPDATEs: of several reapers, one wins each row."""
     now = utcnow()
     ids = session.scalars(
-        select(Job.id).where(Job.status == "running", Job.lease_expires_at < now).order_by(Job.id).limit(limit)
+        select(Job.id).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now).order_by(Job.id).limit(limit)
     ).all()
     reaped = []
     for job_id in ids:
-        lapsed = (Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+        lapsed = (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
         _end_cancelled(session, now, *lapsed)  # a cancel asked for before its worker died is honoured
         changed = _transition(
             session,
             *lapsed,
             Job.cancel_requested.is_(False),
-            status="queued",
+            status=JobStatus.QUEUED,
             reason=func.coalesce(Job.reason, DIED),
             lease_owner=None,
             lease_expires_at=None,
@@ -217,7 +219,7 @@ def _end_cancelled(session: Session, now: datetime, *where: ColumnElement[bool])
         session,
         *where,
         Job.cancel_requested.is_(True),
-        status="cancelled",
+        status=JobStatus.CANCELLED,
         reason=literal(CANCELLED_UNFINISHED) + func.coalesce(literal(" (") + Job.reason + literal(")"), literal("")),
         finished_at=now,
         lease_owner=None,
@@ -229,16 +231,16 @@ def end_flagged_waiting(*, session: Session) -> int:
     """Queued or preempted jobs flagged for cancelling (left by a worker that died before it could
     stop them): ended `cancelled`. The sweeper's pass runs it."""
     now = utcnow()
-    return len(_end_cancelled(session, now, Job.status.in_(("queued", "preempted"))))
+    return len(_end_cancelled(session, now, Job.status.in_(WAITING)))
 
 
 def waiting(*, session: Session, job_id: str) -> bool:
     """Is the job queued or preempted (waiting for a worker's claim)?"""
-    return session.scalar(select(Job.status).where(Job.id == job_id)) in ("queued", "preempted")
+    return session.scalar(select(Job.status).where(Job.id == job_id)) in WAITING
 
 
 def _waiting_since(stale: datetime) -> ColumnElement[bool]:
-    return and_(Job.status.in_(("queued", "preempted")), Job.cancel_requested.is_(False), Job.updated_at < stale)
+    return and_(Job.status.in_(WAITING), Job.cancel_requested.is_(False), Job.updated_at < stale)
 
 
 def any_waiting(*, session: Session, grace_seconds: float) -> bool:
@@ -268,7 +270,7 @@ def lapse(*, session: Session, job_id: str, owner: str, reason: str) -> bool:
     lease now with the reason, for the reaper's next pass, instead of waiting it out."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING)
         .values(lease_expires_at=utcnow() - timedelta(seconds=1), reason=reason)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from core.tables import Checkpoint, Metric
 def _insert_ignore(session: Session, table: Any) -> Insert:
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
+    return module.insert(table).on_conflict_do_nothing()
 
 
 # PostgreSQL, when a batch turns out to repeat points: the columns sent as arrays, unnested

@@ -1,10 +1,12 @@
-"""Model families beyond supervised: each module builds its networks from the spec, checks
-them before anything is queued (`dry_run`) and serves predict operations from a checkpoint.
+"""Model families (core.families.REGISTRY names them): each module builds its networks from the
+spec, checks them before anything is queued (`dry_run`) and serves predict operations from a
+checkpoint.
 
 A family module defines:
     build(spec, info) -> nn.Module          every weight, checkpointed under "model."
     dry_run(spec, info) -> DryRun           raises SpecError naming the field or layer
     OPERATIONS: dict[str, Operation]        predict operations; the first is the default
+                                            (supervised: models.inference.Predictor serves `predict`)
 """
 
 from __future__ import annotations
@@ -18,27 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.families import REGISTRY
 from core.spec import DataInfo, JobSpec
 
-MODULES = {
-    "autoencoder": "models.families.autoencoder",
-    "vae": "models.families.vae",
-    "gan": "models.families.gan",
-    "rbm": "models.families.rbm",
-    "dbn": "models.families.dbn",
-    "seq2seq": "models.families.seq2seq",
-}
-# Predict operations each family serves, listed here so the API can refuse a wrong one (422)
-# and document them without importing torch code; the first is the default.
-OPERATION_NAMES: dict[str, tuple[str, ...]] = {
-    "supervised": ("predict",),
-    "autoencoder": ("reconstruct", "encode", "decode"),
-    "vae": ("reconstruct", "encode", "decode", "sample"),
-    "gan": ("generate", "discriminate"),
-    "rbm": ("transform", "reconstruct"),
-    "dbn": ("predict", "transform"),
-    "seq2seq": ("predict",),
-}
+MODULES = {name: record.model_module for name, record in REGISTRY.items()}
+# Predict operations each family serves, from the registry, so the API can refuse a wrong one
+# (422) and document them without importing torch code; the first is the default.
+OPERATION_NAMES = {name: record.operations for name, record in REGISTRY.items()}
 
 
 @dataclass

@@ -55,7 +55,7 @@ class DBN(nn.Module):
         return v
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.features(x))  # type: ignore[no-any-return]
+        return self.output(self.features(x))
 
 
 def section(spec: JobSpec) -> DBNSpec:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.families import REGISTRY
 from core.spec import JobSpec
 from worker.training.data import TrainData
 
@@ -73,15 +74,7 @@ class Task(ABC):
 
 
 # family -> module defining `TASK` (imported on first use: a worker loads only what it trains)
-FAMILIES = {
-    "supervised": "worker.training.supervised",
-    "autoencoder": "worker.training.families.autoencoder",
-    "vae": "worker.training.families.vae",
-    "gan": "worker.training.families.gan",
-    "rbm": "worker.training.families.rbm",
-    "dbn": "worker.training.families.dbn",
-    "seq2seq": "worker.training.families.seq2seq",
-}
+FAMILIES = {name: record.trainer_module for name, record in REGISTRY.items()}
 
 
 def make_task(spec: JobSpec, data: TrainData, device: torch.device) -> Task:

@@ -19,8 +19,8 @@ from torch import nn
 from core.spec import JobSpec
 from models.families.seq2seq import Seq2Seq, build
 from worker.training.data import TrainData, TrainingFailed
+from worker.training.families.supervised import amp_dtype
 from worker.training.optim import backprop_step, kernels, make_optimizer, penalty
-from worker.training.supervised import amp_dtype
 from worker.training.task import Task
 
 EVAL_BATCH = 1024  # sequences decoded at once in evaluation (bounds the logits kept per step)
