@@ -20,14 +20,23 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
+from models.errors import CheckpointError
+
+__all__ = [
+    "CheckpointError",
+    "epoch_checkpoints",
+    "latest_checkpoint",
+    "load_latest",
+    "prune_checkpoints",
+    "read_checkpoint",
+    "split_prefix",
+    "write_checkpoint",
+]
+
 log = logging.getLogger("fitserve.training")
 
 FORMAT = "fitserve.checkpoint/1"
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.json$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt or not ours."""
 
 
 def _fsync_dir(directory: Path) -> None:
