@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from core.spec import DataInfo, JobSpec
+from models.checkpoint_meta import CheckpointMeta
 
 MODULES = {
     "autoencoder": "models.families.autoencoder",
@@ -48,9 +49,9 @@ class FamilyModel:
     module: nn.Module
     spec: JobSpec
     info: DataInfo
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     device: torch.device
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # ModelMeta.family: open, each family describes itself
 
 
 @dataclass(frozen=True)
