@@ -1,8 +1,9 @@
 """Checkpoints that describe themselves: safetensors for tensors, JSON for everything else.
 
 `epoch-0003.safetensors` holds the model's state (`model.*`) and, for resuming, the
-optimizer's tensors (`optim.<param>.<name>`); `epoch-0003.json` holds the spec, the
-epoch, the metrics, the preprocessing and the sha256 of the tensor file. Both are
+optimizers' tensors (`optim.<param>.<name>`, then `optim1.` ... for a second optimizer);
+`epoch-0003.json` holds the rest (models.checkpoint_meta: the spec, the epoch, the metrics,
+the preprocessing, the optimizers' other state) and the sha256 of the tensor file. Both are
 written to a temporary file, fsynced and renamed, JSON last, so a checkpoint whose JSON
 exists is complete. Nothing is ever unpickled.
 """
@@ -15,19 +16,36 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load, save
 
+from models.checkpoint_meta import (
+    FORMAT,
+    FORMAT_VERSION,
+    AnyMeta,
+    CheckpointMeta,
+    EpochMeta,
+    dump_meta,
+    parse_meta,
+)
+from models.errors import CheckpointError
+
+__all__ = [
+    "CheckpointError",
+    "epoch_checkpoints",
+    "latest_checkpoint",
+    "load_latest",
+    "prune_checkpoints",
+    "read_checkpoint",
+    "read_epoch_checkpoint",
+    "split_prefix",
+    "write_checkpoint",
+]
+
 log = logging.getLogger("fitserve.training")
 
-FORMAT = "fitserve.checkpoint/1"
 _EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.json$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt or not ours."""
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -47,18 +65,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_checkpoint(directory: Path, stem: str, tensors: dict[str, torch.Tensor],
-                     meta: dict[str, Any]) -> tuple[Path, str]:  # fmt: skip
+def write_checkpoint(
+    directory: Path, stem: str, tensors: dict[str, torch.Tensor], meta: CheckpointMeta
+) -> tuple[Path, str]:
     """Write `<stem>.safetensors` then `<stem>.json`; returns the JSON path and the tensors' sha256."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{stem}.safetensors"
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    data = save(contiguous, metadata={"format": FORMAT})  # serialised once, hashed in memory, written once
+    # serialised once, hashed in memory, written once
+    data = save(contiguous, metadata={"format": f"{FORMAT}/{FORMAT_VERSION}"})
     digest = hashlib.sha256(data).hexdigest()
     _atomic_write(weights, data)
-    meta = {**meta, "format": FORMAT, "weights": weights.name, "sha256": digest}
     meta_path = directory / f"{stem}.json"
-    _atomic_write(meta_path, json.dumps(meta, indent=1, allow_nan=False).encode())
+    _atomic_write(meta_path, dump_meta(meta.model_copy(update={"weights": weights.name, "sha256": digest})))
     _fsync_dir(directory)
     return meta_path, digest
 
@@ -68,26 +87,35 @@ def _why(exc: Exception) -> str:
     return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else str(exc)
 
 
-def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], AnyMeta]:
+    """The tensors and the typed meta of any checkpoint (a version-1 one is upgraded as it is read)."""
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = parse_meta(json.loads(meta_path.read_text()), meta_path.name)
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta_path.name}: unreadable ({_why(exc)})") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path.name}: not a {FORMAT} checkpoint")
-    weights = meta_path.with_name(str(meta["weights"]))
-    if weights.name != Path(str(meta["weights"])).name:
+    if not meta.weights or Path(meta.weights).name != meta.weights:
         raise CheckpointError(f"{meta_path.name}: weights must sit beside it")
+    weights = meta_path.with_name(meta.weights)
     try:
         data = weights.read_bytes()  # read once: hashed and parsed from the same bytes
     except OSError as exc:
         raise CheckpointError(f"{weights.name}: missing ({_why(exc)})") from exc
-    if verify and hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+    if verify and hashlib.sha256(data).hexdigest() != meta.sha256:
         raise CheckpointError(f"{weights.name}: does not match its sha256")
     try:
         return load(data), meta
     except Exception as exc:  # safetensors raises its own error types for a damaged header
         raise CheckpointError(f"{weights.name}: unreadable ({exc})") from exc
+
+
+def read_epoch_checkpoint(meta_path: Path) -> tuple[dict[str, torch.Tensor], EpochMeta]:
+    """An epoch checkpoint, the only kind a run resumes from."""
+    tensors, meta = read_checkpoint(meta_path)
+    if not isinstance(meta, EpochMeta):
+        raise CheckpointError(
+            f"{meta_path.name}: a {meta.kind} checkpoint, not an epoch's; a run resumes from an epoch's"
+        )
+    return tensors, meta
 
 
 def epoch_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -98,14 +126,14 @@ def epoch_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-Loaded = tuple[Path, dict[str, torch.Tensor], dict[str, Any]]
+Loaded = tuple[Path, dict[str, torch.Tensor], EpochMeta]
 
 
 def load_latest(directory: Path) -> Loaded | None:
     """The newest epoch checkpoint whose weights match their sha256, loaded; a corrupt one falls back."""
     for _, path in epoch_checkpoints(directory):
         try:
-            tensors, meta = read_checkpoint(path)
+            tensors, meta = read_epoch_checkpoint(path)
         except CheckpointError as exc:
             log.warning("checkpoint %s skipped, resuming from an older one: %s", path.name, exc)
             continue

@@ -1,4 +1,5 @@
-"""The one error a spec can fail with once it has parsed: a message and where it points."""
+"""The errors of models: a spec that cannot be built, a predict request that cannot be served, a
+checkpoint that cannot be read."""
 
 from __future__ import annotations
 
@@ -24,3 +25,7 @@ class PredictError(ValueError):
     def __init__(self, message: str, field: str = "instances") -> None:
         super().__init__(message)
         self.field = field
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or not ours (or of a format this code does not read)."""

@@ -11,23 +11,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.spec import DataInfo, JobSpec
 from models.checkpoint import read_checkpoint, split_prefix
+from models.checkpoint_meta import Affine, CheckpointMeta, Preprocessing
 from models.errors import PredictError
 from models.families import OperationRequest
 from models.families.predictor import FamilyPredictor
 from models.network import Network, build_network
 
 
-def affine(a: np.ndarray, affine: dict[str, Any] | None, invert: bool = False) -> np.ndarray:
+def affine(a: np.ndarray, affine: Affine | None, invert: bool = False) -> np.ndarray:
     if not affine:
         return a
     offset, scale = np.asarray(affine["offset"], np.float32), np.asarray(affine["scale"], np.float32)
     return a / scale + offset if invert else (a - offset) * scale
 
 
-def prepare_instances(instances: Any, shape: tuple[int, ...], preprocessing: dict[str, Any], tokens: bool,
-                      device: torch.device) -> torch.Tensor:  # fmt: skip
+def prepare_instances(
+    instances: Any, shape: tuple[int, ...], preprocessing: Preprocessing, tokens: bool, device: torch.device
+) -> torch.Tensor:
     """Raw instances -> the model's input tensor: shape checked, the saved preprocessing applied."""
     try:
         a = np.asarray(instances, dtype=np.float64)
@@ -45,13 +46,13 @@ def prepare_instances(instances: Any, shape: tuple[int, ...], preprocessing: dic
         raise PredictError("instances must hold finite numbers")
     if tokens:
         return torch.from_numpy(a.astype(np.int64)).to(device)
-    if preprocessing.get("binarize") is not None:  # dataset.binarize, as the training features were
-        a = (a > preprocessing["binarize"]).astype(np.float64)
+    if (threshold := preprocessing.get("binarize")) is not None:  # dataset.binarize, as in training
+        a = (a > threshold).astype(np.float64)
     x = affine(a.astype(np.float32), preprocessing.get("features"))
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
 
 
-def raw_units(x: torch.Tensor, preprocessing: dict[str, Any]) -> list[Any]:
+def raw_units(x: torch.Tensor, preprocessing: Preprocessing) -> list[Any]:
     """Model-space features (reconstructions, samples) back in the dataset's raw units."""
     out: list[Any] = affine(x.float().cpu().numpy(), preprocessing.get("features"), invert=True).tolist()
     return out
@@ -60,26 +61,23 @@ def raw_units(x: torch.Tensor, preprocessing: dict[str, Any]) -> list[Any]:
 class Predictor:
     family = "supervised"
 
-    def __init__(self, network: Network, spec: JobSpec, info: DataInfo, meta: dict[str, Any],
-                 device: torch.device) -> None:  # fmt: skip
+    def __init__(self, network: Network, meta: CheckpointMeta, device: torch.device) -> None:
         self.network = network.eval()
-        self.spec, self.info, self.meta, self.device = spec, info, meta, device
-        self.preprocessing: dict[str, Any] = meta.get("preprocessing") or {}
-        self.class_names: list[str] | None = meta.get("class_names")
-        self.loss = spec.compiled.loss
+        self.spec, self.info, self.meta, self.device = meta.spec, meta.info, meta, device
+        self.preprocessing = meta.preprocessing
+        self.class_names = meta.class_names
+        self.loss = meta.spec.compiled.loss
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> Loaded:
         """`path` is a checkpoint's JSON file, or a job directory holding `model.json`."""
         meta_path = path / "model.json" if path.is_dir() else path
-        tensors, meta = read_checkpoint(meta_path)
-        spec = JobSpec.model_validate(meta["spec"])
-        if spec.family != "supervised":
-            return FamilyPredictor.from_checkpoint(spec, tensors, meta, torch.device(device))
-        info = DataInfo.model_validate(meta["info"])
-        network = build_network(spec, info).network
+        tensors, meta = read_checkpoint(meta_path)  # an epoch's or best's serves too, as before
+        if meta.spec.family != "supervised":
+            return FamilyPredictor.from_checkpoint(tensors, meta, torch.device(device))
+        network = build_network(meta.spec, meta.info).network
         network.load_state_dict(split_prefix(tensors, "model."), strict=True)
-        return cls(network.to(device), spec, info, meta, torch.device(device))
+        return cls(network.to(device), meta, torch.device(device))
 
     @property
     def nbytes(self) -> int:

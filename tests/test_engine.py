@@ -122,7 +122,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path: Path) ->
     newest.write_bytes(bytes(raw))
     assert latest_checkpoint(directory) == directory / "epoch-0002.json"
     _, meta = read_checkpoint(directory / "epoch-0002.json")
-    assert meta["epoch"] == 2 and len(meta["sha256"]) == 64
+    assert meta.epoch == 2 and len(meta.sha256) == 64
 
 
 def test_checkpoints_are_safetensors_and_json_only(tmp_path: Path) -> None:

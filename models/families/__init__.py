@@ -22,6 +22,7 @@ from torch import nn
 
 from core.families import REGISTRY
 from core.spec import DataInfo, JobSpec
+from models.checkpoint_meta import CheckpointMeta
 
 MODULES = {name: record.model_module for name, record in REGISTRY.items()}
 # Predict operations each family serves, from the registry, so the API can refuse a wrong one
@@ -36,9 +37,9 @@ class FamilyModel:
     module: nn.Module
     spec: JobSpec
     info: DataInfo
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     device: torch.device
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # ModelMeta.family: open, each family describes itself
 
 
 @dataclass(frozen=True)

@@ -219,8 +219,7 @@ def model_inputs(model: FamilyModel, req: OperationRequest, operation: str) -> t
     refuse_unused(req, operation, ("instances",))
     if req.instances is None:
         raise PredictError(f"give `instances` (raw samples of shape {list(model.info.input_shape)}) to {operation}")
-    return prepare_instances(req.instances, model.info.input_shape, model.meta.get("preprocessing") or {}, False,
-                             model.device)  # fmt: skip
+    return prepare_instances(req.instances, model.info.input_shape, model.meta.preprocessing, False, model.device)
 
 
 def code_inputs(model: FamilyModel, req: OperationRequest, shape: Shape) -> torch.Tensor:
@@ -232,7 +231,7 @@ def code_inputs(model: FamilyModel, req: OperationRequest, shape: Shape) -> torc
 
 
 def in_raw_units(model: FamilyModel, x: torch.Tensor) -> list[Any]:
-    return raw_units(x, model.meta.get("preprocessing") or {})
+    return raw_units(x, model.meta.preprocessing)
 
 
 def _reconstruct(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def predict(model: FamilyModel, request: OperationRequest) -> dict[str, Any]:
     dbn: DBN = model.module  # type: ignore[assignment]
     probs = F.softmax(dbn.logits(inputs(model, request, "predict")).float(), dim=1)
     ids = probs.argmax(dim=1).tolist()
-    names: list[str] = model.meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    names: list[str] = model.meta.class_names or [str(i) for i in range(probs.shape[1])]
     return {"predictions": [names[i] for i in ids], "class_ids": ids, "probabilities": probs.cpu().tolist(),
             "classes": names}  # fmt: skip
 

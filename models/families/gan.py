@@ -212,10 +212,10 @@ def generate(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
         labels = torch.arange(count, device=model.device) % gan.num_classes
     seed = req.seed if req.seed is not None else int(torch.Generator().seed() % 2**31)
     samples = gan.generate(gan.noise(count, seed), labels)
-    out: dict[str, Any] = {"predictions": raw_units(samples, model.meta.get("preprocessing") or {})}
+    out: dict[str, Any] = {"predictions": raw_units(samples, model.meta.preprocessing)}
     if labels is not None:
         out["class_ids"] = labels.tolist()
-        out["classes"] = model.meta.get("class_names") or [str(i) for i in range(gan.num_classes or 0)]
+        out["classes"] = model.meta.class_names or [str(i) for i in range(gan.num_classes or 0)]
     return out
 
 
@@ -227,8 +227,7 @@ def discriminate(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     if req.count is not None or req.seed is not None:
         raise PredictError("count and seed are for generate; discriminate scores the instances given",
                            "count" if req.count is not None else "seed")  # fmt: skip
-    x = prepare_instances(req.instances, model.info.input_shape, model.meta.get("preprocessing") or {}, False,
-                          model.device)  # fmt: skip
+    x = prepare_instances(req.instances, model.info.input_shape, model.meta.preprocessing, False, model.device)
     if gan.num_classes is not None and req.labels is None:
         raise PredictError("a cgan's discriminator scores a sample with its class: give one label per instance",
                            "labels")  # fmt: skip

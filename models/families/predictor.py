@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from core.spec import DataInfo, JobSpec
 from models.checkpoint import split_prefix
+from models.checkpoint_meta import CheckpointMeta, ModelMeta
 from models.errors import PredictError
 from models.families import OPERATION_NAMES, FamilyModel, OperationRequest, family_module
 
@@ -18,13 +18,14 @@ class FamilyPredictor:
         self.operations = family_module(model.spec.family).OPERATIONS
 
     @classmethod
-    def from_checkpoint(cls, spec: JobSpec, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                        device: torch.device) -> FamilyPredictor:  # fmt: skip
-        info = DataInfo.model_validate(meta["info"])
-        module = family_module(spec.family).build(spec, info)
+    def from_checkpoint(
+        cls, tensors: dict[str, torch.Tensor], meta: CheckpointMeta, device: torch.device
+    ) -> FamilyPredictor:
+        module = family_module(meta.spec.family).build(meta.spec, meta.info)
         module.load_state_dict(split_prefix(tensors, "model."), strict=True)
         module.to(device).eval()
-        return cls(FamilyModel(module, spec, info, meta, device, meta.get("family") or {}))
+        family = meta.family if isinstance(meta, ModelMeta) else {}  # an epoch's checkpoint serves too, undescribed
+        return cls(FamilyModel(module, meta.spec, meta.info, meta, device, family))
 
     @property
     def family(self) -> str:

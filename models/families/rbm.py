@@ -177,8 +177,7 @@ def inputs(model: FamilyModel, request: OperationRequest, operation: str) -> tor
     refuse_unused(request, operation, ("instances",))
     if request.instances is None:
         raise PredictError(f"give `instances` to {operation}", "instances")
-    x = prepare_instances(request.instances, model.info.input_shape, model.meta.get("preprocessing") or {}, False,
-                          model.device)  # fmt: skip
+    x = prepare_instances(request.instances, model.info.input_shape, model.meta.preprocessing, False, model.device)
     return flat(x)
 
 
@@ -192,7 +191,7 @@ def reconstruct(model: FamilyModel, request: OperationRequest) -> dict[str, Any]
     """Instances -> E[v | p(h | v)], one mean-field Gibbs step, in the instances' shape and raw units."""
     rbm: RBM = model.module  # type: ignore[assignment]
     v = rbm.reconstruct(inputs(model, request, "reconstruct"))
-    return {"predictions": raw_units(v.reshape(len(v), *model.info.input_shape), model.meta.get("preprocessing") or {})}
+    return {"predictions": raw_units(v.reshape(len(v), *model.info.input_shape), model.meta.preprocessing)}
 
 
 OPERATIONS: dict[str, Operation] = {"transform": transform, "reconstruct": reconstruct}

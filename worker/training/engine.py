@@ -13,19 +13,29 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
 from core.spec import JobSpec
-from models.checkpoint import load_latest, prune_checkpoints, read_checkpoint, split_prefix, write_checkpoint
+from models.checkpoint import (
+    load_latest,
+    prune_checkpoints,
+    read_checkpoint,
+    read_epoch_checkpoint,
+    split_prefix,
+    write_checkpoint,
+)
+from models.checkpoint_meta import BestMeta, CheckpointMeta, EpochMeta, ModelMeta, OptimizerState
 from worker.training.callbacks import Callback, CallbackList, CheckpointInfo, TrainStart
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import Schedule, Stopper
+from worker.training.optim import MonitorState, Schedule, Stopper
 from worker.training.state import load_optimizer, optimizer_tensors
 from worker.training.task import Task, make_task
 
 __all__ = ["TrainData", "TrainResult", "Trainer", "TrainingFailed", "train"]
+
+Meta = TypeVar("Meta", bound=CheckpointMeta)
 
 
 @dataclass
@@ -78,47 +88,63 @@ class Trainer:
         return self.task.optimizers[0]
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _meta(self, epoch: int) -> dict[str, Any]:
-        return {
-            "kind": "epoch", "epoch": epoch, "step": self.step, "spec": self.spec.model_dump(mode="json"),
-            "info": self.data.info.model_dump(mode="json"), "preprocessing": self.data.preprocessing,
-            "class_names": self.data.class_names, "metrics": self.history[-1] if self.history else {},
-            "history": self.history, "schedule": self.schedule.state(), "stopper": self.stopper.state.as_dict(),
-        }  # fmt: skip
+    def _meta(self, kind: type[Meta], epoch: int, **own: Any) -> Meta:
+        """The state every kind of checkpoint records, with `own`, the fields of `kind` alone."""
+        metrics = self.history[-1] if self.history else {}
+        return kind(
+            epoch=epoch,
+            step=self.step,
+            spec=self.spec,
+            info=self.data.info,
+            preprocessing=self.data.preprocessing,
+            class_names=self.data.class_names,
+            metrics=metrics,
+            history=self.history,
+            schedule=self.schedule.state(),
+            stopper=self.stopper.state.snapshot(),
+            **own,
+        )
 
     def save_checkpoint(self, epoch: int) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        meta = {**self._meta(epoch), "task": self.task.extra_state()}
+        optimizers: list[OptimizerState] = []
         for i, optimizer in enumerate(self.task.optimizers):  # "optim." for the first, as before families
-            optim_tensors, meta[f"optimizer{i or ''}"] = optimizer_tensors(optimizer)
+            optim_tensors, state = optimizer_tensors(optimizer)
+            optimizers.append(state)
             tensors |= {f"optim{i or ''}.{k.removeprefix('optim.')}": v for k, v in optim_tensors.items()}
+        meta = self._meta(EpochMeta, epoch, optimizers=optimizers, task=self.task.extra_state())
         path, digest = write_checkpoint(self.ckpt_dir, f"epoch-{epoch:04d}", tensors, meta)
         pruned = prune_checkpoints(self.ckpt_dir, self.spec.fit.keep_checkpoints)
-        self.callbacks.on_checkpoint(CheckpointInfo(epoch, path, digest, meta["metrics"], tuple(pruned)))
+        self.callbacks.on_checkpoint(CheckpointInfo(epoch, path, digest, meta.metrics, tuple(pruned)))
 
     def resume(self, path: Path | None = None) -> int:
         """Load the given (or newest valid) epoch checkpoint; returns the epochs already done."""
-        found = load_latest(self.ckpt_dir) if path is None else (path, *read_checkpoint(path))
+        found = load_latest(self.ckpt_dir) if path is None else (path, *read_epoch_checkpoint(path))
         if found is None:
             return 0
         path, tensors, meta = found
-        if meta["spec"] != self.spec.model_dump(mode="json"):
+        if meta.spec.model_dump(mode="json") != self.spec.model_dump(mode="json"):
             raise TrainingFailed(f"{path.name} was written for a different spec; refusing to resume from it")
         self.model.load_state_dict(split_prefix(tensors, "model."), strict=True)
-        for i, optimizer in enumerate(self.task.optimizers):
-            own = {f"optim.{k}": v for k, v in split_prefix(tensors, f"optim{i or ''}.").items()}
-            load_optimizer(optimizer, own, meta[f"optimizer{i or ''}"])
-        self.task.load_extra_state(meta.get("task") or {})
-        self.schedule.load(meta["schedule"])
-        self.stopper.state.__init__(**meta["stopper"])  # type: ignore[misc]
-        self.history, self.step = list(meta["history"]), int(meta["step"])
+        self._load_optimizers(path, tensors, meta.optimizers)
+        self.task.load_extra_state(meta.task)
+        self.schedule.load(meta.schedule)
+        self.stopper.state = MonitorState.restore(meta.stopper)
+        self.history, self.step = list(meta.history), meta.step
         best = self.ckpt_dir / "best.json"
         if self.spec.fit.early_stopping and self.spec.fit.early_stopping.restore_best and best.exists():
             self.best_state = split_prefix(read_checkpoint(best)[0], "model.")
-        self.start_epoch = int(meta["epoch"])
+        self.start_epoch = meta.epoch
         # Announced again: had the run that wrote it died before recording it, this records it now.
-        self.callbacks.on_checkpoint(CheckpointInfo(self.start_epoch, path, meta["sha256"], meta["metrics"]))
+        self.callbacks.on_checkpoint(CheckpointInfo(self.start_epoch, path, meta.sha256, meta.metrics))
         return self.start_epoch
+
+    def _load_optimizers(self, path: Path, tensors: dict[str, torch.Tensor], states: list[OptimizerState]) -> None:
+        if len(states) != len(self.task.optimizers):  # the spec matched, so only a damaged JSON gets here
+            raise TrainingFailed(f"{path.name} holds {len(states)} optimizers' state, not {len(self.task.optimizers)}")
+        for i, (optimizer, state) in enumerate(zip(self.task.optimizers, states, strict=True)):
+            own = {f"optim.{k}": v for k, v in split_prefix(tensors, f"optim{i or ''}.").items()}
+            load_optimizer(optimizer, own, state)
 
     # -- the loop ----------------------------------------------------------------------------
     def _batches(self, n: int, epoch: int) -> Iterator[torch.Tensor]:
@@ -208,8 +234,8 @@ class Trainer:
             improved, stop = self.stopper.epoch_end(metrics, epoch)
             if improved and fit.early_stopping and fit.early_stopping.restore_best:
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                write_checkpoint(self.ckpt_dir, "best", {f"model.{k}": v for k, v in self.best_state.items()},
-                                 self._meta(epoch) | {"kind": "best"})  # fmt: skip
+                best_tensors = {f"model.{k}": v for k, v in self.best_state.items()}
+                write_checkpoint(self.ckpt_dir, "best", best_tensors, self._meta(BestMeta, epoch))
             self.callbacks.on_epoch_end(epoch, metrics)
             self.save_checkpoint(epoch)
             if stop:
@@ -228,10 +254,11 @@ class Trainer:
         test: dict[str, float] = {}
         if self.tensors["x_test"] is not None and self.tensors["y_test"] is not None:
             test = {f"test_{k}": v for k, v in self.evaluate(self.tensors["x_test"], self.tensors["y_test"]).items()}
-        meta = self._meta(len(self.history)) | {"kind": "model", "test_metrics": test, "best_epoch": best_epoch,
-                                                "family": self.task.describe()}  # fmt: skip
-        path, _ = write_checkpoint(self.out_dir, "model",
-                                   {f"model.{k}": v for k, v in self.model.state_dict().items()}, meta)  # fmt: skip
+        meta = self._meta(
+            ModelMeta, len(self.history), test_metrics=test, best_epoch=best_epoch, family=self.task.describe()
+        )
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        path, _ = write_checkpoint(self.out_dir, "model", tensors, meta)
         result = TrainResult(status, len(self.history), self.history, test, path, best_epoch)
         self.callbacks.on_train_end(result)
         return result

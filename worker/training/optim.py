@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from core.spec import CompileSpec, CosineSchedule, EarlyStopping, FitSpec, PlateauSchedule, Regularization, StepSchedule
+from models.checkpoint_meta import Monitor, ScheduleState
 
 
 def make_optimizer(spec: CompileSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -114,8 +114,12 @@ class MonitorState:
         self.wait += 1
         return False
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def snapshot(self) -> Monitor:
+        return Monitor(**asdict(self))
+
+    @classmethod
+    def restore(cls, snapshot: Monitor) -> MonitorState:
+        return cls(**snapshot.model_dump())
 
 
 class Schedule:
@@ -148,12 +152,12 @@ class Schedule:
             self.lr = max(self.lr * s.factor, s.min_lr)
             self.plateau.wait = 0
 
-    def state(self) -> dict[str, Any]:
-        return {"lr": self.lr, "plateau": self.plateau.as_dict()}
+    def state(self) -> ScheduleState:
+        return ScheduleState(lr=self.lr, plateau=self.plateau.snapshot())
 
-    def load(self, state: dict[str, Any]) -> None:
-        self.lr = float(state["lr"])
-        self.plateau = MonitorState(**state["plateau"])
+    def load(self, state: ScheduleState) -> None:
+        self.lr = state.lr
+        self.plateau = MonitorState.restore(state.plateau)
 
 
 class Stopper:
