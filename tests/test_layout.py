@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md's layout table, checked on the source."""
+"""The import rules of docs/architecture.md ("What may import what"), checked on the source."""
 
 from __future__ import annotations
 
