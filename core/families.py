@@ -151,7 +151,7 @@ class FamilyRecord:
 
 
 REGISTRY: dict[str, FamilyRecord] = {r.name: r for r in (
-    FamilyRecord("supervised", "model", True, (), ("predict",), (("layers",),), "digits_mlp", "README.md",
+    FamilyRecord("supervised", "model", True, (), ("predict",), (("layers",),), "digits_mlp", "docs/spec.md",
                  augments=True),
     FamilyRecord("autoencoder", "autoencoder", True, (), ("reconstruct", "encode", "decode"),
                  (("encoder",), ("decoder",)), "digits_autoencoder", "docs/autoencoder.md"),
