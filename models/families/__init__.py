@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import nn
 from core.families import REGISTRY
 from core.spec import DataInfo, JobSpec
 from models.checkpoint_meta import CheckpointMeta
+from models.errors import PredictError
 
 MODULES = {name: record.model_module for name, record in REGISTRY.items()}
 # Predict operations each family serves, from the registry, so the API can refuse a wrong one
@@ -53,6 +54,15 @@ class OperationRequest:
 
 
 Operation = Callable[[FamilyModel, OperationRequest], dict[str, Any]]
+
+
+def refuse_unused(req: OperationRequest, operation: str, used: tuple[str, ...]) -> None:
+    """A field the operation would ignore is refused: never a silent default. Every family's
+    operations share it, so it lives beside the request (read field by field, so a new field is
+    checked too)."""
+    for name in (f.name for f in fields(req)):
+        if name not in used and getattr(req, name) is not None:
+            raise PredictError(f"{operation} takes no `{name}`; it reads {', '.join(used) or 'nothing'}", name)
 
 
 def family_module(family: str) -> ModuleType:

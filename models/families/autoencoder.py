@@ -17,7 +17,7 @@ from torch import nn
 
 from core.spec import DataInfo, JobSpec
 from models.errors import PredictError, SpecError
-from models.families import FamilyModel, Operation, OperationRequest
+from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.inference import prepare_instances, raw_units
 from models.layers import activation_module
 from models.network import LayerSummary, Network, build_layers
@@ -207,13 +207,6 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
 
 
 # -- predict ---------------------------------------------------------------------------------------
-def refuse_unused(req: OperationRequest, operation: str, used: tuple[str, ...]) -> None:
-    """A field the operation would ignore is refused: never a silent default."""
-    for name in ("instances", "count", "seed", "labels"):
-        if name not in used and getattr(req, name) is not None:
-            raise PredictError(f"{operation} takes no `{name}`; it reads {', '.join(used) or 'nothing'}", name)
-
-
 def model_inputs(model: FamilyModel, req: OperationRequest, operation: str) -> torch.Tensor:
     """Raw instances -> the model's input tensor, with the saved preprocessing."""
     refuse_unused(req, operation, ("instances",))

@@ -18,8 +18,7 @@ from torch import nn
 from core.families import RBMSpec
 from core.spec import DataInfo, DatasetSpec, JobSpec
 from models.errors import PredictError, SpecError
-from models.families import FamilyModel, Operation, OperationRequest
-from models.families.autoencoder import refuse_unused
+from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.inference import prepare_instances, raw_units
 from models.validation import FLOAT_BYTES, DryRun
 

@@ -22,8 +22,7 @@ from torch import nn
 from core.families import Seq2SeqSpec
 from core.spec import DataInfo, JobSpec
 from models.errors import PredictError, SpecError
-from models.families import FamilyModel, Operation, OperationRequest
-from models.families.autoencoder import refuse_unused
+from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.validation import DryRun, optimizer_slots
 
 # Built-in datasets that map token ids to token ids; any other built-in name is refused.

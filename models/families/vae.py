@@ -16,7 +16,7 @@ from torch import nn
 
 from core.spec import DataInfo, JobSpec
 from models.errors import PredictError, SpecError
-from models.families import FamilyModel, Operation, OperationRequest
+from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.families.autoencoder import (
     Decoder,
     build_decoder,
@@ -27,7 +27,6 @@ from models.families.autoencoder import (
     in_raw_units,
     model_inputs,
     reconstruction_terms,
-    refuse_unused,
     report,
 )
 from models.init import init_layer

@@ -70,11 +70,10 @@ def backprop_step(
         optimizer.step()
 
 
-def held_out_means(
-    sums: dict[str, torch.Tensor], n: int, weights: list[torch.Tensor], regularization: Regularization
+def with_penalty(
+    metrics: dict[str, float], weights: list[torch.Tensor], regularization: Regularization
 ) -> dict[str, float]:
-    """Evaluation sums as means over `n` samples, the kernel penalty added to the loss as Keras reports it."""
-    metrics = {k: v.item() / n for k, v in sums.items()}
+    """Held-out means with the kernel penalty added to the loss, as Keras reports it."""
     extra = penalty(weights, regularization.l1, regularization.l2)
     metrics["loss"] += 0.0 if extra is None else extra.item()
     return metrics

@@ -16,7 +16,7 @@ from torch import nn
 from core.spec import JobSpec
 from models.families.autoencoder import Autoencoder, build, reconstruction_terms
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import backprop_step, held_out_means, kernels, make_optimizer, penalty
+from worker.training.optim import backprop_step, kernels, make_optimizer, penalty, with_penalty
 from worker.training.task import Task
 
 Sums = dict[str, torch.Tensor]
@@ -38,7 +38,6 @@ class ReconstructionTask(Task):
         features = data.preprocessing.get("features") or {}
         scale = features.get("scale")
         self.raw_scale = None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
-        self.sums: Sums = {}
 
     @abstractmethod
     def terms(self, x_in: torch.Tensor, target: torch.Tensor, training: bool) -> tuple[torch.Tensor, Sums]:
@@ -71,26 +70,12 @@ class ReconstructionTask(Task):
             sums["loss"] = sums["loss"] + extra.detach() * len(xb)
         backprop_step(loss, optimizer, self.model.parameters(), c)
         # Summed on the device (no host sync per step on a GPU); read once per epoch.
-        for key, value in sums.items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.sums.add(**sums)
         return loss
 
-    def epoch_metrics(self, seen: int) -> dict[str, float]:
-        metrics = {k: v.item() / seen for k, v in self.sums.items()}
-        self.sums = {}
-        return metrics
-
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        self.model.eval()
-        sums: Sums = {}
-        size = max(self.spec.fit.batch_size, 1024)
-        for start in range(0, len(x), size):
-            xb = x[start : start + size]
-            for key, value in self.terms(xb, xb, training=False)[1].items():
-                sums[key] = sums[key] + value if key in sums else value
-        self.model.train()
-        return held_out_means(sums, len(x), self.kernels, self.compile.regularization)
+        metrics = self.evaluate_in_batches(lambda xb: self.terms(xb, xb, training=False)[1], x)
+        return with_penalty(metrics, self.kernels, self.compile.regularization)
 
 
 class AutoencoderTask(ReconstructionTask):

@@ -32,12 +32,13 @@ from worker.training.families.rbm import (
     reconstruction_sums,
     start_from_data,
 )
-from worker.training.optim import backprop_step, make_optimizer, penalty
+from worker.training.optim import backprop_step, make_optimizer, penalty, with_penalty
 from worker.training.task import Task
 
 
 class DBNTask(Task):
     model: DBN
+    eval_batch = EVAL_CHUNK
 
     def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
         super().__init__(spec, data, device)
@@ -60,7 +61,6 @@ class DBNTask(Task):
         self.objective = Objective(self.compile, data.info, self.model.output.out_features, nn.Softmax(dim=1))
         self.phase: Phase
         self.phase, self.layer = phase_of(spec, 1)
-        self.sums: dict[str, torch.Tensor] = {}
         self.on_host = device.type == "cpu"
 
     def start_epoch(self, epoch: int) -> None:
@@ -79,8 +79,7 @@ class DBNTask(Task):
         if extra is not None:
             loss = loss + extra
         backprop_step(loss, optimizer, self.model.parameters(), c)
-        for key, value in self.objective.batch_sums(logits, yb, loss).items():
-            self._add(key, value)
+        self.sums.add(**self.objective.batch_sums(logits, yb, loss))
         return loss
 
     def _pretrain(self, xb: torch.Tensor) -> torch.Tensor:
@@ -92,11 +91,8 @@ class DBNTask(Task):
         if self.on_host:  # as the rbm family: name the pretraining rate before the engine's generic message
             check_finite(loss.item(), "dbn")
         self.pretrainers[self.layer].step()
-        self._add("loss", loss * len(v0))
+        self.sums.add(loss=loss * len(v0))
         return loss
-
-    def _add(self, key: str, value: torch.Tensor) -> None:
-        self.sums[key] = self.sums[key] + value if key in self.sums else value
 
     def _phase_figures(self) -> dict[str, float]:
         if self.phase == "pretrain":
@@ -104,25 +100,19 @@ class DBNTask(Task):
         return {"phase": 1.0}
 
     def epoch_metrics(self, seen: int) -> dict[str, float]:
-        metrics = {k: float(v.item()) / seen for k, v in self.sums.items()}
-        self.sums = {}
-        return metrics | self._phase_figures()
+        return super().epoch_metrics(seen) | self._phase_figures()
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         if self.phase == "pretrain":
             error, _ = reconstruction_sums(self.model.stack[self.layer], self.model.below(x, self.layer))
             return {"loss": error.item() / len(x)}
-        sums: dict[str, torch.Tensor] = {}
-        for start in range(0, len(x), EVAL_CHUNK):
-            xb, yb = x[start : start + EVAL_CHUNK], y[start : start + EVAL_CHUNK]
-            logits = self.model.logits(xb)
-            for key, value in self.objective.batch_sums(logits, yb, self.objective.loss(logits, yb)).items():
-                sums[key] = sums[key] + value if key in sums else value
-        metrics = {k: v.item() / len(x) for k, v in sums.items()}
-        extra = penalty(self.kernels, self.compile.regularization.l1, self.compile.regularization.l2)
-        metrics["loss"] += 0.0 if extra is None else extra.item()
-        return metrics
+        metrics = self.evaluate_in_batches(self._held_out_sums, x, y)
+        return with_penalty(metrics, self.kernels, self.compile.regularization)
+
+    def _held_out_sums(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.model.logits(xb)
+        return self.objective.batch_sums(logits, yb, self.objective.loss(logits, yb))
 
     def extra_state(self) -> dict[str, Any]:
         """The phase, for a resume that has no epoch left to run (the test evaluation follows)."""

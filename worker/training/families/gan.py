@@ -92,6 +92,7 @@ class GANTask(Task):
         self.optimizers = [optimizer_for(g.generator, list(self.model.generator.parameters())),
                            optimizer_for(g.discriminator, list(self.model.discriminator.parameters()))]  # fmt: skip
         self.wasserstein = g.variant == "wgan_gp"
+        self.figure_name = "wasserstein" if self.wasserstein else "d_accuracy"  # the second figure of _d_terms
         self.conditional = self.model.num_classes is not None
         self.batches = 0  # counts discriminator steps: the generator steps on every n_critic-th
         self.d_sums = torch.zeros(4, device=device)  # d_loss, d_accuracy | wasserstein, gp, samples
@@ -178,23 +179,17 @@ class GANTask(Task):
             return metrics | {"wasserstein": figure / n, "gp": gp / n}
         return metrics | {"d_accuracy": figure / n}
 
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Real held-out samples against as many fakes from a fixed latent stream, networks in eval mode."""
-        gan = self.model
-        gan.eval()
-        z = gan.noise(len(x), seed=EVAL_SEED)
-        sums = torch.zeros(3, device=x.device)
-        size = max(self.spec.fit.batch_size, 1024)
-        for start in range(0, len(x), size):
-            xb, labels = x[start : start + size], y[start : start + size] if self.conditional else None
-            fake_score = gan.score(gan.generate(z[start : start + size], labels), labels)
-            d_loss, figure = self._d_terms(gan.score(xb, labels), fake_score)
-            sums += torch.stack([d_loss, figure, self._g_loss(fake_score)]) * len(xb)
-        gan.train()
-        d_loss, figure, g_loss = (sums / len(x)).tolist()
-        return {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss,
-                "wasserstein" if self.wasserstein else "d_accuracy": figure}  # fmt: skip
+        means = self.evaluate_in_batches(self._held_out_sums, x, y, self.model.noise(len(x), seed=EVAL_SEED))
+        return {"loss": means["d_loss"] + means["g_loss"], **means}
+
+    def _held_out_sums(self, xb: torch.Tensor, yb: torch.Tensor, zb: torch.Tensor) -> dict[str, torch.Tensor]:
+        gan, labels = self.model, yb if self.conditional else None
+        fake_score = gan.score(gan.generate(zb, labels), labels)
+        d_loss, figure = self._d_terms(gan.score(xb, labels), fake_score)
+        figures = {"d_loss": d_loss, "g_loss": self._g_loss(fake_score), self.figure_name: figure}
+        return {key: value * len(xb) for key, value in figures.items()}
 
     @torch.no_grad()
     def samples(self, n: int, seed: int) -> torch.Tensor:

@@ -70,7 +70,6 @@ class RBMTask(Task):
         n_val = 0 if data.x_val is None else len(data.x_val)
         self.train_probe = flat(data.x_train[:n_val]).to(device) if n_val else None
         self.val = None if data.x_val is None else flat(data.x_val).to(device)
-        self.sums: dict[str, torch.Tensor] = {}
         self.on_host = device.type == "cpu"
 
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -82,16 +81,11 @@ class RBMTask(Task):
         if self.on_host:  # the engine reads every CPU step's loss anyway; a GPU is checked per epoch
             check_finite(loss.item(), "rbm")
         self.optimizers[0].step()
-        self._add("loss", loss * len(v0))
-        self._add("free_energy", energy)
+        self.sums.add(loss=loss * len(v0), free_energy=energy)
         return loss
 
-    def _add(self, key: str, value: torch.Tensor) -> None:
-        self.sums[key] = self.sums[key] + value if key in self.sums else value
-
     def epoch_metrics(self, seen: int) -> dict[str, float]:
-        metrics = {k: v.item() / seen for k, v in self.sums.items()}
-        self.sums = {}
+        metrics = super().epoch_metrics(seen)
         check_finite(metrics["loss"], "rbm")
         return metrics
 

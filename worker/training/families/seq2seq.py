@@ -36,6 +36,7 @@ def _regularised(model: nn.Module) -> list[torch.Tensor]:
 
 class Seq2SeqTask(Task):
     model: Seq2Seq
+    eval_batch = EVAL_BATCH
 
     def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
         super().__init__(spec, data, device)
@@ -47,7 +48,6 @@ class Seq2SeqTask(Task):
         self.amp = amp_dtype(spec.fit.mixed_precision, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.alias = "accuracy" in self.compile.metrics
-        self.sums: dict[str, torch.Tensor] = {}
 
     def _check_ids(self, data: TrainData) -> None:
         """Token ids outside the embeddings would fail deep inside training: say which and where."""
@@ -69,10 +69,6 @@ class Seq2SeqTask(Task):
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext() if self.amp is None else torch.autocast(self.device.type, dtype=self.amp)
 
-    def _add(self, sums: dict[str, torch.Tensor]) -> None:
-        for k, v in sums.items():
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-
     @staticmethod
     def _batch_sums(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-batch sums over samples: the loss (a per-token mean) and the share of right tokens."""
@@ -90,33 +86,24 @@ class Seq2SeqTask(Task):
         total = loss if extra is None else loss + extra
         backprop_step(total, optimizer, self.model.parameters(), c, self.scaler)
         with torch.no_grad():
-            self._add(self._batch_sums(logits.detach(), yb, loss))
+            self.sums.add(**self._batch_sums(logits.detach(), yb, loss))
         return loss
 
-    def _means(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
-        out = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+    def _aliased(self, metrics: dict[str, float]) -> dict[str, float]:
         if self.alias:
-            out["accuracy"] = out["token_accuracy"]
-        return out
+            metrics["accuracy"] = metrics["token_accuracy"]
+        return metrics
 
     def epoch_metrics(self, seen: int) -> dict[str, float]:
-        sums, self.sums = self.sums, {}
-        return self._means(sums, seen)
+        return self._aliased(super().epoch_metrics(seen))
 
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        was_training = self.model.training
-        self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        for start in range(0, len(x), EVAL_BATCH):
-            xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
-            with self.autocast():
-                _, logits = self.model.greedy(xb)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten())
-            for k, v in self._batch_sums(logits, yb, loss).items():
-                sums[k] = sums[k] + v if k in sums else v
-        self.model.train(was_training)
-        return self._means(sums, len(x))
+        return self._aliased(self.evaluate_in_batches(self._held_out_sums, x, y))
+
+    def _held_out_sums(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            _, logits = self.model.greedy(xb)
+        return self._batch_sums(logits, yb, F.cross_entropy(logits.float().flatten(0, 1), yb.flatten()))
 
     def describe(self) -> dict[str, Any]:
         m = self.model

@@ -12,7 +12,7 @@ from models.network import Network, build_network
 from models.objective import Objective, check_objective
 from worker.training.augment import augment
 from worker.training.data import TrainData, TrainingFailed
-from worker.training.optim import backprop_step, held_out_means, kernels, make_optimizer, penalty
+from worker.training.optim import backprop_step, kernels, make_optimizer, penalty, with_penalty
 from worker.training.task import Task
 
 FOLD_EVERY = 16  # CPU steps whose metrics are computed in one pass
@@ -48,7 +48,6 @@ class SupervisedTask(Task):
         self.on_host = device.type == "cpu"
         active = spec.fit.augmentation is not None and spec.fit.augmentation.active
         self.augmentation = spec.fit.augmentation if active else None
-        self.sums: dict[str, Any] = {}
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _check_token_ids(self, data: TrainData) -> None:
@@ -86,41 +85,33 @@ class SupervisedTask(Task):
         metrics are folded in groups of FOLD_EVERY steps, as their small ops' dispatch is a
         measurable share of a small model's step; on a GPU the sums stay on the device."""
         if self.on_host:
-            self.sums["loss"] = self.sums.get("loss", 0.0) + loss.item() * len(yb)
+            self.sums.add(loss=loss.item() * len(yb))
             self.pending.append((logits.detach(), yb))
             if len(self.pending) >= FOLD_EVERY:
                 self._fold()
             return
-        for key, value in self.objective.batch_sums(logits, yb, loss).items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.sums.add(**self.objective.batch_sums(logits, yb, loss))
 
     def _fold(self) -> None:
         pending = self.pending
         logits, y = (torch.cat(t) for t in zip(*pending, strict=True)) if len(pending) > 1 else pending[0]
-        for key, value in self.objective.metric_sums(logits, y).items():
-            self.sums[key] = self.sums.get(key, 0.0) + value.item()
+        self.sums.add(**{key: value.item() for key, value in self.objective.metric_sums(logits, y).items()})
         pending.clear()
 
     def epoch_metrics(self, seen: int) -> dict[str, float]:
         if self.pending:
             self._fold()
-        metrics = {k: float(v) / seen for k, v in self.sums.items()}
-        self.sums = {}
-        return metrics
+        return self.sums.take_means(seen)
 
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        self.model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        size = max(self.spec.fit.batch_size, 1024)
-        for start in range(0, len(x), size):
-            xb, yb = x[start : start + size], y[start : start + size]
-            with self.autocast():
-                logits = self.model.logits(xb).float()
-            for key, value in self.objective.batch_sums(logits, yb, self.objective.loss(logits, yb)).items():
-                sums[key] = sums[key] + value if key in sums else value
-        self.model.train()
-        return held_out_means(sums, len(x), self.kernels, self.compile.regularization)
+        return with_penalty(
+            self.evaluate_in_batches(self._held_out_sums, x, y), self.kernels, self.compile.regularization
+        )
+
+    def _held_out_sums(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            logits = self.model.logits(xb).float()
+        return self.objective.batch_sums(logits, yb, self.objective.loss(logits, yb))
 
 
 TASK = SupervisedTask
