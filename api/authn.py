@@ -29,14 +29,21 @@ PROTECTED = "/v1/"
 
 
 class KeyCheck:
-    def __init__(self, app: Any, check_seconds: float, failures_per_second: float, failure_burst: int,
-                 mark: Callable[[], Any] | None = None,
-                 lookup: Callable[[str], bool] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: Any,
+        check_seconds: float,
+        failures_per_second: float,
+        failure_burst: int,
+        mark: Callable[[], Any] | None = None,
+        lookup: Callable[[str], bool] | None = None,
+    ) -> None:
         self.app, self.check_seconds = app, max(check_seconds, 0.05)
         self.failures = TokenBuckets(failures_per_second, failure_burst) if failures_per_second > 0 else None
         self._mark_reader = mark or (lambda: hot_read(lambda c: tenants_repo.revocation_mark(connection=c)))
-        self._lookup = lookup or (lambda h: hot_read(lambda c: tenants_repo.key_hash_is_valid(connection=c,
-                                                                                              key_hash=h)))  # fmt: skip
+        self._lookup = lookup or (
+            lambda h: hot_read(lambda c: tenants_repo.key_hash_is_valid(connection=c, key_hash=h))
+        )
         self._known: set[str] = set()
         self._mark: Any = None
         self._watcher: asyncio.Task[None] | None = None

@@ -103,8 +103,11 @@ def install(app: FastAPI) -> None:
         # a retryable 503, not a 500. Any other database error is a bug and stays a 500.
         if not unreachable(exc):
             raise exc
-        return JSONResponse({"detail": "the database is unreachable; try again shortly"}, status_code=503,
-                            headers={"Retry-After": str(DATABASE_RETRY_AFTER)})  # fmt: skip
+        return JSONResponse(
+            {"detail": "the database is unreachable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
 
     @app.exception_handler(ApiError)
     async def _render(_: Request, exc: ApiError) -> JSONResponse:

@@ -219,8 +219,9 @@ class Hub:
         for the same page at once (viewers opening the same job) share one read."""
         key = (job_id, after)
         if key not in self._pages:
-            self._pages[key] = asyncio.ensure_future(anyio.to_thread.run_sync(backlog, job_id, after,
-                                                                              limiter=self.limiter))  # fmt: skip
+            self._pages[key] = asyncio.ensure_future(
+                anyio.to_thread.run_sync(backlog, job_id, after, limiter=self.limiter)
+            )
             self._pages[key].add_done_callback(lambda _: self._pages.pop(key, None))
         return await asyncio.shield(self._pages[key])
 

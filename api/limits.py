@@ -65,9 +65,17 @@ class _Exchange:
             return  # a response is under way: the exception ends it, and uvicorn closes the connection
         self.refused = True
         body = json.dumps({"detail": detail}).encode()
-        await self._send({"type": "http.response.start", "status": status,
-                          "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-                                      (b"connection", b"close")]})  # fmt: skip
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await self._send({"type": "http.response.body", "body": body})
 
     async def receive(self) -> Any:
@@ -97,8 +105,11 @@ class _Exchange:
             async with asyncio.timeout(min(self.idle, self.deadline - now)):
                 return await self._receive()
         except TimeoutError:
-            detail = (f"no data of the request body came in {self.idle:g} s" if idle
-                      else f"the request body took longer than {self.total:g} s to arrive")  # fmt: skip
+            detail = (
+                f"no data of the request body came in {self.idle:g} s"
+                if idle
+                else f"the request body took longer than {self.total:g} s to arrive"
+            )
             await self.refuse(408, detail)
             raise BodyTimedOut from None
 
@@ -110,8 +121,9 @@ class _Exchange:
 
 
 class BodyLimit:
-    def __init__(self, app: Any, limit_for: Callable[[str], int], idle_seconds: float = 30.0,
-                 total_seconds: float = 300.0) -> None:  # fmt: skip
+    def __init__(
+        self, app: Any, limit_for: Callable[[str], int], idle_seconds: float = 30.0, total_seconds: float = 300.0
+    ) -> None:
         self.app, self._limit_for = app, limit_for
         self.idle_seconds, self.total_seconds = idle_seconds, total_seconds
 

@@ -54,12 +54,19 @@ def create_app() -> FastAPI:
         settings.revocation_check_seconds,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, limit_for=body_limits(settings), idle_seconds=settings.body_idle_timeout_seconds,
-                       total_seconds=settings.body_read_timeout_seconds)  # fmt: skip
+    app.add_middleware(
+        BodyLimit,
+        limit_for=body_limits(settings),
+        idle_seconds=settings.body_idle_timeout_seconds,
+        total_seconds=settings.body_read_timeout_seconds,
+    )
     # Outside the body limit: a caller without a valid key is refused before its body is read.
-    app.add_middleware(KeyCheck, check_seconds=settings.revocation_check_seconds,
-                       failures_per_second=settings.auth_failures_per_second,
-                       failure_burst=settings.auth_failure_burst)  # fmt: skip
+    app.add_middleware(
+        KeyCheck,
+        check_seconds=settings.revocation_check_seconds,
+        failures_per_second=settings.auth_failures_per_second,
+        failure_burst=settings.auth_failure_burst,
+    )
     # Added last, so outermost: a key over its rate is refused before its body is read.
     app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     for module in (health, jobs, events, datasets, models):

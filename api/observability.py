@@ -100,14 +100,24 @@ def _step_time_families(step_times: list[tuple[float, float, int]]) -> Iterator[
     epoch = [s for s, _, _ in step_times]
     steps = [s / n for s, _, n in step_times if n > 0]
     yield GaugeMetricFamily("fitserve_running_jobs_with_epoch", "Running jobs that finished an epoch", value=len(epoch))
-    yield GaugeMetricFamily("fitserve_epoch_seconds_max", "Slowest latest epoch among running jobs (0: none)",
-                            value=max(epoch, default=0.0))  # fmt: skip
-    yield GaugeMetricFamily("fitserve_epoch_seconds_mean", "Mean latest epoch time of running jobs (0: none)",
-                            value=sum(epoch) / len(epoch) if epoch else 0.0)  # fmt: skip
-    yield GaugeMetricFamily("fitserve_step_seconds_mean", "Mean time per training step of running jobs (0: none)",
-                            value=sum(steps) / len(steps) if steps else 0.0)  # fmt: skip
-    yield GaugeMetricFamily("fitserve_samples_per_second", "Training samples per second, summed over running jobs",
-                            value=sum(r for _, r, _ in step_times))  # fmt: skip
+    yield GaugeMetricFamily(
+        "fitserve_epoch_seconds_max", "Slowest latest epoch among running jobs (0: none)", value=max(epoch, default=0.0)
+    )
+    yield GaugeMetricFamily(
+        "fitserve_epoch_seconds_mean",
+        "Mean latest epoch time of running jobs (0: none)",
+        value=sum(epoch) / len(epoch) if epoch else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "fitserve_step_seconds_mean",
+        "Mean time per training step of running jobs (0: none)",
+        value=sum(steps) / len(steps) if steps else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "fitserve_samples_per_second",
+        "Training samples per second, summed over running jobs",
+        value=sum(r for _, r, _ in step_times),
+    )
 
 
 REGISTRY.register(ServiceCollector())

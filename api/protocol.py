@@ -31,8 +31,10 @@ from core.settings import get_settings
 
 HTTP_PROTOCOL = "api.protocol:BoundedHttpProtocol"  # uvicorn.run(http=...) imports it in each process
 _DETAIL = b"the request's headers did not arrive in time"
-REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                   b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_DETAIL), _DETAIL))  # fmt: skip
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_DETAIL), _DETAIL)
+)
 FILES_BESIDE_CONNECTIONS = 1024  # the process's own: database, uploads, parse processes' pipes
 
 log = logging.getLogger("fitserve.api")
@@ -106,6 +108,7 @@ def make_room_for_connections(max_connections: int) -> int:
     soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     if soft < wanted:
-        log.warning("open files are limited to %d: FITSERVE_MAX_CONNECTIONS=%d needs about %d", soft,
-                    max_connections, wanted)  # fmt: skip
+        log.warning(
+            "open files are limited to %d: FITSERVE_MAX_CONNECTIONS=%d needs about %d", soft, max_connections, wanted
+        )
     return soft

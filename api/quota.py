@@ -54,17 +54,23 @@ def training_samples(spec: JobSpec, samples: int) -> int:
 def check_spec(spec: JobSpec, settings: Settings, samples: int) -> None:
     """The maxima that need no model built: batch size, layers, epochs x training samples."""
     if spec.fit.batch_size > settings.max_batch_size:
-        raise unprocessable(f"batch_size {spec.fit.batch_size} exceeds the server's limit of "
-                            f"{settings.max_batch_size}", ("body", "fit", "batch_size"))  # fmt: skip
+        raise unprocessable(
+            f"batch_size {spec.fit.batch_size} exceeds the server's limit of {settings.max_batch_size}",
+            ("body", "fit", "batch_size"),
+        )
     for loc, layers in networks(spec):
         if len(layers) > settings.max_layers:
-            raise unprocessable(f"{len(layers)} layers exceed the server's limit of {settings.max_layers} "
-                                "layers per network", loc)  # fmt: skip
+            raise unprocessable(
+                f"{len(layers)} layers exceed the server's limit of {settings.max_layers} layers per network", loc
+            )
     train = training_samples(spec, samples)
     work = spec.fit.epochs * train
     if work > settings.max_epoch_samples:
-        raise unprocessable(f"epochs x training samples = {spec.fit.epochs} x {train} = {work} exceeds the "
-                            f"server's limit of {settings.max_epoch_samples}", ("body", "fit", "epochs"))  # fmt: skip
+        raise unprocessable(
+            f"epochs x training samples = {spec.fit.epochs} x {train} = {work} exceeds the "
+            f"server's limit of {settings.max_epoch_samples}",
+            ("body", "fit", "epochs"),
+        )
 
 
 def meta_dry_run(spec: JobSpec, info: DataInfo) -> DryRun | None:
@@ -94,8 +100,10 @@ def _largest(spec: JobSpec, report: DryRun) -> tuple[str, tuple[Any, ...]]:
     # else one network that is no layer list (rbm, dbn, seq2seq), or a part the spec does not list (a VAE's mean)
     loc: tuple[Any, ...] = ("body", record.section, *paths[0], index) if paths else ("body", spec.family)
     where = f"{network} " if network else ""
-    return (f"; the largest is {where}layer {index} ({layer.get('type')}), {_floats(layer):,} values per sample "
-            f"{tuple(layer.get('output_shape') or ())}"), loc  # fmt: skip
+    return (
+        f"; the largest is {where}layer {index} ({layer.get('type')}), {_floats(layer):,} values per sample "
+        f"{tuple(layer.get('output_shape') or ())}"
+    ), loc
 
 
 def check_memory(spec: JobSpec, settings: Settings, report: DryRun) -> None:
@@ -103,16 +111,22 @@ def check_memory(spec: JobSpec, settings: Settings, report: DryRun) -> None:
     allocate against MAX_DRY_RUN_BYTES; both from the meta run's shapes, before any memory is spent."""
     largest, loc = _largest(spec, report)
     if report.estimated_memory_bytes > settings.max_job_memory_bytes:
-        raise unprocessable(f"the job's training memory is estimated at {_size(report.estimated_memory_bytes)} "
-                            f"(weights, gradients, optimizer state and the activations of a batch of "
-                            f"{spec.fit.batch_size}), over the server's limit of "
-                            f"{_size(settings.max_job_memory_bytes)}{largest}", loc)  # fmt: skip
+        raise unprocessable(
+            f"the job's training memory is estimated at {_size(report.estimated_memory_bytes)} "
+            f"(weights, gradients, optimizer state and the activations of a batch of "
+            f"{spec.fit.batch_size}), over the server's limit of "
+            f"{_size(settings.max_job_memory_bytes)}{largest}",
+            loc,
+        )
     per_sample = sum(_floats(layer) for layer in report.layers)
     needs = FLOAT_BYTES * (2 * report.parameters + DRY_RUN_SAMPLES * DRY_RUN_COPIES * per_sample)
     if needs > settings.max_dry_run_bytes:
-        raise unprocessable(f"checking this model means running {DRY_RUN_SAMPLES} samples through it, which needs "
-                            f"about {_size(needs)} ({per_sample:,} activations per sample), over the server's "
-                            f"limit of {_size(settings.max_dry_run_bytes)} for a check{largest}", loc)  # fmt: skip
+        raise unprocessable(
+            f"checking this model means running {DRY_RUN_SAMPLES} samples through it, which needs "
+            f"about {_size(needs)} ({per_sample:,} activations per sample), over the server's "
+            f"limit of {_size(settings.max_dry_run_bytes)} for a check{largest}",
+            loc,
+        )
 
 
 def _size(n: int) -> str:
@@ -123,8 +137,9 @@ def _size(n: int) -> str:
 def check_parameters(spec: JobSpec, settings: Settings, parameters: int) -> None:
     if parameters > settings.max_parameters:
         loc = ("body", "model") if spec.family == "supervised" else ("body", spec.family)
-        raise unprocessable(f"the model has {parameters} parameters, which exceeds the server's limit of "
-                            f"{settings.max_parameters}", loc)  # fmt: skip
+        raise unprocessable(
+            f"the model has {parameters} parameters, which exceeds the server's limit of {settings.max_parameters}", loc
+        )
 
 
 def active_jobs(session: Session, tenant_id: str) -> int:
@@ -144,10 +159,13 @@ def check_active_jobs(session: Session, tenant_id: str, settings: Settings) -> N
     """Exact once `lock_tenant` holds; without it, a cheap early refusal."""
     active = active_jobs(session, tenant_id)
     if active >= settings.max_active_jobs:
-        raise HTTPException(429, f"this tenant has {active} queued or running jobs, the most it may have "
-                            f"(FITSERVE_MAX_ACTIVE_JOBS={settings.max_active_jobs}); wait for one to finish "
-                            "or cancel one, then submit again",
-                            headers={"Retry-After": str(JOBS_RETRY_AFTER_SECONDS)})  # fmt: skip
+        raise HTTPException(
+            429,
+            f"this tenant has {active} queued or running jobs, the most it may have "
+            f"(FITSERVE_MAX_ACTIVE_JOBS={settings.max_active_jobs}); wait for one to finish "
+            "or cancel one, then submit again",
+            headers={"Retry-After": str(JOBS_RETRY_AFTER_SECONDS)},
+        )
 
 
 def stored_bytes(session: Session, tenant_id: str) -> int:
@@ -157,6 +175,9 @@ def stored_bytes(session: Session, tenant_id: str) -> int:
 
 def storage_refusal(settings: Settings, used: int, size: int | None = None) -> HTTPException:
     adding = f"this file is {size} bytes" if size is not None else "this file is larger than what is left"
-    return HTTPException(413, f"the tenant's storage quota of {settings.storage_quota_bytes} bytes "
-                         f"(FITSERVE_STORAGE_QUOTA_BYTES) would be exceeded: {used} bytes are used by uploaded "
-                         f"datasets and {adding}")  # fmt: skip
+    return HTTPException(
+        413,
+        f"the tenant's storage quota of {settings.storage_quota_bytes} bytes "
+        f"(FITSERVE_STORAGE_QUOTA_BYTES) would be exceeded: {used} bytes are used by uploaded "
+        f"datasets and {adding}",
+    )

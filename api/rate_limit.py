@@ -25,8 +25,9 @@ EXEMPT = frozenset({"/healthz", "/readyz"})
 class TokenBuckets:
     """`rate` tokens a second up to `burst` per key; each request takes one."""
 
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self, rate: float, burst: int, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.rate, self.burst, self.max_keys, self._clock = rate, float(burst), max_keys, clock
@@ -82,8 +83,15 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         seconds = retry_after(wait)
-        message = (f"rate limit exceeded: this API key may make {self.buckets.rate:g} requests per second "
-                   f"(bursts of {self.buckets.burst:g}); retry after {seconds} s")  # fmt: skip
-        await send({"type": "http.response.start", "status": 429, "headers": [
-            (b"content-type", b"application/json"), (b"retry-after", str(seconds).encode())]})  # fmt: skip
+        message = (
+            f"rate limit exceeded: this API key may make {self.buckets.rate:g} requests per second "
+            f"(bursts of {self.buckets.burst:g}); retry after {seconds} s"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [(b"content-type", b"application/json"), (b"retry-after", str(seconds).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": json.dumps({"detail": message}).encode()})

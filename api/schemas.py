@@ -116,9 +116,7 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
-Operation = Literal[
-    "predict", "encode", "decode", "reconstruct", "sample", "generate", "discriminate", "transform"
-]  # fmt: skip
+Operation = Literal["predict", "encode", "decode", "reconstruct", "sample", "generate", "discriminate", "transform"]
 
 
 class PredictRequest(BaseModel):
@@ -128,8 +126,9 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     operation: Operation | None = Field(None, description="default: the family's first operation")
-    instances: list[Any] | None = Field(None, min_length=1, description="raw feature values (or latent vectors "
-                                        "for decode), one entry per instance")  # fmt: skip
+    instances: list[Any] | None = Field(
+        None, min_length=1, description="raw feature values (or latent vectors for decode), one entry per instance"
+    )
     count: int | None = Field(None, ge=1, le=1024, description="sample / generate: how many")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="sample / generate: a seed, for the same draws")
     labels: list[Annotated[int, Field(ge=0, le=100_000)]] | None = Field(

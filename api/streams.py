@@ -30,8 +30,9 @@ class EventStream(StreamingResponse):
     server shutting down."""
 
     def __init__(self, body: AsyncIterator[str], release: Callable[[], None]) -> None:
-        super().__init__(body, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+        super().__init__(
+            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
         self._release: Callable[[], None] | None = release
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -37,8 +37,10 @@ def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[Jo
     if row is None:
         raise unprocessable(f"dataset {ds.id} does not exist", ("body", "dataset", "id"))
     if ds.target is not None and ds.target != row.target:
-        raise unprocessable(f"dataset {ds.id} was uploaded with target {row.target!r}; upload it again to predict "
-                            f"{ds.target!r}", ("body", "dataset", "target"))  # fmt: skip
+        raise unprocessable(
+            f"dataset {ds.id} was uploaded with target {row.target!r}; upload it again to predict {ds.target!r}",
+            ("body", "dataset", "target"),
+        )
     info = DataInfo.model_validate(row.description["info"])
     # The task given at upload holds for training too, unless the spec names one.
     update = {"target": row.target, "task": ds.task or info.task}
@@ -58,8 +60,10 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
             return existing, False
     quota.check_spec(spec, settings, samples)
     if spec.fit.max_seconds is not None and spec.fit.max_seconds > settings.max_job_seconds:
-        raise unprocessable(f"fit.max_seconds {spec.fit.max_seconds} exceeds the server's limit of "
-                            f"{settings.max_job_seconds:g} s", ("body", "fit", "max_seconds"))  # fmt: skip
+        raise unprocessable(
+            f"fit.max_seconds {spec.fit.max_seconds} exceeds the server's limit of {settings.max_job_seconds:g} s",
+            ("body", "fit", "max_seconds"),
+        )
     quota.check_active_jobs(session, tenant.id, settings)
     counted = quota.meta_dry_run(spec, info)
     if counted is not None:
@@ -71,16 +75,28 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
         raise unprocessable(exc.message, ("body", *exc.loc)) from exc
     quota.check_parameters(spec, settings, report.parameters)
     quota.lock_tenant(session, tenant.id)  # held to the commit below: the count and the insert are one step
-    if dataset_id is not None and datasets_repo.get_dataset(session=session, tenant_id=tenant.id,
-                                                            dataset_id=dataset_id) is None:  # fmt: skip
+    if (
+        dataset_id is not None
+        and datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset_id) is None
+    ):
         raise unprocessable(f"dataset {dataset_id} does not exist", ("body", "dataset", "id"))  # deleted meanwhile
     quota.check_active_jobs(session, tenant.id, settings)
     try:
-        job = jobs_repo.create_job(session=session, job=Job(
-            tenant_id=tenant.id, name=spec.name, spec=spec.model_dump(mode="json"), idempotency_key=idempotency_key,
-            dataset_id=dataset_id, status=JobStatus.QUEUED, epochs=spec.fit.epochs, parameters=report.parameters,
-            max_attempts=settings.max_attempts,
-            estimated_memory_bytes=report.estimated_memory_bytes))  # fmt: skip
+        job = jobs_repo.create_job(
+            session=session,
+            job=Job(
+                tenant_id=tenant.id,
+                name=spec.name,
+                spec=spec.model_dump(mode="json"),
+                idempotency_key=idempotency_key,
+                dataset_id=dataset_id,
+                status=JobStatus.QUEUED,
+                epochs=spec.fit.epochs,
+                parameters=report.parameters,
+                max_attempts=settings.max_attempts,
+                estimated_memory_bytes=report.estimated_memory_bytes,
+            ),
+        )
         session.commit()  # the worker must find the row: commit, then enqueue
     except IntegrityError as exc:  # the same Idempotency-Key, submitted concurrently
         session.rollback()
@@ -95,11 +111,13 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
 def warm_up() -> None:
     """Pay a first submit's one-time costs when the API starts (scikit-learn's dataset loaders,
     torch's first model built on the meta device: about 3.5 s here), not in a user's request."""
-    spec = JobSpec.model_validate({
-        "dataset": {"name": "digits"},
-        "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
-        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
-    })  # fmt: skip
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "digits"},
+            "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
+            "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+        }
+    )
     info = builtin_info(spec.dataset)
     quota.meta_dry_run(spec, info)
     dry_run(spec, info)

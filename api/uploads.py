@@ -45,16 +45,19 @@ class ParsePool:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=lower_priority)  # fmt: skip
+            self._executor = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+            )
         return self._executor
 
-    async def describe(self, path: Path, fmt: str, target: str | None, task: Task | None, name: str,
-                       inflated_limit: int) -> dict[str, Any]:  # fmt: skip
+    async def describe(
+        self, path: Path, fmt: str, target: str | None, task: Task | None, name: str, inflated_limit: int
+    ) -> dict[str, Any]:
         pool = self._pool()
         try:
-            return await asyncio.wrap_future(pool.submit(describe_file, str(path), fmt, target, task, name,
-                                                         inflated_limit))  # fmt: skip
+            return await asyncio.wrap_future(
+                pool.submit(describe_file, str(path), fmt, target, task, name, inflated_limit)
+            )
         except BrokenProcessPool as exc:
             if self._executor is pool:
                 self._executor = None
@@ -100,8 +103,17 @@ def _insert(row: Dataset, staged: Path, final: Path, settings: Settings) -> Data
         raise
 
 
-async def store_upload(*, pool: ParsePool, settings: Settings, tenant_id: str, source: IO[bytes], fmt: str,
-                       name: str, target: str | None, task: Task | None) -> Dataset:  # fmt: skip
+async def store_upload(
+    *,
+    pool: ParsePool,
+    settings: Settings,
+    tenant_id: str,
+    source: IO[bytes],
+    fmt: str,
+    name: str,
+    target: str | None,
+    task: Task | None,
+) -> Dataset:
     used = await run_in_threadpool(_used, tenant_id)
     left = max(settings.storage_quota_bytes - used, 0)
     dataset_id = new_id("ds")
@@ -119,6 +131,15 @@ async def store_upload(*, pool: ParsePool, settings: Settings, tenant_id: str, s
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
-    row = Dataset(id=dataset_id, tenant_id=tenant_id, name=name[:200], format=fmt, size_bytes=size, sha256=sha256,
-                  target=parsed["target"], task=parsed["task"], description=parsed["description"])  # fmt: skip
+    row = Dataset(
+        id=dataset_id,
+        tenant_id=tenant_id,
+        name=name[:200],
+        format=fmt,
+        size_bytes=size,
+        sha256=sha256,
+        target=parsed["target"],
+        task=parsed["task"],
+        description=parsed["description"],
+    )
     return await run_in_threadpool(_insert, row, staged, final, settings)

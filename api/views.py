@@ -13,14 +13,26 @@ from core.tables import Metric
 def to_state(job: Any) -> JobState:
     """A job row (ORM object or Core row of the job table), without its spec."""
     return JobState(
-        id=job.id, name=job.name, status=job.status, reason=job.reason, attempt=job.attempt,
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        reason=job.reason,
+        attempt=job.attempt,
         progress=Progress(epoch=job.epoch, epochs=job.epochs, step=job.step, steps=job.steps),
-        metrics=job.latest_metrics or {}, test_metrics=job.test_metrics or {}, parameters=job.parameters,
-        estimated_memory_bytes=job.estimated_memory_bytes, device=job.device, precision=job.precision,
+        metrics=job.latest_metrics or {},
+        test_metrics=job.test_metrics or {},
+        parameters=job.parameters,
+        estimated_memory_bytes=job.estimated_memory_bytes,
+        device=job.device,
+        precision=job.precision,
         cancel_requested=job.cancel_requested,
-        created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
-        seq=job.seq, trained_seconds=job.trained_seconds,
-    )  # fmt: skip
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        seq=job.seq,
+        trained_seconds=job.trained_seconds,
+    )
 
 
 def to_public(job: Any) -> JobPublic:
@@ -28,13 +40,13 @@ def to_public(job: Any) -> JobPublic:
 
 
 def to_point(row: Metric | Event) -> MetricPoint:
-    return MetricPoint(seq=row.seq, step=row.step, epoch=row.epoch, name=row.name, value=row.value,
-                       attempt=row.attempt, time=row.time)  # fmt: skip
+    return MetricPoint(
+        seq=row.seq, step=row.step, epoch=row.epoch, name=row.name, value=row.value, attempt=row.attempt, time=row.time
+    )
 
 
 def to_status(event: Event) -> StatusEvent:
-    return StatusEvent(seq=event.seq, status=event.status, reason=event.reason, attempt=event.attempt,
-                       time=event.time)  # fmt: skip
+    return StatusEvent(seq=event.seq, status=event.status, reason=event.reason, attempt=event.attempt, time=event.time)
 
 
 def frame(event: Event) -> str:

@@ -64,10 +64,12 @@ def main() -> None:
         rows = data.count(b"\n") - 1
         kind = "regression (float target)" if regression else "classification (integer label)"
         with_file = (peak + len(data)) / len(data)
-        print(f"{kind:32s} {len(data) / 2**20:5.1f} MiB, {rows:,} rows: parsing allocates {peak / 2**20:6.1f} "
-              f"MiB at its peak = {peak / len(data):4.1f}x the file, {with_file:4.1f}x with the file's own bytes "
-              f"(target < 4x), {took:.1f} s; the whole-file parser it replaced: {old / len(data):4.1f}x, "
-              f"{old_took:.1f} s")  # fmt: skip
+        print(
+            f"{kind:32s} {len(data) / 2**20:5.1f} MiB, {rows:,} rows: parsing allocates {peak / 2**20:6.1f} "
+            f"MiB at its peak = {peak / len(data):4.1f}x the file, {with_file:4.1f}x with the file's own bytes "
+            f"(target < 4x), {took:.1f} s; the whole-file parser it replaced: {old / len(data):4.1f}x, "
+            f"{old_took:.1f} s"
+        )
 
 
 if __name__ == "__main__":

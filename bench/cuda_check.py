@@ -83,9 +83,72 @@ SPECS: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]] = [
     ("digits_rbm", {}, {}, ("auto",)),
     ("digits_dbn", {"epochs": 3}, {"dbn": {"pretrain_epochs": 1}}, ("auto",)),
 ]
-README_DIGIT = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8,
-                0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0,
-                0, 0]  # fmt: skip
+README_DIGIT = [
+    0,
+    0,
+    5,
+    13,
+    9,
+    1,
+    0,
+    0,
+    0,
+    0,
+    13,
+    15,
+    10,
+    15,
+    5,
+    0,
+    0,
+    3,
+    15,
+    2,
+    0,
+    11,
+    8,
+    0,
+    0,
+    4,
+    12,
+    0,
+    0,
+    8,
+    8,
+    0,
+    0,
+    5,
+    8,
+    0,
+    0,
+    9,
+    8,
+    0,
+    0,
+    4,
+    11,
+    0,
+    1,
+    12,
+    7,
+    0,
+    0,
+    2,
+    14,
+    5,
+    10,
+    12,
+    0,
+    0,
+    0,
+    0,
+    6,
+    13,
+    10,
+    0,
+    0,
+    0,
+]
 
 
 def banner(text: str) -> None:
@@ -110,8 +173,9 @@ def fmt(metrics: dict[str, float], prefix: str = "val_") -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in sorted(keep.items())) or "-"
 
 
-def load_example(name: str, epochs: int, mode: str, fit: dict[str, Any] | None = None,
-                 section: dict[str, Any] | None = None) -> Any:  # fmt: skip
+def load_example(
+    name: str, epochs: int, mode: str, fit: dict[str, Any] | None = None, section: dict[str, Any] | None = None
+) -> Any:
     from core.spec import JobSpec
 
     raw = json.loads((EXAMPLES / f"{name}.json").read_text())
@@ -134,8 +198,10 @@ def part_env(args: argparse.Namespace) -> None:
     print(f"cuda available: {torch.cuda.is_available()}, devices: {torch.cuda.device_count()}")
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        print(f"device 0: {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, "
-              f"{p.multi_processor_count} SMs, bf16 supported: {torch.cuda.is_bf16_supported()}")  # fmt: skip
+        print(
+            f"device 0: {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, "
+            f"{p.multi_processor_count} SMs, bf16 supported: {torch.cuda.is_bf16_supported()}"
+        )
     smi = shutil.which("nvidia-smi")
     if smi:
         query = [smi, "--query-gpu=name,driver_version,memory.total,memory.used", "--format=csv"]
@@ -143,9 +209,29 @@ def part_env(args: argparse.Namespace) -> None:
         print(f"nvidia-smi: {out.stdout.strip()} {out.stderr.strip()}")
     else:
         print("nvidia-smi: not found")
-    names = ["numpy", "scikit-learn", "safetensors", "pydantic", "pydantic-core", "pydantic-settings", "fastapi",
-             "starlette", "uvicorn", "httpx", "anyio", "click", "celery", "kombu", "billiard", "sqlalchemy", "alembic",
-             "python-multipart", "prometheus-client", "rich", "typing-extensions"]  # fmt: skip
+    names = [
+        "numpy",
+        "scikit-learn",
+        "safetensors",
+        "pydantic",
+        "pydantic-core",
+        "pydantic-settings",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "httpx",
+        "anyio",
+        "click",
+        "celery",
+        "kombu",
+        "billiard",
+        "sqlalchemy",
+        "alembic",
+        "python-multipart",
+        "prometheus-client",
+        "rich",
+        "typing-extensions",
+    ]
     versions = []
     for name in names:
         try:
@@ -216,18 +302,26 @@ def train_one(name: str, spec: Any, data: Any, device: str, mode: str, out: Path
         last = result.history[-1] if result.history else {}
         values = [v for h in result.history for v in h.values()] + list(result.test_metrics.values())
         speeds = [h["samples_per_second"] for h in result.history]
-        row.update(status=result.status + (" (deadline)" if watch.timed_out else ""), epochs=result.epochs_done,
-                   val=fmt(last), test=fmt(result.test_metrics, "test_"),
-                   sps_last=speeds[-1] if speeds else float("nan"),
-                   sps_warm=(sum(speeds[1:]) / len(speeds[1:])) if len(speeds) > 1 else float("nan"),
-                   nan=not all(math.isfinite(v) for v in values), weights=finite_weights(result.model_path),
-                   model=str(result.model_path) if result.model_path else None)  # fmt: skip
+        row.update(
+            status=result.status + (" (deadline)" if watch.timed_out else ""),
+            epochs=result.epochs_done,
+            val=fmt(last),
+            test=fmt(result.test_metrics, "test_"),
+            sps_last=speeds[-1] if speeds else float("nan"),
+            sps_warm=(sum(speeds[1:]) / len(speeds[1:])) if len(speeds) > 1 else float("nan"),
+            nan=not all(math.isfinite(v) for v in values),
+            weights=finite_weights(result.model_path),
+            model=str(result.model_path) if result.model_path else None,
+        )
     row.update(amp=watch.amp, ran_on=watch.device, wall=time.perf_counter() - started, scale=grad_scale(out))
-    print(f"  {name:<26} {device:<4} {mode:<4} -> amp {row['amp']:<8} on {row['ran_on']:<6} {row['status']:<10} "
-          f"ep {row.get('epochs', '-')} {row['wall']:6.1f}s  samples/s last {row.get('sps_last', float('nan')):9.0f} "
-          f"(epochs 2+ {row.get('sps_warm', float('nan')):9.0f})  NaN: {'YES' if row['nan'] else 'no'}  "
-          f"weights: {row.get('weights', '-')}  fp16 scale: {row['scale']}\n"
-          f"      val: {row.get('val', '-')}   test: {row.get('test', '-')}", flush=True)  # fmt: skip
+    print(
+        f"  {name:<26} {device:<4} {mode:<4} -> amp {row['amp']:<8} on {row['ran_on']:<6} {row['status']:<10} "
+        f"ep {row.get('epochs', '-')} {row['wall']:6.1f}s  samples/s last {row.get('sps_last', float('nan')):9.0f} "
+        f"(epochs 2+ {row.get('sps_warm', float('nan')):9.0f})  NaN: {'YES' if row['nan'] else 'no'}  "
+        f"weights: {row.get('weights', '-')}  fp16 scale: {row['scale']}\n"
+        f"      val: {row.get('val', '-')}   test: {row.get('test', '-')}",
+        flush=True,
+    )
     return row
 
 
@@ -267,12 +361,16 @@ def part_train(args: argparse.Namespace) -> None:
             rows.append(train_one(name, spec, data, device, mode, out, deadline))
     (args.workdir / "train.json").write_text(json.dumps(rows, indent=1, default=str))
     banner("train: summary")
-    print(f"{'spec':<26} {'dev':<4} {'mode':<4} {'amp':<8} {'status':<10} {'s/s last':>9} {'s/s 2+':>9} "
-          f"{'NaN':<4} val metrics")  # fmt: skip
+    print(
+        f"{'spec':<26} {'dev':<4} {'mode':<4} {'amp':<8} {'status':<10} {'s/s last':>9} {'s/s 2+':>9} "
+        f"{'NaN':<4} val metrics"
+    )
     for r in rows:
-        print(f"{r['spec']:<26} {r['device']:<4} {r['mode']:<4} {r['amp']:<8} {r['status']:<10} "
-              f"{r.get('sps_last', float('nan')):>9.0f} {r.get('sps_warm', float('nan')):>9.0f} "
-              f"{'YES' if r['nan'] else 'no':<4} {r.get('val', r.get('reason', '-'))}")  # fmt: skip
+        print(
+            f"{r['spec']:<26} {r['device']:<4} {r['mode']:<4} {r['amp']:<8} {r['status']:<10} "
+            f"{r.get('sps_last', float('nan')):>9.0f} {r.get('sps_warm', float('nan')):>9.0f} "
+            f"{'YES' if r['nan'] else 'no':<4} {r.get('val', r.get('reason', '-'))}"
+        )
     bad = [r for r in rows if r["status"] not in ("completed", "early_stopped") or r["nan"]]
     print(f"train: {len(rows)} runs, {len(bad)} not clean")
     for r in bad:
@@ -317,18 +415,24 @@ def cross_device_predict(model_json: Path, label: str) -> None:
         predict_ms = (time.perf_counter() - started) * 1000
         loaded[device] = answer
         flat = numbers(answer.get("predictions")) + numbers(answer.get("probabilities"))
-        print(f"  {label:<34} load on {device:<4} {load_s * 1000:7.1f} ms, predict {predict_ms:7.1f} ms, "
-              f"{len(flat)} numbers, finite: {all(math.isfinite(v) for v in flat)}, "
-              f"keys {sorted(answer)}", flush=True)  # fmt: skip
+        print(
+            f"  {label:<34} load on {device:<4} {load_s * 1000:7.1f} ms, predict {predict_ms:7.1f} ms, "
+            f"{len(flat)} numbers, finite: {all(math.isfinite(v) for v in flat)}, "
+            f"keys {sorted(answer)}",
+            flush=True,
+        )
     if len(loaded) == 2:
         a, b = loaded["cuda"], loaded["cpu"]
         na = numbers(a.get("predictions")) + numbers(a.get("probabilities"))
         nb = numbers(b.get("predictions")) + numbers(b.get("probabilities"))
         diff = max((abs(x - y) for x, y in zip(na, nb, strict=False)), default=0.0) if len(na) == len(nb) else None
         same = a.get("predictions") == b.get("predictions") if not na else None
-        print(f"  {label:<34} cuda vs cpu: max |diff| {diff if diff is None else f'{diff:.3g}'}"
-              f"{'' if same is None else f', same predictions: {same}'}"
-              f"{'  (latent draws may differ by device)' if 'gan' in label else ''}", flush=True)  # fmt: skip
+        print(
+            f"  {label:<34} cuda vs cpu: max |diff| {diff if diff is None else f'{diff:.3g}'}"
+            f"{'' if same is None else f', same predictions: {same}'}"
+            f"{'  (latent draws may differ by device)' if 'gan' in label else ''}",
+            flush=True,
+        )
 
 
 def max_weight_diff(a: Path, b: Path) -> float:
@@ -358,23 +462,30 @@ def resume_check(args: argparse.Namespace, first: str, second: str, mode: str, d
     watch = Watch(deadline, stop_after=2)
     broken = train(spec, data, base / "broken", [watch], device=first)
     ckpt2 = base / "broken" / "checkpoints" / "epoch-0002.json"
-    print(f"  {label}: unbroken {unbroken.status} {unbroken.epochs_done} epochs; first run {broken.status} after "
-          f"{broken.epochs_done} epochs (amp {watch.amp} on {watch.device}); epoch-2 checkpoint: {ckpt2.exists()}, "
-          f"saved grad_scaler {scaler_of(ckpt2) if ckpt2.exists() else '-'}")  # fmt: skip
+    print(
+        f"  {label}: unbroken {unbroken.status} {unbroken.epochs_done} epochs; first run {broken.status} after "
+        f"{broken.epochs_done} epochs (amp {watch.amp} on {watch.device}); epoch-2 checkpoint: {ckpt2.exists()}, "
+        f"saved grad_scaler {scaler_of(ckpt2) if ckpt2.exists() else '-'}"
+    )
     trainer = Trainer(spec, data, base / "broken", device=second)
     done = trainer.resume()
     scaler = trainer.task.scaler
-    print(f"  {label}: Trainer.resume() -> {done} epochs done; its scaler "
-          f"{None if scaler is None else scaler.state_dict()}")  # fmt: skip
+    print(
+        f"  {label}: Trainer.resume() -> {done} epochs done; its scaler "
+        f"{None if scaler is None else scaler.state_dict()}"
+    )
     watch2 = Watch(deadline)
     resumed = train(spec, data, base / "broken", [watch2], resume=True, device=second)
     ckpt3u, ckpt3r = (base / d / "checkpoints" / "epoch-0003.json" for d in ("unbroken", "broken"))
     assert unbroken.model_path is not None and resumed.model_path is not None
     diff = max_weight_diff(unbroken.model_path, resumed.model_path)
-    print(f"  {label}: resumed {resumed.status} at {resumed.epochs_done} epochs (amp {watch2.amp} on {watch2.device})\n"
-          f"      unbroken val: {fmt(unbroken.history[-1])}\n      resumed  val: {fmt(resumed.history[-1])}\n"
-          f"      max |weight diff| resumed vs unbroken: {diff:.3g}; "
-          f"epoch-3 grad_scaler unbroken {scaler_of(ckpt3u)} resumed {scaler_of(ckpt3r)}", flush=True)  # fmt: skip
+    print(
+        f"  {label}: resumed {resumed.status} at {resumed.epochs_done} epochs (amp {watch2.amp} on {watch2.device})\n"
+        f"      unbroken val: {fmt(unbroken.history[-1])}\n      resumed  val: {fmt(resumed.history[-1])}\n"
+        f"      max |weight diff| resumed vs unbroken: {diff:.3g}; "
+        f"epoch-3 grad_scaler unbroken {scaler_of(ckpt3u)} resumed {scaler_of(ckpt3r)}",
+        flush=True,
+    )
 
 
 def part_checkpoints(args: argparse.Namespace) -> None:
@@ -382,9 +493,13 @@ def part_checkpoints(args: argparse.Namespace) -> None:
     have_cuda = cuda_ok()
     rows_file = args.workdir / "train.json"
     rows = json.loads(rows_file.read_text()) if rows_file.exists() else []
-    models = [(f"{r['spec']} {r['device']} {r['mode']}", Path(r["model"])) for r in rows
-              if r.get("model") and r["device"] == ("cuda" if have_cuda else "cpu")
-              and (r["mode"] == "auto" or r["spec"] == "digits_mlp")]  # fmt: skip
+    models = [
+        (f"{r['spec']} {r['device']} {r['mode']}", Path(r["model"]))
+        for r in rows
+        if r.get("model")
+        and r["device"] == ("cuda" if have_cuda else "cpu")
+        and (r["mode"] == "auto" or r["spec"] == "digits_mlp")
+    ]
     if not have_cuda:
         print("cuda not available: predicting on the CPU only, resume CPU->CPU only")
     if not models:
@@ -445,10 +560,14 @@ def service_job(client: Any, url: str, name: str, body: dict[str, Any], deadline
         time.sleep(0.1)
     done_s = time.perf_counter() - started
     to_running = "never seen" if running_at is None else f"{running_at:.2f}s"
-    print(f"  {name}: status {job.get('status')} ({job.get('reason')}); device {job.get('device')!r}; "
-          f"submit->running {to_running}, submit->end {done_s:.2f}s")  # fmt: skip
-    print(f"      progress {job.get('progress')}; latest {job.get('metrics') or job.get('latest_metrics')}; "
-          f"test {job.get('test_metrics')}")  # fmt: skip
+    print(
+        f"  {name}: status {job.get('status')} ({job.get('reason')}); device {job.get('device')!r}; "
+        f"submit->running {to_running}, submit->end {done_s:.2f}s"
+    )
+    print(
+        f"      progress {job.get('progress')}; latest {job.get('metrics') or job.get('latest_metrics')}; "
+        f"test {job.get('test_metrics')}"
+    )
     if job.get("device") is None or not str(job.get("device")).startswith("cuda"):
         print(f"  {'FAIL' if cuda_ok() else 'NOTE'} {name}: the job's device is {job.get('device')!r}, not cuda")
     speed = client.get(f"{url}/v1/jobs/{job_id}/metrics", params={"name": "samples_per_second"})
@@ -463,22 +582,31 @@ def service_job(client: Any, url: str, name: str, body: dict[str, Any], deadline
         started = time.perf_counter()
         answer = client.post(f"{url}/v1/models/{job_id}/predict", json={"instances": [README_DIGIT]})
         took = (time.perf_counter() - started) * 1000
-        body_text = answer.text if answer.status_code != 200 else json.dumps({k: v for k, v in answer.json().items()
-                                                                               if k != "probabilities"})  # fmt: skip
+        body_text = (
+            answer.text
+            if answer.status_code != 200
+            else json.dumps({k: v for k, v in answer.json().items() if k != "probabilities"})
+        )
         print(f"  {name}: predict {attempt}: {answer.status_code} in {took:.0f} ms: {body_text[:400]}")
 
 
 @contextlib.contextmanager
-def embedded_service(args: argparse.Namespace, deadline: float, settings: dict[str, str],
-                     name: str, keep: Path | None = None) -> Iterator[tuple[str, Any]]:  # fmt: skip
+def embedded_service(
+    args: argparse.Namespace, deadline: float, settings: dict[str, str], name: str, keep: Path | None = None
+) -> Iterator[tuple[str, Any]]:
     """`fitserve up` in a temp data dir (or `keep`, which outlives it): (its URL, an httpx client
     with its key); its log is summarised (and copied to --out as <name>.log) when it stops."""
     import httpx
 
     data_dir = keep or Path(tempfile.mkdtemp(prefix="fitserve-cuda-check-"))
     port = free_port()
-    env = {**os.environ, "FITSERVE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **settings,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    env = {
+        **os.environ,
+        "FITSERVE_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+        **settings,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     log_path = data_dir / "service.log"
     cmd = [sys.executable, "-m", "cli.main", "up", "--port", str(port), "--data-dir", str(data_dir)]
     print(f"starting: {' '.join(cmd)} {settings} (FITSERVE_DATA_DIR={data_dir}); log {log_path}")
@@ -513,8 +641,10 @@ def summarise_log(log_path: Path, args: argparse.Namespace, name: str) -> None:
     words = ("Traceback", '"ERROR"', '"WARNING"', '"CRITICAL"', "Error", "Exception")
     flagged = [line for line in text if any(w in line for w in words)]
     shown = text[-15:] if not flagged else text[-60:]
-    print(f"  service log: {len(text)} lines; {len(flagged)} flagged (warning, error, traceback); "
-          f"the last {len(shown)} lines:")  # fmt: skip
+    print(
+        f"  service log: {len(text)} lines; {len(flagged)} flagged (warning, error, traceback); "
+        f"the last {len(shown)} lines:"
+    )
     print("\n".join(f"    | {line[:400]}" for line in shown))
     if flagged:
         print("  flagged lines (first 30):\n" + "\n".join(f"    ! {line[:600]}" for line in flagged[:30]))
@@ -558,8 +688,9 @@ def part_first_metric(args: argparse.Namespace) -> None:
     spec["fit"] |= {"epochs": 200, "log_every_steps": 1}
     for spare in ("true", "false"):
         try:
-            with embedded_service(args, deadline, {"FITSERVE_SPARE_TRAINING_PROCESS": spare},
-                                  f"first_metric_spare_{spare}") as (url, client):  # fmt: skip
+            with embedded_service(
+                args, deadline, {"FITSERVE_SPARE_TRAINING_PROCESS": spare}, f"first_metric_spare_{spare}"
+            ) as (url, client):
                 warm = first_metric(client, url, spec, deadline)  # the worker's first job
                 times = [first_metric(client, url, spec, deadline) for _ in range(3)]
             print(
@@ -579,8 +710,9 @@ def until(client: Any, url: str, job_id: str, done: Any, deadline: float) -> dic
         time.sleep(0.1)
 
 
-def placement_case(args: argparse.Namespace, first: dict[str, str], second: dict[str, str], name: str,
-                   deadline: float) -> dict[str, Any]:  # fmt: skip
+def placement_case(
+    args: argparse.Namespace, first: dict[str, str], second: dict[str, str], name: str, deadline: float
+) -> dict[str, Any]:
     """A job begun under `first` settings, preempted by a stop after its 3rd epoch, then taken up by
     a worker with `second` settings: the job as it ended."""
     spec = json.loads((EXAMPLES / "digits_mlp.json").read_text())
@@ -590,12 +722,16 @@ def placement_case(args: argparse.Namespace, first: dict[str, str], second: dict
         with embedded_service(args, deadline, first, f"{name}_first", keep) as (url, client):
             job_id = client.post(f"{url}/v1/jobs", json=spec).json()["id"]
             began = until(client, url, job_id, lambda j: j["progress"]["epoch"] >= 3, deadline)
-            print(f"  {name}: attempt {began['attempt']} on {began['device']} at {began['precision']}, epoch "
-                  f"{began['progress']['epoch']}: stopping the service (its job is preempted)")  # fmt: skip
+            print(
+                f"  {name}: attempt {began['attempt']} on {began['device']} at {began['precision']}, epoch "
+                f"{began['progress']['epoch']}: stopping the service (its job is preempted)"
+            )
         with embedded_service(args, deadline, second, f"{name}_second", keep) as (url, client):
             end = until(client, url, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), deadline)
-        print(f"  {name}: ended {end['status']} after attempt {end['attempt']} on {end['device']} at "
-              f"{end['precision']}, epoch {end['progress']['epoch']}: {end['reason']}")  # fmt: skip
+        print(
+            f"  {name}: ended {end['status']} after attempt {end['attempt']} on {end['device']} at "
+            f"{end['precision']}, epoch {end['progress']['epoch']}: {end['reason']}"
+        )
         return end
     finally:
         shutil.rmtree(keep, ignore_errors=True)
@@ -656,8 +792,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 epoch per run; throughput on mlp only")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per training run (default 3, quick 1)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
-    parser.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
-                        help="where service.log is copied (default $OUT)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
+        help="where service.log is copied (default $OUT)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="run directories (default: a temp dir)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every part's time limit")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # internal: run one part here
@@ -667,8 +807,14 @@ def main() -> None:
 
     if args.part:  # a child: one part, its stacks dumped shortly before the parent's limit
         faulthandler.dump_traceback_later(max(args.limit - 3, 1), exit=False)
-        parts = {"env": part_env, "train": part_train, "checkpoints": part_checkpoints, "service": part_service,
-                 "first_metric": part_first_metric, "placement": part_placement}  # fmt: skip
+        parts = {
+            "env": part_env,
+            "train": part_train,
+            "checkpoints": part_checkpoints,
+            "service": part_service,
+            "first_metric": part_first_metric,
+            "placement": part_placement,
+        }
         parts[args.part](args)
         return
 

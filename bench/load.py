@@ -72,8 +72,11 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         root = svc.processes[-1].pid
         # With workers, uvicorn's supervisor spawns them (and multiprocessing's resource tracker).
-        self.api = [root] if workers == 1 else [p for p in children(root) if b"resource_tracker" not in
-                                                Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
+        self.api = (
+            [root]
+            if workers == 1
+            else [p for p in children(root) if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+        )
         self.peak: dict[int, int] = {}
         self.parse_peak: dict[int, int] = {}
         self.stop = threading.Event()
@@ -103,8 +106,9 @@ def rss(pid: int) -> int:
     return int(line.split()[1]) * 1024
 
 
-def clients(mode: str, svc: Service, job: str, total: int, procs: int, deadline: float, tmp: Path,
-            stdin: bool = False) -> list[tuple[subprocess.Popen[str], Path]]:  # fmt: skip
+def clients(
+    mode: str, svc: Service, job: str, total: int, procs: int, deadline: float, tmp: Path, stdin: bool = False
+) -> list[tuple[subprocess.Popen[str], Path]]:
     started = []
     for i in range(procs):
         n = total // procs + (i < total % procs)
@@ -131,8 +135,10 @@ def finished(started: list[tuple[subprocess.Popen[str], Path]], timeout: float) 
 
 def database_rows(db_url: str, job: str) -> tuple[list[int], list[int]]:
     """(metric seqs, status seqs) of the job, read from the database itself."""
-    queries = ("SELECT seq FROM metric WHERE job_id = %s ORDER BY seq", "SELECT seq FROM job_event WHERE job_id = %s "
-               "ORDER BY seq")  # fmt: skip
+    queries = (
+        "SELECT seq FROM metric WHERE job_id = %s ORDER BY seq",
+        "SELECT seq FROM job_event WHERE job_id = %s ORDER BY seq",
+    )
     if db_url.startswith("postgresql"):
         with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
             return tuple([r[0] for r in conn.execute(q, (job,))] for q in queries)  # type: ignore[return-value]
@@ -142,8 +148,10 @@ def database_rows(db_url: str, job: str) -> tuple[list[int], list[int]]:
 
 def line(label: str, base: list[float], load: list[float]) -> str:
     b99, l99 = pct(base, 99), pct(load, 99)
-    return (f"  {label:22s} p50 {pct(base, 50):6.1f} p99 {b99:6.1f} ms | p50 {pct(load, 50):6.1f} p99 {l99:6.1f} ms "
-            f"| p99 x{l99 / b99:4.2f} ({len(base)}/{len(load)} requests)")  # fmt: skip
+    return (
+        f"  {label:22s} p50 {pct(base, 50):6.1f} p99 {b99:6.1f} ms | p50 {pct(load, 50):6.1f} p99 {l99:6.1f} ms "
+        f"| p99 x{l99 / b99:4.2f} ({len(base)}/{len(load)} requests)"
+    )
 
 
 @dataclass
@@ -181,11 +189,16 @@ def run_backend(backend: str, args: argparse.Namespace) -> Observed:
             time.sleep(0.1)
         started, end = time.time(), time.time() + args.seconds + 120
         body = {"instances": [[float(v) for v in range(64)]]}
-        seen = Observed(backend, workers, [
-            Probe("/healthz", lambda c: c.get(f"{svc.url}/healthz"), {}),
-            Probe("GET /v1/jobs/{id}", lambda c: c.get(f"{svc.url}/v1/jobs/{job}"), auth),
-            Probe("predict", lambda c: c.post(f"{svc.url}/v1/models/{model}/predict", json=body), auth),
-        ], RssSampler(svc, workers))  # fmt: skip
+        seen = Observed(
+            backend,
+            workers,
+            [
+                Probe("/healthz", lambda c: c.get(f"{svc.url}/healthz"), {}),
+                Probe("GET /v1/jobs/{id}", lambda c: c.get(f"{svc.url}/v1/jobs/{job}"), auth),
+                Probe("predict", lambda c: c.post(f"{svc.url}/v1/models/{model}/predict", json=body), auth),
+            ],
+            RssSampler(svc, workers),
+        )
         seen.sampler.start()
         pollers = clients("poll", svc, job, args.pollers, 1, started + args.seconds, Path(tmp))
         opened(pollers)
@@ -236,30 +249,38 @@ def check_streams(streams: list[dict[str, Any]], rows: tuple[list[int], list[int
         ended += s["ended"] and s["status"] == rows[1]
     errors = [s["error"] for s in streams if s["error"]]
     per = [len(s["metric"]) for s in streams] or [0]
-    return (f"metric events per stream {min(per)}..{max(per)} against {len(want)} rows: missing {missing}, "
-            f"duplicated {duplicated}, out of order {disorder}; {ended} ended with every status change and the final "
-            f"status; errors {len(errors)} {errors[:3]}")  # fmt: skip
+    return (
+        f"metric events per stream {min(per)}..{max(per)} against {len(want)} rows: missing {missing}, "
+        f"duplicated {duplicated}, out of order {disorder}; {ended} ended with every status change and the final "
+        f"status; errors {len(errors)} {errors[:3]}"
+    )
 
 
 def report(seen: Observed, args: argparse.Namespace) -> None:
     name = "fitserve up (SQLite, embedded broker)" if seen.backend == "embedded" else "PostgreSQL + Redis"
     print(f"\n== {seen.backend}: {name}, {seen.workers} API process(es); load average {os.getloadavg()[0]:.1f}")
-    print(f"  the watched job: {seen.job['status']} after {seen.job_seconds:.0f} s, epoch "
-          f"{seen.job['progress']['epoch']}; {len(seen.rows[0])} metric rows and {len(seen.rows[1])} status changes "
-          f"in the database; {args.pollers} pollers meanwhile, answers {seen.polled}")  # fmt: skip
+    print(
+        f"  the watched job: {seen.job['status']} after {seen.job_seconds:.0f} s, epoch "
+        f"{seen.job['progress']['epoch']}; {len(seen.rows[0])} metric rows and {len(seen.rows[1])} status changes "
+        f"in the database; {args.pollers} pollers meanwhile, answers {seen.polled}"
+    )
     watched = f"{seen.opened[0]} watchers"
     print(f"  {'':22s} {'no watchers':33s} | {watched:33s} |")
     for p in seen.probes:
         failed = f"  failures {p.failures}" if any(p.failures.values()) else ""
         print(line(p.name, p.times.get("base", [0.0]), p.times.get("watched", [0.0])) + failed)
-    print(f"  watchers: {seen.opened[0]} of {args.watchers} streams open in {seen.opened[1]:.1f} s over "
-          f"{args.watcher_procs} client processes; {check_streams(seen.streams, seen.rows)}")  # fmt: skip
+    print(
+        f"  watchers: {seen.opened[0]} of {args.watchers} streams open in {seen.opened[1]:.1f} s over "
+        f"{args.watcher_procs} client processes; {check_streams(seen.streams, seen.rows)}"
+    )
     up = seen.probes[0].times.get("uploads", [0.0])
     codes = {c: seen.uploads.count(c) for c in sorted(set(seen.uploads), key=str)}
-    print(f"  uploads: {args.uploads} x {seen.upload_bytes / 2**20:.1f} MiB CSV at once (another process), with the "
-          f"watchers open: answers "
-          f"{codes} in {seen.upload_seconds:.1f} s; /healthz meanwhile p50 {pct(up, 50):.1f} p99 {pct(up, 99):.1f} "
-          f"ms ({len(up)} requests)")  # fmt: skip
+    print(
+        f"  uploads: {args.uploads} x {seen.upload_bytes / 2**20:.1f} MiB CSV at once (another process), with the "
+        f"watchers open: answers "
+        f"{codes} in {seen.upload_seconds:.1f} s; /healthz meanwhile p50 {pct(up, 50):.1f} p99 {pct(up, 99):.1f} "
+        f"ms ({len(up)} requests)"
+    )
     peaks = ", ".join(f"{b / 2**20:.0f} MiB" for b in seen.sampler.peak.values())
     parse = ", ".join(f"{b / 2**20:.0f} MiB" for b in seen.sampler.parse_peak.values()) or "none started"
     print(f"  API peak RSS: {peaks} (target < 1024 MiB each); upload parse processes: {parse}")

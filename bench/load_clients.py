@@ -41,8 +41,10 @@ async def watch_one(host: str, port: int, path: str, key: str, deadline: float, 
         got["error"] = f"connect: {exc}"
         return got
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-                     "Accept: text/event-stream\r\n\r\n".encode())  # fmt: skip
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), max(deadline - time.time(), 1))
         status = int(head.split(b" ", 2)[1])
         if status != 200:
@@ -74,9 +76,12 @@ async def watch(url: str, key: str, job: str, n: int, deadline: float) -> dict[s
     parts = urlsplit(url)
     opened: list[int] = []
     t0 = time.perf_counter()
-    tasks = [asyncio.create_task(watch_one(parts.hostname or "127.0.0.1", parts.port or 80,
-                                           f"/v1/jobs/{job}/events", key, deadline, opened))
-             for _ in range(n)]  # fmt: skip
+    tasks = [
+        asyncio.create_task(
+            watch_one(parts.hostname or "127.0.0.1", parts.port or 80, f"/v1/jobs/{job}/events", key, deadline, opened)
+        )
+        for _ in range(n)
+    ]
     reported = False
     while not all(t.done() for t in tasks):
         if not reported and len(opened) + sum(t.done() for t in tasks) >= n:
@@ -102,8 +107,9 @@ async def poll(url: str, key: str, job: str, n: int, deadline: float) -> dict[st
             await asyncio.sleep(0.5)
 
     limits = httpx.Limits(max_connections=n)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                                 limits=limits) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30, limits=limits
+    ) as client:
         print("opened", n, flush=True)
         await asyncio.gather(*(one(client) for _ in range(n)))
     return {"codes": codes}
@@ -130,9 +136,12 @@ def upload(url: str, key: str, mib: str, n: int, deadline: float) -> dict[str, A
 
     def one(i: int) -> int | str:
         try:
-            return httpx.post(f"{url}/v1/datasets", headers={"Authorization": f"Bearer {key}"},
-                              files={"file": (f"u{i}.csv", files[i])}, timeout=max(deadline - time.time(), 1)
-                              ).status_code  # fmt: skip
+            return httpx.post(
+                f"{url}/v1/datasets",
+                headers={"Authorization": f"Bearer {key}"},
+                files={"file": (f"u{i}.csv", files[i])},
+                timeout=max(deadline - time.time(), 1),
+            ).status_code
         except httpx.HTTPError as exc:
             return type(exc).__name__
 

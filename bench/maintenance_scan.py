@@ -90,8 +90,10 @@ def main() -> None:
             connection.execute(text("ANALYZE job"))
         after = measure(url, args.rounds)
         for what in before:
-            print(f"{what:>17}: {before[what]:8.2f} ms without ix_job_status, {after[what]:8.2f} ms with it "
-                  f"({before[what] / after[what]:.1f}x)")  # fmt: skip
+            print(
+                f"{what:>17}: {before[what]:8.2f} ms without ix_job_status, {after[what]:8.2f} ms with it "
+                f"({before[what] / after[what]:.1f}x)"
+            )
     finally:
         get_engine(url).dispose()
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

@@ -70,8 +70,9 @@ def timings(fn: Callable[[], object], n: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def service(backend: str, tmp: Path, settings: dict[str, str] | None = None,
-            api_workers: int = 1) -> Iterator[tuple[Service, str]]:  # fmt: skip
+def service(
+    backend: str, tmp: Path, settings: dict[str, str] | None = None, api_workers: int = 1
+) -> Iterator[tuple[Service, str]]:
     """`fitserve up` (embedded), or `fitserve worker` + `fitserve api --workers N` on a fresh
     database and queue; `settings` are FITSERVE_ variables of the bench's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_")}
@@ -139,13 +140,17 @@ def bench_first_metric(client: httpx.Client, repeats: int) -> None:
         parts[0].append(ts(done["started_at"]) - ts(done["created_at"]))
         parts[1].append(ts(rows[0]["time"]) - ts(done["started_at"]))
         parts[2].append(wall0 + metric[-1] - ts(rows[0]["time"]))
-    print(f"  [1] {repeats} digits-MLP jobs (log_every_steps 1), warm worker, polling every 10 ms "
-          f"(GET round trip {ms(rtt)})")  # fmt: skip
+    print(
+        f"  [1] {repeats} digits-MLP jobs (log_every_steps 1), warm worker, polling every 10 ms "
+        f"(GET round trip {ms(rtt)})"
+    )
     print(f"      POST /v1/jobs          {ms(post)}\n      submit -> running      {ms(run)}")
     print(f"      submit -> first metric {ms(metric)} = {statistics.median(metric):.2f} of the 1 s target")
     q, s, f = (statistics.median(p) * 1e3 for p in parts)
-    print(f"      server clock: created->claimed {q:.0f} ms, claimed->first step_loss row {s:.0f} ms, "
-          f"row->seen by the poller {f:.0f} ms (the reporter flushes every heartbeat_seconds)")  # fmt: skip
+    print(
+        f"      server clock: created->claimed {q:.0f} ms, claimed->first step_loss row {s:.0f} ms, "
+        f"row->seen by the poller {f:.0f} ms (the reporter flushes every heartbeat_seconds)"
+    )
 
 
 def npz_upload(n: int) -> tuple[bytes, np.ndarray]:
@@ -196,15 +201,21 @@ def bench_train(svc: Service, client: httpx.Client, quick: bool) -> tuple[dict[s
     torch.set_num_threads(1)
     one_thread = after_first(engine_run())
     torch.set_num_threads(threads)
-    print(f"  [3] MNIST-example spec (784-512-10, batch 32) on an uploaded {len(x)} x 784 NPZ, "
-          f"{spec['fit']['epochs']} epochs of {job['progress']['steps']} steps; {len(ratios)} rounds alternating "
-          f"a service job and the engine in this process ({threads} torch threads); samples/s = median over "
-          "the epochs after the first")  # fmt: skip
+    print(
+        f"  [3] MNIST-example spec (784-512-10, batch 32) on an uploaded {len(x)} x 784 NPZ, "
+        f"{spec['fit']['epochs']} epochs of {job['progress']['steps']} steps; {len(ratios)} rounds alternating "
+        f"a service job and the engine in this process ({threads} torch threads); samples/s = median over "
+        "the epochs after the first"
+    )
     for r, ((service_sps, engine_sps), ratio) in enumerate(zip(runs, ratios, strict=True), start=1):
-        print(f"      round {r}: service {after_first(service_sps):6.0f}  engine {after_first(engine_sps):6.0f}  "
-              f"ratio {ratio:.2f}")  # fmt: skip
-    print(f"      service/engine: median {statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) "
-          f"(target >= 0.95); the engine on 1 torch thread: {one_thread:.0f}/s")  # fmt: skip
+        print(
+            f"      round {r}: service {after_first(service_sps):6.0f}  engine {after_first(engine_sps):6.0f}  "
+            f"ratio {ratio:.2f}"
+        )
+    print(
+        f"      service/engine: median {statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) "
+        f"(target >= 0.95); the engine on 1 torch thread: {one_thread:.0f}/s"
+    )
     return job, x
 
 
@@ -242,11 +253,13 @@ def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str,
         ("bare POST /predict", js, lambda c: c.post(bare_url, content=body)),
         ("service GET /healthz (no auth, no DB)", {}, lambda c: c.get(f"{svc.url}/healthz")),
         ("service GET /v1/jobs/{id} (auth+DB, no model)", auth, lambda c: c.get(f"{svc.url}/v1/jobs/{job['id']}")),
-    ]  # fmt: skip
+    ]
     n, secs, rounds = (300, 2.0, 2) if quick else (1000, 3.0, 5)
     out: dict[str, tuple[float, float]] = {}
-    print(f"  [2] predict, 1 instance of 784 floats: {n} requests on one keep-alive connection, then 32 "
-          f"connections for {secs:.0f} s (client threads in this process compete for the 2 cores)")  # fmt: skip
+    print(
+        f"  [2] predict, 1 instance of 784 floats: {n} requests on one keep-alive connection, then 32 "
+        f"connections for {secs:.0f} s (client threads in this process compete for the 2 cores)"
+    )
     try:
         for _ in range(300):
             with contextlib.suppress(httpx.HTTPError):
@@ -268,10 +281,14 @@ def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str,
         bare.terminate()
         bare.wait(20)
     (sp, sr), (bp, br) = out["service POST predict"], out["bare POST /predict"]
-    print(f"      service/bare: p50 {sp / bp:.2f}x (target p50 < 2 ms: {sp / 2:.2f}x of it), "
-          f"req/s {sr / br:.2f}x in the first round (target >= 0.8x)")  # fmt: skip
-    print(f"      req/s service/bare over {rounds} more alternating rounds of {secs:.0f} s: median "
-          f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) (target >= 0.8x)")  # fmt: skip
+    print(
+        f"      service/bare: p50 {sp / bp:.2f}x (target p50 < 2 ms: {sp / 2:.2f}x of it), "
+        f"req/s {sr / br:.2f}x in the first round (target >= 0.8x)"
+    )
+    print(
+        f"      req/s service/bare over {rounds} more alternating rounds of {secs:.0f} s: median "
+        f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) (target >= 0.8x)"
+    )
     predictor = Predictor.load(model_json)
     result = predictor.predict(instances)
 
@@ -287,8 +304,10 @@ def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str,
     a, b, c = (
         statistics.median(timings(fn, 300)) * 1e3 for fn in (lookup, lambda: predictor.predict(instances), codec)
     )
-    print(f"      in this process (medians): key + job lookup as the route does it (session, 2 queries, commit) "
-          f"{a:.2f} ms | Predictor.predict {b:.2f} ms | pydantic request+response {c:.2f} ms")  # fmt: skip
+    print(
+        f"      in this process (medians): key + job lookup as the route does it (session, 2 queries, commit) "
+        f"{a:.2f} ms | Predictor.predict {b:.2f} ms | pydantic request+response {c:.2f} ms"
+    )
 
 
 def bench_sink(backend: str, total: int, tmp: Path) -> None:
@@ -310,9 +329,19 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
         def rate(write: Callable[[list[dict[str, Any]]], None], offset: int) -> float:
             spent = 0.0
             for b in range(total // 1000):
-                rows = [{"job_id": job_id, "attempt": 1, "step": offset + b * 1000 + i, "epoch": 1,
-                         "name": "step_loss", "value": 1.0 / (i + 1), "seq": offset + b * 1000 + i + 1, "time": now}
-                        for i in range(1000)]  # fmt: skip
+                rows = [
+                    {
+                        "job_id": job_id,
+                        "attempt": 1,
+                        "step": offset + b * 1000 + i,
+                        "epoch": 1,
+                        "name": "step_loss",
+                        "value": 1.0 / (i + 1),
+                        "seq": offset + b * 1000 + i + 1,
+                        "time": now,
+                    }
+                    for i in range(1000)
+                ]
                 t = time.perf_counter()
                 write(rows)
                 spent += time.perf_counter() - t
@@ -324,13 +353,18 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
                 metrics.add_metrics(session=session, rows=rows)
 
         rates, how = {"add_metrics": rate(orm, 0)}, "psycopg COPY" if pg else "sqlite3 executemany"
-        conn: Any = psycopg.connect(url.replace("+psycopg", ""), autocommit=True) if pg else sqlite3.connect(
-            tmp / "sink.db", isolation_level=None)  # fmt: skip
+        conn: Any = (
+            psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
+            if pg
+            else sqlite3.connect(tmp / "sink.db", isolation_level=None)
+        )
         with contextlib.closing(conn):
             if not pg:
                 conn.execute("PRAGMA synchronous=NORMAL")  # as core.db sets it
-            conn.execute("CREATE TABLE plain (job_id text, attempt int, step int, epoch int, name text, "
-                         "value float8, seq bigint, time timestamptz)")  # fmt: skip
+            conn.execute(
+                "CREATE TABLE plain (job_id text, attempt int, step int, epoch int, name text, "
+                "value float8, seq bigint, time timestamptz)"
+            )
             for i, table in enumerate(("plain", "metric"), start=1):
 
                 def raw(rows: list[dict[str, Any]], table: str = table) -> None:
@@ -340,8 +374,10 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
                             for r in rows:
                                 cp.write_row(tuple(r.values()))
                     else:  # OR IGNORE: the same conflict rule as add_metrics
-                        conn.executemany(f"INSERT OR IGNORE INTO {table} ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                                         [(*list(r.values())[:-1], r["time"].isoformat()) for r in rows])  # fmt: skip
+                        conn.executemany(
+                            f"INSERT OR IGNORE INTO {table} ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                            [(*list(r.values())[:-1], r["time"].isoformat()) for r in rows],
+                        )
                     conn.execute("COMMIT")
 
                 rates[f"{how} into {table}"] = rate(raw, i * total)
@@ -381,8 +417,10 @@ def main() -> None:
         return serve(args.serve, args.port)
     import torch
 
-    print(f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads, {'quick' if args.quick else 'full'} run, "
-          "service defaults (heartbeat 0.5 s, embedded broker poll 0.05 s)")  # fmt: skip
+    print(
+        f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads, {'quick' if args.quick else 'full'} run, "
+        "service defaults (heartbeat 0.5 s, embedded broker poll 0.05 s)"
+    )
     for backend in ["postgres", "embedded"] if args.backend == "both" else [args.backend]:
         label = "PostgreSQL + Redis" if backend == "postgres" else "SQLite + kombu SQLAlchemy broker"
         print(f"\n== {backend} ({label}); load average {os.getloadavg()[0]:.1f}")

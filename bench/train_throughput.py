@@ -45,21 +45,36 @@ SEQUENCE_INFO = DataInfo(input_shape=(50, 32), task="classification", num_classe
 LSTM_LAYERS = [{"type": "lstm", "units": 128}, {"type": "dense", "units": 10, "activation": "softmax"}]
 # The DCGAN of Radford et al. scaled to 28x28 (as in the Keras/TensorFlow DCGAN tutorial): 7x7 -> 14 -> 28.
 DCGAN = {
-    "variant": "dcgan", "latent_dim": 100,
-    "generator": {"layers": [
-        {"type": "dense", "units": 128 * 7 * 7, "activation": "relu"},
-        {"type": "reshape", "target_shape": [128, 7, 7]},
-        {"type": "conv2d_transpose", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same"},
-        {"type": "batchnorm"}, {"type": "activation", "activation": "relu"},
-        {"type": "conv2d_transpose", "filters": 1, "kernel_size": 4, "strides": 2, "padding": "same",
-         "activation": "sigmoid"}]},
-    "discriminator": {"layers": [
-        {"type": "conv2d", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same"},
-        {"type": "activation", "activation": "leaky_relu", "alpha": 0.2},
-        {"type": "conv2d", "filters": 128, "kernel_size": 4, "strides": 2, "padding": "same"},
-        {"type": "activation", "activation": "leaky_relu", "alpha": 0.2},
-        {"type": "flatten"}, {"type": "dense", "units": 1}]},
-}  # fmt: skip
+    "variant": "dcgan",
+    "latent_dim": 100,
+    "generator": {
+        "layers": [
+            {"type": "dense", "units": 128 * 7 * 7, "activation": "relu"},
+            {"type": "reshape", "target_shape": [128, 7, 7]},
+            {"type": "conv2d_transpose", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same"},
+            {"type": "batchnorm"},
+            {"type": "activation", "activation": "relu"},
+            {
+                "type": "conv2d_transpose",
+                "filters": 1,
+                "kernel_size": 4,
+                "strides": 2,
+                "padding": "same",
+                "activation": "sigmoid",
+            },
+        ]
+    },
+    "discriminator": {
+        "layers": [
+            {"type": "conv2d", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same"},
+            {"type": "activation", "activation": "leaky_relu", "alpha": 0.2},
+            {"type": "conv2d", "filters": 128, "kernel_size": 4, "strides": 2, "padding": "same"},
+            {"type": "activation", "activation": "leaky_relu", "alpha": 0.2},
+            {"type": "flatten"},
+            {"type": "dense", "units": 1},
+        ]
+    },
+}
 
 
 class Case(NamedTuple):
@@ -97,17 +112,25 @@ class Recorder(Callback):
 
 def make_spec(case: Case) -> JobSpec:
     if case.name == "dcgan":  # a family of its own: the gan section replaces model and compile
-        return JobSpec.model_validate({"name": "bench-dcgan", "family": "gan", "dataset": {"name": case.dataset},
-                                       "gan": DCGAN, "fit": {"epochs": 1, "batch_size": case.batch_size,
-                                                             "seed": SEED, "mixed_precision": "off"}})  # fmt: skip
-    return JobSpec.model_validate({
-        "name": f"bench-{case.name}",
-        "dataset": {"name": case.dataset},
-        "model": case.model,
-        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
-        # fp32 on both sides: the plain loop has no autocast (on the CPU "auto" is off anyway).
-        "fit": {"epochs": 1, "batch_size": case.batch_size, "seed": SEED, "mixed_precision": "off"},
-    })  # fmt: skip
+        return JobSpec.model_validate(
+            {
+                "name": "bench-dcgan",
+                "family": "gan",
+                "dataset": {"name": case.dataset},
+                "gan": DCGAN,
+                "fit": {"epochs": 1, "batch_size": case.batch_size, "seed": SEED, "mixed_precision": "off"},
+            }
+        )
+    return JobSpec.model_validate(
+        {
+            "name": f"bench-{case.name}",
+            "dataset": {"name": case.dataset},
+            "model": case.model,
+            "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+            # fp32 on both sides: the plain loop has no autocast (on the CPU "auto" is off anyway).
+            "fit": {"epochs": 1, "batch_size": case.batch_size, "seed": SEED, "mixed_precision": "off"},
+        }
+    )
 
 
 def make_data(n: int, info: DataInfo) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +145,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_engine(spec: JobSpec, info: DataInfo, x: torch.Tensor, y: torch.Tensor,
-               device: torch.device) -> tuple[float, float]:  # fmt: skip
+def run_engine(
+    spec: JobSpec, info: DataInfo, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> tuple[float, float]:
     """(samples/s of the whole fit() incl. checkpoints, samples/s of the epoch loop alone)."""
     recorder = Recorder()
     with tempfile.TemporaryDirectory(prefix="fitserve-bench-") as tmp:
@@ -169,8 +193,9 @@ def run_plain_gan(spec: JobSpec, info: DataInfo, x: torch.Tensor, device: torch.
     optimizers = []
     for net, o in ((g, spec.gan.generator.optimizer), (d, spec.gan.discriminator.optimizer)):
         assert o.type == "adam"
-        optimizers.append(torch.optim.Adam(net.parameters(), lr=o.learning_rate, betas=(o.beta_1, o.beta_2),
-                                           eps=o.epsilon))  # fmt: skip
+        optimizers.append(
+            torch.optim.Adam(net.parameters(), lr=o.learning_rate, betas=(o.beta_1, o.beta_2), eps=o.epsilon)
+        )
     opt_g, opt_d = optimizers
     bce = F.binary_cross_entropy_with_logits
     x = x.to(device)
@@ -209,10 +234,14 @@ def bench(case: Case, device: torch.device) -> tuple[list[float], float]:
     warm = max(case.samples // 4, case.batch_size * 4)
     run_engine(spec, case.info, x[:warm], y[:warm], device)
     run_plain(spec, case.info, x[:warm], y[:warm], device)
-    print(f"\n{case.name}: {case.samples} samples, batch {case.batch_size}, {case.rounds} rounds "
-          f"(warm-up: {warm} samples each side)")  # fmt: skip
-    print(f"{'round':>5} {'engine/s':>9} {'(loop)/s':>9} {'plain/s':>9} {'ratio':>6} {'loop ratio':>10} "
-          f"{'faults engine':>13} {'plain':>7}")  # fmt: skip
+    print(
+        f"\n{case.name}: {case.samples} samples, batch {case.batch_size}, {case.rounds} rounds "
+        f"(warm-up: {warm} samples each side)"
+    )
+    print(
+        f"{'round':>5} {'engine/s':>9} {'(loop)/s':>9} {'plain/s':>9} {'ratio':>6} {'loop ratio':>10} "
+        f"{'faults engine':>13} {'plain':>7}"
+    )
     rows: list[tuple[float, float, float]] = []
     for r in range(1, case.rounds + 1):
         got: dict[str, Any] = {}
@@ -223,8 +252,11 @@ def bench(case: Case, device: torch.device) -> tuple[list[float], float]:
             got[f"{side}_faults"] = faults() - before
         (engine, loop), plain = got["engine"], got["plain"]
         rows.append((engine, loop, plain))
-        print(f"{r:>5} {engine:>9.0f} {loop:>9.0f} {plain:>9.0f} {engine / plain:>6.3f} {loop / plain:>10.3f} "
-              f"{got['engine_faults']:>13} {got['plain_faults']:>7}", flush=True)  # fmt: skip
+        print(
+            f"{r:>5} {engine:>9.0f} {loop:>9.0f} {plain:>9.0f} {engine / plain:>6.3f} {loop / plain:>10.3f} "
+            f"{got['engine_faults']:>13} {got['plain_faults']:>7}",
+            flush=True,
+        )
     ratios = [e / p for e, _, p in rows]
     print(f"  {summary(ratios)} (whole fit); {summary([lo / p for _, lo, p in rows])} (epoch loop alone)")
     return ratios, max(e for e, _, _ in rows) / max(p for _, _, p in rows)
@@ -236,8 +268,9 @@ def summary(ratios: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per model (default: mlp 15, vgg 3, lstm 5, "
-                        "dcgan 3)")  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds per model (default: mlp 15, vgg 3, lstm 5, dcgan 3)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
     parser.add_argument("--only", choices=["mlp", "vgg", "lstm", "dcgan"], default=None, help="run one model only")
     parser.add_argument("--vgg-samples", type=int, default=10_000, help="VGG samples per round (both sides)")
@@ -262,10 +295,14 @@ def main() -> None:
     if args.rounds is not None:
         cases = [c._replace(rounds=args.rounds) for c in cases]
     cases = [c for c in cases if args.only in (None, c.name)]
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, seed {SEED}, "
-          f"malloc as the service runs it (core/__init__.py keeps freed memory)")  # fmt: skip
-    print("engine/s: Trainer.fit() for 1 epoch incl. callbacks + checkpoint; (loop)/s: its epoch loop alone; "
-          "faults: minor page faults in that epoch")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, seed {SEED}, "
+        f"malloc as the service runs it (core/__init__.py keeps freed memory)"
+    )
+    print(
+        "engine/s: Trainer.fit() for 1 epoch incl. callbacks + checkpoint; (loop)/s: its epoch loop alone; "
+        "faults: minor page faults in that epoch"
+    )
 
     results = {c.name: bench(c, device) for c in cases}
     print()

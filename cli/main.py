@@ -34,8 +34,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         spec = load_spec(args.spec)
-        data = (train_data(spec, load_file(args.data, target=args.target, task=spec.dataset.task)) if args.data
-                else load_train_data(spec))  # fmt: skip
+        data = (
+            train_data(spec, load_file(args.data, target=args.target, task=spec.dataset.task))
+            if args.data
+            else load_train_data(spec)
+        )
     except ValidationError as exc:
         console.print(f"[red]invalid spec {args.spec}:[/]\n{format_validation(exc)}")
         return 2

@@ -14,8 +14,14 @@ from worker.training.callbacks import Callback, TrainStart
 class RichProgress(Callback):
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)  # fmt: skip
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+        )
         self.task: Any = None
         self.steps = 0
         self.epochs = 0

@@ -74,9 +74,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_service_logging(settings, args.loglevel, celery=True)
-    argv = ["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}", "--pool=prefork",
-            "-Q", settings.queue, "-O", "fair", "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]  # fmt: skip
+    argv = [
+        "worker",
+        f"--loglevel={args.loglevel}",
+        f"--concurrency={args.concurrency}",
+        "--pool=prefork",
+        "-Q",
+        settings.queue,
+        "-O",
+        "fair",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     if settings.log_format == "json":
         argv.insert(0, "--quiet")  # no banner: the log is JSON lines only
     app.worker_main(argv)
@@ -133,8 +143,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"API key: see {settings.data_dir / 'api_key'} (or: fitserve keys create --tenant NAME)", flush=True)
     # One machine for both: training takes whatever CPU the API leaves, so requests and live streams
     # stay quick while a job trains (an idle API leaves training all of it).
-    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy(),
-                              preexec_fn=lambda: os.nice(WORKER_NICENESS))  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy(), preexec_fn=lambda: os.nice(WORKER_NICENESS)
+    )
     try:
         uvicorn.run(
             "api.main:app",

@@ -136,8 +136,9 @@ class Reference:
         if key not in self.sections:
             noun, title = next((UNIONS[k] for k in mapping if k in UNIONS), ("variant", f"Variants of `{path}`"))
             variants = [self._def(v["$ref"]) for v in schema["oneOf"]]
-            self.sections[key] = Section(key, variants=variants, discriminator=schema["discriminator"]["propertyName"],
-                                         noun=noun, title=title)  # fmt: skip
+            self.sections[key] = Section(
+                key, variants=variants, discriminator=schema["discriminator"]["propertyName"], noun=noun, title=title
+            )
         self.sections[key].paths.append(f"`{path}` (each item)" if item else f"`{path}`")
         for name in self.sections[key].variants:
             for prop, sub in self.defs[name].get("properties", {}).items():
@@ -248,8 +249,10 @@ class Reference:
             if prop == skip:
                 continue
             path = f"{prefix}.{prop}" if prefix else prop
-            out.append(f"| `{path}` | {self.type_of(sub)} | {self.default_of(sub, prop in required)} | "
-                       f"{_clean(sub.get('description'))} |")  # fmt: skip
+            out.append(
+                f"| `{path}` | {self.type_of(sub)} | {self.default_of(sub, prop in required)} | "
+                f"{_clean(sub.get('description'))} |"
+            )
         return out
 
     def render(self) -> str:
@@ -268,18 +271,27 @@ class Reference:
             if schema.get("description") and section.def_name != "JobSpec":
                 lines += [_clean(schema["description"]), ""]
             if len(section.paths) > 1:
-                lines += [f"Each of {', '.join(f'`{p}`' for p in section.paths)} takes these fields; the table "
-                          f"names them under `{section.paths[0]}`.", ""]  # fmt: skip
+                lines += [
+                    f"Each of {', '.join(f'`{p}`' for p in section.paths)} takes these fields; the table "
+                    f"names them under `{section.paths[0]}`.",
+                    "",
+                ]
             lines += ["| field | type | default | description |", "| --- | --- | --- | --- |"]
             lines += self.rows(section.def_name, section.paths[0])
         for section in unions:
             places = ", ".join(section.paths)
-            values = ", ".join(f"`{self.defs[v]['properties'][section.discriminator]['const']}`"
-                               for v in section.variants)  # fmt: skip
-            lines += ["", f"### {section.title}", "",
-                      f"{_article(section.noun).title()} {section.noun} goes at {places}. It is an object whose "
-                      f"`{section.discriminator}` picks one of: "
-                      f"{values}.", ""]  # fmt: skip
+            values = ", ".join(
+                f"`{self.defs[v]['properties'][section.discriminator]['const']}`" for v in section.variants
+            )
+            lines += [
+                "",
+                f"### {section.title}",
+                "",
+                f"{_article(section.noun).title()} {section.noun} goes at {places}. It is an object whose "
+                f"`{section.discriminator}` picks one of: "
+                f"{values}.",
+                "",
+            ]
             for name in section.variants:
                 schema = self.defs[name]
                 value = schema["properties"][section.discriminator]["const"]

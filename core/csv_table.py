@@ -74,8 +74,9 @@ def _rows(data: bytes) -> Iterator[list[str]]:
         raise CsvError(f"not a UTF-8 CSV file: {exc}") from exc
 
 
-def read_table(data: bytes, target: str | None, max_columns: int,
-               max_classes: int) -> tuple[list[str], str, np.ndarray, Target]:  # fmt: skip
+def read_table(
+    data: bytes, target: str | None, max_columns: int, max_classes: int
+) -> tuple[list[str], str, np.ndarray, Target]:
     """(feature names, target column, features (N, F) float32, the target column's values)."""
     rows = _rows(data)
     header = [h.strip() for h in next(rows, [])]

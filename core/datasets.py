@@ -61,16 +61,26 @@ class Dataset:
         return 1 if self.y.ndim == 1 else int(self.y.shape[1])
 
     def info(self) -> DataInfo:
-        return DataInfo(input_shape=self.input_shape, task=self.task, num_classes=self.num_classes,
-                        target_dim=self.target_dim, kind=self.kind)  # fmt: skip
+        return DataInfo(
+            input_shape=self.input_shape,
+            task=self.task,
+            num_classes=self.num_classes,
+            target_dim=self.target_dim,
+            kind=self.kind,
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name, "task": self.task, "kind": self.kind, "samples": len(self.x),
+            "name": self.name,
+            "task": self.task,
+            "kind": self.kind,
+            "samples": len(self.x),
             "test_samples": 0 if self.x_test is None else len(self.x_test),
-            "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-            "class_names": self.class_names, "target_dim": self.target_dim,
-        }  # fmt: skip
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "target_dim": self.target_dim,
+        }
 
 
 @dataclass
@@ -94,10 +104,15 @@ def _sklearn(name: str) -> Dataset:
         d = skd.load_digits()
         x = d.data.astype(np.float32).reshape(-1, 1, 8, 8)
         names = [str(c) for c in d.target_names]
-        return Dataset("digits", "classification", x, d.target.astype(np.int64), "image", class_names=names,
-                       pixel_scale=1 / 16)  # fmt: skip
-    loader = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer,
-              "diabetes": skd.load_diabetes}[name]  # fmt: skip
+        return Dataset(
+            "digits", "classification", x, d.target.astype(np.int64), "image", class_names=names, pixel_scale=1 / 16
+        )
+    loader = {
+        "iris": skd.load_iris,
+        "wine": skd.load_wine,
+        "breast_cancer": skd.load_breast_cancer,
+        "diabetes": skd.load_diabetes,
+    }[name]
     d = loader()
     features = [str(f) for f in d.feature_names]
     if name == "diabetes":
@@ -106,8 +121,14 @@ def _sklearn(name: str) -> Dataset:
         y = d.target.astype(np.float32).reshape(-1, 1)
         return Dataset(name, "regression", d.data.astype(np.float32), y, feature_names=features)
     names = [str(c) for c in d.target_names]
-    return Dataset(name, "classification", d.data.astype(np.float32), d.target.astype(np.int64),
-                   class_names=names, feature_names=features)  # fmt: skip
+    return Dataset(
+        name,
+        "classification",
+        d.data.astype(np.float32),
+        d.target.astype(np.int64),
+        class_names=names,
+        feature_names=features,
+    )
 
 
 def _mnist() -> Dataset:
@@ -129,10 +150,17 @@ def _mnist() -> Dataset:
     def images(a: np.ndarray) -> np.ndarray:
         return a.astype(np.float32).reshape(-1, 1, 28, 28)
 
-    return Dataset("mnist", "classification", images(arrays["train_images"]),
-                   arrays["train_labels"].astype(np.int64), "image",
-                   x_test=images(arrays["test_images"]), y_test=arrays["test_labels"].astype(np.int64),
-                   class_names=[str(i) for i in range(10)], pixel_scale=1 / 255)  # fmt: skip
+    return Dataset(
+        "mnist",
+        "classification",
+        images(arrays["train_images"]),
+        arrays["train_labels"].astype(np.int64),
+        "image",
+        x_test=images(arrays["test_images"]),
+        y_test=arrays["test_labels"].astype(np.int64),
+        class_names=[str(i) for i in range(10)],
+        pixel_scale=1 / 255,
+    )
 
 
 def check_options(spec: DatasetSpec) -> None:
@@ -245,8 +273,9 @@ def _checked_pair(x: np.ndarray, y: np.ndarray, xn: str, yn: str, least: int = 2
     if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
         raise DatasetError(f"'{xn}' and '{yn}' must be numeric arrays (they are {x.dtype} and {y.dtype})")
     if x.ndim < 2 or y.ndim < 1 or len(x) != len(y) or len(x) < least:
-        raise DatasetError(f"'{xn}' must be (N, ...) and '{yn}' (N, ...) with N >= {least}; got {x.shape} and "
-                           f"{y.shape}")  # fmt: skip
+        raise DatasetError(
+            f"'{xn}' must be (N, ...) and '{yn}' (N, ...) with N >= {least}; got {x.shape} and {y.shape}"
+        )
     if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
         raise DatasetError(f"'{xn}' and '{yn}' must hold finite numbers")
     return x, y
@@ -255,8 +284,9 @@ def _checked_pair(x: np.ndarray, y: np.ndarray, xn: str, yn: str, least: int = 2
 def _target(a: np.ndarray, task: str, name: str) -> np.ndarray:
     if task == "classification":
         if a.ndim not in (1, 2) or np.any(a < 0) or np.any(np.mod(a, 1) != 0):
-            raise DatasetError(f"classification targets must be class ids 0..K-1: a 1-D '{name}', or (N, L) "
-                               "token ids for seq2seq")  # fmt: skip
+            raise DatasetError(
+                f"classification targets must be class ids 0..K-1: a 1-D '{name}', or (N, L) token ids for seq2seq"
+            )
         return a.astype(np.int64)
     return a.astype(np.float32).reshape(len(a), -1)
 
@@ -280,15 +310,25 @@ def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:
     if x_test is not None and y_test is not None:  # checked exactly as x and y are, at upload
         x_test, y_test = _checked_pair(x_test, y_test, "x_test", "y_test", least=1)
         if x_test.shape[1:] != x.shape[1:] or y_test.shape[1:] != y.shape[1:]:
-            raise DatasetError(f"'x_test', 'y_test' samples are {x_test.shape[1:]}, {y_test.shape[1:]}; 'x', 'y' "
-                               f"samples are {x.shape[1:]}, {y.shape[1:]}")  # fmt: skip
+            raise DatasetError(
+                f"'x_test', 'y_test' samples are {x_test.shape[1:]}, {y_test.shape[1:]}; 'x', 'y' "
+                f"samples are {x.shape[1:]}, {y.shape[1:]}"
+            )
     train_y = _target(y, found, "y")
     test_y = None if y_test is None else _target(y_test, found, "y_test")
     if found == "classification" and test_y is not None and test_y.size and test_y.max() > train_y.max():
-        raise DatasetError(f"'y_test' has class {int(test_y.max())}, which 'y' never has (its classes are 0.."
-                           f"{int(train_y.max())})")  # fmt: skip
-    ds = Dataset(name, found, x.astype(np.float32), train_y, kind,
-                 x_test=None if x_test is None else x_test.astype(np.float32), y_test=test_y)  # fmt: skip
+        raise DatasetError(
+            f"'y_test' has class {int(test_y.max())}, which 'y' never has (its classes are 0..{int(train_y.max())})"
+        )
+    ds = Dataset(
+        name,
+        found,
+        x.astype(np.float32),
+        train_y,
+        kind,
+        x_test=None if x_test is None else x_test.astype(np.float32),
+        y_test=test_y,
+    )
     if found == "classification" and ds.num_classes and ds.num_classes > MAX_CLASSES:
         raise DatasetError(f"'y' has {ds.num_classes} classes (at most {MAX_CLASSES})")
     return ds

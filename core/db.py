@@ -103,8 +103,9 @@ def patiently(action: Callable[[], T], *, patience: float, what: str, stop: thre
         except DBAPIError as exc:
             if not unreachable(exc) or time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
                 raise
-            log.warning("%s: the database is unreachable, trying again in %.1f s (%s)", what, delay,
-                        type(exc.orig).__name__)  # fmt: skip
+            log.warning(
+                "%s: the database is unreachable, trying again in %.1f s (%s)", what, delay, type(exc.orig).__name__
+            )
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
 

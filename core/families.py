@@ -31,8 +31,13 @@ class AutoencoderSpec(StrictModel):
     encoder: Layers
     decoder: Layers
     initializer: Initializer = "glorot_uniform"
-    noise_stddev: float = Field(0.0, ge=0.0, le=10.0, description="denoising: Gaussian noise added to training "
-                                "inputs, in the model's units (images scaled to [0, 1])")  # fmt: skip
+    noise_stddev: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="denoising: Gaussian noise added to training "
+        "inputs, in the model's units (images scaled to [0, 1])",
+    )
     mask_rate: float = Field(0.0, ge=0.0, lt=1.0, description="denoising: share of training input values zeroed")
 
 
@@ -43,15 +48,22 @@ class VAESpec(StrictModel):
     encoder: Layers
     decoder: Layers
     latent_dim: Annotated[int, Field(ge=1, le=4096)] = 2
-    beta: float = Field(1.0, ge=0.0, le=100.0, description="weight of the KL term (beta-VAE); with mse it "
-                        "stands for 2 * sigma^2 of a Gaussian decoder, e.g. 0.05 for images in [0, 1]")  # fmt: skip
+    beta: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="weight of the KL term (beta-VAE); with mse it "
+        "stands for 2 * sigma^2 of a Gaussian decoder, e.g. 0.05 for images in [0, 1]",
+    )
     initializer: Initializer = "glorot_uniform"
 
 
 class GANNetwork(StrictModel):
     layers: Layers
-    optimizer: OptimizerSpec = Field(default_factory=lambda: Adam(type="adam", learning_rate=2e-4, beta_1=0.5),
-                                     description="this network's own; default adam(2e-4, beta_1 0.5)")  # fmt: skip
+    optimizer: OptimizerSpec = Field(
+        default_factory=lambda: Adam(type="adam", learning_rate=2e-4, beta_1=0.5),
+        description="this network's own; default adam(2e-4, beta_1 0.5)",
+    )
     initializer: Initializer = Field("glorot_uniform", description="for every layer that names none")
 
     @field_validator("optimizer", mode="before")
@@ -64,10 +76,14 @@ class GANSpec(StrictModel):
     """generator: latent (plus a one-hot label for cgan) -> a sample of the dataset's shape;
     discriminator: a sample (plus its label for cgan, as extra channels) -> one score (a logit)."""
 
-    variant: Literal["gan", "dcgan", "cgan", "wgan_gp"] = Field("gan", description=(
-        "gan and dcgan: cross-entropy on the discriminator's logit, non-saturating generator loss; cgan: the same, "
-        "both networks given the class label (a classification dataset); wgan_gp: Wasserstein critic (no "
-        "sigmoid) with a gradient penalty"))  # fmt: skip
+    variant: Literal["gan", "dcgan", "cgan", "wgan_gp"] = Field(
+        "gan",
+        description=(
+            "gan and dcgan: cross-entropy on the discriminator's logit, non-saturating generator loss; cgan: the same, "
+            "both networks given the class label (a classification dataset); wgan_gp: Wasserstein critic (no "
+            "sigmoid) with a gradient penalty"
+        ),
+    )
     latent_dim: Annotated[int, Field(ge=1, le=4096)] = Field(64, description="the generator's noise input size")
     generator: GANNetwork
     discriminator: GANNetwork
@@ -117,8 +133,12 @@ class Seq2SeqSpec(StrictModel):
     num_layers: int = Field(1, ge=1, le=4, description="stacked recurrent layers")
     attention: bool = Field(True, description="Luong (general) attention; false: the final state alone")
     bidirectional_encoder: bool = Field(False, description="read the input both ways (state bridged to the decoder)")
-    input_vocabulary: int | None = Field(None, ge=2, le=65_536, description="source ids 0..n-1; default: the "
-                                         "target vocabulary (the dataset's num_classes)")  # fmt: skip
+    input_vocabulary: int | None = Field(
+        None,
+        ge=2,
+        le=65_536,
+        description="source ids 0..n-1; default: the target vocabulary (the dataset's num_classes)",
+    )
 
 
 @dataclass(frozen=True)

@@ -181,8 +181,16 @@ def _gaussian_mixture(spec: DatasetSpec, seed: int) -> Generated:
 
 
 GENERATORS: dict[str, Callable[[DatasetSpec, int], Generated]] = {
-    "moons": _moons, "circles": _circles, "blobs": _blobs, "spirals": _spirals, "sine": _sine, "road": _road,
+    "moons": _moons,
+    "circles": _circles,
+    "blobs": _blobs,
+    "spirals": _spirals,
+    "sine": _sine,
+    "road": _road,
     "gaussian_mixture": _gaussian_mixture,
-    "sequence_sine": _sequence_sine, "sequence_classes": _sequence_classes, "sequence_tokens": _sequence_tokens,
-    "sequence_reverse": _sequence_reverse, "sequence_copy": _sequence_copy,
-}  # fmt: skip
+    "sequence_sine": _sequence_sine,
+    "sequence_classes": _sequence_classes,
+    "sequence_tokens": _sequence_tokens,
+    "sequence_reverse": _sequence_reverse,
+    "sequence_copy": _sequence_copy,
+}

@@ -26,8 +26,15 @@ _job: ContextVar[tuple[str, int | None] | None] = ContextVar("fitserve_job", def
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(job)s: %(message)s"
 # uvicorn and Celery loggers that would otherwise keep handlers of their own
-_OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "celery", "celery.task",
-                 "celery.redirected")  # fmt: skip
+_OWN_HANDLERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "uvicorn.asgi",
+    "celery",
+    "celery.task",
+    "celery.redirected",
+)
 
 
 def bind_job(job_id: str | None, attempt: int | None = None) -> None:

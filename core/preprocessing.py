@@ -55,8 +55,14 @@ def _standardizer(a: np.ndarray) -> dict[str, Any]:
     return _affine(mean, 1.0 / np.where(std > 1e-8, std, 1.0))
 
 
-def fit_preprocessing(ds: Dataset, x_train: np.ndarray, y_train: np.ndarray, standardize: bool | None,
-                      tokens: bool = False, binarize: float | None = None) -> dict[str, Any]:  # fmt: skip
+def fit_preprocessing(
+    ds: Dataset,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    standardize: bool | None,
+    tokens: bool = False,
+    binarize: float | None = None,
+) -> dict[str, Any]:
     """Images scale to [0, 1]; tabular features (and regression targets) standardise by default.
     Binarised features (`binarize`, applied by `prepare` first) are already 0/1: standardised only on request."""
     out: dict[str, Any] = {"features": None, "target": None}
@@ -73,8 +79,16 @@ def fit_preprocessing(ds: Dataset, x_train: np.ndarray, y_train: np.ndarray, sta
     return out
 
 
-def prepare(ds: Dataset, *, validation_split: float, test_split: float, seed: int,
-            standardize: bool | None, tokens: bool = False, binarize: float | None = None) -> Prepared:  # fmt: skip
+def prepare(
+    ds: Dataset,
+    *,
+    validation_split: float,
+    test_split: float,
+    seed: int,
+    standardize: bool | None,
+    tokens: bool = False,
+    binarize: float | None = None,
+) -> Prepared:
     x, y = ds.x, ds.y
     x_test, y_test = ds.x_test, ds.y_test
     if test_split > 0:
@@ -101,6 +115,13 @@ def prepare(ds: Dataset, *, validation_split: float, test_split: float, seed: in
     def fy(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None or ds.task == "classification" else apply_affine(a, pre["target"])
 
-    return Prepared(ds, fx(x), fy(y) if ds.task == "regression" else y, fx(x_val),  # type: ignore[arg-type]
-                    fy(y_val) if ds.task == "regression" else y_val, fx(x_test),
-                    fy(y_test) if ds.task == "regression" else y_test, pre)  # fmt: skip
+    return Prepared(
+        ds,
+        fx(x),  # type: ignore[arg-type]  # x and y are never None: neither are their transforms
+        fy(y) if ds.task == "regression" else y,  # type: ignore[arg-type]
+        fx(x_val),
+        fy(y_val) if ds.task == "regression" else y_val,
+        fx(x_test),
+        fy(y_test) if ds.task == "regression" else y_test,
+        pre,
+    )

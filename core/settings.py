@@ -62,26 +62,32 @@ class Settings(BaseSettings):
     # Server-side maxima on a job spec (422 naming the field) and on request bodies (413).
     max_parameters: int = Field(50_000_000, ge=1, description="trainable parameters per job (the dry-run's count)")
     max_job_memory_bytes: int = Field(
-        8 * 2**30, ge=1024,
+        8 * 2**30,
+        ge=1024,
         description="a job's estimated training memory (weights, gradients, optimizer state, a batch's activations), "
         "from shapes on the meta device; the API refuses a spec past it (422), a worker set lower fails such a job",
-    )  # fmt: skip
+    )
     max_dry_run_bytes: int = Field(
-        64 * 2**20, ge=1024,
+        64 * 2**20,
+        ge=1024,
         description="what the API's real dry run of a spec (2 samples through the model) may allocate, estimated "
         "on the meta device first; a spec past it is refused (422) before any memory is spent",
-    )  # fmt: skip
+    )
     max_epoch_samples: int = Field(10**10, ge=1, description="fit.epochs x training samples per job")
     max_batch_size: int = Field(65_536, ge=1, description="fit.batch_size")
     max_layers: int = Field(256, ge=1, description="layers per network (model.layers, encoder, generator...)")
     json_max_bytes: int = Field(
-        2**20, ge=1024, validation_alias=AliasChoices("FITSERVE_JSON_MAX_BYTES", "FITSERVE_REQUEST_MAX_BYTES"),
+        2**20,
+        ge=1024,
+        validation_alias=AliasChoices("FITSERVE_JSON_MAX_BYTES", "FITSERVE_REQUEST_MAX_BYTES"),
         description="a JSON body (every route but uploads and predict); 413 past it, from its headers",
-    )  # fmt: skip
+    )
     predict_max_bytes_: int | None = Field(
-        None, ge=1024, alias="FITSERVE_PREDICT_MAX_BYTES",
+        None,
+        ge=1024,
+        alias="FITSERVE_PREDICT_MAX_BYTES",
         description="a predict body; default 16 KiB per instance of PREDICT_MAX_INSTANCES (16 MiB)",
-    )  # fmt: skip
+    )
     # Slow clients and connections, per API process (api/protocol.py, api/limits.py).
     header_timeout_seconds: float = Field(
         10.0, gt=0.0, description="a request line and headers must arrive within this, else the connection closes"

@@ -25,15 +25,41 @@ from core.layers import MAX_LAYERS, Activation, Initializer, LayerSpec, StrictMo
 from core.optimizers import SGD, Adagrad, Adam, AdamW, OptimizerSpec, RMSprop
 
 __all__ = [
-    "SGD", "Adagrad", "Adam", "AdamW", "CompileSpec", "DatasetSpec", "FitSpec", "JobSpec", "LayerSpec", "ModelSpec",
-    "OptimizerSpec", "RMSprop", "StrictModel",
-]  # fmt: skip
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "CompileSpec",
+    "DatasetSpec",
+    "FitSpec",
+    "JobSpec",
+    "LayerSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "RMSprop",
+    "StrictModel",
+]
 
 BuiltinDataset = Literal[
-    "digits", "iris", "wine", "breast_cancer", "diabetes", "mnist",
-    "moons", "circles", "blobs", "spirals", "sine", "road", "gaussian_mixture",
-    "sequence_sine", "sequence_classes", "sequence_tokens", "sequence_reverse", "sequence_copy",
-]  # fmt: skip
+    "digits",
+    "iris",
+    "wine",
+    "breast_cancer",
+    "diabetes",
+    "mnist",
+    "moons",
+    "circles",
+    "blobs",
+    "spirals",
+    "sine",
+    "road",
+    "gaussian_mixture",
+    "sequence_sine",
+    "sequence_classes",
+    "sequence_tokens",
+    "sequence_reverse",
+    "sequence_copy",
+]
 Loss = Literal[
     "mse", "mae", "huber", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"
 ]
@@ -53,14 +79,21 @@ class DatasetSpec(StrictModel):
     n_samples: int | None = Field(None, ge=10, le=200_000, description="generated datasets only")
     noise: float | None = Field(None, ge=0.0, le=10.0, description="generated datasets only")
     classes: int | None = Field(
-        None, ge=2, le=100,
+        None,
+        ge=2,
+        le=100,
         description="blobs, spirals, sequence_classes, sequence_tokens; the vocabulary of sequence_reverse/copy",
-    )  # fmt: skip
+    )
     validation_split: Fraction | None = Field(None, description="same as fit.validation_split; give one")
     test_split: Fraction = Field(0.0, description="held out for a final evaluation; mnist has its own")
     standardize: bool | None = Field(None, description="default: tabular features yes, images no")
-    binarize: float | None = Field(None, ge=-1e9, le=1e9, description="a threshold in raw units (e.g. 8 for "
-                                   "digits): features above it become 1, the rest 0, before any scaling")  # fmt: skip
+    binarize: float | None = Field(
+        None,
+        ge=-1e9,
+        le=1e9,
+        description="a threshold in raw units (e.g. 8 for "
+        "digits): features above it become 1, the rest 0, before any scaling",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:

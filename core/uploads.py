@@ -63,14 +63,18 @@ def check_npz(data: bytes, limit: int) -> None:
             for info in archive.infolist():
                 total += info.file_size
                 if info.file_size > limit or total > limit:
-                    raise TooLargeInflated(f"{info.filename!r} inflates to {info.file_size:,} bytes ({total:,} with "
-                                           f"the members before it); the limit is {limit:,}")  # fmt: skip
+                    raise TooLargeInflated(
+                        f"{info.filename!r} inflates to {info.file_size:,} bytes ({total:,} with "
+                        f"the members before it); the limit is {limit:,}"
+                    )
                 with archive.open(info) as member:
                     shape, dtype = _npy_header(member)
                 claimed = math.prod(shape) * dtype.itemsize
                 if claimed > limit:
-                    raise TooLargeInflated(f"{info.filename!r} claims a {dtype} array of shape {shape}: {claimed:,} "
-                                           f"bytes; the limit is {limit:,}")  # fmt: skip
+                    raise TooLargeInflated(
+                        f"{info.filename!r} claims a {dtype} array of shape {shape}: {claimed:,} "
+                        f"bytes; the limit is {limit:,}"
+                    )
     except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
         if isinstance(exc, DatasetError):
             raise
@@ -88,8 +92,9 @@ def _npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
     return shape, dtype
 
 
-def describe_file(path: str, fmt: str, target: str | None, task: Task | None, name: str,
-                  inflated_limit: int) -> dict[str, Any]:  # fmt: skip
+def describe_file(
+    path: str, fmt: str, target: str | None, task: Task | None, name: str, inflated_limit: int
+) -> dict[str, Any]:
     """Parse a stored upload (in a parse process) into what its dataset row keeps: its
     description, the target column used and the task. A DatasetError says what is wrong."""
     data = Path(path).read_bytes()

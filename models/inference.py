@@ -89,8 +89,9 @@ class Predictor:
     def run(self, operation: str | None, request: OperationRequest) -> dict[str, Any]:
         """The predict endpoint's entry, shared with the other families' predictors."""
         if operation not in (None, "predict"):
-            raise PredictError(f"operation {operation!r} is not available to the supervised family; use 'predict'",
-                              "operation")  # fmt: skip
+            raise PredictError(
+                f"operation {operation!r} is not available to the supervised family; use 'predict'", "operation"
+            )
         if request.instances is None:
             raise PredictError("give `instances` to predict")
         return self.predict(request.instances)
@@ -120,8 +121,12 @@ class Predictor:
             probs = self.network.head(logits)
         ids = probs.argmax(dim=1).tolist()
         names = self.class_names or [str(i) for i in range(probs.shape[1])]
-        return {"predictions": [names[i] for i in ids], "class_ids": ids, "probabilities": probs.cpu().tolist(),
-                "classes": names}  # fmt: skip
+        return {
+            "predictions": [names[i] for i in ids],
+            "class_ids": ids,
+            "probabilities": probs.cpu().tolist(),
+            "classes": names,
+        }
 
 
 Loaded = Predictor | FamilyPredictor

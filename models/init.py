@@ -15,8 +15,12 @@ _VARIANCE_SCALING = {
     "he_uniform": (2.0, "fan_in", "uniform"),
     "lecun_normal": (1.0, "fan_in", "normal"),
 }
-_ALIASES = {"xavier_normal": "glorot_normal", "xavier_uniform": "glorot_uniform",
-            "kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform"}  # fmt: skip
+_ALIASES = {
+    "xavier_normal": "glorot_normal",
+    "xavier_uniform": "glorot_uniform",
+    "kaiming_normal": "he_normal",
+    "kaiming_uniform": "he_uniform",
+}
 # Keras draws from a normal truncated at 2 std, rescaled so the variance is still `scale/fan`.
 _TRUNCATION_STD = 0.87962566103423978
 

@@ -26,9 +26,14 @@ def activation_module(name: str, alpha: float | None = None) -> nn.Module:
     if name == "softmax":
         return nn.Softmax(dim=-1)
     factories: dict[str, type[nn.Module]] = {
-        "relu": nn.ReLU, "selu": nn.SELU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-        "softplus": nn.Softplus, "linear": nn.Identity,
-    }  # fmt: skip
+        "relu": nn.ReLU,
+        "selu": nn.SELU,
+        "gelu": nn.GELU,
+        "sigmoid": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "softplus": nn.Softplus,
+        "linear": nn.Identity,
+    }
     return factories[name]()
 
 
@@ -48,8 +53,15 @@ def _same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _window(shape: Shape, spatial: int, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...],
-            padding: str, fill: float) -> tuple[nn.Module | None, tuple[int, ...]]:  # fmt: skip
+def _window(
+    shape: Shape,
+    spatial: int,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    padding: str,
+    fill: float,
+) -> tuple[nn.Module | None, tuple[int, ...]]:
     """The padding module ('same') and the spatial output size of a sliding window."""
     sizes = shape[1:]
     pads: list[int] = []
@@ -95,16 +107,17 @@ def build_conv2d(spec: L.Conv2DLayer, shape: Shape) -> Built:
     return _conv(spec, shape, 2)
 
 
-def _pool(spec: L.MaxPool1DLayer | L.MaxPool2DLayer | L.AvgPool2DLayer, shape: Shape, spatial: int,
-          kind: str) -> Built:  # fmt: skip
+def _pool(spec: L.MaxPool1DLayer | L.MaxPool2DLayer | L.AvgPool2DLayer, shape: Shape, spatial: int, kind: str) -> Built:
     _expect(shape, spatial + 1, _DIMS[spatial])
     k = _pair(spec.pool_size, spatial)
     s = k if spec.strides is None else _pair(spec.strides, spatial)  # Keras: strides default to pool_size
     fill = float("-inf") if kind == "max" else 0.0
     pad, out = _window(shape, spatial, k, s, (1,) * spatial, spec.padding, fill)
     pools: dict[tuple[str, int], type[nn.Module]] = {
-        ("max", 1): nn.MaxPool1d, ("max", 2): nn.MaxPool2d, ("avg", 2): nn.AvgPool2d
-    }  # fmt: skip
+        ("max", 1): nn.MaxPool1d,
+        ("max", 2): nn.MaxPool2d,
+        ("avg", 2): nn.AvgPool2d,
+    }
     pool = _with_pad(pad, pools[(kind, spatial)](k, stride=s))
     if kind == "avg" and pad is not None:
         pool = _RealValueAverage(pool, shape)

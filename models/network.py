@@ -33,8 +33,15 @@ class Network(nn.Module):
     (no double softmax), while `forward` returns what Keras' `predict` would.
     """
 
-    def __init__(self, body: nn.Sequential, head_name: str, head_alpha: float | None, input_shape: Shape,
-                 output_shape: Shape, tokens: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        body: nn.Sequential,
+        head_name: str,
+        head_alpha: float | None,
+        input_shape: Shape,
+        output_shape: Shape,
+        tokens: bool,
+    ) -> None:
         super().__init__()
         self.body = body
         self.head = activation_module(head_name, head_alpha)
@@ -82,8 +89,9 @@ def _split_activation(layer: Any, last: bool) -> tuple[str, float | None]:
     return getattr(layer, "activation", "linear"), getattr(layer, "alpha", None)
 
 
-def build_layers(layers: list[Any], input_shape: Shape, default_init: str) -> tuple[nn.Sequential, Shape,
-                                                                                    list[LayerSummary]]:  # fmt: skip
+def build_layers(
+    layers: list[Any], input_shape: Shape, default_init: str
+) -> tuple[nn.Sequential, Shape, list[LayerSummary]]:
     shape = input_shape
     modules: list[nn.Module] = []
     summary: list[LayerSummary] = []
@@ -121,6 +129,7 @@ def build_network(spec: JobSpec, info: DataInfo) -> BuildResult:
     body, out_shape, summary = build_layers(layers, info.input_shape, spec.supervised_model.initializer)
     last = layers[-1]
     head_name = getattr(last, "activation", "linear")
-    network = Network(body, head_name, getattr(last, "alpha", None), info.input_shape, out_shape,
-                      tokens=layers[0].type == "embedding")  # fmt: skip
+    network = Network(
+        body, head_name, getattr(last, "alpha", None), info.input_shape, out_shape, tokens=layers[0].type == "embedding"
+    )
     return BuildResult(network, layers, summary)

@@ -22,15 +22,23 @@ _LOGIT_HEADS = {
     "binary_crossentropy": ("sigmoid", "linear"),
 }
 _REGRESSION_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss,
-}  # fmt: skip
+    "mse": F.mse_loss,
+    "mae": F.l1_loss,
+    "huber": F.huber_loss,
+}
 
 
 class Objective:
     """Computes the loss from logits and accumulates per-epoch metric sums without a host sync."""
 
-    def __init__(self, compile_spec: CompileSpec, info: DataInfo, units: int, head: torch.nn.Module,
-                 target_scale: torch.Tensor | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        compile_spec: CompileSpec,
+        info: DataInfo,
+        units: int,
+        head: torch.nn.Module,
+        target_scale: torch.Tensor | None = None,
+    ) -> None:
         self.loss_name = compile_spec.loss
         self.metrics = list(compile_spec.metrics)
         self.classification = info.task == "classification"
@@ -89,9 +97,12 @@ def _refuse_hidden_head(built: BuildResult, loss: str) -> None:
         layer = built.layers[index]
         activation = getattr(layer, "activation", "linear")
         if activation in ("softmax", "sigmoid"):
-            raise SpecError(f"layer {index} ({layer.type}): its {activation} output reaches the loss through "
-                            f"layers that do not change it; {loss} takes the last layer's activation, so put "
-                            f"{activation} on the last layer", ("model", "layers", index))  # fmt: skip
+            raise SpecError(
+                f"layer {index} ({layer.type}): its {activation} output reaches the loss through "
+                f"layers that do not change it; {loss} takes the last layer's activation, so put "
+                f"{activation} on the last layer",
+                ("model", "layers", index),
+            )
         if layer.type not in _PASS_THROUGH and not (layer.type == "activation" and activation == "linear"):
             return
 
@@ -110,8 +121,9 @@ def check_objective(compile_spec: CompileSpec, info: DataInfo, built: BuildResul
             raise SpecError(f"{loss} needs a classification dataset; this one is regression", ("compile", "loss"))
         allowed = _LOGIT_HEADS[loss]
         if head not in allowed:
-            raise SpecError(f"{loss} needs the last layer's activation to be {allowed[0]} (or linear logits), "
-                            f"not {head}", last)  # fmt: skip
+            raise SpecError(
+                f"{loss} needs the last layer's activation to be {allowed[0]} (or linear logits), not {head}", last
+            )
     if loss in _LOGIT_HEADS and head == "linear":
         _refuse_hidden_head(built, loss)
     classes = info.num_classes or 0

@@ -21,8 +21,11 @@ def output_units(info: DataInfo, loss: str) -> int:
 
 
 def output_activation(loss: str) -> str:
-    return {"binary_crossentropy": "sigmoid", "categorical_crossentropy": "softmax",
-            "sparse_categorical_crossentropy": "softmax"}.get(loss, "linear")  # fmt: skip
+    return {
+        "binary_crossentropy": "sigmoid",
+        "categorical_crossentropy": "softmax",
+        "sparse_categorical_crossentropy": "softmax",
+    }.get(loss, "linear")
 
 
 def _dense(units: int, activation: str = "linear") -> Layer:
@@ -44,26 +47,39 @@ def _mlp(p: MlpPreset, info: DataInfo, loss: str) -> list[Layer]:
 
 def _shallow_vggnet(p: ShallowVggPreset, info: DataInfo, loss: str) -> list[Layer]:
     if len(info.input_shape) != 3:
-        raise SpecError(f"shallow_vggnet takes (C, H, W) images; this dataset's samples are {info.input_shape}",
-                        ("model", "preset"))  # fmt: skip
+        raise SpecError(
+            f"shallow_vggnet takes (C, H, W) images; this dataset's samples are {info.input_shape}", ("model", "preset")
+        )
 
     def block(filters: int) -> list[Layer]:
         conv = {"type": "conv2d", "filters": filters, "kernel_size": 3, "padding": "same", "activation": "relu"}
-        return [L.Conv2DLayer(**conv), L.BatchNormLayer(type="batchnorm"),
-                L.Conv2DLayer(**conv), L.BatchNormLayer(type="batchnorm"),
-                L.MaxPool2DLayer(type="maxpool2d", pool_size=2), L.DropoutLayer(type="dropout", rate=0.25)]  # fmt: skip
+        return [
+            L.Conv2DLayer(**conv),
+            L.BatchNormLayer(type="batchnorm"),
+            L.Conv2DLayer(**conv),
+            L.BatchNormLayer(type="batchnorm"),
+            L.MaxPool2DLayer(type="maxpool2d", pool_size=2),
+            L.DropoutLayer(type="dropout", rate=0.25),
+        ]
 
     classes = p.classes or output_units(info, loss)
-    return [*block(32), *block(64), L.FlattenLayer(type="flatten"), _dense(512, "relu"),
-            L.BatchNormLayer(type="batchnorm"), L.DropoutLayer(type="dropout", rate=0.5),
-            _dense(classes, "softmax")]  # fmt: skip
+    return [
+        *block(32),
+        *block(64),
+        L.FlattenLayer(type="flatten"),
+        _dense(512, "relu"),
+        L.BatchNormLayer(type="batchnorm"),
+        L.DropoutLayer(type="dropout", rate=0.5),
+        _dense(classes, "softmax"),
+    ]
 
 
 def _alvinn(p: AlvinnPreset, info: DataInfo, loss: str) -> list[Layer]:
     shape = info.input_shape
     if not (shape == (960,) or (shape[-2:] == (30, 32) and math.prod(shape) == 960)):
-        raise SpecError(f"alvinn takes 30x32 images; this dataset's samples are {info.input_shape}",
-                        ("model", "preset"))  # fmt: skip
+        raise SpecError(
+            f"alvinn takes 30x32 images; this dataset's samples are {info.input_shape}", ("model", "preset")
+        )
     return [L.FlattenLayer(type="flatten"), _dense(4, p.hidden_activation), _dense(30, "linear")]
 
 

@@ -61,12 +61,20 @@ class Recurrent(nn.Module):
         return h[-self.directions :].transpose(0, 1).reshape(x.shape[0], -1)
 
 
-def _recurrent(spec: L.RNNLayer | L.LSTMLayer | L.GRULayer, shape: Shape, rnn_class: Callable[..., nn.RNNBase],
-               **extra: str) -> Built:  # fmt: skip
+def _recurrent(
+    spec: L.RNNLayer | L.LSTMLayer | L.GRULayer, shape: Shape, rnn_class: Callable[..., nn.RNNBase], **extra: str
+) -> Built:
     _expect(shape, 2, "(L, F) sequence")
     length, features = shape
-    rnn = rnn_class(features, spec.units, num_layers=spec.num_layers, batch_first=True, dropout=spec.dropout,
-                    bidirectional=spec.bidirectional, **extra)  # fmt: skip
+    rnn = rnn_class(
+        features,
+        spec.units,
+        num_layers=spec.num_layers,
+        batch_first=True,
+        dropout=spec.dropout,
+        bidirectional=spec.bidirectional,
+        **extra,
+    )
     init_recurrent(rnn, spec.initializer or _DEFAULT_KERNEL)
     width = spec.units * (2 if spec.bidirectional else 1)
     return Built(Recurrent(rnn, spec.return_sequences), (length, width) if spec.return_sequences else (width,))
@@ -147,8 +155,9 @@ class SelfAttention(nn.Module):
 def build_multi_head_attention(spec: L.MultiHeadAttentionLayer, shape: Shape) -> Built:
     _expect(shape, 2, "(L, D) sequence")
     _check_heads(shape[1], spec.num_heads)
-    attention = nn.MultiheadAttention(shape[1], spec.num_heads, dropout=spec.dropout, bias=spec.use_bias,
-                                      batch_first=True)  # fmt: skip
+    attention = nn.MultiheadAttention(
+        shape[1], spec.num_heads, dropout=spec.dropout, bias=spec.use_bias, batch_first=True
+    )
     init_attention(attention, spec.initializer or _DEFAULT_KERNEL)
     return Built(SelfAttention(attention, spec.causal), shape)
 
@@ -169,9 +178,16 @@ class EncoderBlock(nn.Module):
 def build_transformer_encoder(spec: L.TransformerEncoderLayer, shape: Shape) -> Built:
     _expect(shape, 2, "(L, D) sequence")
     _check_heads(shape[1], spec.num_heads)
-    block = nn.TransformerEncoderLayer(shape[1], spec.num_heads, dim_feedforward=spec.ff_dim, dropout=spec.dropout,
-                                       activation=spec.ff_activation, layer_norm_eps=spec.epsilon, batch_first=True,
-                                       norm_first=spec.norm_first)  # fmt: skip
+    block = nn.TransformerEncoderLayer(
+        shape[1],
+        spec.num_heads,
+        dim_feedforward=spec.ff_dim,
+        dropout=spec.dropout,
+        activation=spec.ff_activation,
+        layer_norm_eps=spec.epsilon,
+        batch_first=True,
+        norm_first=spec.norm_first,
+    )
     kernel = spec.initializer or _DEFAULT_KERNEL
     init_attention(block.self_attn, kernel)
     for linear in (block.linear1, block.linear2):
@@ -224,8 +240,7 @@ def build_conv2d_transpose(spec: L.Conv2DTransposeLayer, shape: Shape) -> Built:
     # A kernel smaller than its stride leaves stride - kernel uncovered pixels after each input pixel;
     # Keras' output keeps them for the last one too (H * stride), torch's needs output_padding for that.
     extra = (max(strides[0] - kernel[0], 0), max(strides[1] - kernel[1], 0))
-    conv = nn.ConvTranspose2d(shape[0], spec.filters, kernel, stride=strides, output_padding=extra,
-                              bias=spec.use_bias)  # fmt: skip
+    conv = nn.ConvTranspose2d(shape[0], spec.filters, kernel, stride=strides, output_padding=extra, bias=spec.use_bias)
     init_layer(conv, spec.initializer or _DEFAULT_KERNEL)
     over = [max(k - s, 0) for k, s in zip(kernel, strides, strict=True)]
     if spec.padding == "same":
@@ -244,6 +259,5 @@ def build_upsample2d(spec: L.UpSample2DLayer, shape: Shape) -> Built:
     size = _pair(spec.size)
     # align_corners=False is the half-pixel sampling of Keras' (tf.image.resize) bilinear upsampling.
     corners = False if spec.interpolation == "bilinear" else None
-    module = nn.Upsample(scale_factor=(float(size[0]), float(size[1])), mode=spec.interpolation,
-                         align_corners=corners)  # fmt: skip
+    module = nn.Upsample(scale_factor=(float(size[0]), float(size[1])), mode=spec.interpolation, align_corners=corners)
     return Built(module, (shape[0], shape[1] * size[0], shape[2] * size[1]))

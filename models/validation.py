@@ -59,12 +59,17 @@ def sample_batch(info: DataInfo, tokens: bool, n: int = 2) -> tuple[torch.Tensor
 def _check_family(spec: JobSpec, info: DataInfo) -> None:
     """What no family beyond supervised honours is refused rather than ignored."""
     if spec.fit.augmentation is not None:
-        raise SpecError(f"fit.augmentation applies to supervised training; the {spec.family} family takes none",
-                        ("fit", "augmentation"))  # fmt: skip
+        raise SpecError(
+            f"fit.augmentation applies to supervised training; the {spec.family} family takes none",
+            ("fit", "augmentation"),
+        )
     labelled = REGISTRY[spec.family].labels or (spec.gan is not None and spec.gan.variant == "cgan")
     if labelled and info.task == "classification" and info.target_dim > 1:
-        raise SpecError(f"the dataset's targets are token sequences, not one class per sample: the {spec.family} "
-                        "family needs class labels", ("dataset",))  # fmt: skip
+        raise SpecError(
+            f"the dataset's targets are token sequences, not one class per sample: the {spec.family} "
+            "family needs class labels",
+            ("dataset",),
+        )
 
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:

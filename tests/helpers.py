@@ -22,21 +22,34 @@ def example(name: str, **fit: Any) -> JobSpec:
 
 def digits_mlp(**fit: Any) -> JobSpec:
     """A small digits classifier with dropout, batch norm, adam and a schedule: state that resume must carry."""
-    return JobSpec.model_validate({
-        "name": "digits-small",
-        "dataset": {"name": "digits"},
-        "model": {"layers": [
-            {"type": "flatten"},
-            {"type": "dense", "units": 32, "activation": "relu"},
-            {"type": "batchnorm"},
-            {"type": "dropout", "rate": 0.2},
-            {"type": "dense", "units": 10, "activation": "softmax"},
-        ]},
-        "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "sparse_categorical_crossentropy",
-                    "metrics": ["accuracy"]},
-        "fit": {"epochs": 4, "batch_size": 64, "validation_split": 0.2, "seed": 7,
-                "lr_schedule": {"type": "cosine", "min_lr": 0.0001}, **fit},
-    })  # fmt: skip
+    return JobSpec.model_validate(
+        {
+            "name": "digits-small",
+            "dataset": {"name": "digits"},
+            "model": {
+                "layers": [
+                    {"type": "flatten"},
+                    {"type": "dense", "units": 32, "activation": "relu"},
+                    {"type": "batchnorm"},
+                    {"type": "dropout", "rate": 0.2},
+                    {"type": "dense", "units": 10, "activation": "softmax"},
+                ]
+            },
+            "compile": {
+                "optimizer": {"type": "adam", "learning_rate": 0.01},
+                "loss": "sparse_categorical_crossentropy",
+                "metrics": ["accuracy"],
+            },
+            "fit": {
+                "epochs": 4,
+                "batch_size": 64,
+                "validation_split": 0.2,
+                "seed": 7,
+                "lr_schedule": {"type": "cosine", "min_lr": 0.0001},
+                **fit,
+            },
+        }
+    )
 
 
 def take_queued_job_ids() -> list[str]:

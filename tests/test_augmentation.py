@@ -73,19 +73,32 @@ def test_the_same_seed_draws_the_same_batch_and_noise_has_its_stddev() -> None:
 
 
 def _cnn(epochs: int, augmentation: dict[str, Any] | None, **fit: Any) -> JobSpec:
-    return JobSpec.model_validate({
-        "dataset": {"name": "digits"},
-        "model": {"layers": [
-            {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": "same", "activation": "relu"},
-            {"type": "maxpool2d"},
-            {"type": "flatten"},
-            {"type": "dense", "units": 10, "activation": "softmax"},
-        ]},
-        "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "sparse_categorical_crossentropy",
-                    "metrics": ["accuracy"]},
-        "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 3,
-                "augmentation": augmentation, **fit},
-    })  # fmt: skip
+    return JobSpec.model_validate(
+        {
+            "dataset": {"name": "digits"},
+            "model": {
+                "layers": [
+                    {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": "same", "activation": "relu"},
+                    {"type": "maxpool2d"},
+                    {"type": "flatten"},
+                    {"type": "dense", "units": 10, "activation": "softmax"},
+                ]
+            },
+            "compile": {
+                "optimizer": {"type": "adam", "learning_rate": 0.01},
+                "loss": "sparse_categorical_crossentropy",
+                "metrics": ["accuracy"],
+            },
+            "fit": {
+                "epochs": epochs,
+                "batch_size": 64,
+                "validation_split": 0.2,
+                "seed": 3,
+                "augmentation": augmentation,
+                **fit,
+            },
+        }
+    )
 
 
 AUGMENT = {"shift": 0.1, "rotation": 10, "noise_stddev": 0.05}
@@ -119,30 +132,45 @@ def test_an_augmented_run_resumes_exactly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("dataset", "augmentation", "loc", "message"),
     [
-        ("iris", {"horizontal_flip": True}, ("fit", "augmentation"),
-         "flips, shifts and rotations need (C, H, W) images; this dataset's samples are (4,): keep only noise_stddev"),
-        ("iris", {"rotation": 5}, ("fit", "augmentation"),
-         "flips, shifts and rotations need (C, H, W) images; this dataset's samples are (4,): keep only noise_stddev"),
+        (
+            "iris",
+            {"horizontal_flip": True},
+            ("fit", "augmentation"),
+            "flips, shifts and rotations need (C, H, W) images; this dataset's samples are (4,): "
+            "keep only noise_stddev",
+        ),
+        (
+            "iris",
+            {"rotation": 5},
+            ("fit", "augmentation"),
+            "flips, shifts and rotations need (C, H, W) images; this dataset's samples are (4,): "
+            "keep only noise_stddev",
+        ),
     ],
-)  # fmt: skip
-def test_geometric_augmentation_needs_images(dataset: str, augmentation: dict[str, Any], loc: tuple[str, ...],
-                                             message: str) -> None:  # fmt: skip
-    spec = JobSpec.model_validate({
-        "dataset": {"name": dataset},
-        "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
-        "compile": {"loss": "sparse_categorical_crossentropy"},
-        "fit": {"augmentation": augmentation},
-    })  # fmt: skip
+)
+def test_geometric_augmentation_needs_images(
+    dataset: str, augmentation: dict[str, Any], loc: tuple[str, ...], message: str
+) -> None:
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": dataset},
+            "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
+            "compile": {"loss": "sparse_categorical_crossentropy"},
+            "fit": {"augmentation": augmentation},
+        }
+    )
     with pytest.raises(SpecError) as caught:
         dry_run(spec, builtin_info(DatasetSpec(name=dataset)))
     assert (caught.value.message, caught.value.loc) == (message, loc)
 
 
 def test_noise_alone_is_fine_on_tabular_data() -> None:
-    spec = JobSpec.model_validate({
-        "dataset": {"name": "iris"},
-        "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
-        "compile": {"loss": "sparse_categorical_crossentropy"},
-        "fit": {"augmentation": {"noise_stddev": 0.1}},
-    })  # fmt: skip
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "iris"},
+            "model": {"layers": [{"type": "dense", "units": 3, "activation": "softmax"}]},
+            "compile": {"loss": "sparse_categorical_crossentropy"},
+            "fit": {"augmentation": {"noise_stddev": 0.1}},
+        }
+    )
     assert dry_run(spec, builtin_info(DatasetSpec(name="iris"))).parameters == 15

@@ -33,8 +33,12 @@ def test_train_prints_the_metrics_table_and_checkpoint(tmp_path: Path) -> None:
 def test_train_on_a_csv_file(tmp_path: Path) -> None:
     rows = ["a,b,label"] + [f"{i % 7},{(i * 3) % 5},{'yes' if i % 7 > 3 else 'no'}" for i in range(60)]
     (tmp_path / "d.csv").write_text("\n".join(rows))
-    spec = {"dataset": {"name": "iris"}, "model": {"preset": "mlp"},
-            "compile": {"loss": "sparse_categorical_crossentropy"}, "fit": {"epochs": 1}}  # fmt: skip
+    spec = {
+        "dataset": {"name": "iris"},
+        "model": {"preset": "mlp"},
+        "compile": {"loss": "sparse_categorical_crossentropy"},
+        "fit": {"epochs": 1},
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     done = run("train", "spec.json", "--data", "d.csv", "--target", "label", "--out", "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -43,8 +47,11 @@ def test_train_on_a_csv_file(tmp_path: Path) -> None:
 
 
 def test_train_refuses_a_bad_spec_naming_the_field(tmp_path: Path) -> None:
-    spec = {"dataset": {"name": "digits"}, "model": {"layers": [{"type": "dense", "units": 0}]},
-            "compile": {"loss": "mse"}}  # fmt: skip
+    spec = {
+        "dataset": {"name": "digits"},
+        "model": {"layers": [{"type": "dense", "units": 0}]},
+        "compile": {"loss": "mse"},
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     done = run("train", "spec.json", cwd=tmp_path)
     assert done.returncode == 2

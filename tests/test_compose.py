@@ -11,8 +11,10 @@ from cli.main import parser
 from core.settings import Settings
 
 COMPOSE = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text())
-FIELDS = {f"FITSERVE_{(field.alias or name).removeprefix('FITSERVE_').upper()}"
-          for name, field in Settings.model_fields.items()}  # fmt: skip
+FIELDS = {
+    f"FITSERVE_{(field.alias or name).removeprefix('FITSERVE_').upper()}"
+    for name, field in Settings.model_fields.items()
+}
 
 
 def test_every_fitserve_variable_is_a_setting() -> None:

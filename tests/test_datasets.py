@@ -163,8 +163,9 @@ def test_a_csv_is_parsed_in_under_4x_its_size() -> None:
 
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(40_000, 9)).round(5)
-    data = ("a,b,c,d,e,f,g,h,i,label\n" + "".join(",".join(f"{v:.5f}" for v in r) + f",{int(r[0] > 0)}\n"
-                                                  for r in rows)).encode()  # fmt: skip
+    data = (
+        "a,b,c,d,e,f,g,h,i,label\n" + "".join(",".join(f"{v:.5f}" for v in r) + f",{int(r[0] > 0)}\n" for r in rows)
+    ).encode()
     tracemalloc.start()
     ds = parse_csv(data, target=None, task=None, name="big")
     _, peak = tracemalloc.get_traced_memory()

@@ -17,8 +17,9 @@ from core.tables import ApiKey, Base, Job, utcnow
 
 def _job(session, tenant_name: str = "acme", max_attempts: int = 3) -> Job:  # type: ignore[no-untyped-def]
     tenant = tenants_repo.get_or_create_tenant(session=session, name=tenant_name)
-    return jobs_repo.create_job(session=session, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=3,
-                                                         max_attempts=max_attempts))  # fmt: skip
+    return jobs_repo.create_job(
+        session=session, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=3, max_attempts=max_attempts)
+    )
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -77,8 +78,11 @@ def test_cancel_of_a_queued_job_is_immediate_and_blocks_the_claim(database_url: 
 def test_metric_writes_are_idempotent(database_url: str) -> None:
     with session_scope(database_url) as s:
         job_id = _job(s).id
-    rows = [{"job_id": job_id, "attempt": 1, "step": step, "epoch": 1, "name": name, "value": float(step),
-             "time": utcnow()} for step in range(1, 4) for name in ("loss", "val_loss")]  # fmt: skip
+    rows = [
+        {"job_id": job_id, "attempt": 1, "step": step, "epoch": 1, "name": name, "value": float(step), "time": utcnow()}
+        for step in range(1, 4)
+        for name in ("loss", "val_loss")
+    ]
     for _ in range(2):  # a retried batch
         with session_scope(database_url) as s:
             metrics_repo.number_metrics(session=s, job_id=job_id, rows=rows)

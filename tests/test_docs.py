@@ -296,18 +296,38 @@ def test_no_page_links_outside_the_repository() -> None:
 
 
 # What .gitignore keeps out, for a copy of the repository without git.
-IGNORED = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".fitserve", "data", "runs",
-           "build", "dist"}  # fmt: skip
+IGNORED = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".fitserve",
+    "data",
+    "runs",
+    "build",
+    "dist",
+}
 
 
 def _repository_files() -> list[Path]:
     """What git tracks, and what it would (new files that are not ignored)."""
     try:
-        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                                capture_output=True, check=True).stdout.decode()  # fmt: skip
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
     except (OSError, subprocess.CalledProcessError):
-        return [p for p in ROOT.rglob("*") if p.is_file() and not (IGNORED & set(p.relative_to(ROOT).parts))
-                and not any(part.endswith(".egg-info") for part in p.parts)]  # fmt: skip
+        return [
+            p
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not (IGNORED & set(p.relative_to(ROOT).parts))
+            and not any(part.endswith(".egg-info") for part in p.parts)
+        ]
     return [ROOT / name for name in listed.split("\0") if name and (ROOT / name).is_file()]
 
 

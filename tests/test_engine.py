@@ -97,12 +97,14 @@ def test_callbacks_hear_every_epoch_checkpoint_and_step_loss(tmp_path: Path) -> 
 
 
 def test_nan_loss_fails_fast_with_a_reason(tmp_path: Path) -> None:
-    spec = JobSpec.model_validate({
-        "dataset": {"name": "diabetes", "standardize": False},
-        "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
-        "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"},
-        "fit": {"epochs": 20},
-    })  # fmt: skip
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "diabetes", "standardize": False},
+            "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
+            "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"},
+            "fit": {"epochs": 20},
+        }
+    )
     recorder = Recorder()
     with pytest.raises(
         TrainingFailed, match=r"the loss became (nan|inf) at epoch 1, step \d+; lower the learning_rate"
@@ -137,8 +139,9 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path: Path) -> None:
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
-    spec = digits_mlp(epochs=40, early_stopping={"monitor": "val_loss", "patience": 0, "min_delta": 0.05,
-                                                   "restore_best": True})  # fmt: skip
+    spec = digits_mlp(
+        epochs=40, early_stopping={"monitor": "val_loss", "patience": 0, "min_delta": 0.05, "restore_best": True}
+    )
     result = train(spec, load_train_data(spec), tmp_path)
     assert result.status == "early_stopped" and result.epochs_done < 40
     assert result.best_epoch == result.epochs_done - 1

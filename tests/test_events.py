@@ -32,8 +32,18 @@ def _write_points(url: str, job_id: str, batches: int, start: int) -> None:
     """The reporter's transaction: numbered rows, one repeated point per batch (a gap)."""
     for b in range(batches):
         step = start + b * 10
-        rows = [{"job_id": job_id, "attempt": 1, "step": step + i // 2, "epoch": 1, "name": ("a", "b")[i % 2],
-                 "value": float(i), "time": utcnow()} for i in range(4)]  # fmt: skip
+        rows = [
+            {
+                "job_id": job_id,
+                "attempt": 1,
+                "step": step + i // 2,
+                "epoch": 1,
+                "name": ("a", "b")[i % 2],
+                "value": float(i),
+                "time": utcnow(),
+            }
+            for i in range(4)
+        ]
         rows.append({**rows[0]})  # repeats a point of this batch: ignored, its number left unused
         with session_scope(url) as s:
             metrics_repo.number_metrics(session=s, job_id=job_id, rows=rows)
@@ -44,25 +54,31 @@ def _write_statuses(url: str, job_id: str, count: int) -> None:
     for _ in range(count):
         with session_scope(url) as s:
             seq = events_repo.allocate(session=s, job_id=job_id, count=1)
-            s.execute(insert(JobEvent), [{"job_id": job_id, "seq": seq, "status": "running", "reason": None,
-                                          "attempt": 1, "time": utcnow()}])  # fmt: skip
+            s.execute(
+                insert(JobEvent),
+                [{"job_id": job_id, "seq": seq, "status": "running", "reason": None, "attempt": 1, "time": utcnow()}],
+            )
 
 
 def test_a_cursor_reader_never_skips_concurrent_writers(database_url: str) -> None:
     """Three writers (two of points, one of status changes) race a reader that pages by cursor:
     it sees every entry exactly once, in order."""
     job_id = _job(database_url)
-    writers = [threading.Thread(target=_write_points, args=(database_url, job_id, 60, 0)),
-               threading.Thread(target=_write_points, args=(database_url, job_id, 60, 100_000)),
-               threading.Thread(target=_write_statuses, args=(database_url, job_id, 60))]  # fmt: skip
+    writers = [
+        threading.Thread(target=_write_points, args=(database_url, job_id, 60, 0)),
+        threading.Thread(target=_write_points, args=(database_url, job_id, 60, 100_000)),
+        threading.Thread(target=_write_statuses, args=(database_url, job_id, 60)),
+    ]
     for w in writers:
         w.start()
     seen: list[Event] = []
     cursor = 0
     while True:
         done = not any(w.is_alive() for w in writers)
-        page = hot_read(lambda c, after=cursor: events_repo.read_events(connection=c, job_id=job_id, after=after,
-                                                                        limit=7), database_url)  # fmt: skip
+        page = hot_read(
+            lambda c, after=cursor: events_repo.read_events(connection=c, job_id=job_id, after=after, limit=7),
+            database_url,
+        )
         seen += page
         cursor = page[-1].seq if page else cursor
         if done and not page:
@@ -89,8 +105,14 @@ def test_status_changes_are_numbered_with_the_points(database_url: str) -> None:
         assert jobs_repo.finish(session=s, job_id=job_id, attempt=1, status="succeeded", reason="done")
     events = hot_read(lambda c: events_repo.read_events(connection=c, job_id=job_id, after=0, limit=100), database_url)
     assert [(e.seq, e.kind, e.status) for e in events] == [
-        (1, "status", "queued"), (2, "status", "running"), (3, "metric", None), (4, "metric", None),
-        (5, "metric", None), (6, "metric", None), (8, "status", "succeeded")]  # fmt: skip
+        (1, "status", "queued"),
+        (2, "status", "running"),
+        (3, "metric", None),
+        (4, "metric", None),
+        (5, "metric", None),
+        (6, "metric", None),
+        (8, "status", "succeeded"),
+    ]
     assert events[-1].reason == "done" and events[1].attempt == 1
 
 
@@ -120,22 +142,34 @@ def test_the_migration_numbers_existing_rows(old_database: str) -> None:
     now = datetime(2026, 11, 1, tzinfo=UTC)
     with engine.begin() as c:
         c.execute(text("INSERT INTO tenant (id, name, created_at) VALUES ('ten_1', 't', :now)"), {"now": now})
-        c.execute(text(
-            "INSERT INTO job (id, tenant_id, name, spec, status, reason, attempt, max_attempts, preemptions, "
-            "cancel_requested, epoch, epochs, step, steps, parameters, estimated_memory_bytes, latest_metrics, "
-            "test_metrics, created_at, updated_at) VALUES ('job_1', 'ten_1', 'j', '{}', 'succeeded', 'done', 1, 3, "
-            "0, false, 2, 2, 0, 0, 0, 0, '{}', '{}', :now, :now)"), {"now": now})  # fmt: skip
+        c.execute(
+            text(
+                "INSERT INTO job (id, tenant_id, name, spec, status, reason, attempt, max_attempts, preemptions, "
+                "cancel_requested, epoch, epochs, step, steps, parameters, estimated_memory_bytes, latest_metrics, "
+                "test_metrics, created_at, updated_at) VALUES ('job_1', 'ten_1', 'j', '{}', 'succeeded', 'done', 1, 3, "
+                "0, false, 2, 2, 0, 0, 0, 0, '{}', '{}', :now, :now)"
+            ),
+            {"now": now},
+        )
         # Epoch 1's rows share step 10 with a step loss logged a moment earlier.
         for step, name, second in [(10, "val_loss", 2), (10, "step_loss", 1), (5, "step_loss", 0), (10, "loss", 2)]:
-            c.execute(text("INSERT INTO metric (job_id, step, name, attempt, epoch, value, time) VALUES "
-                           "('job_1', :step, :name, 1, 1, 0.5, :time)"),
-                      {"step": step, "name": name, "time": now.replace(second=second)})  # fmt: skip
+            c.execute(
+                text(
+                    "INSERT INTO metric (job_id, step, name, attempt, epoch, value, time) VALUES "
+                    "('job_1', :step, :name, 1, 1, 0.5, :time)"
+                ),
+                {"step": step, "name": name, "time": now.replace(second=second)},
+            )
     engine.dispose()
     command.upgrade(alembic_config(old_database), "head")
     with session_scope(old_database) as s:
         rows = s.execute(select(Metric.seq, Metric.step, Metric.name).order_by(Metric.seq)).all()
-        assert [tuple(r) for r in rows] == [(1, 5, "step_loss"), (2, 10, "step_loss"), (3, 10, "loss"),
-                                            (4, 10, "val_loss")]  # fmt: skip
+        assert [tuple(r) for r in rows] == [
+            (1, 5, "step_loss"),
+            (2, 10, "step_loss"),
+            (3, 10, "loss"),
+            (4, 10, "val_loss"),
+        ]
         event = s.execute(select(JobEvent.seq, JobEvent.status, JobEvent.reason)).one()
         assert tuple(event) == (5, "succeeded", "done")
         assert s.get(Job, "job_1").seq == 5  # type: ignore[union-attr]

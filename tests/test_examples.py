@@ -36,16 +36,29 @@ def test_an_example_validates_for_its_dataset(path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "update", "loc", "message"),
     [
-        ("digits_vae", {"fit": {"epochs": 2, "augmentation": {"shift": 0.1}}}, ("fit", "augmentation"),
-         "fit.augmentation applies to supervised training; the vae family takes none"),
-        ("digits_dbn", {"dataset": {"name": "sequence_reverse"}}, ("dataset",),
-         "the dataset's targets are token sequences, not one class per sample: the dbn family needs class labels"),
-        ("digits_mlp", {"dataset": {"name": "sequence_copy"}}, ("dataset",),
-         "the dataset's targets are token sequences, one class per step: train it with \"family\": \"seq2seq\""),
+        (
+            "digits_vae",
+            {"fit": {"epochs": 2, "augmentation": {"shift": 0.1}}},
+            ("fit", "augmentation"),
+            "fit.augmentation applies to supervised training; the vae family takes none",
+        ),
+        (
+            "digits_dbn",
+            {"dataset": {"name": "sequence_reverse"}},
+            ("dataset",),
+            "the dataset's targets are token sequences, not one class per sample: the dbn family needs class labels",
+        ),
+        (
+            "digits_mlp",
+            {"dataset": {"name": "sequence_copy"}},
+            ("dataset",),
+            'the dataset\'s targets are token sequences, one class per step: train it with "family": "seq2seq"',
+        ),
     ],
-)  # fmt: skip
-def test_what_a_family_cannot_honour_is_refused(name: str, update: dict[str, Any], loc: tuple[str, ...],
-                                                message: str) -> None:  # fmt: skip
+)
+def test_what_a_family_cannot_honour_is_refused(
+    name: str, update: dict[str, Any], loc: tuple[str, ...], message: str
+) -> None:
     raw = json.loads((EXAMPLES / f"{name}.json").read_text())
     for section, fields in update.items():
         raw[section] = fields if section == "dataset" else {**raw[section], **fields}

@@ -142,8 +142,9 @@ def test_vae_resumes_exactly(tmp_path: Path) -> None:
     assert resumed.model_path is not None and unbroken.model_path is not None
     a, b = weights(unbroken.model_path), weights(resumed.model_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.history == [h | {k: resumed.history[i][k] for k in TIMING - {"lr"}}
-                               for i, h in enumerate(unbroken.history)]  # fmt: skip
+    assert resumed.history == [
+        h | {k: resumed.history[i][k] for k in TIMING - {"lr"}} for i, h in enumerate(unbroken.history)
+    ]
 
 
 def spec_with(family: str, **changes: Any) -> JobSpec:
@@ -169,22 +170,29 @@ def test_specs_refused_before_queuing_name_the_field() -> None:
     flat = [{"type": "dense", "units": 64, "activation": "sigmoid"}]
     error = refused(spec_with("autoencoder", decoder=flat))
     assert error.loc == ("autoencoder", "decoder", 0)
-    assert error.message == ('autoencoder.decoder: layer 0 (dense): output shape (64,) differs from the input shape '
-                             '(1, 8, 8); end with {"type": "reshape", "target_shape": [1, 8, 8]}')  # fmt: skip
+    assert error.message == (
+        "autoencoder.decoder: layer 0 (dense): output shape (64,) differs from the input shape "
+        '(1, 8, 8); end with {"type": "reshape", "target_shape": [1, 8, 8]}'
+    )
     small = [{"type": "dense", "units": 16}, {"type": "dense", "units": 32}]
     error = refused(spec_with("vae", decoder=small))
     assert error.loc == ("vae", "decoder", 1)
     assert error.message == "vae.decoder: layer 1 (dense): output shape (32,) differs from the input shape (1, 8, 8)"
-    error = refused(spec_with("autoencoder", encoder=[{"type": "flatten"}, {"type": "conv2d", "filters": 4,
-                                                                             "kernel_size": 3}]))  # fmt: skip
+    error = refused(
+        spec_with("autoencoder", encoder=[{"type": "flatten"}, {"type": "conv2d", "filters": 4, "kernel_size": 3}])
+    )
     assert error.loc == ("autoencoder", "encoder", 1)
     assert error.message.startswith("autoencoder.encoder: layer 1 (conv2d): expected 3-D")
     error = refused(spec_with("vae", encoder=[{"type": "conv2d", "filters": 4, "kernel_size": 3}]))
     assert error.loc == ("vae", "encoder", 0) and "must end in features (1-D)" in error.message
     assert refused(spec_with("vae", loss="sparse_categorical_crossentropy")).loc == ("compile", "loss")
     assert refused(spec_with("autoencoder", metrics=["accuracy"])).loc == ("compile", "metrics")
-    iris = spec_with("vae", loss="binary_crossentropy", dataset={"name": "iris"}, decoder=[{"type": "dense",
-                     "units": 4, "activation": "sigmoid"}])  # fmt: skip
+    iris = spec_with(
+        "vae",
+        loss="binary_crossentropy",
+        dataset={"name": "iris"},
+        decoder=[{"type": "dense", "units": 4, "activation": "sigmoid"}],
+    )
     error = refused(iris)
     assert error.loc == ("compile", "loss") and "standardised" in error.message
     relu = [*raw_example("digits_autoencoder")["autoencoder"]["decoder"]]

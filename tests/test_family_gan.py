@@ -69,8 +69,9 @@ def test_gaussian_mixture_has_eight_modes_on_a_circle() -> None:
     for k in range(8):
         points = ds.x[ds.y == k]
         angle = 2 * math.pi * k / 8
-        np.testing.assert_allclose(points.mean(0), MIXTURE_RADIUS * np.array([math.cos(angle), math.sin(angle)]),
-                                   atol=0.02)  # fmt: skip
+        np.testing.assert_allclose(
+            points.mean(0), MIXTURE_RADIUS * np.array([math.cos(angle), math.sin(angle)]), atol=0.02
+        )
         assert points.std(0) == pytest.approx([0.05, 0.05], rel=0.2)
     again = load_builtin(DatasetSpec(name="gaussian_mixture", n_samples=800, noise=0.05), seed=3)
     assert np.array_equal(ds.x, again.x)
@@ -139,7 +140,7 @@ def test_cgan_generates_the_labels_asked_for_and_checks_them(cgan: FamilyPredict
         (OperationRequest(labels=[1, 2], count=3), "give one label per sample: 2 labels for 3 samples", "labels"),
         (OperationRequest(labels=[0, 10]), r"labels must be class ids 0..9; got 10", "labels"),
         (OperationRequest(instances=[[0.0] * 64]), "generate draws its own latent vectors", "instances"),
-    ]  # fmt: skip
+    ]
     for request, message, field in cases:
         with pytest.raises(PredictError, match=message) as caught:
             cgan.run("generate", request)

@@ -28,8 +28,11 @@ from worker.training.callbacks import Callback
 from worker.training.data import TrainData, TrainingFailed
 from worker.training.engine import train
 
-COMPILE = {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "sparse_categorical_crossentropy",
-           "metrics": ["accuracy"]}  # fmt: skip
+COMPILE = {
+    "optimizer": {"type": "adam", "learning_rate": 0.01},
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+}
 
 
 def example(name: str, **fit: Any) -> dict[str, Any]:
@@ -39,9 +42,13 @@ def example(name: str, **fit: Any) -> dict[str, Any]:
 
 
 def dbn(epochs: int = 5, **section: Any) -> dict[str, Any]:
-    return {"family": "dbn", "dataset": {"name": "digits"}, "compile": COMPILE,
-            "dbn": {"hidden_units": [32, 16], "pretrain_epochs": 2, **section},
-            "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 3}}  # fmt: skip
+    return {
+        "family": "dbn",
+        "dataset": {"name": "digits"},
+        "compile": COMPILE,
+        "dbn": {"hidden_units": [32, 16], "pretrain_epochs": 2, **section},
+        "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 3},
+    }
 
 
 def refusal(raw: dict[str, Any], info: DataInfo | None = None) -> SpecError:
@@ -109,14 +116,21 @@ def test_rbm_learns_by_contrastive_divergence_and_predicts_from_its_checkpoint(t
 def test_dry_run_refuses_visible_units_that_do_not_fit_the_data() -> None:
     bernoulli_on_iris = refusal({"family": "rbm", "dataset": {"name": "iris"}, "rbm": {"hidden_units": 8}})
     assert bernoulli_on_iris.loc == ("rbm", "visible") and "dataset.binarize" in bernoulli_on_iris.message
-    raw_iris = refusal({"family": "rbm", "dataset": {"name": "iris", "standardize": False},
-                        "rbm": {"hidden_units": 8}})  # fmt: skip
+    raw_iris = refusal({"family": "rbm", "dataset": {"name": "iris", "standardize": False}, "rbm": {"hidden_units": 8}})
     assert raw_iris.loc == ("rbm", "visible") and "iris's features are real values" in raw_iris.message
-    standardised = refusal({"family": "dbn", "dataset": {"name": "digits", "standardize": True}, "compile": COMPILE,
-                            "dbn": {"hidden_units": [8]}, "fit": {"epochs": 6}})  # fmt: skip
+    standardised = refusal(
+        {
+            "family": "dbn",
+            "dataset": {"name": "digits", "standardize": True},
+            "compile": COMPILE,
+            "dbn": {"hidden_units": [8]},
+            "fit": {"epochs": 6},
+        }
+    )
     assert standardised.loc == ("dbn", "visible") and "'gaussian'" in standardised.message
-    gaussian = refusal({"family": "rbm", "dataset": {"name": "digits"},
-                        "rbm": {"hidden_units": 8, "visible": "gaussian"}})  # fmt: skip
+    gaussian = refusal(
+        {"family": "rbm", "dataset": {"name": "digits"}, "rbm": {"hidden_units": 8, "visible": "gaussian"}}
+    )
     assert gaussian.loc == ("dataset", "standardize")
     accepted = {"iris": (4, {"binarize": 5.0}), "digits": (64, {})}  # binarised; images scaled to [0, 1]
     for name, (visible, options) in accepted.items():
@@ -141,8 +155,9 @@ def test_dry_run_refuses_dbn_epochs_monitors_and_losses_that_do_not_fit() -> Non
 
 def test_the_worker_refuses_bernoulli_units_on_features_outside_zero_one(tmp_path: Path) -> None:
     """An uploaded table's range is unknown to the dry run; training checks the real values."""
-    spec = JobSpec.model_validate({"family": "rbm", "dataset": {"id": "upload1", "standardize": False},
-                                   "rbm": {"hidden_units": 4}})  # fmt: skip
+    spec = JobSpec.model_validate(
+        {"family": "rbm", "dataset": {"id": "upload1", "standardize": False}, "rbm": {"hidden_units": 4}}
+    )
     x = torch.linspace(0, 3, 40).reshape(10, 4)
     data = TrainData(DataInfo(input_shape=(4,), task="regression"), x, torch.zeros(10, 1))
     with pytest.raises(TrainingFailed, match=r"span \[0, 3\]: set dataset.binarize"):

@@ -27,11 +27,19 @@ EPOCH_METRICS = {"loss", "token_accuracy", "sequence_accuracy", "accuracy"}
 
 
 def seq2seq_spec(dataset: dict[str, Any] | None = None, epochs: int = 2, **section: Any) -> JobSpec:
-    return JobSpec.model_validate({
-        "name": "s2s", "family": "seq2seq", "dataset": dataset or {"name": "sequence_reverse"}, "seq2seq": section,
-        "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "sparse_categorical_crossentropy"},
-        "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "lr_schedule": {"type": "cosine"}},
-    })  # fmt: skip
+    return JobSpec.model_validate(
+        {
+            "name": "s2s",
+            "family": "seq2seq",
+            "dataset": dataset or {"name": "sequence_reverse"},
+            "seq2seq": section,
+            "compile": {
+                "optimizer": {"type": "adam", "learning_rate": 0.01},
+                "loss": "sparse_categorical_crossentropy",
+            },
+            "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "lr_schedule": {"type": "cosine"}},
+        }
+    )
 
 
 def with_compile(spec: JobSpec, **compile_: Any) -> JobSpec:
@@ -65,13 +73,19 @@ def test_token_pair_datasets_reverse_and_copy() -> None:
     ("spec", "loc", "message"),
     [
         (seq2seq_spec({"name": "digits"}), ("dataset", "name"), "'digits' is not such a dataset"),
-        (with_compile(seq2seq_spec(), loss="categorical_crossentropy"), ("compile", "loss"),
-         "trained with sparse_categorical_crossentropy"),
+        (
+            with_compile(seq2seq_spec(), loss="categorical_crossentropy"),
+            ("compile", "loss"),
+            "trained with sparse_categorical_crossentropy",
+        ),
         (with_compile(seq2seq_spec(), metrics=["accuracy", "mae"]), ("compile", "metrics"), "\\['mae'\\] do not apply"),
-        (seq2seq_spec({"name": "sequence_copy", "standardize": True}), ("dataset", "standardize"),
-         "never standardised"),
+        (
+            seq2seq_spec({"name": "sequence_copy", "standardize": True}),
+            ("dataset", "standardize"),
+            "never standardised",
+        ),
     ],
-)  # fmt: skip
+)
 def test_dry_run_refuses_what_seq2seq_cannot_train(spec: JobSpec, loc: tuple[str, ...], message: str) -> None:
     with pytest.raises(SpecError, match=message) as caught:
         dry_run(spec, builtin_info(spec.dataset))
@@ -85,7 +99,7 @@ def test_dry_run_refuses_what_seq2seq_cannot_train(spec: JobSpec, loc: tuple[str
         (DataInfo(input_shape=(1, 8, 8), task="classification", num_classes=10, target_dim=1), "are \\[1, 8, 8\\]"),
         (DataInfo(input_shape=(6,), task="classification", num_classes=4), "one class id per sample"),
     ],
-)  # fmt: skip
+)
 def test_dry_run_refuses_an_upload_that_is_not_token_sequences(info: DataInfo, message: str) -> None:
     spec = seq2seq_spec({"id": "ds_upload"})
     with pytest.raises(SpecError, match=message) as caught:
@@ -97,8 +111,15 @@ def test_dry_run_reports_each_part() -> None:
     spec = seq2seq_spec(cell="gru", bidirectional_encoder=True, num_layers=2, input_vocabulary=12)
     report = dry_run(spec, builtin_info(spec.dataset))
     parts = [layer["type"] for layer in report.layers]
-    assert parts == ["encoder.embedding", "encoder.gru", "encoder.bridge", "decoder.embedding", "decoder.gru",
-                     "decoder.attention", "decoder.dense"]  # fmt: skip
+    assert parts == [
+        "encoder.embedding",
+        "encoder.gru",
+        "encoder.bridge",
+        "decoder.embedding",
+        "decoder.gru",
+        "decoder.attention",
+        "decoder.dense",
+    ]
     assert report.output_shape == (8, 10) and report.layers[0]["parameters"] == 12 * 32
     assert sum(layer["parameters"] for layer in report.layers) == report.parameters
 

@@ -62,12 +62,14 @@ def test_predict_refuses_wrong_shapes(digits_model: Path, instances: object, mes
 
 
 def test_regression_predictions_are_in_raw_units(tmp_path: Path) -> None:
-    spec = JobSpec.model_validate({
-        "dataset": {"name": "sine", "n_samples": 400},
-        "model": {"preset": {"name": "mlp", "hidden_units": [32], "activation": "tanh"}},
-        "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "mse", "metrics": ["mae"]},
-        "fit": {"epochs": 30, "batch_size": 32},
-    })  # fmt: skip
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "sine", "n_samples": 400},
+            "model": {"preset": {"name": "mlp", "hidden_units": [32], "activation": "tanh"}},
+            "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "mse", "metrics": ["mae"]},
+            "fit": {"epochs": 30, "batch_size": 32},
+        }
+    )
     result = train(spec, load_train_data(spec), tmp_path)
     assert result.model_path is not None
     values = Predictor.load(result.model_path).predict([[-1.5], [0.0], [1.5]])["predictions"]
@@ -75,13 +77,19 @@ def test_regression_predictions_are_in_raw_units(tmp_path: Path) -> None:
 
 
 def test_binary_classifier_gives_two_probabilities(tmp_path: Path) -> None:
-    spec = JobSpec.model_validate({
-        "dataset": {"name": "moons", "n_samples": 300},
-        "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"},
-                             {"type": "dense", "units": 1, "activation": "sigmoid"}]},
-        "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "binary_crossentropy"},
-        "fit": {"epochs": 5},
-    })  # fmt: skip
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "moons", "n_samples": 300},
+            "model": {
+                "layers": [
+                    {"type": "dense", "units": 16, "activation": "relu"},
+                    {"type": "dense", "units": 1, "activation": "sigmoid"},
+                ]
+            },
+            "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "binary_crossentropy"},
+            "fit": {"epochs": 5},
+        }
+    )
     result = train(spec, load_train_data(spec), tmp_path)
     assert result.model_path is not None
     out = Predictor.load(result.model_path).predict([[0.0, 0.5], [1.0, -0.5]])

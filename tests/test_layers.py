@@ -109,8 +109,17 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
     "conv2d_transpose": [
         ({"type": "conv2d_transpose", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}, (3, 5, 5)),
         ({"type": "conv2d_transpose", "filters": 2, "kernel_size": 3, "strides": 2}, (3, 5, 5)),
-        ({"type": "conv2d_transpose", "filters": 2, "kernel_size": [4, 1], "strides": [2, 3], "padding": "same",
-          "use_bias": False}, (3, 4, 5)),
+        (
+            {
+                "type": "conv2d_transpose",
+                "filters": 2,
+                "kernel_size": [4, 1],
+                "strides": [2, 3],
+                "padding": "same",
+                "use_bias": False,
+            },
+            (3, 4, 5),
+        ),
         ({"type": "conv2d_transpose", "filters": 2, "kernel_size": [2, 1], "strides": [3, 2]}, (1, 4, 5)),
     ],
     "upsample2d": [
@@ -145,15 +154,25 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
     ],
     "transformer_encoder": [
         ({"type": "transformer_encoder", "num_heads": 2, "ff_dim": 16}, (6, 8)),
-        ({"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8, "norm_first": True, "ff_activation": "gelu",
-          "dropout": 0.1, "causal": True}, (5, 8)),
+        (
+            {
+                "type": "transformer_encoder",
+                "num_heads": 4,
+                "ff_dim": 8,
+                "norm_first": True,
+                "ff_activation": "gelu",
+                "dropout": 0.1,
+                "causal": True,
+            },
+            (5, 8),
+        ),
     ],
     "sequence_pool": [
         ({"type": "sequence_pool"}, (6, 8)),
         ({"type": "sequence_pool", "mode": "max"}, (6, 8)),
         ({"type": "sequence_pool", "mode": "last"}, (1, 3)),
     ],
-}  # fmt: skip
+}
 
 LAYER_TYPES = registry.list_registered()
 CASES = [
@@ -234,9 +253,18 @@ def test_sgd_step_changes_every_parameter(layer_type, spec_dict, shape):
     params = list(named.values())
     if not params:
         assert layer_type in {
-            "maxpool1d", "maxpool2d", "avgpool2d", "global_avgpool", "dropout", "flatten", "reshape", "activation",
-            "upsample2d", "positional_encoding", "sequence_pool",
-        }  # fmt: skip
+            "maxpool1d",
+            "maxpool2d",
+            "avgpool2d",
+            "global_avgpool",
+            "dropout",
+            "flatten",
+            "reshape",
+            "activation",
+            "upsample2d",
+            "positional_encoding",
+            "sequence_pool",
+        }
         return
     before = {name: p.detach().clone() for name, p in named.items()}
     built.module.train()
@@ -348,38 +376,68 @@ def test_avgpool2d_same_excludes_padding_from_average():
 @pytest.mark.parametrize(
     ("spec_dict", "shape", "message"),
     [
-        ({"type": "conv2d", "filters": 2, "kernel_size": 9}, (1, 8, 8),
-         "window (9, 9) does not fit the input (1, 8, 8) with padding 'valid'"),
+        (
+            {"type": "conv2d", "filters": 2, "kernel_size": 9},
+            (1, 8, 8),
+            "window (9, 9) does not fit the input (1, 8, 8) with padding 'valid'",
+        ),
         ({"type": "conv2d", "filters": 2, "kernel_size": 3}, (64,), "expected 3-D (C, H, W) input, received (64,)"),
-        ({"type": "conv1d", "filters": 2, "kernel_size": 3}, (1, 8, 8),
-         "expected 2-D (C, L) input, received (1, 8, 8)"),
-        ({"type": "maxpool1d", "pool_size": 4}, (2, 3),
-         "window (4,) does not fit the input (2, 3) with padding 'valid'"),
-        ({"type": "embedding", "input_dim": 5, "output_dim": 2}, (2, 3),
-         "expected 1-D (L,) token-id input, received (2, 3)"),
+        (
+            {"type": "conv1d", "filters": 2, "kernel_size": 3},
+            (1, 8, 8),
+            "expected 2-D (C, L) input, received (1, 8, 8)",
+        ),
+        (
+            {"type": "maxpool1d", "pool_size": 4},
+            (2, 3),
+            "window (4,) does not fit the input (2, 3) with padding 'valid'",
+        ),
+        (
+            {"type": "embedding", "input_dim": 5, "output_dim": 2},
+            (2, 3),
+            "expected 1-D (L,) token-id input, received (2, 3)",
+        ),
         ({"type": "global_avgpool"}, (5,), "expected (C, ...) input with spatial axes, received (5,)"),
         ({"type": "batchnorm"}, (1, 2, 3, 4), "expected (C,), (C, L) or (C, H, W) input, received (1, 2, 3, 4)"),
         ({"type": "reshape", "target_shape": [5, 3]}, (12,), "cannot reshape (12,) (12 values) into (5, 3)"),
         ({"type": "reshape", "target_shape": [-1, 5]}, (12,), "cannot reshape (12,) (12 values) into (-1, 5)"),
-        ({"type": "reshape", "target_shape": [-1, 0]}, (12,),
-         "target_shape (-1, 0) may hold one -1 and otherwise positive sizes"),
+        (
+            {"type": "reshape", "target_shape": [-1, 0]},
+            (12,),
+            "target_shape (-1, 0) may hold one -1 and otherwise positive sizes",
+        ),
         ({"type": "lstm", "units": 4}, (64,), "expected 2-D (L, F) sequence input, received (64,)"),
         ({"type": "gru", "units": 4}, (3, 8, 8), "expected 2-D (L, F) sequence input, received (3, 8, 8)"),
         ({"type": "rnn", "units": 4}, (64,), "expected 2-D (L, F) sequence input, received (64,)"),
-        ({"type": "multi_head_attention", "num_heads": 3}, (5, 10),
-         "the model dimension 10 (the input's last axis) does not divide by num_heads 3"),
-        ({"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8}, (5, 6),
-         "the model dimension 6 (the input's last axis) does not divide by num_heads 4"),
-        ({"type": "transformer_encoder", "num_heads": 2, "ff_dim": 8}, (10,),
-         "expected 2-D (L, D) sequence input, received (10,)"),
-        ({"type": "positional_encoding", "kind": "learned", "max_length": 4}, (6, 8),
-         "the sequence has 6 positions, more than max_length 4"),
+        (
+            {"type": "multi_head_attention", "num_heads": 3},
+            (5, 10),
+            "the model dimension 10 (the input's last axis) does not divide by num_heads 3",
+        ),
+        (
+            {"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8},
+            (5, 6),
+            "the model dimension 6 (the input's last axis) does not divide by num_heads 4",
+        ),
+        (
+            {"type": "transformer_encoder", "num_heads": 2, "ff_dim": 8},
+            (10,),
+            "expected 2-D (L, D) sequence input, received (10,)",
+        ),
+        (
+            {"type": "positional_encoding", "kind": "learned", "max_length": 4},
+            (6, 8),
+            "the sequence has 6 positions, more than max_length 4",
+        ),
         ({"type": "sequence_pool"}, (3, 4, 4), "expected 2-D (L, D) sequence input, received (3, 4, 4)"),
-        ({"type": "conv2d_transpose", "filters": 2, "kernel_size": 3}, (64,),
-         "expected 3-D (C, H, W) input, received (64,)"),
+        (
+            {"type": "conv2d_transpose", "filters": 2, "kernel_size": 3},
+            (64,),
+            "expected 3-D (C, H, W) input, received (64,)",
+        ),
         ({"type": "upsample2d"}, (3, 8), "expected 3-D (C, H, W) input, received (3, 8)"),
     ],
-)  # fmt: skip
+)
 def test_build_rejects_bad_input_shape(spec_dict, shape, message):
     spec = ADAPTER.validate_python(spec_dict)
     with pytest.raises(registry.ShapeError) as info:
@@ -557,8 +615,9 @@ def test_recurrent_many_to_one_gives_the_final_states(layer_type, bidirectional)
 def test_lstm_starts_as_keras_does():
     torch.manual_seed(0)
     units, features = 16, 8
-    body, _, _ = build_layers([ADAPTER.validate_python({"type": "lstm", "units": units})], (5, features),
-                              "glorot_uniform")  # fmt: skip
+    body, _, _ = build_layers(
+        [ADAPTER.validate_python({"type": "lstm", "units": units})], (5, features), "glorot_uniform"
+    )
     rnn = body[0].rnn
     recurrent = rnn.weight_hh_l0.detach()
     torch.testing.assert_close(recurrent.T @ recurrent, torch.eye(units), atol=1e-5, rtol=0)

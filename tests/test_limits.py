@@ -217,17 +217,19 @@ def test_batch_size_and_layers_over_the_limit() -> None:
 
 def test_a_family_network_is_counted_too() -> None:
     dense = [{"type": "dense", "units": 4, "activation": "relu"}] * 3
-    spec = JobSpec.model_validate({
-        "family": "gan", "dataset": {"name": "moons"},
-        "gan": {"generator": {"layers": dense}, "discriminator": {"layers": [*dense, *dense]}},
-    })  # fmt: skip
+    spec = JobSpec.model_validate(
+        {
+            "family": "gan",
+            "dataset": {"name": "moons"},
+            "gan": {"generator": {"layers": dense}, "discriminator": {"layers": [*dense, *dense]}},
+        }
+    )
     with pytest.raises(ApiError) as exc:
         quota.check_spec(spec, settings(max_layers=5), 1000)
     assert refusal(exc)[1] == ["body", "gan", "discriminator", "layers"]
     with pytest.raises(ApiError) as exc:
         quota.check_parameters(spec, settings(max_parameters=10), 11)
-    assert refusal(exc) == (422, ["body", "gan"], "the model has 11 parameters, which exceeds the server's "
-                            "limit of 10")  # fmt: skip
+    assert refusal(exc) == (422, ["body", "gan"], "the model has 11 parameters, which exceeds the server's limit of 10")
 
 
 def test_parameters_over_the_limit_name_the_model() -> None:
@@ -248,8 +250,18 @@ def test_active_jobs_and_stored_bytes_count_only_the_tenant(database_url: str) -
             session.add(Job(tenant_id=mine.id, name="j", spec={}, status=status))
         session.add(Job(tenant_id=other.id, name="j", spec={}, status="queued"))
         for tenant, size in ((mine, 1000), (mine, 234), (other, 10**6)):
-            session.add(Dataset(tenant_id=tenant.id, name="d", format="csv", size_bytes=size, sha256="0" * 64,
-                                target=None, task="regression", description={}))  # fmt: skip
+            session.add(
+                Dataset(
+                    tenant_id=tenant.id,
+                    name="d",
+                    format="csv",
+                    size_bytes=size,
+                    sha256="0" * 64,
+                    target=None,
+                    task="regression",
+                    description={},
+                )
+            )
         session.flush()
         assert quota.active_jobs(session, mine.id) == 2
         assert quota.stored_bytes(session, mine.id) == 1234
@@ -269,18 +281,22 @@ def test_non_finite_inputs_are_echoed_as_strings_in_a_422() -> None:
     from api.errors import finite
 
     assert finite({"input": [float("nan"), float("inf"), 1.5], "loc": ["body"]}) == {
-        "input": ["nan", "inf", 1.5], "loc": ["body"]}  # fmt: skip
+        "input": ["nan", "inf", 1.5],
+        "loc": ["body"],
+    }
 
 
 def test_a_huge_model_is_counted_on_the_meta_device_without_memory() -> None:
     from core.datasets import builtin_info
 
     wide = [{"type": "dense", "units": 65_536, "activation": "relu"}] * 3
-    spec = JobSpec.model_validate({
-        "dataset": {"name": "digits"},
-        "model": {"layers": [{"type": "flatten"}, *wide, {"type": "dense", "units": 10, "activation": "softmax"}]},
-        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
-    })  # fmt: skip
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "digits"},
+            "model": {"layers": [{"type": "flatten"}, *wide, {"type": "dense", "units": 10, "activation": "softmax"}]},
+            "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+        }
+    )
     counted = quota.meta_dry_run(spec, builtin_info(spec.dataset))  # 34 GB of float32 if it were real
     assert counted is not None
     assert counted.parameters == 64 * 65_536 + 65_536 + 2 * (65_536 * 65_536 + 65_536) + 65_536 * 10 + 10

@@ -69,8 +69,9 @@ def test_configure_logging_routes_uvicorn_and_celery_through_root(capsys: pytest
     saved = root.handlers[:], root.level
     try:
         configure_logging("json", "info")
-        logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/metrics", "1.1",
-                                                 200)  # fmt: skip
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/metrics", "1.1", 200
+        )
         logging.getLogger("celery.app.trace").info("Task done")
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
         assert [line["logger"] for line in lines] == ["uvicorn.access", "celery.app.trace"]
@@ -116,8 +117,16 @@ def _seed_jobs() -> None:
         tenant = tenants_repo.get_or_create_tenant(session=session, name="metrics-test")
         for status in ("succeeded", "succeeded", "failed"):
             session.add(Job(tenant_id=tenant.id, name="t", spec={}, status=status))
-        session.add(Job(tenant_id=tenant.id, name="t", spec={}, status="running", steps=10,
-                        latest_metrics={"epoch_seconds": 2.0, "samples_per_second": 160.0}))  # fmt: skip
+        session.add(
+            Job(
+                tenant_id=tenant.id,
+                name="t",
+                spec={},
+                status="running",
+                steps=10,
+                latest_metrics={"epoch_seconds": 2.0, "samples_per_second": 160.0},
+            )
+        )
         session.add(Job(tenant_id=tenant.id, name="t", spec={}, status="running", steps=0, latest_metrics={}))
 
 

@@ -22,9 +22,9 @@ KEPT = [
 
 
 @pytest.mark.parametrize(("device", "precision", "worker", "cuda", "bf16", "expected"), KEPT)
-def test_a_resumed_attempt_keeps_what_the_first_began_with(device: str | None, precision: str | None,
-                                                            worker: str | None, cuda: bool, bf16: bool,
-                                                            expected: Placement) -> None:  # fmt: skip
+def test_a_resumed_attempt_keeps_what_the_first_began_with(
+    device: str | None, precision: str | None, worker: str | None, cuda: bool, bf16: bool, expected: Placement
+) -> None:
     assert place(device, precision, worker, cuda, bf16) == expected
 
 
@@ -37,8 +37,9 @@ def test_a_resumed_attempt_keeps_what_the_first_began_with(device: str | None, p
         ("mps", "fp32", None, False, False, "trains on cpu or cuda only"),
     ],
 )
-def test_a_worker_that_cannot_keep_them_refuses_the_resume(device: str, precision: str, worker: str | None,
-                                                           cuda: bool, bf16: bool, why: str) -> None:  # fmt: skip
+def test_a_worker_that_cannot_keep_them_refuses_the_resume(
+    device: str, precision: str, worker: str | None, cuda: bool, bf16: bool, why: str
+) -> None:
     with pytest.raises(WorkerRefused, match=why) as refused:
         place(device, precision, worker, cuda, bf16)
     assert f"this job began on {device.split(':')[0]} at {precision}" in str(refused.value)

@@ -53,10 +53,12 @@ def test_run_job_trains_and_records_everything(service_env: str) -> None:
 
 
 def test_run_job_ends_failed_with_the_reason(service_env: str) -> None:
-    nan = {"dataset": {"name": "diabetes", "standardize": False},
-           "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
-           "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"},
-           "fit": {"epochs": 5}}  # fmt: skip
+    nan = {
+        "dataset": {"name": "diabetes", "standardize": False},
+        "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
+        "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"},
+        "fit": {"epochs": 5},
+    }
     job_id = _submit(nan)
     assert run_job(job_id, "w") == "failed"
     assert _job(job_id).reason.startswith("the loss became")  # type: ignore[union-attr]
@@ -152,8 +154,9 @@ def test_the_time_limit_counts_every_attempt(service_env: str) -> None:
     assert 4.5 < job.trained_seconds < 9.5 and job.attempt == 2
 
 
-def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(service_env: str, monkeypatch,
-                                                                               caplog) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(
+    service_env: str, monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
     import worker.runner
 
     def broken(*_: object, **__: object) -> None:
@@ -177,8 +180,10 @@ def test_a_job_reports_its_device_and_precision_and_a_resume_keeps_them(service_
         s.execute(update(Job).where(Job.id == began_on_gpu).values(attempt=1, device="cuda", precision="bf16", epoch=1))
     assert run_job(began_on_gpu, "w") == "failed"
     job = _job(began_on_gpu)
-    assert job.reason == ("this job began on cuda at bf16 and keeps both across attempts; the worker that took this "
-                          "attempt has no GPU to resume it on")  # fmt: skip
+    assert job.reason == (
+        "this job began on cuda at bf16 and keeps both across attempts; the worker that took this "
+        "attempt has no GPU to resume it on"
+    )
     assert (job.attempt, job.device, job.precision, job.epoch) == (2, "cuda", "bf16", 1)
 
 
@@ -194,8 +199,9 @@ def test_a_resume_under_a_kept_precision_is_the_same_spec(tmp_path) -> None:  # 
     assert (recorder.start.start_epoch, recorder.start.precision) == (1, "fp32")
 
 
-def test_a_worker_with_less_memory_than_the_api_allows_fails_a_job_past_its_own_limit(service_env: str,
-                                                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+def test_a_worker_with_less_memory_than_the_api_allows_fails_a_job_past_its_own_limit(
+    service_env: str, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("FITSERVE_MAX_JOB_MEMORY_BYTES", "1000000")
     get_settings.cache_clear()
     job_id = _submit(digits_mlp(epochs=1).model_dump(mode="json"))
@@ -203,6 +209,8 @@ def test_a_worker_with_less_memory_than_the_api_allows_fails_a_job_past_its_own_
         s.execute(update(Job).where(Job.id == job_id).values(estimated_memory_bytes=1_000_001))
     assert run_job(job_id, "w") == "failed"
     job = _job(job_id)
-    assert job.reason == ("the job's training memory is estimated at 1,000,001 bytes, over this worker's limit of "
-                          "1,000,000 (MAX_JOB_MEMORY_BYTES where it runs)")  # fmt: skip
+    assert job.reason == (
+        "the job's training memory is estimated at 1,000,001 bytes, over this worker's limit of "
+        "1,000,000 (MAX_JOB_MEMORY_BYTES where it runs)"
+    )
     assert (job.epoch, job.device) == (0, None)  # refused before any training

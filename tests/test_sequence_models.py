@@ -21,14 +21,23 @@ from worker.training.engine import train
 SPARSE = "sparse_categorical_crossentropy"
 
 
-def job(dataset: dict[str, Any], layers: list[dict[str, Any]], loss: str = SPARSE,
-        metrics: tuple[str, ...] = ("accuracy",), epochs: int = 8, lr: float = 0.005) -> JobSpec:  # fmt: skip
-    return JobSpec.model_validate({
-        "name": "sequence", "dataset": dataset, "model": {"layers": layers},
-        "compile": {"optimizer": {"type": "adam", "learning_rate": lr}, "loss": loss,
-                    "metrics": list(metrics)},
-        "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 0},
-    })  # fmt: skip
+def job(
+    dataset: dict[str, Any],
+    layers: list[dict[str, Any]],
+    loss: str = SPARSE,
+    metrics: tuple[str, ...] = ("accuracy",),
+    epochs: int = 8,
+    lr: float = 0.005,
+) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "name": "sequence",
+            "dataset": dataset,
+            "model": {"layers": layers},
+            "compile": {"optimizer": {"type": "adam", "learning_rate": lr}, "loss": loss, "metrics": list(metrics)},
+            "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 0},
+        }
+    )
 
 
 # -- the generated sets ---------------------------------------------------------------------
@@ -36,9 +45,12 @@ def job(dataset: dict[str, Any], layers: list[dict[str, Any]], loss: str = SPARS
 
 @pytest.mark.parametrize(
     ("name", "shape", "task", "classes"),
-    [("sequence_sine", (20, 1), "regression", None), ("sequence_classes", (32, 2), "classification", 4),
-     ("sequence_tokens", (32,), "classification", 2)],
-)  # fmt: skip
+    [
+        ("sequence_sine", (20, 1), "regression", None),
+        ("sequence_classes", (32, 2), "classification", 4),
+        ("sequence_tokens", (32,), "classification", 2),
+    ],
+)
 def test_sequence_set_has_its_shape_and_is_deterministic_by_seed(name, shape, task, classes):
     a = load_builtin(DatasetSpec(name=name, n_samples=200), seed=1)
     b = load_builtin(DatasetSpec(name=name, n_samples=200), seed=1)
@@ -81,8 +93,13 @@ def test_recurrent_classifier_learns_sequence_classes(cell: str, tmp_path: Path)
 
 
 def test_lstm_forecaster_halves_the_last_value_baseline(tmp_path: Path) -> None:
-    spec = job({"name": "sequence_sine"}, [{"type": "lstm", "units": 32}, {"type": "dense", "units": 1}], loss="mse",
-               metrics=("mse",), epochs=10)  # fmt: skip
+    spec = job(
+        {"name": "sequence_sine"},
+        [{"type": "lstm", "units": 32}, {"type": "dense", "units": 1}],
+        loss="mse",
+        metrics=("mse",),
+        epochs=10,
+    )
     data = load_train_data(spec)
     assert data.x_val is not None and data.y_val is not None
     # The loss is in standardised target units: map the raw last input value into them.
@@ -94,13 +111,16 @@ def test_lstm_forecaster_halves_the_last_value_baseline(tmp_path: Path) -> None:
 
 
 def test_transformer_classifier_learns_token_majority(tmp_path: Path) -> None:
-    spec = job({"name": "sequence_tokens", "classes": 4}, [
-        {"type": "embedding", "input_dim": 32, "output_dim": 32},
-        {"type": "positional_encoding"},
-        {"type": "transformer_encoder", "num_heads": 4, "ff_dim": 64},
-        {"type": "sequence_pool", "mode": "mean"},
-        {"type": "dense", "units": 4, "activation": "softmax"},
-    ])  # fmt: skip
+    spec = job(
+        {"name": "sequence_tokens", "classes": 4},
+        [
+            {"type": "embedding", "input_dim": 32, "output_dim": 32},
+            {"type": "positional_encoding"},
+            {"type": "transformer_encoder", "num_heads": 4, "ff_dim": 64},
+            {"type": "sequence_pool", "mode": "mean"},
+            {"type": "dense", "units": 4, "activation": "softmax"},
+        ],
+    )
     data = load_train_data(spec)
     assert str(data.x_train.dtype) == "torch.int64"  # an embedding first: token ids, never standardised
     result = train(spec, data, tmp_path)
@@ -113,11 +133,16 @@ def test_uploaded_csv_of_token_columns_trains_and_predicts(tmp_path: Path) -> No
     label = (tokens == 7).any(axis=1).astype(int)
     rows = ["t0,t1,t2,t3,t4,t5,t6,t7,label"] + [",".join(map(str, [*t, c])) for t, c in zip(tokens, label, strict=True)]
     (tmp_path / "tokens.csv").write_text("\n".join(rows) + "\n")
-    spec = job({"id": "tokens"}, [
-        {"type": "embedding", "input_dim": 10, "output_dim": 8},
-        {"type": "sequence_pool", "mode": "max"},
-        {"type": "dense", "units": 2, "activation": "softmax"},
-    ], epochs=15, lr=0.02)  # fmt: skip
+    spec = job(
+        {"id": "tokens"},
+        [
+            {"type": "embedding", "input_dim": 10, "output_dim": 8},
+            {"type": "sequence_pool", "mode": "max"},
+            {"type": "dense", "units": 2, "activation": "softmax"},
+        ],
+        epochs=15,
+        lr=0.02,
+    )
     result = train(spec, load_train_data(spec, lambda _id: tmp_path / "tokens.csv"), tmp_path / "run")
     assert result.history[-1]["val_accuracy"] >= 0.9, result.history
     assert result.model_path is not None
@@ -143,15 +168,24 @@ def test_dry_run_counts_recurrent_parameters():
 @pytest.mark.parametrize(
     ("layers", "index", "message"),
     [
-        ([{"type": "flatten"}, {"type": "lstm", "units": 8}],
-         1, "layer 1 (lstm): expected 2-D (L, F) sequence input, received (64,)"),
-        ([{"type": "dense", "units": 10}, {"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8}],
-         1, "layer 1 (transformer_encoder): the model dimension 10 (the input's last axis) does not divide by "
-            "num_heads 4"),
-        ([{"type": "gru", "units": 8}, {"type": "sequence_pool"}],
-         1, "layer 1 (sequence_pool): expected 2-D (L, D) sequence input, received (8,)"),
+        (
+            [{"type": "flatten"}, {"type": "lstm", "units": 8}],
+            1,
+            "layer 1 (lstm): expected 2-D (L, F) sequence input, received (64,)",
+        ),
+        (
+            [{"type": "dense", "units": 10}, {"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8}],
+            1,
+            "layer 1 (transformer_encoder): the model dimension 10 (the input's last axis) does not divide by "
+            "num_heads 4",
+        ),
+        (
+            [{"type": "gru", "units": 8}, {"type": "sequence_pool"}],
+            1,
+            "layer 1 (sequence_pool): expected 2-D (L, D) sequence input, received (8,)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_dry_run_names_the_sequence_layer_at_fault(layers, index, message):
     spec = job({"name": "sequence_classes"}, [*layers, {"type": "dense", "units": 4, "activation": "softmax"}])
     with pytest.raises(SpecError) as caught:

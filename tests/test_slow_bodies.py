@@ -43,8 +43,16 @@ async def exchange(asgi: Any, chunks: list[tuple[float, dict[str, Any]]]) -> lis
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/echo", "headers": [(b"content-length", b"100")],
-             "query_string": b"", "http_version": "1.1", "scheme": "http", "root_path": ""}  # fmt: skip
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/echo",
+        "headers": [(b"content-length", b"100")],
+        "query_string": b"",
+        "http_version": "1.1",
+        "scheme": "http",
+        "root_path": "",
+    }
     await asyncio.wait_for(asgi(scope, receive, send), 5)
     return sent
 
@@ -85,8 +93,10 @@ async def test_after_the_body_receive_waits_past_the_timeouts() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    sent = await exchange(BodyLimit(stream, lambda _: 1024, idle_seconds=0.1, total_seconds=0.2),
-                          [(0, chunk(0, more=False)), (0.3, {"type": "http.disconnect"})])  # fmt: skip
+    sent = await exchange(
+        BodyLimit(stream, lambda _: 1024, idle_seconds=0.1, total_seconds=0.2),
+        [(0, chunk(0, more=False)), (0.3, {"type": "http.disconnect"})],
+    )
     assert [m["type"] for m in got] == ["http.request", "http.disconnect"] and sent[0]["status"] == 200
 
 

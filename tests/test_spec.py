@@ -44,12 +44,14 @@ def job(
     compile_extra: dict[str, Any] | None = None,
     **fit: Any,
 ) -> JobSpec:
-    return JobSpec.model_validate({
-        "dataset": dataset or SINE,
-        "model": {"layers": layers or REGRESSION_LAYERS},
-        "compile": {"loss": loss, "optimizer": optimizer, "metrics": list(metrics), **(compile_extra or {})},
-        "fit": {"epochs": 3, "batch_size": 32, **fit},
-    })  # fmt: skip
+    return JobSpec.model_validate(
+        {
+            "dataset": dataset or SINE,
+            "model": {"layers": layers or REGRESSION_LAYERS},
+            "compile": {"loss": loss, "optimizer": optimizer, "metrics": list(metrics), **(compile_extra or {})},
+            "fit": {"epochs": 3, "batch_size": 32, **fit},
+        }
+    )
 
 
 def run(spec: JobSpec, out: Path) -> TrainResult:
@@ -70,24 +72,55 @@ def lrs(result: TrainResult) -> list[float]:
 # -- (a) every optimizer, loss, schedule and regularizer trains ------------------------------
 
 OPTIMIZERS = [
-    pytest.param({"type": "sgd", "learning_rate": 0.05}, torch.optim.SGD,
-                 {"lr": 0.05, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}, id="sgd"),
-    pytest.param({"type": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
-                 torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
-                 id="sgd-momentum-nesterov"),
-    pytest.param({"type": "adagrad", "learning_rate": 0.05, "initial_accumulator_value": 0.2, "epsilon": 1e-6},
-                 torch.optim.Adagrad, {"lr": 0.05, "initial_accumulator_value": 0.2, "eps": 1e-6}, id="adagrad"),
-    pytest.param({"type": "rmsprop", "learning_rate": 0.01, "rho": 0.8}, torch.optim.RMSprop,
-                 {"lr": 0.01, "alpha": 0.8, "momentum": 0.0, "centered": False, "eps": 1e-7}, id="rmsprop"),
-    pytest.param({"type": "rmsprop", "learning_rate": 0.01, "centered": True, "momentum": 0.5}, torch.optim.RMSprop,
-                 {"lr": 0.01, "alpha": 0.9, "momentum": 0.5, "centered": True}, id="rmsprop-centered-momentum"),
-    pytest.param({"type": "adam", "learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99}, torch.optim.Adam,
-                 {"lr": 0.01, "betas": (0.8, 0.99), "amsgrad": False, "weight_decay": 0.0, "eps": 1e-7}, id="adam"),
-    pytest.param({"type": "adam", "learning_rate": 0.01, "amsgrad": True}, torch.optim.Adam,
-                 {"lr": 0.01, "betas": (0.9, 0.999), "amsgrad": True}, id="adam-amsgrad"),
-    pytest.param({"type": "adamw", "learning_rate": 0.01}, torch.optim.AdamW,
-                 {"lr": 0.01, "weight_decay": 0.004, "amsgrad": False}, id="adamw"),
-]  # fmt: skip
+    pytest.param(
+        {"type": "sgd", "learning_rate": 0.05},
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
+        id="sgd",
+    ),
+    pytest.param(
+        {"type": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
+        id="sgd-momentum-nesterov",
+    ),
+    pytest.param(
+        {"type": "adagrad", "learning_rate": 0.05, "initial_accumulator_value": 0.2, "epsilon": 1e-6},
+        torch.optim.Adagrad,
+        {"lr": 0.05, "initial_accumulator_value": 0.2, "eps": 1e-6},
+        id="adagrad",
+    ),
+    pytest.param(
+        {"type": "rmsprop", "learning_rate": 0.01, "rho": 0.8},
+        torch.optim.RMSprop,
+        {"lr": 0.01, "alpha": 0.8, "momentum": 0.0, "centered": False, "eps": 1e-7},
+        id="rmsprop",
+    ),
+    pytest.param(
+        {"type": "rmsprop", "learning_rate": 0.01, "centered": True, "momentum": 0.5},
+        torch.optim.RMSprop,
+        {"lr": 0.01, "alpha": 0.9, "momentum": 0.5, "centered": True},
+        id="rmsprop-centered-momentum",
+    ),
+    pytest.param(
+        {"type": "adam", "learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99},
+        torch.optim.Adam,
+        {"lr": 0.01, "betas": (0.8, 0.99), "amsgrad": False, "weight_decay": 0.0, "eps": 1e-7},
+        id="adam",
+    ),
+    pytest.param(
+        {"type": "adam", "learning_rate": 0.01, "amsgrad": True},
+        torch.optim.Adam,
+        {"lr": 0.01, "betas": (0.9, 0.999), "amsgrad": True},
+        id="adam-amsgrad",
+    ),
+    pytest.param(
+        {"type": "adamw", "learning_rate": 0.01},
+        torch.optim.AdamW,
+        {"lr": 0.01, "weight_decay": 0.004, "amsgrad": False},
+        id="adamw",
+    ),
+]
 
 
 @pytest.mark.parametrize("optimizer", [pytest.param(p.values[0], id=p.id) for p in OPTIMIZERS])
@@ -120,13 +153,24 @@ LOSSES = [
     pytest.param("mse", SINE, REGRESSION_LAYERS, ("mae", "mse"), id="mse"),
     pytest.param("mae", SINE, REGRESSION_LAYERS, ("mae",), id="mae"),
     pytest.param("huber", SINE, REGRESSION_LAYERS, ("mse",), id="huber"),
-    pytest.param("binary_crossentropy", MOONS, [dense(16, "relu"), dense(1, "sigmoid")], ("accuracy",),
-                 id="binary_crossentropy"),
-    pytest.param("categorical_crossentropy", BLOBS, [dense(16, "relu"), dense(3, "softmax")], ("accuracy",),
-                 id="categorical_crossentropy"),
-    pytest.param("sparse_categorical_crossentropy", BLOBS, [dense(16, "relu"), dense(3, "softmax")],
-                 ("accuracy",), id="sparse_categorical_crossentropy"),
-]  # fmt: skip
+    pytest.param(
+        "binary_crossentropy", MOONS, [dense(16, "relu"), dense(1, "sigmoid")], ("accuracy",), id="binary_crossentropy"
+    ),
+    pytest.param(
+        "categorical_crossentropy",
+        BLOBS,
+        [dense(16, "relu"), dense(3, "softmax")],
+        ("accuracy",),
+        id="categorical_crossentropy",
+    ),
+    pytest.param(
+        "sparse_categorical_crossentropy",
+        BLOBS,
+        [dense(16, "relu"), dense(3, "softmax")],
+        ("accuracy",),
+        id="sparse_categorical_crossentropy",
+    ),
+]
 
 
 @pytest.mark.parametrize(("loss", "dataset", "layers", "metrics"), LOSSES)
@@ -159,8 +203,10 @@ def test_categorical_and_sparse_crossentropy_train_alike(tmp_path):
 @pytest.mark.parametrize(("step_size", "gamma"), [(1, 0.5), (2, 0.1)])
 def test_step_schedule_decays_every_step_size_epochs(tmp_path, step_size, gamma):
     base = 0.1
-    spec = job(optimizer={"type": "sgd", "learning_rate": base},
-               lr_schedule={"type": "step", "step_size": step_size, "gamma": gamma})  # fmt: skip
+    spec = job(
+        optimizer={"type": "sgd", "learning_rate": base},
+        lr_schedule={"type": "step", "step_size": step_size, "gamma": gamma},
+    )
     result = run(spec, tmp_path)
     assert lrs(result) == pytest.approx([base * gamma ** (e // step_size) for e in range(3)])
 
@@ -172,8 +218,7 @@ def test_cosine_schedule_follows_half_cosine(tmp_path, t_max, min_lr, epochs):
     spec = job(optimizer={"type": "sgd", "learning_rate": base}, lr_schedule=schedule, epochs=epochs)
     result = run(spec, tmp_path)
     period = t_max or epochs
-    expected = [min_lr + (base - min_lr) * (1 + math.cos(math.pi * min(e, period) / period)) / 2
-                for e in range(epochs)]  # fmt: skip
+    expected = [min_lr + (base - min_lr) * (1 + math.cos(math.pi * min(e, period) / period)) / 2 for e in range(epochs)]
     assert lrs(result) == pytest.approx(expected)
     assert lrs(result)[0] == pytest.approx(base)
     if period < epochs:
@@ -182,8 +227,14 @@ def test_cosine_schedule_follows_half_cosine(tmp_path, t_max, min_lr, epochs):
 
 def test_reduce_on_plateau_cuts_lr_after_patience_down_to_min_lr(tmp_path):
     # min_delta is so large that no epoch after the first counts as an improvement.
-    schedule = {"type": "reduce_on_plateau", "monitor": "loss", "patience": 1, "factor": 0.5, "min_delta": 1e6,
-                "min_lr": 0.04}  # fmt: skip
+    schedule = {
+        "type": "reduce_on_plateau",
+        "monitor": "loss",
+        "patience": 1,
+        "factor": 0.5,
+        "min_delta": 1e6,
+        "min_lr": 0.04,
+    }
     spec = job(optimizer={"type": "sgd", "learning_rate": 0.1}, lr_schedule=schedule, epochs=4)
     assert lrs(run(spec, tmp_path)) == pytest.approx([0.1, 0.1, 0.05, 0.04])
 
@@ -197,8 +248,13 @@ def test_reduce_on_plateau_cuts_lr_after_patience_down_to_min_lr(tmp_path):
 )
 def test_reduce_on_plateau_follows_monitor(tmp_path, schedule):
     base = 0.3
-    spec = job(optimizer={"type": "sgd", "learning_rate": base}, metrics=("mae",), validation_split=0.2,
-               lr_schedule=schedule, epochs=5)  # fmt: skip
+    spec = job(
+        optimizer={"type": "sgd", "learning_rate": base},
+        metrics=("mae",),
+        validation_split=0.2,
+        lr_schedule=schedule,
+        epochs=5,
+    )
     result = run(spec, tmp_path)
     s = spec.fit.lr_schedule
     # The reference: Keras' ReduceLROnPlateau, applied to the monitored values the run reported.
@@ -216,8 +272,9 @@ def test_reduce_on_plateau_follows_monitor(tmp_path, schedule):
     assert min(expected) < base  # the run did plateau, so a cut was checked
 
 
-@pytest.mark.parametrize("regularization", [{"l1": 1e-3}, {"l2": 1e-2}, {"l1": 1e-4, "l2": 1e-3}],
-                         ids=["l1", "l2", "l1+l2"])  # fmt: skip
+@pytest.mark.parametrize(
+    "regularization", [{"l1": 1e-3}, {"l2": 1e-2}, {"l1": 1e-4, "l2": 1e-3}], ids=["l1", "l2", "l1+l2"]
+)
 def test_train_completes_with_regularization(tmp_path, regularization):
     spec = job(compile_extra={"regularization": regularization})
     result = run(spec, tmp_path)
@@ -306,78 +363,206 @@ def _layers(*layers: dict[str, Any]) -> dict[str, Any]:
 BAD_SPECS = [
     # (payload, loc, type, message); a message starting with "Value error, " is ours, matched exactly.
     pytest.param(_with(extra=1), ("extra",), "extra_forbidden", "Extra inputs are not permitted", id="extra-top"),
-    pytest.param(_layers({"type": "dense", "units": 10, "activaton": "softmax"}),
-                 ("model", "layers", 1, "dense", "activaton"), "extra_forbidden", "Extra inputs are not permitted",
-                 id="extra-layer-field"),
-    pytest.param(_with(fit={"epoch": 3}), ("fit", "epoch"), "extra_forbidden", "Extra inputs are not permitted",
-                 id="extra-fit-field"),
-    pytest.param(_with(compile={"loss": "mse", "optimizer": {"type": "adam", "lr": 0.1}}),
-                 ("compile", "optimizer", "adam", "lr"), "extra_forbidden", "Extra inputs are not permitted",
-                 id="extra-optimizer-field"),
-    pytest.param(_layers({"type": "dropout", "rate": 1.5}, dense(10)), ("model", "layers", 1, "dropout", "rate"),
-                 "less_than", "Input should be less than 1", id="dropout-rate-1.5"),
-    pytest.param(_layers({"type": "dense", "units": 0}), ("model", "layers", 1, "dense", "units"),
-                 "greater_than_equal", "Input should be greater than or equal to 1", id="dense-units-0"),
-    pytest.param(_layers({"type": "conv1d", "filters": 2, "kernel_size": 65}),
-                 ("model", "layers", 1, "conv1d", "kernel_size"), "less_than_equal",
-                 "Input should be less than or equal to 64", id="kernel-65"),
-    pytest.param(_with(fit={"epochs": 0}), ("fit", "epochs"), "greater_than_equal",
-                 "Input should be greater than or equal to 1", id="epochs-0"),
-    pytest.param(_with(fit={"validation_split": 0.95}), ("fit", "validation_split"), "less_than_equal",
-                 "Input should be less than or equal to 0.9", id="validation-split-0.95"),
-    pytest.param(_with(compile={"loss": "mse", "optimizer": {"type": "adam", "learning_rate": float("nan")}}),
-                 ("compile", "optimizer", "adam", "learning_rate"), "finite_number", "Input should be a finite number",
-                 id="learning-rate-nan"),
-    pytest.param(_with(compile={"loss": "mse", "optimizer": {"type": "sgd", "learning_rate": float("inf")}}),
-                 ("compile", "optimizer", "sgd", "learning_rate"), "finite_number", "Input should be a finite number",
-                 id="learning-rate-inf"),
-    pytest.param(_with(compile={"loss": "mse", "clip_grad_norm": float("nan")}), ("compile", "clip_grad_norm"),
-                 "finite_number", "Input should be a finite number", id="clip-nan"),
-    pytest.param(_with(compile={"loss": "mse", "optimizer": {"type": "adam", "learning_rate": 0}}),
-                 ("compile", "optimizer", "adam", "learning_rate"), "greater_than", "Input should be greater than 0",
-                 id="learning-rate-0"),
-    pytest.param(_layers({"type": "densse", "units": 10}), ("model", "layers", 1), "union_tag_invalid",
-                 f"Input tag 'densse' found using 'type' does not match any of the expected tags: {DENSE_TAGS}",
-                 id="unknown-layer-type"),
-    pytest.param(_layers({"units": 10}), ("model", "layers", 1), "union_tag_not_found",
-                 "Unable to extract tag using discriminator 'type'", id="layer-without-type"),
-    pytest.param(_layers({"type": "dense", "units": 10, "activation": "swish"}),
-                 ("model", "layers", 1, "dense", "activation"), "literal_error", "Input should be 'relu', ",
-                 id="unknown-activation"),
-    pytest.param(_with(compile={"loss": "mse", "optimizer": "adamx"}), ("compile", "optimizer"), "union_tag_invalid",
-                 "Input tag 'adamx' found using 'type' does not match any of the expected tags: "
-                 "'sgd', 'adagrad', 'rmsprop', 'adam', 'adamw'", id="unknown-optimizer"),
-    pytest.param(_with(compile={"loss": "hinge"}), ("compile", "loss"), "literal_error", "Input should be 'mse', ",
-                 id="unknown-loss"),
-    pytest.param(_with(model={"preset": "resnet"}), ("model", "preset"), "union_tag_invalid",
-                 "Input tag 'resnet' found using 'name' does not match any of the expected tags: "
-                 "'mlp', 'shallow_vggnet', 'alvinn'", id="unknown-preset"),
-    pytest.param(_with(model={"layers": [FLATTEN, dense(10)], "preset": "mlp"}), ("model",), "value_error",
-                 "Value error, give exactly one of `layers` or `preset`", id="layers-and-preset"),
-    pytest.param(_with(model={}), ("model",), "value_error", "Value error, give exactly one of `layers` or `preset`",
-                 id="neither-layers-nor-preset"),
-    pytest.param(_with(model={"layers": []}), ("model", "layers"), "too_short",
-                 "List should have at least 1 item after validation, not 0", id="no-layers"),
-    pytest.param(_with(dataset={"name": "digits", "id": "abc"}), ("dataset",), "value_error",
-                 "Value error, give exactly one of `name` (built-in) or `id` (uploaded)", id="name-and-id"),
-    pytest.param(_with(compile={"loss": "mse", "optimizer": {"type": "sgd", "nesterov": True}}),
-                 ("compile", "optimizer", "sgd"), "value_error", "Value error, nesterov needs a momentum above 0",
-                 id="nesterov-without-momentum"),
-    pytest.param(_with(compile={"loss": "mse", "metrics": ["mae", "mae"]}), ("compile", "metrics"), "value_error",
-                 "Value error, metrics must not repeat", id="repeated-metric"),
-    pytest.param(_with(fit={"early_stopping": {"monitor": "val_loss"}}), (), "value_error",
-                 "Value error, fit.early_stopping monitors 'val_loss', which this job does not report; "
-                 "choose one of ['loss']", id="early-stopping-val-loss-without-validation"),
-    pytest.param(_with(fit={"lr_schedule": {"type": "reduce_on_plateau"}}), (), "value_error",
-                 "Value error, fit.lr_schedule monitors 'val_loss', which this job does not report; "
-                 "choose one of ['loss']", id="plateau-val-loss-without-validation"),
-    pytest.param(_with(fit={"validation_split": 0.2, "early_stopping": {"monitor": "val_accuracy"}}), (),
-                 "value_error", "Value error, fit.early_stopping monitors 'val_accuracy', which this job does not "
-                 "report; choose one of ['loss', 'val_loss']", id="early-stopping-unreported-metric"),
-    pytest.param(_with(dataset={"name": "digits", "validation_split": 0.2}, fit={"validation_split": 0.1}), (),
-                 "value_error", "Value error, give validation_split in `fit` or in `dataset`, not both",
-                 id="validation-split-twice"),
-]  # fmt: skip
+    pytest.param(
+        _layers({"type": "dense", "units": 10, "activaton": "softmax"}),
+        ("model", "layers", 1, "dense", "activaton"),
+        "extra_forbidden",
+        "Extra inputs are not permitted",
+        id="extra-layer-field",
+    ),
+    pytest.param(
+        _with(fit={"epoch": 3}),
+        ("fit", "epoch"),
+        "extra_forbidden",
+        "Extra inputs are not permitted",
+        id="extra-fit-field",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "optimizer": {"type": "adam", "lr": 0.1}}),
+        ("compile", "optimizer", "adam", "lr"),
+        "extra_forbidden",
+        "Extra inputs are not permitted",
+        id="extra-optimizer-field",
+    ),
+    pytest.param(
+        _layers({"type": "dropout", "rate": 1.5}, dense(10)),
+        ("model", "layers", 1, "dropout", "rate"),
+        "less_than",
+        "Input should be less than 1",
+        id="dropout-rate-1.5",
+    ),
+    pytest.param(
+        _layers({"type": "dense", "units": 0}),
+        ("model", "layers", 1, "dense", "units"),
+        "greater_than_equal",
+        "Input should be greater than or equal to 1",
+        id="dense-units-0",
+    ),
+    pytest.param(
+        _layers({"type": "conv1d", "filters": 2, "kernel_size": 65}),
+        ("model", "layers", 1, "conv1d", "kernel_size"),
+        "less_than_equal",
+        "Input should be less than or equal to 64",
+        id="kernel-65",
+    ),
+    pytest.param(
+        _with(fit={"epochs": 0}),
+        ("fit", "epochs"),
+        "greater_than_equal",
+        "Input should be greater than or equal to 1",
+        id="epochs-0",
+    ),
+    pytest.param(
+        _with(fit={"validation_split": 0.95}),
+        ("fit", "validation_split"),
+        "less_than_equal",
+        "Input should be less than or equal to 0.9",
+        id="validation-split-0.95",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "optimizer": {"type": "adam", "learning_rate": float("nan")}}),
+        ("compile", "optimizer", "adam", "learning_rate"),
+        "finite_number",
+        "Input should be a finite number",
+        id="learning-rate-nan",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "optimizer": {"type": "sgd", "learning_rate": float("inf")}}),
+        ("compile", "optimizer", "sgd", "learning_rate"),
+        "finite_number",
+        "Input should be a finite number",
+        id="learning-rate-inf",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "clip_grad_norm": float("nan")}),
+        ("compile", "clip_grad_norm"),
+        "finite_number",
+        "Input should be a finite number",
+        id="clip-nan",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "optimizer": {"type": "adam", "learning_rate": 0}}),
+        ("compile", "optimizer", "adam", "learning_rate"),
+        "greater_than",
+        "Input should be greater than 0",
+        id="learning-rate-0",
+    ),
+    pytest.param(
+        _layers({"type": "densse", "units": 10}),
+        ("model", "layers", 1),
+        "union_tag_invalid",
+        f"Input tag 'densse' found using 'type' does not match any of the expected tags: {DENSE_TAGS}",
+        id="unknown-layer-type",
+    ),
+    pytest.param(
+        _layers({"units": 10}),
+        ("model", "layers", 1),
+        "union_tag_not_found",
+        "Unable to extract tag using discriminator 'type'",
+        id="layer-without-type",
+    ),
+    pytest.param(
+        _layers({"type": "dense", "units": 10, "activation": "swish"}),
+        ("model", "layers", 1, "dense", "activation"),
+        "literal_error",
+        "Input should be 'relu', ",
+        id="unknown-activation",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "optimizer": "adamx"}),
+        ("compile", "optimizer"),
+        "union_tag_invalid",
+        "Input tag 'adamx' found using 'type' does not match any of the expected tags: "
+        "'sgd', 'adagrad', 'rmsprop', 'adam', 'adamw'",
+        id="unknown-optimizer",
+    ),
+    pytest.param(
+        _with(compile={"loss": "hinge"}),
+        ("compile", "loss"),
+        "literal_error",
+        "Input should be 'mse', ",
+        id="unknown-loss",
+    ),
+    pytest.param(
+        _with(model={"preset": "resnet"}),
+        ("model", "preset"),
+        "union_tag_invalid",
+        "Input tag 'resnet' found using 'name' does not match any of the expected tags: "
+        "'mlp', 'shallow_vggnet', 'alvinn'",
+        id="unknown-preset",
+    ),
+    pytest.param(
+        _with(model={"layers": [FLATTEN, dense(10)], "preset": "mlp"}),
+        ("model",),
+        "value_error",
+        "Value error, give exactly one of `layers` or `preset`",
+        id="layers-and-preset",
+    ),
+    pytest.param(
+        _with(model={}),
+        ("model",),
+        "value_error",
+        "Value error, give exactly one of `layers` or `preset`",
+        id="neither-layers-nor-preset",
+    ),
+    pytest.param(
+        _with(model={"layers": []}),
+        ("model", "layers"),
+        "too_short",
+        "List should have at least 1 item after validation, not 0",
+        id="no-layers",
+    ),
+    pytest.param(
+        _with(dataset={"name": "digits", "id": "abc"}),
+        ("dataset",),
+        "value_error",
+        "Value error, give exactly one of `name` (built-in) or `id` (uploaded)",
+        id="name-and-id",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "optimizer": {"type": "sgd", "nesterov": True}}),
+        ("compile", "optimizer", "sgd"),
+        "value_error",
+        "Value error, nesterov needs a momentum above 0",
+        id="nesterov-without-momentum",
+    ),
+    pytest.param(
+        _with(compile={"loss": "mse", "metrics": ["mae", "mae"]}),
+        ("compile", "metrics"),
+        "value_error",
+        "Value error, metrics must not repeat",
+        id="repeated-metric",
+    ),
+    pytest.param(
+        _with(fit={"early_stopping": {"monitor": "val_loss"}}),
+        (),
+        "value_error",
+        "Value error, fit.early_stopping monitors 'val_loss', which this job does not report; choose one of ['loss']",
+        id="early-stopping-val-loss-without-validation",
+    ),
+    pytest.param(
+        _with(fit={"lr_schedule": {"type": "reduce_on_plateau"}}),
+        (),
+        "value_error",
+        "Value error, fit.lr_schedule monitors 'val_loss', which this job does not report; choose one of ['loss']",
+        id="plateau-val-loss-without-validation",
+    ),
+    pytest.param(
+        _with(fit={"validation_split": 0.2, "early_stopping": {"monitor": "val_accuracy"}}),
+        (),
+        "value_error",
+        "Value error, fit.early_stopping monitors 'val_accuracy', which this job does not "
+        "report; choose one of ['loss', 'val_loss']",
+        id="early-stopping-unreported-metric",
+    ),
+    pytest.param(
+        _with(dataset={"name": "digits", "validation_split": 0.2}, fit={"validation_split": 0.1}),
+        (),
+        "value_error",
+        "Value error, give validation_split in `fit` or in `dataset`, not both",
+        id="validation-split-twice",
+    ),
+]
 
 
 @pytest.mark.parametrize(("payload", "loc", "error_type", "message"), BAD_SPECS)
@@ -398,15 +583,20 @@ def test_validate_rejects_bad_spec(payload, loc, error_type, message):
     "payload",
     [
         pytest.param(_with(fit={"validation_split": 0.2, "early_stopping": {"monitor": "val_loss"}}), id="fit-split"),
-        pytest.param(_with(dataset={"name": "digits", "validation_split": 0.2},
-                           fit={"early_stopping": {"monitor": "val_loss"}}), id="dataset-split"),
-        pytest.param(_with(compile={"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
-                           fit={"validation_split": 0.2, "lr_schedule": {"type": "reduce_on_plateau",
-                                                                         "monitor": "val_accuracy"}}),
-                     id="val-accuracy"),
+        pytest.param(
+            _with(dataset={"name": "digits", "validation_split": 0.2}, fit={"early_stopping": {"monitor": "val_loss"}}),
+            id="dataset-split",
+        ),
+        pytest.param(
+            _with(
+                compile={"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+                fit={"validation_split": 0.2, "lr_schedule": {"type": "reduce_on_plateau", "monitor": "val_accuracy"}},
+            ),
+            id="val-accuracy",
+        ),
         pytest.param(_with(fit={"early_stopping": {"monitor": "loss"}}), id="train-loss"),
     ],
-)  # fmt: skip
+)
 def test_validate_accepts_reported_monitor(payload):
     spec = JobSpec.model_validate(payload)
     monitors = [m for m in (spec.fit.early_stopping, spec.fit.lr_schedule) if m is not None]
@@ -430,83 +620,185 @@ ROAD_INFO = DataInfo(input_shape=(30, 32), task="regression", target_dim=30, kin
 SPARSE = "sparse_categorical_crossentropy"
 
 
-def dry_job(layers: list[dict[str, Any]] | None = None, loss: str = SPARSE, metrics: tuple[str, ...] = (),
-            preset: Any = None, optimizer: Any = "adam", **fit: Any) -> JobSpec:  # fmt: skip
+def dry_job(
+    layers: list[dict[str, Any]] | None = None,
+    loss: str = SPARSE,
+    metrics: tuple[str, ...] = (),
+    preset: Any = None,
+    optimizer: Any = "adam",
+    **fit: Any,
+) -> JobSpec:
     model = {"preset": preset} if preset is not None else {"layers": layers}
-    return JobSpec.model_validate({"dataset": {"name": "digits"}, "model": model,
-                                   "compile": {"loss": loss, "metrics": list(metrics), "optimizer": optimizer},
-                                   "fit": fit})  # fmt: skip
+    return JobSpec.model_validate(
+        {
+            "dataset": {"name": "digits"},
+            "model": model,
+            "compile": {"loss": loss, "metrics": list(metrics), "optimizer": optimizer},
+            "fit": fit,
+        }
+    )
 
 
 CONV3 = {"type": "conv2d", "filters": 4, "kernel_size": 3}
 
 DRY_RUN_ERRORS = [
-    pytest.param(dry_job([FLATTEN, dense(64), CONV3, FLATTEN, dense(10)]), DIGITS,
-                 "layer 2 (conv2d): expected 3-D (C, H, W) input, received (64,)", ("model", "layers", 2),
-                 id="conv2d-after-dense"),
-    pytest.param(dry_job([FLATTEN, dense(3, "softmax")]), DIGITS,
-                 "output has 3 units but the dataset has 10 classes", ("model", "layers", 1), id="3-units-10-classes"),
-    pytest.param(dry_job([dense(3, "softmax")], "categorical_crossentropy"), MOONS_INFO,
-                 "output has 3 units but the dataset has 2 classes (or 1 unit for binary_crossentropy)",
-                 ("model", "layers", 0), id="3-units-2-classes"),
-    pytest.param(dry_job([FLATTEN, dense(10, "sigmoid")]), DIGITS,
-                 "sparse_categorical_crossentropy needs the last layer's activation to be softmax (or linear logits), "
-                 "not sigmoid", ("model", "layers", 1), id="sigmoid-with-sparse-crossentropy"),
-    pytest.param(dry_job([FLATTEN, dense(10), {"type": "activation", "activation": "sigmoid"}]), DIGITS,
-                 "sparse_categorical_crossentropy needs the last layer's activation to be softmax (or linear logits), "
-                 "not sigmoid", ("model", "layers", 2), id="sigmoid-activation-layer-last"),
-    pytest.param(dry_job([dense(2, "softmax")], "binary_crossentropy"), MOONS_INFO,
-                 "binary_crossentropy needs the last layer's activation to be sigmoid (or linear logits), not softmax",
-                 ("model", "layers", 0), id="softmax-with-binary-crossentropy"),
-    pytest.param(dry_job([dense(1)], SPARSE), SINE_INFO,
-                 "sparse_categorical_crossentropy needs a classification dataset; this one is regression",
-                 ("compile", "loss"), id="crossentropy-on-regression"),
-    pytest.param(dry_job([dense(1)], "mse", ("accuracy",)), SINE_INFO,
-                 "accuracy needs a classification dataset; use mae or mse", ("compile", "metrics"),
-                 id="accuracy-on-regression"),
-    pytest.param(dry_job([dense(2)], "mse"), SINE_INFO,
-                 "output has 2 units but the dataset's target has 1 values", ("model", "layers", 0),
-                 id="regression-output-size"),
-    pytest.param(dry_job([CONV3, dense(10)]), DIGITS,
-                 "the model's output is (4, 6, 10) per sample; end with flatten and a dense layer",
-                 ("model", "layers", 1), id="output-not-flat"),
-    pytest.param(dry_job([{"type": "conv2d", "filters": 4, "kernel_size": 9}, FLATTEN, dense(10)]), DIGITS,
-                 "layer 0 (conv2d): window (9, 9) does not fit the input (1, 8, 8) with padding 'valid'",
-                 ("model", "layers", 0), id="kernel-bigger-than-input"),
-    pytest.param(dry_job([{"type": "maxpool2d", "pool_size": [2, 9]}, FLATTEN, dense(10)]), DIGITS,
-                 "layer 0 (maxpool2d): window (2, 9) does not fit the input (1, 8, 8) with padding 'valid'",
-                 ("model", "layers", 0), id="pool-bigger-than-input"),
-    pytest.param(dry_job([{"type": "reshape", "target_shape": [5, 13]}, FLATTEN, dense(10)]), DIGITS,
-                 "layer 0 (reshape): cannot reshape (1, 8, 8) (64 values) into (5, 13)", ("model", "layers", 0),
-                 id="reshape-wrong-size"),
-    pytest.param(dry_job([{"type": "reshape", "target_shape": [-1, 7]}, FLATTEN, dense(10)]), DIGITS,
-                 "layer 0 (reshape): cannot reshape (1, 8, 8) (64 values) into (-1, 7)", ("model", "layers", 0),
-                 id="reshape-indivisible"),
-    pytest.param(dry_job([{"type": "reshape", "target_shape": [-1, -1]}, FLATTEN, dense(10)]), DIGITS,
-                 "layer 0 (reshape): target_shape (-1, -1) may hold one -1 and otherwise positive sizes",
-                 ("model", "layers", 0), id="reshape-two-wildcards"),
-    pytest.param(dry_job([FLATTEN, {"type": "embedding", "input_dim": 10, "output_dim": 4}, FLATTEN, dense(10)]),
-                 DIGITS, "layer 1 (embedding): must be the first layer, it takes token ids", ("model", "layers", 1),
-                 id="embedding-not-first"),
-    pytest.param(dry_job([{"type": "embedding", "input_dim": 10, "output_dim": 4}, FLATTEN, dense(10)]), DIGITS,
-                 "layer 0 (embedding): expected 1-D (L,) token-id input, received (1, 8, 8)", ("model", "layers", 0),
-                 id="embedding-on-image"),
-    pytest.param(dry_job([{"type": "conv1d", "filters": 4, "kernel_size": 3}, FLATTEN, dense(10)]), DIGITS,
-                 "layer 0 (conv1d): expected 2-D (C, L) input, received (1, 8, 8)", ("model", "layers", 0),
-                 id="conv1d-on-image"),
-    pytest.param(dry_job([FLATTEN, {"type": "global_avgpool"}, dense(10)]), DIGITS,
-                 "layer 1 (global_avgpool): expected (C, ...) input with spatial axes, received (64,)",
-                 ("model", "layers", 1), id="global-avgpool-on-vector"),
-    pytest.param(dry_job(preset="shallow_vggnet"), MOONS_INFO,
-                 "shallow_vggnet takes (C, H, W) images; this dataset's samples are (2,)", ("model", "preset"),
-                 id="shallow-vggnet-on-tabular"),
-    pytest.param(dry_job(preset="alvinn", loss="mse"), DIGITS,
-                 "alvinn takes 30x32 images; this dataset's samples are (1, 8, 8)", ("model", "preset"),
-                 id="alvinn-on-digits"),
-    pytest.param(dry_job(preset="alvinn", loss="mse"), SINE_INFO,
-                 "alvinn takes 30x32 images; this dataset's samples are (1,)", ("model", "preset"),
-                 id="alvinn-on-tabular"),
-]  # fmt: skip
+    pytest.param(
+        dry_job([FLATTEN, dense(64), CONV3, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 2 (conv2d): expected 3-D (C, H, W) input, received (64,)",
+        ("model", "layers", 2),
+        id="conv2d-after-dense",
+    ),
+    pytest.param(
+        dry_job([FLATTEN, dense(3, "softmax")]),
+        DIGITS,
+        "output has 3 units but the dataset has 10 classes",
+        ("model", "layers", 1),
+        id="3-units-10-classes",
+    ),
+    pytest.param(
+        dry_job([dense(3, "softmax")], "categorical_crossentropy"),
+        MOONS_INFO,
+        "output has 3 units but the dataset has 2 classes (or 1 unit for binary_crossentropy)",
+        ("model", "layers", 0),
+        id="3-units-2-classes",
+    ),
+    pytest.param(
+        dry_job([FLATTEN, dense(10, "sigmoid")]),
+        DIGITS,
+        "sparse_categorical_crossentropy needs the last layer's activation to be softmax (or linear logits), "
+        "not sigmoid",
+        ("model", "layers", 1),
+        id="sigmoid-with-sparse-crossentropy",
+    ),
+    pytest.param(
+        dry_job([FLATTEN, dense(10), {"type": "activation", "activation": "sigmoid"}]),
+        DIGITS,
+        "sparse_categorical_crossentropy needs the last layer's activation to be softmax (or linear logits), "
+        "not sigmoid",
+        ("model", "layers", 2),
+        id="sigmoid-activation-layer-last",
+    ),
+    pytest.param(
+        dry_job([dense(2, "softmax")], "binary_crossentropy"),
+        MOONS_INFO,
+        "binary_crossentropy needs the last layer's activation to be sigmoid (or linear logits), not softmax",
+        ("model", "layers", 0),
+        id="softmax-with-binary-crossentropy",
+    ),
+    pytest.param(
+        dry_job([dense(1)], SPARSE),
+        SINE_INFO,
+        "sparse_categorical_crossentropy needs a classification dataset; this one is regression",
+        ("compile", "loss"),
+        id="crossentropy-on-regression",
+    ),
+    pytest.param(
+        dry_job([dense(1)], "mse", ("accuracy",)),
+        SINE_INFO,
+        "accuracy needs a classification dataset; use mae or mse",
+        ("compile", "metrics"),
+        id="accuracy-on-regression",
+    ),
+    pytest.param(
+        dry_job([dense(2)], "mse"),
+        SINE_INFO,
+        "output has 2 units but the dataset's target has 1 values",
+        ("model", "layers", 0),
+        id="regression-output-size",
+    ),
+    pytest.param(
+        dry_job([CONV3, dense(10)]),
+        DIGITS,
+        "the model's output is (4, 6, 10) per sample; end with flatten and a dense layer",
+        ("model", "layers", 1),
+        id="output-not-flat",
+    ),
+    pytest.param(
+        dry_job([{"type": "conv2d", "filters": 4, "kernel_size": 9}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 0 (conv2d): window (9, 9) does not fit the input (1, 8, 8) with padding 'valid'",
+        ("model", "layers", 0),
+        id="kernel-bigger-than-input",
+    ),
+    pytest.param(
+        dry_job([{"type": "maxpool2d", "pool_size": [2, 9]}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 0 (maxpool2d): window (2, 9) does not fit the input (1, 8, 8) with padding 'valid'",
+        ("model", "layers", 0),
+        id="pool-bigger-than-input",
+    ),
+    pytest.param(
+        dry_job([{"type": "reshape", "target_shape": [5, 13]}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 0 (reshape): cannot reshape (1, 8, 8) (64 values) into (5, 13)",
+        ("model", "layers", 0),
+        id="reshape-wrong-size",
+    ),
+    pytest.param(
+        dry_job([{"type": "reshape", "target_shape": [-1, 7]}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 0 (reshape): cannot reshape (1, 8, 8) (64 values) into (-1, 7)",
+        ("model", "layers", 0),
+        id="reshape-indivisible",
+    ),
+    pytest.param(
+        dry_job([{"type": "reshape", "target_shape": [-1, -1]}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 0 (reshape): target_shape (-1, -1) may hold one -1 and otherwise positive sizes",
+        ("model", "layers", 0),
+        id="reshape-two-wildcards",
+    ),
+    pytest.param(
+        dry_job([FLATTEN, {"type": "embedding", "input_dim": 10, "output_dim": 4}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 1 (embedding): must be the first layer, it takes token ids",
+        ("model", "layers", 1),
+        id="embedding-not-first",
+    ),
+    pytest.param(
+        dry_job([{"type": "embedding", "input_dim": 10, "output_dim": 4}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 0 (embedding): expected 1-D (L,) token-id input, received (1, 8, 8)",
+        ("model", "layers", 0),
+        id="embedding-on-image",
+    ),
+    pytest.param(
+        dry_job([{"type": "conv1d", "filters": 4, "kernel_size": 3}, FLATTEN, dense(10)]),
+        DIGITS,
+        "layer 0 (conv1d): expected 2-D (C, L) input, received (1, 8, 8)",
+        ("model", "layers", 0),
+        id="conv1d-on-image",
+    ),
+    pytest.param(
+        dry_job([FLATTEN, {"type": "global_avgpool"}, dense(10)]),
+        DIGITS,
+        "layer 1 (global_avgpool): expected (C, ...) input with spatial axes, received (64,)",
+        ("model", "layers", 1),
+        id="global-avgpool-on-vector",
+    ),
+    pytest.param(
+        dry_job(preset="shallow_vggnet"),
+        MOONS_INFO,
+        "shallow_vggnet takes (C, H, W) images; this dataset's samples are (2,)",
+        ("model", "preset"),
+        id="shallow-vggnet-on-tabular",
+    ),
+    pytest.param(
+        dry_job(preset="alvinn", loss="mse"),
+        DIGITS,
+        "alvinn takes 30x32 images; this dataset's samples are (1, 8, 8)",
+        ("model", "preset"),
+        id="alvinn-on-digits",
+    ),
+    pytest.param(
+        dry_job(preset="alvinn", loss="mse"),
+        SINE_INFO,
+        "alvinn takes 30x32 images; this dataset's samples are (1,)",
+        ("model", "preset"),
+        id="alvinn-on-tabular",
+    ),
+]
 
 
 @pytest.mark.parametrize(("spec", "info", "message", "loc"), DRY_RUN_ERRORS)
@@ -552,16 +844,26 @@ def test_dry_run_reports_parameters_and_memory(optimizer, slots):
 @pytest.mark.parametrize(
     ("spec", "info", "parameters", "output_shape"),
     [
-        pytest.param(dry_job([{**CONV3, "padding": "same"}, FLATTEN, dense(10)]), DIGITS,
-                     (9 * 4 + 4) + (4 * 64 * 10 + 10), (10,), id="conv-same"),
+        pytest.param(
+            dry_job([{**CONV3, "padding": "same"}, FLATTEN, dense(10)]),
+            DIGITS,
+            (9 * 4 + 4) + (4 * 64 * 10 + 10),
+            (10,),
+            id="conv-same",
+        ),
         pytest.param(dry_job(preset="alvinn", loss="mse"), ROAD_INFO, 960 * 4 + 4 + 4 * 30 + 30, (30,), id="alvinn"),
         pytest.param(dry_job([dense(1, "sigmoid")], "binary_crossentropy"), MOONS_INFO, 3, (1,), id="binary"),
-        pytest.param(dry_job([{"type": "embedding", "input_dim": 20, "output_dim": 4}, FLATTEN, dense(2)],
-                             "binary_crossentropy"),
-                     DataInfo(input_shape=(6,), task="classification", num_classes=2), 20 * 4 + 24 * 2 + 2, (2,),
-                     id="embedding-2-units-binary"),
+        pytest.param(
+            dry_job(
+                [{"type": "embedding", "input_dim": 20, "output_dim": 4}, FLATTEN, dense(2)], "binary_crossentropy"
+            ),
+            DataInfo(input_shape=(6,), task="classification", num_classes=2),
+            20 * 4 + 24 * 2 + 2,
+            (2,),
+            id="embedding-2-units-binary",
+        ),
     ],
-)  # fmt: skip
+)
 def test_dry_run_accepts_valid_spec(spec, info, parameters, output_shape):
     report = dry_run(spec, info)
     assert report.estimated_memory_bytes > 0

@@ -26,14 +26,28 @@ def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
 
 
 def train_data(spec: JobSpec, ds: Dataset) -> TrainData:
-    prepared = prepare(ds, validation_split=spec.validation_split, test_split=spec.dataset.test_split,
-                       seed=spec.fit.seed, standardize=spec.dataset.standardize, tokens=takes_tokens(spec),
-                       binarize=spec.dataset.binarize)  # fmt: skip
+    prepared = prepare(
+        ds,
+        validation_split=spec.validation_split,
+        test_split=spec.dataset.test_split,
+        seed=spec.fit.seed,
+        standardize=spec.dataset.standardize,
+        tokens=takes_tokens(spec),
+        binarize=spec.dataset.binarize,
+    )
     x_train, y_train = _tensor(prepared.x_train), _tensor(prepared.y_train)
     assert x_train is not None and y_train is not None  # noqa: S101
-    return TrainData(ds.info(), x_train, y_train, _tensor(prepared.x_val), _tensor(prepared.y_val),
-                     _tensor(prepared.x_test), _tensor(prepared.y_test), prepared.preprocessing,
-                     ds.class_names)  # fmt: skip
+    return TrainData(
+        ds.info(),
+        x_train,
+        y_train,
+        _tensor(prepared.x_val),
+        _tensor(prepared.y_val),
+        _tensor(prepared.x_test),
+        _tensor(prepared.y_test),
+        prepared.preprocessing,
+        ds.class_names,
+    )
 
 
 def load_train_data(spec: JobSpec, resolve_upload: Callable[[str], Path] | None = None) -> TrainData:

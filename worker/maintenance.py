@@ -31,8 +31,9 @@ from core.settings import Settings
 log = logging.getLogger("fitserve.maintenance")
 
 
-def run_once(settings: Settings, enqueue: Callable[[str], None] = enqueue_training,
-             reap: bool = True) -> tuple[list[str], list[str]]:  # fmt: skip
+def run_once(
+    settings: Settings, enqueue: Callable[[str], None] = enqueue_training, reap: bool = True
+) -> tuple[list[str], list[str]]:
     """One pass: (reaped ids, swept ids), each enqueued after its UPDATE is committed."""
     reaped: list[str] = []
     if reap:
@@ -80,8 +81,11 @@ class Maintenance(threading.Thread):
                 if unreachable(exc):
                     hold = self.settings.lease_seconds + self.settings.sweep_interval_seconds
                     self.reap_after = time.monotonic() + hold
-                    log.warning("maintenance pass failed, the database is unreachable; the reaper holds off until "
-                                "a lease after it is back: %s", type(exc).__name__)  # fmt: skip
+                    log.warning(
+                        "maintenance pass failed, the database is unreachable; the reaper holds off until "
+                        "a lease after it is back: %s",
+                        type(exc).__name__,
+                    )
                 else:
                     log.exception("maintenance pass failed")
 

@@ -28,8 +28,7 @@ class WorkerRefused(Exception):
     the job's reason."""
 
 
-def place(device: str | None, precision: str | None, worker_device: str | None,
-          cuda: bool, bf16: bool) -> Placement:  # fmt: skip
+def place(device: str | None, precision: str | None, worker_device: str | None, cuda: bool, bf16: bool) -> Placement:
     """The placement for an attempt of a job that began on `device` at `precision` (both None
     before its first start), on a worker configured with `worker_device` that has CUDA or not and
     bf16 support or not."""

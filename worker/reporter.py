@@ -26,8 +26,9 @@ STOPPING = threading.Event()
 
 
 class JobReporter(Callback):
-    def __init__(self, job_id: str, attempt: int, settings: Settings, trained_before: float = 0.0,
-                 epoch: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, job_id: str, attempt: int, settings: Settings, trained_before: float = 0.0, epoch: int = 0
+    ) -> None:
         self.job_id, self.attempt, self.settings = job_id, attempt, settings
         # Every attempt's time counts toward fit.max_seconds: this one's is added from the claim on.
         self.trained_before, self.claimed_at = trained_before, time.monotonic()
@@ -47,18 +48,29 @@ class JobReporter(Callback):
         self.batch = self.epochs = self.steps = 0
         self.epoch = epoch  # where earlier attempts left it, until this one says where it resumes
         # The thread runs in a copy of this context, so its log records carry the job id and attempt too.
-        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
-                                        name=f"reporter-{job_id}", daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._loop,), name=f"reporter-{job_id}", daemon=True
+        )
 
     # -- engine hooks (training thread) ------------------------------------------------------
     def on_train_start(self, start: TrainStart) -> None:
         self.epochs, self.steps, self.epoch = start.epochs, start.steps_per_epoch, start.start_epoch
         if start.start_epoch:
-            log.info("job %s attempt %s: resuming after epoch %d, from its checkpoint", self.job_id, self.attempt,
-                     start.start_epoch)  # fmt: skip
+            log.info(
+                "job %s attempt %s: resuming after epoch %d, from its checkpoint",
+                self.job_id,
+                self.attempt,
+                start.start_epoch,
+            )
         with self._lock:
-            self._progress.update(epochs=start.epochs, steps=start.steps_per_epoch, parameters=start.parameters,
-                                  device=start.device, precision=start.precision, epoch=start.start_epoch)  # fmt: skip
+            self._progress.update(
+                epochs=start.epochs,
+                steps=start.steps_per_epoch,
+                parameters=start.parameters,
+                device=start.device,
+                precision=start.precision,
+                epoch=start.start_epoch,
+            )
         self.start()
         self._wake.set()
 
@@ -71,8 +83,15 @@ class JobReporter(Callback):
         self.epoch, self.batch = epoch, batch  # plain ints: read by the heartbeat, no lock needed
 
     def _row(self, epoch: int, step: int, name: str, value: float) -> dict[str, Any]:
-        return {"job_id": self.job_id, "attempt": self.attempt, "step": step, "epoch": epoch, "name": name,
-                "value": value, "time": utcnow()}  # fmt: skip
+        return {
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "step": step,
+            "epoch": epoch,
+            "name": name,
+            "value": value,
+            "time": utcnow(),
+        }
 
     def on_step_loss(self, epoch: int, step: int, loss: float) -> None:
         with self._lock:
@@ -91,9 +110,17 @@ class JobReporter(Callback):
     def on_checkpoint(self, info: CheckpointInfo) -> None:
         path = info.path.relative_to(self.settings.artifacts_dir)
         with self._lock:
-            self._checkpoints.append({"job_id": self.job_id, "attempt": self.attempt, "epoch": info.epoch,
-                                      "path": str(path), "sha256": info.sha256, "metrics": info.metrics,
-                                      "created_at": utcnow()})  # fmt: skip
+            self._checkpoints.append(
+                {
+                    "job_id": self.job_id,
+                    "attempt": self.attempt,
+                    "epoch": info.epoch,
+                    "path": str(path),
+                    "sha256": info.sha256,
+                    "metrics": info.metrics,
+                    "created_at": utcnow(),
+                }
+            )
             self._pruned.extend(info.pruned)
 
     def should_stop(self) -> bool:
@@ -115,8 +142,12 @@ class JobReporter(Callback):
         with self._lock:
             metrics, checkpoints, pruned = self._metrics, self._checkpoints, self._pruned
             self._metrics, self._checkpoints, self._pruned = [], [], []
-            progress = {**self._progress, "epoch": self.epoch, "step": self.batch,
-                        "trained_seconds": self.trained_before + time.monotonic() - self.claimed_at}  # fmt: skip
+            progress = {
+                **self._progress,
+                "epoch": self.epoch,
+                "step": self.batch,
+                "trained_seconds": self.trained_before + time.monotonic() - self.claimed_at,
+            }
         try:
             with session_scope() as session:
                 # Numbered afresh in every transaction: a failed one gave its numbers back.
@@ -127,14 +158,23 @@ class JobReporter(Callback):
                     metrics_repo.add_checkpoint(session=session, row=row)
                 metrics_repo.drop_checkpoints(session=session, job_id=self.job_id, epochs=pruned)
                 ours, cancel, seq = jobs_repo.heartbeat(
-                    session=session, job_id=self.job_id, attempt=self.attempt,
-                    lease_seconds=self.settings.lease_seconds, progress=progress)  # fmt: skip
+                    session=session,
+                    job_id=self.job_id,
+                    attempt=self.attempt,
+                    lease_seconds=self.settings.lease_seconds,
+                    progress=progress,
+                )
                 if ours:  # the streams show progress too: every beat is news, delivered at commit
                     events_repo.notify(session=session, job_id=self.job_id, seq=seq)
         except SQLAlchemyError as exc:
             self._error = exc
-            log.warning("job %s attempt %s: database unavailable, keeping %d rows: %s", self.job_id, self.attempt,
-                        len(metrics), exc)  # fmt: skip
+            log.warning(
+                "job %s attempt %s: database unavailable, keeping %d rows: %s",
+                self.job_id,
+                self.attempt,
+                len(metrics),
+                exc,
+            )
             with self._lock:
                 self._metrics[:0], self._checkpoints[:0], self._pruned[:0] = metrics, checkpoints, pruned
             return False
@@ -152,11 +192,18 @@ class JobReporter(Callback):
         if self._thread.is_alive():
             self._thread.join()
         try:
-            patiently(self._flush_or_raise, patience=self.settings.database_patience_seconds,
-                      what=f"job {self.job_id} attempt {self.attempt}: its last rows")  # fmt: skip
+            patiently(
+                self._flush_or_raise,
+                patience=self.settings.database_patience_seconds,
+                what=f"job {self.job_id} attempt {self.attempt}: its last rows",
+            )
         except SQLAlchemyError:
-            log.error("job %s attempt %s: the database stayed unreachable; %d metric rows not written",
-                      self.job_id, self.attempt, len(self._metrics))  # fmt: skip
+            log.error(
+                "job %s attempt %s: the database stayed unreachable; %d metric rows not written",
+                self.job_id,
+                self.attempt,
+                len(self._metrics),
+            )
 
     def _flush_or_raise(self) -> None:
         if not self.flush():

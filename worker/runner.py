@@ -41,8 +41,12 @@ def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-unt
             return upload_path(settings.artifacts_dir, row.id, row.format)
 
     def resolve(dataset_id: str) -> Path:
-        return patiently(lambda: lookup(dataset_id), patience=settings.database_patience_seconds,
-                         what=f"dataset {dataset_id}: lookup", stop=STOPPING)  # fmt: skip
+        return patiently(
+            lambda: lookup(dataset_id),
+            patience=settings.database_patience_seconds,
+            what=f"dataset {dataset_id}: lookup",
+            stop=STOPPING,
+        )
 
     return resolve
 
@@ -52,8 +56,10 @@ def describe_outcome(spec: JobSpec, result: TrainResult, reporter: JobReporter) 
         return JobStatus.CANCELLED, f"cancelled by request at epoch {reporter.epoch}, step {reporter.batch}"
     if result.status == "early_stopped" and spec.fit.early_stopping is not None:
         es = spec.fit.early_stopping
-        return JobStatus.SUCCEEDED, (f"stopped early at epoch {result.epochs_done}: {es.monitor} did not improve for "
-                             f"{es.patience + 1} epochs (best epoch {result.best_epoch})")  # fmt: skip
+        return JobStatus.SUCCEEDED, (
+            f"stopped early at epoch {result.epochs_done}: {es.monitor} did not improve for "
+            f"{es.patience + 1} epochs (best epoch {result.best_epoch})"
+        )
     return JobStatus.SUCCEEDED, f"completed {result.epochs_done} epochs"
 
 
@@ -74,11 +80,16 @@ def run_job(job_id: str, owner: str) -> str:
 
 def _run_job(job_id: str, owner: str) -> str:
     settings = get_settings()
-    claimed = patiently(lambda: _claim(job_id, owner, settings), patience=settings.database_patience_seconds,
-                        what=f"job {job_id}: claim", stop=STOPPING)  # fmt: skip
+    claimed = patiently(
+        lambda: _claim(job_id, owner, settings),
+        patience=settings.database_patience_seconds,
+        what=f"job {job_id}: claim",
+        stop=STOPPING,
+    )
     if claimed is None:
-        log.info("job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); "
-                 "skipping", job_id)  # fmt: skip
+        log.info(
+            "job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); skipping", job_id
+        )
         return "skipped"
     attempt, trained_before = claimed.attempt, claimed.trained_seconds
     bind_job(job_id, attempt)  # every record of this process from here on carries job_id and attempt
@@ -93,14 +104,25 @@ def _run_job(job_id: str, owner: str) -> str:
         limit = job_seconds(spec, settings)
         reporter.deadline = time.monotonic() + limit - trained_before  # the limit counts every attempt
         data = load_train_data(spec, _upload_resolver(settings, claimed.tenant_id))
-        result = train(spec, data, job_dir(settings.artifacts_dir, job_id), [reporter], resume=True,
-                       device=placement.device, mixed_precision=placement.mixed_precision)  # fmt: skip
+        result = train(
+            spec,
+            data,
+            job_dir(settings.artifacts_dir, job_id),
+            [reporter],
+            resume=True,
+            device=placement.device,
+            mixed_precision=placement.mixed_precision,
+        )
         status, reason = describe_outcome(spec, result, reporter)
         if result.status == "cancelled" and reporter.timed_out and not reporter.cancel.is_set():
-            status, reason = JobStatus.FAILED, (
-                f"ran past its time limit of {limit:g} s over all its attempts (fit.max_seconds, at most "
-                f"{settings.max_job_seconds:g} s on this server); stopped at epoch {reporter.epoch}, step "
-                f"{reporter.batch}")  # fmt: skip
+            status, reason = (
+                JobStatus.FAILED,
+                (
+                    f"ran past its time limit of {limit:g} s over all its attempts (fit.max_seconds, at most "
+                    f"{settings.max_job_seconds:g} s on this server); stopped at epoch {reporter.epoch}, step "
+                    f"{reporter.batch}"
+                ),
+            )
         values = {"test_metrics": result.test_metrics, "epoch": result.epochs_done}
     except USER_ERRORS as exc:
         reason = str(exc)
@@ -114,8 +136,11 @@ def _run_job(job_id: str, owner: str) -> str:
         return "lost"
     if STOPPING.is_set() and status == JobStatus.CANCELLED and not reporter.cancel.is_set():
         return _preempt(job_id, attempt, reporter)
-    written = patiently(lambda: _finish(job_id, attempt, status, reason, values),
-                        patience=settings.database_patience_seconds, what=f"job {job_id}: outcome")  # fmt: skip
+    written = patiently(
+        lambda: _finish(job_id, attempt, status, reason, values),
+        patience=settings.database_patience_seconds,
+        what=f"job {job_id}: outcome",
+    )
     log.info("job %s attempt %s: %s (%s)", job_id, attempt, status if written else "fenced off", reason)
     return status if written else "lost"
 
@@ -136,21 +161,36 @@ class Claimed(NamedTuple):
 def _claim(job_id: str, owner: str, settings: Settings) -> Claimed | None:
     with session_scope() as session:
         job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds)
-        return None if job is None else Claimed(job.attempt, job.spec, job.tenant_id, job.trained_seconds, job.device,
-                                                job.precision, job.epoch, job.estimated_memory_bytes)  # fmt: skip
+        return (
+            None
+            if job is None
+            else Claimed(
+                job.attempt,
+                job.spec,
+                job.tenant_id,
+                job.trained_seconds,
+                job.device,
+                job.precision,
+                job.epoch,
+                job.estimated_memory_bytes,
+            )
+        )
 
 
 def _check_memory(estimate: int, settings: Settings) -> None:
     """A worker may allow less than the API (MAX_JOB_MEMORY_BYTES set lower where it runs)."""
     if estimate > settings.max_job_memory_bytes:
-        raise WorkerRefused(f"the job's training memory is estimated at {estimate:,} bytes, over this worker's limit "
-                            f"of {settings.max_job_memory_bytes:,} (MAX_JOB_MEMORY_BYTES where it runs)")  # fmt: skip
+        raise WorkerRefused(
+            f"the job's training memory is estimated at {estimate:,} bytes, over this worker's limit "
+            f"of {settings.max_job_memory_bytes:,} (MAX_JOB_MEMORY_BYTES where it runs)"
+        )
 
 
 def _finish(job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any]) -> bool:
     with session_scope() as session:
-        return jobs_repo.finish(session=session, job_id=job_id, attempt=attempt, status=status, reason=reason,
-                                values=values)  # fmt: skip
+        return jobs_repo.finish(
+            session=session, job_id=job_id, attempt=attempt, status=status, reason=reason, values=values
+        )
 
 
 def _preempt(job_id: str, attempt: int, reporter: JobReporter) -> str:

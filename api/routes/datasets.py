@@ -25,10 +25,21 @@ router = APIRouter(
 
 def to_public(row: Dataset) -> DatasetPublic:
     d = row.description
-    return DatasetPublic(id=row.id, name=row.name, source="uploaded", task=row.task, kind=d["kind"],
-                         input_shape=d["input_shape"], num_classes=d["num_classes"], class_names=d["class_names"],
-                         samples=d["samples"], test_samples=d["test_samples"], target=row.target,
-                         size_bytes=row.size_bytes, created_at=row.created_at)  # fmt: skip
+    return DatasetPublic(
+        id=row.id,
+        name=row.name,
+        source="uploaded",
+        task=row.task,
+        kind=d["kind"],
+        input_shape=d["input_shape"],
+        num_classes=d["num_classes"],
+        class_names=d["class_names"],
+        samples=d["samples"],
+        test_samples=d["test_samples"],
+        target=row.target,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, responses=responses(400, 413))
@@ -48,17 +59,41 @@ async def upload_dataset(
     fmt = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if fmt not in ("csv", "npz"):
         raise unprocessable(f"the file must be .csv or .npz, got {filename!r}", ("body", "file"))
-    row = await store_upload(pool=request.app.state.parse_pool, settings=settings, tenant_id=tenant.id,
-                             source=file.file, fmt=fmt, name=name or filename, target=target if fmt == "csv" else None,
-                             task=task)  # fmt: skip
+    row = await store_upload(
+        pool=request.app.state.parse_pool,
+        settings=settings,
+        tenant_id=tenant.id,
+        source=file.file,
+        fmt=fmt,
+        name=name or filename,
+        target=target if fmt == "csv" else None,
+        task=task,
+    )
     return to_public(row)
 
 
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(session: SessionDep, tenant: CurrentTenant) -> DatasetsPublic:
-    builtins = [DatasetPublic(id=None, source="builtin", **{k: d[k] for k in (
-        "name", "task", "kind", "input_shape", "num_classes", "class_names", "samples", "test_samples")})
-        for d in builtin_catalogue()]  # fmt: skip
+    builtins = [
+        DatasetPublic(
+            id=None,
+            source="builtin",
+            **{
+                k: d[k]
+                for k in (
+                    "name",
+                    "task",
+                    "kind",
+                    "input_shape",
+                    "num_classes",
+                    "class_names",
+                    "samples",
+                    "test_samples",
+                )
+            },
+        )
+        for d in builtin_catalogue()
+    ]
     uploaded = [to_public(r) for r in datasets_repo.list_datasets(session=session, tenant_id=tenant.id)]
     return DatasetsPublic(data=builtins + uploaded, count=len(builtins) + len(uploaded))
 
@@ -81,8 +116,11 @@ def delete_dataset(session: SessionDep, tenant: CurrentTenant, settings: Setting
     quota.lock_tenant(session, tenant.id)  # a submit naming it waits, then finds it gone
     using = datasets_repo.jobs_using(session=session, dataset_id=dataset_id)
     if using:
-        raise ApiError(409, f"dataset {dataset_id} is used by queued or running jobs ({', '.join(using)}); "
-                            "cancel them or wait for them to end")  # fmt: skip
+        raise ApiError(
+            409,
+            f"dataset {dataset_id} is used by queued or running jobs ({', '.join(using)}); "
+            "cancel them or wait for them to end",
+        )
     path = upload_path(settings.artifacts_dir, row.id, row.format)
     datasets_repo.delete_dataset(session=session, dataset=row)
     session.commit()  # the row goes first: a file without a row is only space, a row without a file breaks jobs

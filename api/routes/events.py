@@ -59,10 +59,9 @@ def _data(model: Any, name: str) -> dict[str, Any]:
             "event": {"const": name},
             "id": {"type": "string", "description": "the event's seq (for `job`: the stream's cursor)"},
             "retry": {"type": "integer", "minimum": 0},
-            "data": {"type": "string", "contentMediaType": "application/json",
-                     "contentSchema": schema},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema},
         },
-    }  # fmt: skip
+    }
 
 
 EVENT_DATA = ((MetricPoint, "metric"), (StatusEvent, "status"), (JobState, "job"))
@@ -110,9 +109,14 @@ async def stream_events(
         return Response(status_code=204)
     hub: Hub = request.app.state.hub
     if not hub.admit(tenant.id):
-        raise HTTPException(429, f"this tenant has {settings.max_streams_per_tenant} open event streams on this "
-                            "API process, the most it may have (FITSERVE_MAX_STREAMS_PER_TENANT); close one, or "
-                            "retry later", headers={"Retry-After": str(STREAMS_RETRY_AFTER_SECONDS)})  # fmt: skip
+        raise HTTPException(
+            429,
+            f"this tenant has {settings.max_streams_per_tenant} open event streams on this "
+            "API process, the most it may have (FITSERVE_MAX_STREAMS_PER_TENANT); close one, or "
+            "retry later",
+            headers={"Retry-After": str(STREAMS_RETRY_AFTER_SECONDS)},
+        )
     tenant_id = tenant.id
-    return EventStream(follow(hub, job_id, cursor, settings.stream_keepalive_seconds),
-                       release=lambda: hub.release(tenant_id))  # fmt: skip
+    return EventStream(
+        follow(hub, job_id, cursor, settings.stream_keepalive_seconds), release=lambda: hub.release(tenant_id)
+    )

@@ -28,9 +28,15 @@ def owned_job(session: SessionDep, tenant: Tenant, job_id: str) -> Job:
     return job
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic,
-             responses={200: {"model": JobPublic, "description": "the job this Idempotency-Key already created"},
-                        **responses(400, 409, 413)})  # fmt: skip
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    responses={
+        200: {"model": JobPublic, "description": "the job this Idempotency-Key already created"},
+        **responses(400, 409, 413),
+    },
+)
 def create_job(
     session: SessionDep,
     tenant: CurrentTenant,
@@ -80,11 +86,13 @@ def get_metrics(
     page (`has_more` says whether the page was full). Points of one step never straddle a page
     boundary unseen, since the cursor is the point's own number, not its step."""
     owned_job(session, tenant, job_id)
-    rows = metrics_repo.list_metrics(session=session, job_id=job_id, name=name, after=after, since_step=since_step,
-                                     limit=limit)  # fmt: skip
+    rows = metrics_repo.list_metrics(
+        session=session, job_id=job_id, name=name, after=after, since_step=since_step, limit=limit
+    )
     points = [to_point(r) for r in rows]
-    return MetricsPublic(data=points, count=len(points), next=points[-1].seq if points else after,
-                         has_more=len(points) == limit)  # fmt: skip
+    return MetricsPublic(
+        data=points, count=len(points), next=points[-1].seq if points else after, has_more=len(points) == limit
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(404, 409))
@@ -103,7 +111,9 @@ def list_checkpoints(
     owned_job(session, tenant, job_id)
     rows = metrics_repo.list_checkpoints(session=session, job_id=job_id)
     # Records from before pruning removed its rows, or of files lost since, are not shown.
-    data = [CheckpointPublic(epoch=r.epoch, attempt=r.attempt, sha256=r.sha256, metrics=r.metrics,
-                             created_at=r.created_at) for r in rows
-            if (settings.artifacts_dir / r.path).exists()]  # fmt: skip
+    data = [
+        CheckpointPublic(epoch=r.epoch, attempt=r.attempt, sha256=r.sha256, metrics=r.metrics, created_at=r.created_at)
+        for r in rows
+        if (settings.artifacts_dir / r.path).exists()
+    ]
     return CheckpointsPublic(data=data, count=len(data), resume_from=data[-1].epoch if data else None)

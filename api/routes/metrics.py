@@ -23,6 +23,9 @@ def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
     if token is not None:
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), token.get_secret_value()):
-            raise HTTPException(401, "the metrics token is required: Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise HTTPException(
+                401,
+                "the metrics token is required: Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

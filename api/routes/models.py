@@ -27,8 +27,12 @@ log = logging.getLogger("fitserve.api")
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401, 429, 503))
 
 
-@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
-             responses=responses(400, 404, 409, 413))  # fmt: skip
+@router.post(
+    "/{job_id}/predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    responses=responses(400, 404, 409, 413),
+)
 @PREDICT_SECONDS.time()
 def predict(
     request: Request, job_id: str, body: PredictRequest, authorization: Annotated[str | None, Header()] = None

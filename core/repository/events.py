@@ -55,16 +55,19 @@ def notify(*, session: Session, job_id: str, seq: int) -> None:
     """Tell every API process's hub that the job has news up to `seq` (at commit; PostgreSQL only:
     on SQLite the hubs poll)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": f"{job_id} {seq}"})  # fmt: skip
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": f"{job_id} {seq}"}
+        )
 
 
 def record_status(*, session: Session, changed: Iterable[Row[Any]] | Sequence[Any]) -> None:
     """Log the status changes an UPDATE ... RETURNING (id, seq, status, reason, attempt) made, and
     notify. The UPDATE bumped each job's seq itself: the change and its number are one write."""
     now = utcnow()
-    rows = [{"job_id": r.id, "seq": r.seq, "status": r.status, "reason": r.reason, "attempt": r.attempt, "time": now}
-            for r in changed]  # fmt: skip
+    rows = [
+        {"job_id": r.id, "seq": r.seq, "status": r.status, "reason": r.reason, "attempt": r.attempt, "time": now}
+        for r in changed
+    ]
     if not rows:
         return
     session.execute(insert(JobEvent), rows)
@@ -79,12 +82,20 @@ CHANGED = (Job.id, Job.seq, Job.status, Job.reason, Job.attempt)
 def read_events(*, connection: Connection, job_id: str, after: int, limit: int) -> list[Event]:
     """The job's events numbered above `after`, in order, at most `limit`. One statement, so one
     snapshot: metric rows and status changes can never be seen out of step with each other."""
-    metrics = select(Metric.seq, Metric.attempt, Metric.time, Metric.step, Metric.epoch, Metric.name, Metric.value,
-                     null().label("status"), null().label("reason")).where(
-        Metric.job_id == bindparam("job_id"), Metric.seq > bindparam("after"))  # fmt: skip
-    statuses = select(JobEvent.seq, JobEvent.attempt, JobEvent.time, null(), null(), null(), null(), JobEvent.status,
-                      JobEvent.reason).where(
-        JobEvent.job_id == bindparam("job_id"), JobEvent.seq > bindparam("after"))  # fmt: skip
+    metrics = select(
+        Metric.seq,
+        Metric.attempt,
+        Metric.time,
+        Metric.step,
+        Metric.epoch,
+        Metric.name,
+        Metric.value,
+        null().label("status"),
+        null().label("reason"),
+    ).where(Metric.job_id == bindparam("job_id"), Metric.seq > bindparam("after"))
+    statuses = select(
+        JobEvent.seq, JobEvent.attempt, JobEvent.time, null(), null(), null(), null(), JobEvent.status, JobEvent.reason
+    ).where(JobEvent.job_id == bindparam("job_id"), JobEvent.seq > bindparam("after"))
     both = union_all(metrics, statuses).subquery()
     query = select(both).order_by(both.c.seq).limit(bindparam("limit"))
     rows = connection.execute(query, {"job_id": job_id, "after": after, "limit": limit}).all()
@@ -96,8 +107,17 @@ def _event(row: Row[Any]) -> Event:
     if isinstance(time, str):  # SQLite gives a UNION's timestamps back as text
         time = datetime.fromisoformat(time)
     time = time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)  # as UTCDateTime loads it
-    return Event(seq=int(row.seq), attempt=int(row.attempt), time=time, step=row.step, epoch=row.epoch,
-                 name=row.name, value=row.value, status=row.status, reason=row.reason)  # fmt: skip
+    return Event(
+        seq=int(row.seq),
+        attempt=int(row.attempt),
+        time=time,
+        step=row.step,
+        epoch=row.epoch,
+        name=row.name,
+        value=row.value,
+        status=row.status,
+        reason=row.reason,
+    )
 
 
 def cursors(*, connection: Connection, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime]]:

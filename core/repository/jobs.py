@@ -32,8 +32,9 @@ def create_job(*, session: Session, job: Job) -> Job:
     job.seq = 1
     session.add(job)
     session.flush()
-    session.add(JobEvent(job_id=job.id, seq=1, status=job.status, reason=job.reason, attempt=job.attempt,
-                         time=job.created_at))  # fmt: skip
+    session.add(
+        JobEvent(job_id=job.id, seq=1, status=job.status, reason=job.reason, attempt=job.attempt, time=job.created_at)
+    )
     session.flush()
     return job
 
@@ -133,8 +134,9 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) ->
     return session.get(Job, job_id, populate_existing=True)
 
 
-def heartbeat(*, session: Session, job_id: str, attempt: int, lease_seconds: float,
-              progress: dict[str, Any]) -> tuple[bool, bool, int]:  # fmt: skip
+def heartbeat(
+    *, session: Session, job_id: str, attempt: int, lease_seconds: float, progress: dict[str, Any]
+) -> tuple[bool, bool, int]:
     """Renew the lease and record progress; returns (still ours, cancel requested, the job's seq; 0 if not ours)."""
     now = utcnow()
     row = session.execute(
@@ -146,8 +148,9 @@ def heartbeat(*, session: Session, job_id: str, attempt: int, lease_seconds: flo
     return (False, False, 0) if row is None else (True, bool(row[0]), int(row[1]))
 
 
-def finish(*, session: Session, job_id: str, attempt: int, status: str, reason: str,
-           values: dict[str, Any] | None = None) -> bool:  # fmt: skip
+def finish(
+    *, session: Session, job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any] | None = None
+) -> bool:
     """Write a terminal status; False if this attempt no longer owns the job."""
     assert status in TERMINAL  # noqa: S101 - callers pass constants
     changed = _transition(

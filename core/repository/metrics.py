@@ -81,8 +81,15 @@ def drop_checkpoints(*, session: Session, job_id: str, epochs: Sequence[int]) ->
         session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch.in_(epochs)))
 
 
-def list_metrics(*, session: Session, job_id: str, name: str | None = None, after: int = 0,
-                 since_step: int | None = None, limit: int = 10_000) -> list[Metric]:  # fmt: skip
+def list_metrics(
+    *,
+    session: Session,
+    job_id: str,
+    name: str | None = None,
+    after: int = 0,
+    since_step: int | None = None,
+    limit: int = 10_000,
+) -> list[Metric]:
     """A page of the job's points in sequence order, after the cursor `after` (a seq)."""
     query = select(Metric).where(Metric.job_id == job_id, Metric.seq > after)
     if name is not None:

@@ -33,8 +33,9 @@ class Decoder(nn.Module):
     """`body` yields the logits; `output` applies the output activation (a sigmoid for binary
     cross-entropy, whose loss reads the logits)."""
 
-    def __init__(self, body: nn.Sequential, head_name: str, head_alpha: float | None, output_shape: Shape,
-                 logits_loss: bool) -> None:  # fmt: skip
+    def __init__(
+        self, body: nn.Sequential, head_name: str, head_alpha: float | None, output_shape: Shape, logits_loss: bool
+    ) -> None:
         super().__init__()
         self.body = body
         self.head = activation_module(head_name, head_alpha)
@@ -61,8 +62,9 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def build_part(layers: list[Any], input_shape: Shape, initializer: str, family: str,
-               part: str) -> tuple[nn.Sequential, Shape, list[LayerSummary]]:  # fmt: skip
+def build_part(
+    layers: list[Any], input_shape: Shape, initializer: str, family: str, part: str
+) -> tuple[nn.Sequential, Shape, list[LayerSummary]]:
     """`build_layers`, with its errors pointing at `<family>.<part>[index]` instead of `model.layers`."""
     try:
         return build_layers(layers, input_shape, initializer)
@@ -72,12 +74,16 @@ def build_part(layers: list[Any], input_shape: Shape, initializer: str, family: 
 
 def build_encoder(layers: list[Any], info: DataInfo, initializer: str, family: str) -> tuple[Network, list[Any]]:
     if layers[0].type == "embedding":  # the data reach these families as feature values, never token ids
-        raise SpecError(f"{family}.encoder: layer 0 (embedding): a {family} reconstructs feature values, not token "
-                        "ids; start with the layers that read the features", (family, "encoder", 0))  # fmt: skip
+        raise SpecError(
+            f"{family}.encoder: layer 0 (embedding): a {family} reconstructs feature values, not token "
+            "ids; start with the layers that read the features",
+            (family, "encoder", 0),
+        )
     body, shape, summary = build_part(layers, info.input_shape, initializer, family, "encoder")
     last = layers[-1]
-    network = Network(body, getattr(last, "activation", "linear"), getattr(last, "alpha", None), info.input_shape,
-                      shape, tokens=False)  # fmt: skip
+    network = Network(
+        body, getattr(last, "activation", "linear"), getattr(last, "alpha", None), info.input_shape, shape, tokens=False
+    )
     return network, summary
 
 
@@ -95,8 +101,9 @@ def _output_activation(layers: list[Any]) -> tuple[list[Any], str, float | None]
     return [*layers[:index], moved, *layers[index + 1 :]], name, alpha
 
 
-def build_decoder(layers: list[Any], code_shape: Shape, info: DataInfo, spec: JobSpec,
-                  initializer: str) -> tuple[Decoder, list[LayerSummary]]:  # fmt: skip
+def build_decoder(
+    layers: list[Any], code_shape: Shape, info: DataInfo, spec: JobSpec, initializer: str
+) -> tuple[Decoder, list[LayerSummary]]:
     family, loss = spec.family, spec.compiled.loss
     built_layers, head, alpha = _output_activation(layers)
     body, shape, summary = build_part(built_layers, code_shape, initializer, family, "decoder")
@@ -104,14 +111,23 @@ def build_decoder(layers: list[Any], code_shape: Shape, info: DataInfo, spec: Jo
     where = (family, "decoder", last)
     if shape != info.input_shape:
         # Refused as Keras would: a silent reshape would hide a wrong architecture.
-        hint = (f"; end with {{\"type\": \"reshape\", \"target_shape\": {list(info.input_shape)}}}"
-                if math.prod(shape) == math.prod(info.input_shape) else "")  # fmt: skip
-        raise SpecError(f"{family}.decoder: layer {last} ({layers[-1].type}): output shape {shape} differs from "
-                        f"the input shape {info.input_shape}{hint}", where)  # fmt: skip
+        hint = (
+            f'; end with {{"type": "reshape", "target_shape": {list(info.input_shape)}}}'
+            if math.prod(shape) == math.prod(info.input_shape)
+            else ""
+        )
+        raise SpecError(
+            f"{family}.decoder: layer {last} ({layers[-1].type}): output shape {shape} differs from "
+            f"the input shape {info.input_shape}{hint}",
+            where,
+        )
     if loss == "binary_crossentropy":
         if head not in ("sigmoid", "linear"):
-            raise SpecError(f"{family}.decoder: layer {last} ({layers[-1].type}): binary_crossentropy needs the "
-                            f"output activation to be sigmoid (or linear logits), not {head}", where)  # fmt: skip
+            raise SpecError(
+                f"{family}.decoder: layer {last} ({layers[-1].type}): binary_crossentropy needs the "
+                f"output activation to be sigmoid (or linear logits), not {head}",
+                where,
+            )
         if head == "linear":
             _refuse_hidden_activation(layers, family)
     return Decoder(body, head, alpha, shape, loss == "binary_crossentropy"), summary
@@ -123,9 +139,12 @@ def _refuse_hidden_activation(layers: list[Any], family: str) -> None:
         layer = layers[index]
         activation = getattr(layer, "activation", "linear")
         if activation in ("softmax", "sigmoid"):
-            raise SpecError(f"{family}.decoder: layer {index} ({layer.type}): its {activation} output reaches "
-                            f"binary_crossentropy through layers that do not change it; put the sigmoid on the "
-                            f"decoder's last layer", (family, "decoder", index))  # fmt: skip
+            raise SpecError(
+                f"{family}.decoder: layer {index} ({layer.type}): its {activation} output reaches "
+                f"binary_crossentropy through layers that do not change it; put the sigmoid on the "
+                f"decoder's last layer",
+                (family, "decoder", index),
+            )
         if layer.type not in _PASS_THROUGH and not (layer.type == "activation" and activation == "linear"):
             return
 
@@ -133,15 +152,19 @@ def _refuse_hidden_activation(layers: list[Any], family: str) -> None:
 def check_compile(spec: JobSpec, info: DataInfo) -> None:
     c = spec.compiled
     if c.loss not in RECONSTRUCTION_LOSSES:
-        raise SpecError(f"{c.loss} is not a reconstruction loss; choose one of {list(RECONSTRUCTION_LOSSES)}",
-                        ("compile", "loss"))  # fmt: skip
+        raise SpecError(
+            f"{c.loss} is not a reconstruction loss; choose one of {list(RECONSTRUCTION_LOSSES)}", ("compile", "loss")
+        )
     binarized = getattr(spec.dataset, "binarize", None) is not None  # 0/1 features, standardised only on request
     default_standardized = info.kind == "tabular" and not binarized
     standardized = spec.dataset.standardize is True or (spec.dataset.standardize is None and default_standardized)
     if c.loss == "binary_crossentropy" and standardized:
-        raise SpecError("binary_crossentropy compares reconstructions with inputs in [0, 1], but this dataset's "
-                        "features are standardised; use mse, or set dataset.standardize to false for features "
-                        "in [0, 1]", ("compile", "loss"))  # fmt: skip
+        raise SpecError(
+            "binary_crossentropy compares reconstructions with inputs in [0, 1], but this dataset's "
+            "features are standardised; use mse, or set dataset.standardize to false for features "
+            "in [0, 1]",
+            ("compile", "loss"),
+        )
     if "accuracy" in c.metrics:
         raise SpecError("accuracy needs class labels; a reconstruction reports mae or mse", ("compile", "metrics"))
 
@@ -167,8 +190,7 @@ def build_summarised(spec: JobSpec, info: DataInfo) -> tuple[Autoencoder, dict[s
     assert section is not None  # noqa: S101 - JobSpec requires it for this family
     check_compile(spec, info)
     encoder, enc_summary = build_encoder(list(section.encoder), info, section.initializer, "autoencoder")
-    decoder, dec_summary = build_decoder(list(section.decoder), encoder.output_shape, info, spec,
-                                         section.initializer)  # fmt: skip
+    decoder, dec_summary = build_decoder(list(section.decoder), encoder.output_shape, info, spec, section.initializer)
     return Autoencoder(encoder, decoder), {"encoder": enc_summary, "decoder": dec_summary}
 
 
@@ -179,8 +201,9 @@ def forward_by_layer(body: nn.Sequential, x: torch.Tensor, family: str, part: st
         try:
             x = module(x)
         except RuntimeError as exc:
-            raise SpecError(f"{family}.{part}: layer {index} ({layers[index].type}): {exc}",
-                            (family, part, index)) from exc  # fmt: skip
+            raise SpecError(
+                f"{family}.{part}: layer {index} ({layers[index].type}): {exc}", (family, part, index)
+            ) from exc
     return x
 
 
@@ -189,8 +212,17 @@ def report(spec: JobSpec, info: DataInfo, module: nn.Module, summaries: dict[str
     per_sample = math.prod(info.input_shape) + sum(math.prod(s.output_shape) for ss in summaries.values() for s in ss)
     memory = parameters * FLOAT_BYTES * (2 + optimizer_slots(spec.compiled.optimizer))
     memory += 2 * per_sample * spec.fit.batch_size * FLOAT_BYTES
-    layers = [{"network": part, "index": s.index, "type": s.type, "output_shape": list(s.output_shape),
-               "parameters": s.parameters} for part, ss in summaries.items() for s in ss]  # fmt: skip
+    layers = [
+        {
+            "network": part,
+            "index": s.index,
+            "type": s.type,
+            "output_shape": list(s.output_shape),
+            "parameters": s.parameters,
+        }
+        for part, ss in summaries.items()
+        for s in ss
+    ]
     return DryRun(parameters, info.input_shape, layers, int(memory))
 
 

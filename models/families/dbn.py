@@ -91,24 +91,31 @@ def check(spec: JobSpec, info: DataInfo) -> None:
         raise SpecError("a DBN fine-tunes a softmax classifier; this dataset is regression", ("dataset",))
     loss = spec.compiled.loss
     if loss not in FINE_TUNE_LOSSES:
-        raise SpecError(f"a DBN's softmax output trains with {' or '.join(FINE_TUNE_LOSSES)}, not {loss}",
-                        ("compile", "loss"))  # fmt: skip
+        raise SpecError(
+            f"a DBN's softmax output trains with {' or '.join(FINE_TUNE_LOSSES)}, not {loss}", ("compile", "loss")
+        )
     pre = pretrain_epochs(spec)
     if spec.fit.epochs <= pre:
-        raise SpecError(f"fit.epochs counts every epoch, and pretraining takes the first {pre} "
-                        f"(dbn.pretrain_epochs {s.pretrain_epochs} x {len(s.hidden_units)} layers): give at least "
-                        f"{pre + 1} so fine-tuning gets one, or lower dbn.pretrain_epochs",
-                        ("fit", "epochs"))  # fmt: skip
+        raise SpecError(
+            f"fit.epochs counts every epoch, and pretraining takes the first {pre} "
+            f"(dbn.pretrain_epochs {s.pretrain_epochs} x {len(s.hidden_units)} layers): give at least "
+            f"{pre + 1} so fine-tuning gets one, or lower dbn.pretrain_epochs",
+            ("fit", "epochs"),
+        )
     # The loss and val_loss of pretraining epochs are RBM reconstruction errors, not the
     # fine-tuning cross-entropy: a monitor spanning both would compare different quantities.
     if pre and spec.fit.early_stopping is not None:
-        raise SpecError(f"early stopping would compare pretraining's reconstruction errors with fine-tuning's "
-                        f"{loss}; remove fit.early_stopping, or set dbn.pretrain_epochs to 0",
-                        ("fit", "early_stopping"))  # fmt: skip
+        raise SpecError(
+            f"early stopping would compare pretraining's reconstruction errors with fine-tuning's "
+            f"{loss}; remove fit.early_stopping, or set dbn.pretrain_epochs to 0",
+            ("fit", "early_stopping"),
+        )
     if pre and isinstance(spec.fit.lr_schedule, PlateauSchedule):
-        raise SpecError("reduce_on_plateau would compare pretraining's reconstruction errors with fine-tuning's "
-                        "loss; use a step or cosine schedule, or set dbn.pretrain_epochs to 0",
-                        ("fit", "lr_schedule"))  # fmt: skip
+        raise SpecError(
+            "reduce_on_plateau would compare pretraining's reconstruction errors with fine-tuning's "
+            "loss; use a step or cosine schedule, or set dbn.pretrain_epochs to 0",
+            ("fit", "lr_schedule"),
+        )
 
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
@@ -121,13 +128,23 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     y = torch.arange(2) % dbn.output.out_features
     F.cross_entropy(dbn.logits(x), y).backward()
     layers: list[dict[str, Any]] = [
-        {"index": i, "type": "rbm", "output_shape": [rbm.weight.shape[0]],
-         "parameters": sum(p.numel() for p in rbm.parameters())}
+        {
+            "index": i,
+            "type": "rbm",
+            "output_shape": [rbm.weight.shape[0]],
+            "parameters": sum(p.numel() for p in rbm.parameters()),
+        }
         for i, rbm in enumerate(dbn.stack)
-    ]  # fmt: skip
+    ]
     classes = dbn.output.out_features
-    layers.append({"index": len(layers), "type": "dense", "output_shape": [classes],
-                   "parameters": sum(p.numel() for p in dbn.output.parameters())})  # fmt: skip
+    layers.append(
+        {
+            "index": len(layers),
+            "type": "dense",
+            "output_shape": [classes],
+            "parameters": sum(p.numel() for p in dbn.output.parameters()),
+        }
+    )
     parameters = sum(p.numel() for p in dbn.parameters())
     units = math.prod(info.input_shape) + sum(s.hidden_units) + classes
     # Pretraining's momentum beside fine-tuning's optimizer state, which both live all along.
@@ -143,8 +160,12 @@ def predict(model: FamilyModel, request: OperationRequest) -> dict[str, Any]:
     probs = F.softmax(dbn.logits(inputs(model, request, "predict")).float(), dim=1)
     ids = probs.argmax(dim=1).tolist()
     names: list[str] = model.meta.class_names or [str(i) for i in range(probs.shape[1])]
-    return {"predictions": [names[i] for i in ids], "class_ids": ids, "probabilities": probs.cpu().tolist(),
-            "classes": names}  # fmt: skip
+    return {
+        "predictions": [names[i] for i in ids],
+        "class_ids": ids,
+        "probabilities": probs.cpu().tolist(),
+        "classes": names,
+    }
 
 
 def transform(model: FamilyModel, request: OperationRequest) -> dict[str, Any]:

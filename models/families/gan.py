@@ -28,15 +28,20 @@ from models.validation import FLOAT_BYTES, DryRun, optimizer_slots
 DEFAULT_COUNT = 8
 # The discriminator's logit is trained with a cross-entropy: a sigmoid head is what a Keras user
 # writes and means the same; anything else would be silently dropped, so it is refused.
-LOGIT_HEADS = {"gan": ("linear", "sigmoid"), "dcgan": ("linear", "sigmoid"), "cgan": ("linear", "sigmoid"),
-               "wgan_gp": ("linear",)}  # fmt: skip
+LOGIT_HEADS = {
+    "gan": ("linear", "sigmoid"),
+    "dcgan": ("linear", "sigmoid"),
+    "cgan": ("linear", "sigmoid"),
+    "wgan_gp": ("linear",),
+}
 
 
 class GAN(nn.Module):
     """Both networks; `generate` returns model-space samples, `score` one logit per sample."""
 
-    def __init__(self, generator: Network, discriminator: Network, variant: str, latent_dim: int,
-                 num_classes: int | None) -> None:  # fmt: skip
+    def __init__(
+        self, generator: Network, discriminator: Network, variant: str, latent_dim: int, num_classes: int | None
+    ) -> None:
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
@@ -80,8 +85,10 @@ def _network(net: GANNetwork, shape: tuple[int, ...], which: str) -> tuple[Netwo
     """build_layers, with its errors pointed at `gan.<which>.layers[i]`."""
     for index, layer in enumerate(net.layers):
         if layer.type == "embedding":
-            raise SpecError(f"gan.{which}: layer {index} (embedding): a GAN's networks take real values, "
-                            "not token ids", ("gan", which, "layers", index))  # fmt: skip
+            raise SpecError(
+                f"gan.{which}: layer {index} (embedding): a GAN's networks take real values, not token ids",
+                ("gan", which, "layers", index),
+            )
     try:
         body, out_shape, summary = build_layers(list(net.layers), shape, net.initializer)
     except SpecError as exc:
@@ -101,8 +108,11 @@ def conditional_classes(g: GANSpec, info: DataInfo) -> int | None:
     if g.variant != "cgan":
         return None
     if info.task != "classification" or not info.num_classes:
-        raise SpecError("gan.variant: cgan conditions on class labels and needs a classification dataset; "
-                        "this one is a regression dataset", ("gan", "variant"))  # fmt: skip
+        raise SpecError(
+            "gan.variant: cgan conditions on class labels and needs a classification dataset; "
+            "this one is a regression dataset",
+            ("gan", "variant"),
+        )
     return info.num_classes
 
 
@@ -112,21 +122,28 @@ def _built(spec: JobSpec, info: DataInfo) -> tuple[GAN, list[LayerSummary], list
     generator, g_summary = _network(g.generator, (g.latent_dim + (classes or 0),), "generator")
     last_g = len(g.generator.layers) - 1
     if generator.output_shape != info.input_shape:
-        raise SpecError(f"gan.generator: output shape {generator.output_shape} does not fit the discriminator's "
-                        f"input {info.input_shape} (the dataset's sample shape)",
-                        ("gan", "generator", "layers", last_g))  # fmt: skip
+        raise SpecError(
+            f"gan.generator: output shape {generator.output_shape} does not fit the discriminator's "
+            f"input {info.input_shape} (the dataset's sample shape)",
+            ("gan", "generator", "layers", last_g),
+        )
     discriminator, d_summary = _network(g.discriminator, discriminator_input(info, classes), "discriminator")
     last_d = len(g.discriminator.layers) - 1
     where = ("gan", "discriminator", "layers", last_d)
     if math.prod(discriminator.output_shape) != 1:
-        raise SpecError(f"gan.discriminator: outputs {discriminator.output_shape} per sample; it must output one "
-                        "score per sample (end with a dense layer of 1 unit)", where)  # fmt: skip
+        raise SpecError(
+            f"gan.discriminator: outputs {discriminator.output_shape} per sample; it must output one "
+            "score per sample (end with a dense layer of 1 unit)",
+            where,
+        )
     if discriminator.head_name not in LOGIT_HEADS[g.variant]:
-        raise SpecError(f"gan.discriminator: layer {last_d} ({g.discriminator.layers[-1].type}): {g.variant} takes "
-                        f"the last activation {' or '.join(map(repr, LOGIT_HEADS[g.variant]))}, not "
-                        f"{discriminator.head_name!r}"
-                        + (" (a Wasserstein critic's score is unbounded)" if g.variant == "wgan_gp" else ""),
-                        where)  # fmt: skip
+        raise SpecError(
+            f"gan.discriminator: layer {last_d} ({g.discriminator.layers[-1].type}): {g.variant} takes "
+            f"the last activation {' or '.join(map(repr, LOGIT_HEADS[g.variant]))}, not "
+            f"{discriminator.head_name!r}"
+            + (" (a Wasserstein critic's score is unbounded)" if g.variant == "wgan_gp" else ""),
+            where,
+        )
     return GAN(generator, discriminator, g.variant, g.latent_dim, classes), g_summary, d_summary
 
 
@@ -140,11 +157,14 @@ def _forward(network: Network, x: torch.Tensor, which: str, layers: list[Any]) -
         try:
             x = module(x)
         except RuntimeError as exc:
-            raise SpecError(f"gan.{which}: layer {index} ({layers[index].type}): {exc}",
-                            ("gan", which, "layers", index)) from exc  # fmt: skip
+            raise SpecError(
+                f"gan.{which}: layer {index} ({layers[index].type}): {exc}", ("gan", which, "layers", index)
+            ) from exc
     if tuple(x.shape[1:]) != network.output_shape:  # the builders' shape formulas disagree
-        raise SpecError(f"gan.{which}: inferred output {network.output_shape}, computed {tuple(x.shape[1:])}",
-                        ("gan", which, "layers"))  # fmt: skip
+        raise SpecError(
+            f"gan.{which}: inferred output {network.output_shape}, computed {tuple(x.shape[1:])}",
+            ("gan", which, "layers"),
+        )
     return network.head(x)
 
 
@@ -157,16 +177,29 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     fake = _forward(gan.generator, gan.condition(gan.noise(2, seed=0), labels), "generator", list(g.generator.layers))
     x = gan.condition(fake, labels)
     _forward(gan.discriminator, x, "discriminator", list(g.discriminator.layers)).sum().backward()
-    rows = [{"network": which, "index": s.index, "type": s.type, "output_shape": list(s.output_shape),
-             "parameters": s.parameters} for which, summary in (("generator", g_summary), ("discriminator", d_summary))
-            for s in summary]  # fmt: skip
+    rows = [
+        {
+            "network": which,
+            "index": s.index,
+            "type": s.type,
+            "output_shape": list(s.output_shape),
+            "parameters": s.parameters,
+        }
+        for which, summary in (("generator", g_summary), ("discriminator", d_summary))
+        for s in summary
+    ]
     memory = _memory(g, gan, info, g_summary, d_summary, spec.fit.batch_size)
-    return DryRun(parameters=sum(p.numel() for p in gan.parameters()), output_shape=gan.generator.output_shape,
-                  layers=rows, estimated_memory_bytes=memory)  # fmt: skip
+    return DryRun(
+        parameters=sum(p.numel() for p in gan.parameters()),
+        output_shape=gan.generator.output_shape,
+        layers=rows,
+        estimated_memory_bytes=memory,
+    )
 
 
-def _memory(g: GANSpec, gan: GAN, info: DataInfo, g_summary: list[LayerSummary], d_summary: list[LayerSummary],
-            batch: int) -> int:  # fmt: skip
+def _memory(
+    g: GANSpec, gan: GAN, info: DataInfo, g_summary: list[LayerSummary], d_summary: list[LayerSummary], batch: int
+) -> int:
     """Weights, gradients and each network's optimizer state; activations of one generator pass and
     of the discriminator on a real and a fake batch (wgan_gp: and on the interpolates)."""
     weights = 0
@@ -204,8 +237,9 @@ def generate(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     A cgan generates the given `labels`, or cycles through the classes when none are given."""
     gan = _gan(model)
     if req.instances is not None:
-        raise PredictError("generate draws its own latent vectors: give `count` (and `seed`), not instances",
-                           "instances")  # fmt: skip
+        raise PredictError(
+            "generate draws its own latent vectors: give `count` (and `seed`), not instances", "instances"
+        )
     labels = _labels(gan, req.labels, req.count, model.device)
     count = req.count or (len(labels) if labels is not None else DEFAULT_COUNT)
     if gan.num_classes is not None and labels is None:
@@ -225,12 +259,15 @@ def discriminate(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     if req.instances is None:
         raise PredictError("give `instances` to discriminate: samples in the dataset's raw units")
     if req.count is not None or req.seed is not None:
-        raise PredictError("count and seed are for generate; discriminate scores the instances given",
-                           "count" if req.count is not None else "seed")  # fmt: skip
+        raise PredictError(
+            "count and seed are for generate; discriminate scores the instances given",
+            "count" if req.count is not None else "seed",
+        )
     x = prepare_instances(req.instances, model.info.input_shape, model.meta.preprocessing, False, model.device)
     if gan.num_classes is not None and req.labels is None:
-        raise PredictError("a cgan's discriminator scores a sample with its class: give one label per instance",
-                           "labels")  # fmt: skip
+        raise PredictError(
+            "a cgan's discriminator scores a sample with its class: give one label per instance", "labels"
+        )
     labels = _labels(gan, req.labels, len(x), model.device)
     scores = gan.score(x, labels).float()
     values = scores if gan.variant == "wgan_gp" else torch.sigmoid(scores)

@@ -41,6 +41,8 @@ class FamilyPredictor:
         allowed = OPERATION_NAMES[family]
         name = operation or allowed[0]
         if name not in allowed:
-            raise PredictError(f"operation {name!r} is not available to the {family} family; "
-                                 f"choose one of {list(allowed)}", "operation")  # fmt: skip
+            raise PredictError(
+                f"operation {name!r} is not available to the {family} family; choose one of {list(allowed)}",
+                "operation",
+            )
         return self.operations[name](self.model, request)

@@ -120,17 +120,26 @@ def check_visible(visible: str, dataset: DatasetSpec, info: DataInfo, where: str
     hint = "a threshold in raw units, e.g. 8 for digits' 0-16 pixels"
     if visible == "gaussian":
         if not standardized(dataset, info):
-            raise SpecError("gaussian visible units assume unit-variance features: set dataset.standardize to true, "
-                            "or keep visible 'bernoulli' for binary data", ("dataset", "standardize"))  # fmt: skip
+            raise SpecError(
+                "gaussian visible units assume unit-variance features: set dataset.standardize to true, "
+                "or keep visible 'bernoulli' for binary data",
+                ("dataset", "standardize"),
+            )
         return
     if standardized(dataset, info):
-        raise SpecError(f"bernoulli visible units take binary data (or probabilities in [0, 1]), but these features "
-                        f"are standardised real values: binarise them with dataset.binarize ({hint}), or set "
-                        f"{where}.visible to 'gaussian'", (where, "visible"))  # fmt: skip
+        raise SpecError(
+            f"bernoulli visible units take binary data (or probabilities in [0, 1]), but these features "
+            f"are standardised real values: binarise them with dataset.binarize ({hint}), or set "
+            f"{where}.visible to 'gaussian'",
+            (where, "visible"),
+        )
     if dataset.binarize is None and info.kind == "tabular" and dataset.name is not None:
-        raise SpecError(f"bernoulli visible units take binary data (or probabilities in [0, 1]), but {dataset.name}'s "
-                        f"features are real values: binarise them with dataset.binarize ({hint}), or set "
-                        f"{where}.visible to 'gaussian' with standardised features", (where, "visible"))  # fmt: skip
+        raise SpecError(
+            f"bernoulli visible units take binary data (or probabilities in [0, 1]), but {dataset.name}'s "
+            f"features are real values: binarise them with dataset.binarize ({hint}), or set "
+            f"{where}.visible to 'gaussian' with standardised features",
+            (where, "visible"),
+        )
 
 
 def check_range(x: torch.Tensor, visible: str, where: str) -> str | None:
@@ -140,9 +149,11 @@ def check_range(x: torch.Tensor, visible: str, where: str) -> str | None:
     low, high = float(x.min()), float(x.max())
     if low >= 0.0 and high <= 1.0:
         return None
-    return (f"bernoulli visible units take values in [0, 1], but the training features span [{low:.4g}, {high:.4g}]: "
-            f"set dataset.binarize to a threshold in raw units, or {where}.visible to 'gaussian' with "
-            "dataset.standardize true")  # fmt: skip
+    return (
+        f"bernoulli visible units take values in [0, 1], but the training features span [{low:.4g}, {high:.4g}]: "
+        f"set dataset.binarize to a threshold in raw units, or {where}.visible to 'gaussian' with "
+        "dataset.standardize true"
+    )
 
 
 def visible_bias_from(x: torch.Tensor, gaussian: bool) -> torch.Tensor:

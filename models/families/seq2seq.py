@@ -39,8 +39,9 @@ class Encoder(nn.Module):
     def __init__(self, cfg: Seq2SeqSpec, vocabulary: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocabulary, cfg.embedding_dim)
-        self.rnn = _rnn(cfg.cell)(cfg.embedding_dim, cfg.units, cfg.num_layers, batch_first=True,
-                                  bidirectional=cfg.bidirectional_encoder)  # fmt: skip
+        self.rnn = _rnn(cfg.cell)(
+            cfg.embedding_dim, cfg.units, cfg.num_layers, batch_first=True, bidirectional=cfg.bidirectional_encoder
+        )
         self.layers, self.bidirectional, self.lstm = cfg.num_layers, cfg.bidirectional_encoder, cfg.cell == "lstm"
         # A bidirectional encoder's two final states per layer become the decoder's one (Luong/Bahdanau
         # use the same kind of bridge); c, unbounded, gets no tanh.
@@ -76,8 +77,9 @@ class Decoder(nn.Module):
     def keys(self, memory: torch.Tensor) -> torch.Tensor | None:
         return None if self.score is None else self.score(memory)
 
-    def forward(self, tokens: torch.Tensor, state: Any, memory: torch.Tensor,
-                keys: torch.Tensor | None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+    def forward(
+        self, tokens: torch.Tensor, state: Any, memory: torch.Tensor, keys: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Any]:
         """tokens (B, T) -> logits (B, T, V) and the state after them."""
         h, state = self.rnn(self.embedding(tokens), state)
         if keys is not None and self.combine is not None:
@@ -132,8 +134,11 @@ def config(spec: JobSpec) -> Seq2SeqSpec:
 def sizes(spec: JobSpec, info: DataInfo) -> tuple[int, int, int, int]:
     """(input_length, output_length, input_vocabulary, vocabulary) of a token dataset."""
     if info.num_classes is None or len(info.input_shape) != 1:
-        raise SpecError(f"seq2seq needs token sequences (x of shape (N, L)) and token targets; this dataset has "
-                        f"samples of shape {list(info.input_shape)} and {info.task} targets", ("dataset",))  # fmt: skip
+        raise SpecError(
+            f"seq2seq needs token sequences (x of shape (N, L)) and token targets; this dataset has "
+            f"samples of shape {list(info.input_shape)} and {info.task} targets",
+            ("dataset",),
+        )
     vocabulary = info.num_classes
     return info.input_shape[0], info.target_dim, config(spec).input_vocabulary or vocabulary, vocabulary
 
@@ -147,28 +152,45 @@ def check(spec: JobSpec, info: DataInfo) -> None:
     """What the dry run refuses before queuing, each with the field at fault."""
     name = spec.dataset.name
     if name is not None and name not in TOKEN_DATASETS:
-        raise SpecError(f"seq2seq maps token sequences to token sequences; {name!r} is not such a dataset: "
-                        f"use one of {list(TOKEN_DATASETS)}, {UPLOAD_HINT}", ("dataset", "name"))  # fmt: skip
+        raise SpecError(
+            f"seq2seq maps token sequences to token sequences; {name!r} is not such a dataset: "
+            f"use one of {list(TOKEN_DATASETS)}, {UPLOAD_HINT}",
+            ("dataset", "name"),
+        )
     where = ("dataset", "id") if name is None else ("dataset", "name")
     if info.task != "classification" or info.num_classes is None:
-        raise SpecError(f"seq2seq targets are token ids (integers); this dataset's are {info.task} targets: "
-                        f"{UPLOAD_HINT} (task classification)", where)  # fmt: skip
+        raise SpecError(
+            f"seq2seq targets are token ids (integers); this dataset's are {info.task} targets: "
+            f"{UPLOAD_HINT} (task classification)",
+            where,
+        )
     if len(info.input_shape) != 1:
-        raise SpecError(f"seq2seq inputs are token sequences of shape (L,); this dataset's samples are "
-                        f"{list(info.input_shape)}: {UPLOAD_HINT}", where)  # fmt: skip
+        raise SpecError(
+            f"seq2seq inputs are token sequences of shape (L,); this dataset's samples are "
+            f"{list(info.input_shape)}: {UPLOAD_HINT}",
+            where,
+        )
     if info.target_dim < 2:
-        raise SpecError("seq2seq targets are token sequences (y of shape (N, L_out), L_out >= 2); this dataset "
-                        f"has one class id per sample: {UPLOAD_HINT}", where)  # fmt: skip
+        raise SpecError(
+            "seq2seq targets are token sequences (y of shape (N, L_out), L_out >= 2); this dataset "
+            f"has one class id per sample: {UPLOAD_HINT}",
+            where,
+        )
     if spec.dataset.standardize:
         raise SpecError("token ids are never standardised; leave dataset.standardize unset", ("dataset", "standardize"))
     c = spec.compiled
     if c.loss != "sparse_categorical_crossentropy":
-        raise SpecError(f"seq2seq is trained with sparse_categorical_crossentropy (one target id per step), "
-                        f"not {c.loss}", ("compile", "loss"))  # fmt: skip
+        raise SpecError(
+            f"seq2seq is trained with sparse_categorical_crossentropy (one target id per step), not {c.loss}",
+            ("compile", "loss"),
+        )
     wrong = [m for m in c.metrics if m != "accuracy"]
     if wrong:
-        raise SpecError(f"seq2seq reports token_accuracy and sequence_accuracy (and `accuracy`, the token "
-                        f"accuracy, if listed); {wrong} do not apply to token ids", ("compile", "metrics"))  # fmt: skip
+        raise SpecError(
+            f"seq2seq reports token_accuracy and sequence_accuracy (and `accuracy`, the token "
+            f"accuracy, if listed); {wrong} do not apply to token ids",
+            ("compile", "metrics"),
+        )
 
 
 def _summary(model: Seq2Seq, length: int) -> list[dict[str, Any]]:
@@ -208,8 +230,12 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     per_sample = (length + steps) * (config(spec).embedding_dim + 6 * units * config(spec).num_layers)
     per_sample += steps * (length + 2 * vocabulary)
     memory = parameters * 4 * (2 + optimizer_slots(spec.compiled.optimizer)) + 4 * per_sample * spec.fit.batch_size
-    return DryRun(parameters=parameters, output_shape=(steps, vocabulary), layers=_summary(model, length),
-                  estimated_memory_bytes=int(memory))  # fmt: skip
+    return DryRun(
+        parameters=parameters,
+        output_shape=(steps, vocabulary),
+        layers=_summary(model, length),
+        estimated_memory_bytes=int(memory),
+    )
 
 
 # -- predict ---------------------------------------------------------------------------------

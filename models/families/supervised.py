@@ -33,8 +33,11 @@ def _check_augmentation(spec: JobSpec, info: DataInfo) -> None:
         return
     geometric = a.horizontal_flip or a.vertical_flip or a.shift > 0 or a.rotation > 0
     if geometric and len(info.input_shape) != 3:
-        raise SpecError(f"flips, shifts and rotations need (C, H, W) images; this dataset's samples are "
-                        f"{info.input_shape}: keep only noise_stddev", ("fit", "augmentation"))  # fmt: skip
+        raise SpecError(
+            f"flips, shifts and rotations need (C, H, W) images; this dataset's samples are "
+            f"{info.input_shape}: keep only noise_stddev",
+            ("fit", "augmentation"),
+        )
     if a.noise_stddev > 0 and spec.supervised_model.layers and spec.supervised_model.layers[0].type == "embedding":
         raise SpecError("noise_stddev cannot be added to token ids", ("fit", "augmentation", "noise_stddev"))
 
@@ -43,16 +46,19 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     """Build, push two samples through layer by layer (a failure names its layer) and backpropagate."""
     _check_augmentation(spec, info)
     if info.task == "classification" and info.target_dim > 1:
-        raise SpecError("the dataset's targets are token sequences, one class per step: train it with "
-                        '"family": "seq2seq"', ("dataset",))  # fmt: skip
+        raise SpecError(
+            'the dataset\'s targets are token sequences, one class per step: train it with "family": "seq2seq"',
+            ("dataset",),
+        )
     built = build_network(spec, info)
     units = check_objective(spec.compiled, info, built)
     x, y = sample_batch(info, built.network.tokens)
     built.network.train()
     logits = _forward_by_layer(built, x)
     if tuple(logits.shape[1:]) != built.network.output_shape:  # the builders' shape formulas disagree
-        raise SpecError(f"inferred output {built.network.output_shape}, computed {tuple(logits.shape[1:])}",
-                        ("model", "layers"))  # fmt: skip
+        raise SpecError(
+            f"inferred output {built.network.output_shape}, computed {tuple(logits.shape[1:])}", ("model", "layers")
+        )
     objective = Objective(spec.compiled, info, units, built.network.head)
     objective.loss(logits, y).backward()
     return DryRun(

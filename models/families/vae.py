@@ -52,8 +52,7 @@ class VAE(nn.Module):
         features = self.encoder(x)
         return self.mean(features), self.log_var(features).clamp(*LOG_VAR_RANGE)
 
-    def draw(self, mean: torch.Tensor, log_var: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    def draw(self, mean: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The reparameterisation trick: the noise is an input, so gradients reach mean and log_var."""
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * log_var) * eps
@@ -68,8 +67,9 @@ def kl_per_sample(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1 + log_var - mean.square() - log_var.exp()).sum(dim=1)
 
 
-def elbo_terms(module: VAE, loss: str, x_in: torch.Tensor, target: torch.Tensor,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+def elbo_terms(
+    module: VAE, loss: str, x_in: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, ...]:
     """(reconstruction, kl), one value per sample, and the decoder's logits for the drawn latents."""
     mean, log_var = module.encode(x_in)
     logits = module.decoder.logits(module.draw(mean, log_var, generator))
@@ -88,18 +88,21 @@ def build_summarised(spec: JobSpec, info: DataInfo) -> tuple[VAE, dict[str, list
     encoder, enc_summary = build_encoder(list(section.encoder), info, section.initializer, "vae")
     if len(encoder.output_shape) != 1:
         last = len(section.encoder) - 1
-        raise SpecError(f"vae.encoder: layer {last} ({section.encoder[-1].type}): output shape "
-                        f"{encoder.output_shape}; the encoder must end in features (1-D) for the mean and "
-                        "log-variance heads: add a flatten layer", ("vae", "encoder", last))  # fmt: skip
+        raise SpecError(
+            f"vae.encoder: layer {last} ({section.encoder[-1].type}): output shape "
+            f"{encoder.output_shape}; the encoder must end in features (1-D) for the mean and "
+            "log-variance heads: add a flatten layer",
+            ("vae", "encoder", last),
+        )
     heads = []
     for _ in range(2):
         head = nn.Linear(encoder.output_shape[0], section.latent_dim)
         init_layer(head, section.initializer)
         heads.append(head)
-    decoder, dec_summary = build_decoder(list(section.decoder), (section.latent_dim,), info, spec,
-                                         section.initializer)  # fmt: skip
-    latent = [LayerSummary(0, "dense", (section.latent_dim,), sum(p.numel() for p in head.parameters()))
-              for head in heads]  # fmt: skip
+    decoder, dec_summary = build_decoder(list(section.decoder), (section.latent_dim,), info, spec, section.initializer)
+    latent = [
+        LayerSummary(0, "dense", (section.latent_dim,), sum(p.numel() for p in head.parameters())) for head in heads
+    ]
     summaries = {"encoder": enc_summary, "mean": latent[:1], "log_var": latent[1:], "decoder": dec_summary}
     return VAE(encoder, heads[0], heads[1], decoder), summaries
 
@@ -153,5 +156,9 @@ def _sample(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     return {"predictions": in_raw_units(model, module.decoder(z))}
 
 
-OPERATIONS: dict[str, Operation] = {"reconstruct": _reconstruct, "encode": _encode, "decode": _decode,
-                                    "sample": _sample}  # fmt: skip
+OPERATIONS: dict[str, Operation] = {
+    "reconstruct": _reconstruct,
+    "encode": _encode,
+    "decode": _decode,
+    "sample": _sample,
+}

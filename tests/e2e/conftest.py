@@ -44,16 +44,18 @@ class Service:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.keys[tenant]}"}, timeout=60)
 
     def fitserve(self, *args: str) -> str:
-        done = subprocess.run([str(BIN / "fitserve"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=120, check=True)  # fmt: skip
+        done = subprocess.run(
+            [str(BIN / "fitserve"), *args], env=self.env, capture_output=True, text=True, timeout=120, check=True
+        )
         return done.stdout.strip()
 
     def start(self, *args: str) -> None:
         log = self.data_dir / f"{args[0]}-{len(self.logs)}.log"
         handle = log.open("wb")
         self.logs.append(log)
-        self.processes.append(subprocess.Popen([str(BIN / "fitserve"), *args], env=self.env, stdout=handle,
-                                               stderr=subprocess.STDOUT))  # fmt: skip
+        self.processes.append(
+            subprocess.Popen([str(BIN / "fitserve"), *args], env=self.env, stdout=handle, stderr=subprocess.STDOUT)
+        )
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -68,8 +70,11 @@ class Service:
         raise RuntimeError(f"{self.name} not ready in {timeout}s:\n{self.tail()}")
 
     def tail(self, lines: int = 40) -> str:
-        return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-                         for log in self.logs if log.exists())  # fmt: skip
+        return "\n".join(
+            f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            for log in self.logs
+            if log.exists()
+        )
 
     def stop(self) -> None:
         for p in self.processes:
@@ -83,9 +88,13 @@ class Service:
 
 def _base_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_")}
-    env.update(FITSERVE_DATA_DIR=str(data_dir), FITSERVE_UPLOAD_MAX_BYTES=str(UPLOAD_LIMIT),
-               FITSERVE_HEARTBEAT_SECONDS="0.2", FITSERVE_STREAM_KEEPALIVE_SECONDS="1",
-               PYTHONUNBUFFERED="1")  # fmt: skip
+    env.update(
+        FITSERVE_DATA_DIR=str(data_dir),
+        FITSERVE_UPLOAD_MAX_BYTES=str(UPLOAD_LIMIT),
+        FITSERVE_HEARTBEAT_SECONDS="0.2",
+        FITSERVE_STREAM_KEEPALIVE_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -125,8 +134,11 @@ def _postgres(tmp: Path) -> Iterator[Service]:
         conn.execute(f'CREATE DATABASE "{name}"')
     port = free_port()
     with shared_redis_queue("e2e") as (broker_url, queue):
-        env = _base_env(tmp) | {"FITSERVE_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-                                "FITSERVE_BROKER_URL": broker_url, "FITSERVE_QUEUE": queue}  # fmt: skip
+        env = _base_env(tmp) | {
+            "FITSERVE_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+            "FITSERVE_BROKER_URL": broker_url,
+            "FITSERVE_QUEUE": queue,
+        }
         service = Service("postgres", f"http://127.0.0.1:{port}", env, tmp)
         try:
             service.fitserve("db", "upgrade")

@@ -30,14 +30,17 @@ def test_300_concurrent_reads_all_answer(service: Service) -> None:
 
     async def crowd() -> list[tuple[int, float]]:
         limits = httpx.Limits(max_connections=300)
-        async with httpx.AsyncClient(base_url=service.url, headers={"Authorization": f"Bearer {service.keys['a']}"},
-                                     timeout=60, limits=limits) as client:  # fmt: skip
+        async with httpx.AsyncClient(
+            base_url=service.url, headers={"Authorization": f"Bearer {service.keys['a']}"}, timeout=60, limits=limits
+        ) as client:
             return await asyncio.gather(*(read(client) for _ in range(300)))
 
     started = time.perf_counter()
     answers = asyncio.run(crowd())
     took = time.perf_counter() - started
-    print(f"\n  {service.name}: 300 concurrent GET /v1/jobs/{{id}} in {took:.1f} s, slowest "
-          f"{max(t for _, t in answers):.1f} s")  # fmt: skip
+    print(
+        f"\n  {service.name}: 300 concurrent GET /v1/jobs/{{id}} in {took:.1f} s, slowest "
+        f"{max(t for _, t in answers):.1f} s"
+    )
     assert [code for code, _ in answers] == [200] * 300
     assert took < 20, "the requests waited on each other"

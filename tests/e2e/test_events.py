@@ -59,8 +59,9 @@ def test_the_stream_carries_every_point_once_in_order_then_ends(service: Service
     assert metrics == points, "the stream's points are the database's, exactly"
     steps = [(p["step"], p["name"]) for p in points]
     assert len(steps) == len(set(steps)) and len(points) == 6 * (7 + 9)  # 7 epoch metrics, 45/5 step losses
-    shared = {p["step"] for p in points if p["name"] == "val_loss"} & {p["step"] for p in points
-                                                                        if p["name"] == "step_loss"}  # fmt: skip
+    shared = {p["step"] for p in points if p["name"] == "val_loss"} & {
+        p["step"] for p in points if p["name"] == "step_loss"
+    }
     assert len(shared) == 6, "every epoch's rows share their step with a step loss"
     assert [e["status"] for e in got if e["kind"] == "status"] == ["queued", "running", "succeeded"]
     # It opens with the job as it stands and ends with the final state, then the final status.
@@ -94,13 +95,15 @@ def test_a_reconnect_with_last_event_id_resumes_exactly_after_it(service: Servic
     assert stitched == [p["seq"] for p in points], "no point lost or repeated across the reconnect"
 
 
-def _open_streams(service: Service, watches: list[tuple[str, str]], ready: threading.Event, stop: threading.Event,
-                  counts: list[int]) -> None:  # fmt: skip
+def _open_streams(
+    service: Service, watches: list[tuple[str, str]], ready: threading.Event, stop: threading.Event, counts: list[int]
+) -> None:
     """Hold one stream per (key, job) open, reading, until `stop`: all in one event loop."""
 
     async def hold(client: httpx.AsyncClient, key: str, job_id: str) -> None:
-        async with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Authorization": f"Bearer {key}"}
-                                 ) as answer:  # fmt: skip
+        async with client.stream(
+            "GET", f"/v1/jobs/{job_id}/events", headers={"Authorization": f"Bearer {key}"}
+        ) as answer:
             assert answer.status_code == 200
             counts.append(1)
             async for _ in answer.aiter_lines():
@@ -158,8 +161,10 @@ def test_200_streams_leave_another_tenants_reads_fast(service: Service, long_job
                 t = time.perf_counter()
                 assert other.get("/v1/jobs").status_code == 200
                 latencies.append(time.perf_counter() - t)
-        print(f"\n  {service.name}: with 200 streams open, another tenant's GET /v1/jobs: median "
-              f"{statistics.median(latencies) * 1e3:.1f} ms, max {max(latencies) * 1e3:.1f} ms")  # fmt: skip
+        print(
+            f"\n  {service.name}: with 200 streams open, another tenant's GET /v1/jobs: median "
+            f"{statistics.median(latencies) * 1e3:.1f} ms, max {max(latencies) * 1e3:.1f} ms"
+        )
         assert max(latencies) < 1.0, latencies  # 27 s with 16 streams before the hub
     finally:
         stop.set()

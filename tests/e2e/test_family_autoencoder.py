@@ -58,8 +58,9 @@ def test_autoencoder_over_http(service: Service) -> None:
     bad["autoencoder"]["decoder"] = bad["autoencoder"]["decoder"][:2]  # no reshape back to (1, 8, 8)
     detail = refused(service, bad)
     assert detail["loc"] == ["body", "autoencoder", "decoder", 1]
-    assert detail["msg"].startswith("autoencoder.decoder: layer 1 (dense): output shape (64,) differs from the "
-                                    "input shape (1, 8, 8)")  # fmt: skip
+    assert detail["msg"].startswith(
+        "autoencoder.decoder: layer 1 (dense): output shape (64,) differs from the input shape (1, 8, 8)"
+    )
 
 
 def test_vae_over_http(service: Service) -> None:
@@ -79,8 +80,9 @@ def test_vae_over_http(service: Service) -> None:
     encoded = predict(service, job_id, {"operation": "encode", "instances": x.tolist()})
     means = encoded["predictions"]
     assert np.asarray(means).shape == (10, 8) and np.asarray(encoded["log_variances"]).shape == (10, 8)
-    reconstructed = np.asarray(predict(service, job_id, {"operation": "reconstruct", "instances": x.tolist()})
-                               ["predictions"])  # fmt: skip
+    reconstructed = np.asarray(
+        predict(service, job_id, {"operation": "reconstruct", "instances": x.tolist()})["predictions"]
+    )
     assert reconstructed.shape == x.shape and np.mean(np.abs(reconstructed - x)) < 0.6 * baseline
     decoded = predict(service, job_id, {"operation": "decode", "instances": means})["predictions"]
     np.testing.assert_allclose(np.asarray(decoded), reconstructed, atol=1e-3)

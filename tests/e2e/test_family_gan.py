@@ -29,8 +29,10 @@ def jobs(service: Service) -> dict[str, dict[str, Any]]:
             created = client.post("/v1/jobs", json=spec(name))
             assert created.status_code == 201, created.text
             ids[name] = created.json()["id"]
-        done = {name: wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=150)
-                for name, job_id in ids.items()}  # fmt: skip
+        done = {
+            name: wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=150)
+            for name, job_id in ids.items()
+        }
     for job in done.values():
         assert job["status"] == "succeeded", job["reason"]
     return done
@@ -71,8 +73,11 @@ def test_gan_covers_the_mixture_modes(service: Service, jobs: dict[str, dict[str
     probabilities = predict(service, job["id"], {"operation": "discriminate", "instances": real})["predictions"]
     assert len(probabilities) == 2 and all(0.0 <= p <= 1.0 for p in probabilities)
     labelled = refusal(service, job["id"], {"count": 2, "labels": [0, 1]})
-    assert labelled == {"loc": ["body", "labels"], "type": "invalid",
-                        "msg": "labels condition a cgan; this gan model takes none"}  # fmt: skip
+    assert labelled == {
+        "loc": ["body", "labels"],
+        "type": "invalid",
+        "msg": "labels condition a cgan; this gan model takes none",
+    }
     wrong = refusal(service, job["id"], {"operation": "reconstruct", "instances": real})
     assert wrong["loc"] == ["body", "operation"] and "not available to the gan family" in wrong["msg"]
 
@@ -89,11 +94,15 @@ def test_cgan_draws_the_digit_asked_for(service: Service, jobs: dict[str, dict[s
     judged = predict(service, classifier["id"], {"instances": x.tolist()})["class_ids"]
     agreement = float(np.mean(np.asarray(judged) == np.asarray(labels)))
     assert agreement >= 0.7, agreement
-    scores = predict(service, job["id"], {"operation": "discriminate", "instances": x[:4].tolist(),
-                                          "labels": labels[:4]})["predictions"]  # fmt: skip
+    scores = predict(
+        service, job["id"], {"operation": "discriminate", "instances": x[:4].tolist(), "labels": labels[:4]}
+    )["predictions"]
     assert len(scores) == 4 and all(0.0 <= p <= 1.0 for p in scores)
     assert refusal(service, job["id"], {"labels": [1, 10]}) == {
-        "loc": ["body", "labels"], "type": "invalid", "msg": "labels must be class ids 0..9; got 10"}  # fmt: skip
+        "loc": ["body", "labels"],
+        "type": "invalid",
+        "msg": "labels must be class ids 0..9; got 10",
+    }
     disagree = refusal(service, job["id"], {"labels": [1, 2], "count": 3})
     assert disagree["loc"] == ["body", "labels"] and disagree["msg"].startswith("give one label per sample")
     unlabelled = refusal(service, job["id"], {"operation": "discriminate", "instances": x[:1].tolist()})

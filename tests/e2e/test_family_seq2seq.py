@@ -57,16 +57,26 @@ def test_predict_reverses_sequences_it_never_saw(service: Service, reversed_job:
 @pytest.mark.parametrize(
     ("body", "loc", "message"),
     [
-        ({"instances": [[1, 2, 3]]}, ["body", "instances"],
-         "each instance must be a list of 8 token ids, integers in 0..9; instance 0 has 3 values"),
-        ({"instances": [[0] * 8, [3] * 7 + [12]]}, ["body", "instances"],
-         "each instance must be a list of 8 token ids, integers in 0..9; instance 1 has 12"),
-        ({"operation": "generate", "count": 2}, ["body", "operation"],
-         "operation 'generate' is not available to the seq2seq family; choose one of ['predict']"),
+        (
+            {"instances": [[1, 2, 3]]},
+            ["body", "instances"],
+            "each instance must be a list of 8 token ids, integers in 0..9; instance 0 has 3 values",
+        ),
+        (
+            {"instances": [[0] * 8, [3] * 7 + [12]]},
+            ["body", "instances"],
+            "each instance must be a list of 8 token ids, integers in 0..9; instance 1 has 12",
+        ),
+        (
+            {"operation": "generate", "count": 2},
+            ["body", "operation"],
+            "operation 'generate' is not available to the seq2seq family; choose one of ['predict']",
+        ),
     ],
-)  # fmt: skip
-def test_predict_refuses_what_it_cannot_decode(service: Service, reversed_job: dict[str, Any], body: dict[str, Any],
-                                               loc: list[str], message: str) -> None:  # fmt: skip
+)
+def test_predict_refuses_what_it_cannot_decode(
+    service: Service, reversed_job: dict[str, Any], body: dict[str, Any], loc: list[str], message: str
+) -> None:
     with service.client() as client:
         answer = client.post(f"/v1/models/{reversed_job['id']}/predict", json=body)
     assert answer.status_code == 422, answer.text
@@ -77,15 +87,23 @@ def test_predict_refuses_what_it_cannot_decode(service: Service, reversed_job: d
 @pytest.mark.parametrize(
     ("section", "replacement", "loc", "start"),
     [
-        ("dataset", {"name": "digits"}, ["body", "dataset", "name"],
-         "seq2seq maps token sequences to token sequences; 'digits' is not such a dataset"),
-        ("compile", {"loss": "mse"}, ["body", "compile", "loss"],
-         "seq2seq is trained with sparse_categorical_crossentropy"),
+        (
+            "dataset",
+            {"name": "digits"},
+            ["body", "dataset", "name"],
+            "seq2seq maps token sequences to token sequences; 'digits' is not such a dataset",
+        ),
+        (
+            "compile",
+            {"loss": "mse"},
+            ["body", "compile", "loss"],
+            "seq2seq is trained with sparse_categorical_crossentropy",
+        ),
     ],
-)  # fmt: skip
-def test_a_spec_seq2seq_cannot_train_is_refused_before_queuing(service: Service, section: str,
-                                                                replacement: dict[str, Any], loc: list[str],
-                                                                start: str) -> None:  # fmt: skip
+)
+def test_a_spec_seq2seq_cannot_train_is_refused_before_queuing(
+    service: Service, section: str, replacement: dict[str, Any], loc: list[str], start: str
+) -> None:
     spec = reverse_spec()
     spec[section] = replacement
     with service.client() as client:

@@ -80,8 +80,10 @@ class Route:
     def request(self, client: httpx.Client, ids: dict[str, str], owned: Owned) -> httpx.Response:
         if self.body is None:
             return client.request(self.method, self.url(ids))
-        assert self.body in BODIES, (f"{self.method} {self.template} takes a {self.body} body the cross-tenant "
-                                     "walk cannot make: add one to BODIES in tests/e2e/test_isolation.py")  # fmt: skip
+        assert self.body in BODIES, (
+            f"{self.method} {self.template} takes a {self.body} body the cross-tenant "
+            "walk cannot make: add one to BODIES in tests/e2e/test_isolation.py"
+        )
         return client.request(self.method, self.url(ids), json=BODIES[self.body](owned))
 
     def not_found(self, ids: dict[str, str]) -> list[dict[str, str]]:
@@ -103,8 +105,10 @@ def schema_routes(service: Service) -> tuple[list[Route], list[str]]:
     for path, item in schema["paths"].items():
         params = tuple(PATH_PARAMETER.findall(path))
         unknown = [p for p in params if p not in PARAMS]
-        assert not unknown, (f"{path} has path parameters {unknown} the cross-tenant walk cannot fill: "
-                             "add them to PARAMS in tests/e2e/test_isolation.py")  # fmt: skip
+        assert not unknown, (
+            f"{path} has path parameters {unknown} the cross-tenant walk cannot fill: "
+            "add them to PARAMS in tests/e2e/test_isolation.py"
+        )
         for method in (m for m in METHODS if m in item):
             if params:
                 routes.append(Route(method.upper(), path, params, body_schema(item[method])))
@@ -115,8 +119,11 @@ def schema_routes(service: Service) -> tuple[list[Route], list[str]]:
 
 def _upload(client: httpx.Client, marker: str) -> dict[str, Any]:
     rows = ["width,height,kind"] + [f"{i % 7}.5,{i % 5}.25,{'yes' if i % 2 else 'no'}-{marker}" for i in range(40)]
-    answer = client.post("/v1/datasets", files={"file": (f"isolation-{marker}.csv", "\n".join(rows), "text/csv")},
-                         data={"target": "kind"})  # fmt: skip
+    answer = client.post(
+        "/v1/datasets",
+        files={"file": (f"isolation-{marker}.csv", "\n".join(rows), "text/csv")},
+        data={"target": "kind"},
+    )
     assert answer.status_code == 201, answer.text
     dataset: dict[str, Any] = answer.json()
     return dataset
@@ -156,9 +163,12 @@ def snapshot(client: httpx.Client, owned: Owned) -> dict[str, Any]:
     """What the owner sees of its objects."""
     job = client.get(f"/v1/jobs/{owned.ids['job']}").json()
     assert job["status"] == "succeeded" and job["cancel_requested"] is False, job
-    return {"job": job, "dataset": client.get(f"/v1/datasets/{owned.ids['dataset']}").json(),
-            "checkpoints": client.get(f"/v1/jobs/{owned.ids['job']}/checkpoints").json(),
-            "metrics": client.get(f"/v1/jobs/{owned.ids['job']}/metrics").json()["count"]}  # fmt: skip
+    return {
+        "job": job,
+        "dataset": client.get(f"/v1/datasets/{owned.ids['dataset']}").json(),
+        "checkpoints": client.get(f"/v1/jobs/{owned.ids['job']}/checkpoints").json(),
+        "metrics": client.get(f"/v1/jobs/{owned.ids['job']}/metrics").json()["count"],
+    }
 
 
 def assert_refused(intruder: httpx.Client, route: Route, owned: Owned) -> None:
@@ -186,12 +196,14 @@ def assert_served(owner: httpx.Client, route: Route, owned: Owned) -> None:
     answer = route.request(owner, owned.ids, owned)
     ended = {"detail": f"job {owned.ids['job']} already ended: succeeded"}  # a succeeded job's cancel
     assert answer.status_code == 200 or (answer.status_code, answer.json()) == (409, ended), (
-        f"{route.method} {route.url(owned.ids)} as its owner: {answer.status_code} {answer.text}")  # fmt: skip
+        f"{route.method} {route.url(owned.ids)} as its owner: {answer.status_code} {answer.text}"
+    )
 
 
 @pytest.mark.parametrize(("owner", "intruder"), DIRECTIONS)
-def test_every_route_with_an_id_answers_another_tenant_404(service: Service, owned: dict[str, Owned], owner: str,
-                                                           intruder: str) -> None:  # fmt: skip
+def test_every_route_with_an_id_answers_another_tenant_404(
+    service: Service, owned: dict[str, Owned], owner: str, intruder: str
+) -> None:
     routes, _ = schema_routes(service)
     walked = {(r.method, r.template) for r in routes}
     assert walked >= KNOWN, f"the schema lost routes the walk must cover: {sorted(KNOWN - walked)}"
@@ -219,8 +231,9 @@ def _all_jobs(client: httpx.Client, **params: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("owner", "intruder"), DIRECTIONS)
-def test_routes_without_ids_show_nothing_of_another_tenant(service: Service, owned: dict[str, Owned], owner: str,
-                                                           intruder: str) -> None:  # fmt: skip
+def test_routes_without_ids_show_nothing_of_another_tenant(
+    service: Service, owned: dict[str, Owned], owner: str, intruder: str
+) -> None:
     _, plain = schema_routes(service)
     assert {"/v1/jobs", "/v1/datasets"} <= set(plain)
     mine, theirs = owned[owner], owned[intruder]
@@ -239,14 +252,19 @@ def test_routes_without_ids_show_nothing_of_another_tenant(service: Service, own
 
 def csv_spec(dataset_id: str) -> dict[str, Any]:
     """A small classifier for an uploaded CSV of two features."""
-    return {"name": "probe", "dataset": {"id": dataset_id}, "model": {"preset": {"name": "mlp", "hidden_units": [8]}},
-            "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
-            "fit": {"epochs": 1, "validation_split": 0.2}}  # fmt: skip
+    return {
+        "name": "probe",
+        "dataset": {"id": dataset_id},
+        "model": {"preset": {"name": "mlp", "hidden_units": [8]}},
+        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+        "fit": {"epochs": 1, "validation_split": 0.2},
+    }
 
 
 @pytest.mark.parametrize(("owner", "intruder"), DIRECTIONS)
-def test_a_spec_cannot_name_another_tenants_dataset(service: Service, owned: dict[str, Owned], owner: str,
-                                                    intruder: str) -> None:  # fmt: skip
+def test_a_spec_cannot_name_another_tenants_dataset(
+    service: Service, owned: dict[str, Owned], owner: str, intruder: str
+) -> None:
     dataset_id = owned[owner].ids["dataset"]
     with service.client(intruder) as other:
         before = other.get("/v1/jobs").json()["count"]

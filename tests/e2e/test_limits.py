@@ -69,8 +69,14 @@ def test_a_model_of_billions_of_parameters_is_refused_without_building_it(servic
 def _upsampler(batch_size: int = 32) -> dict[str, Any]:
     """The issue's spec: 20 parameters, and 64 Mi activations per sample after two upsamplings."""
     spec = digits_spec(batch_size=batch_size)
-    spec["model"] = {"layers": [{"type": "upsample2d", "size": 64}, {"type": "upsample2d", "size": 16},
-                                {"type": "global_avgpool"}, {"type": "dense", "units": 10}]}  # fmt: skip
+    spec["model"] = {
+        "layers": [
+            {"type": "upsample2d", "size": 64},
+            {"type": "upsample2d", "size": 16},
+            {"type": "global_avgpool"},
+            {"type": "dense", "units": 10},
+        ]
+    }
     return spec
 
 
@@ -86,9 +92,11 @@ def test_a_spec_whose_activations_are_huge_is_refused_before_any_memory_is_spent
     for error in errors:
         assert error["loc"] == ["body", "model", "layers", 1], error
         assert "the largest is layer 1 (upsample2d), 67,108,864 values per sample (1, 8192, 8192)" in error["msg"]
-    assert errors[0]["msg"].startswith("the job's training memory is estimated at 16.1 GiB (weights, gradients, "
-                                       "optimizer state and the activations of a batch of 32), over the server's "
-                                       "limit of 8.0 GiB")  # fmt: skip
+    assert errors[0]["msg"].startswith(
+        "the job's training memory is estimated at 16.1 GiB (weights, gradients, "
+        "optimizer state and the activations of a batch of 32), over the server's "
+        "limit of 8.0 GiB"
+    )
     assert "estimated at 32,896.0 GiB" in errors[-1]["msg"] and "a batch of 65536" in errors[-1]["msg"]
     assert grown < 300 * 2**20
 
@@ -99,10 +107,12 @@ def test_a_spec_whose_check_alone_is_too_big_is_refused(service: Service) -> Non
     spec = _upsampler(batch_size=1)
     spec["model"]["layers"][1]["size"] = 4  # 4.3 M values per sample: 34 MiB at batch 1, 102 MiB to check
     error = refused(service, spec)
-    assert error["msg"] == ("checking this model means running 2 samples through it, which needs about 102.0 MiB "
-                            "(4,456,459 activations per sample), over the server's limit of 64.0 MiB for a "
-                            "check; the largest is layer 1 (upsample2d), 4,194,304 values per sample "
-                            "(1, 2048, 2048)")  # fmt: skip
+    assert error["msg"] == (
+        "checking this model means running 2 samples through it, which needs about 102.0 MiB "
+        "(4,456,459 activations per sample), over the server's limit of 64.0 MiB for a "
+        "check; the largest is layer 1 (upsample2d), 4,194,304 values per sample "
+        "(1, 2048, 2048)"
+    )
 
 
 def test_a_path_like_dataset_id_is_refused(service: Service) -> None:
@@ -112,8 +122,14 @@ def test_a_path_like_dataset_id_is_refused(service: Service) -> None:
     assert error["loc"] == ["body", "dataset", "id"]
 
 
-OWNED = [("status", "succeeded"), ("tenant", "other"), ("tenant_id", "t_1"), ("attempt", 7),
-         ("path", "/etc/passwd"), ("artifacts_dir", "/var/lib/fitserve")]  # fmt: skip
+OWNED = [
+    ("status", "succeeded"),
+    ("tenant", "other"),
+    ("tenant_id", "t_1"),
+    ("attempt", 7),
+    ("path", "/etc/passwd"),
+    ("artifacts_dir", "/var/lib/fitserve"),
+]
 
 
 @pytest.mark.parametrize("field", OWNED)
@@ -190,8 +206,11 @@ def test_epochs_times_samples_over_the_limit(limited: Service) -> None:
 
 def test_parameters_batch_size_and_layers_over_the_limit(limited: Service) -> None:
     big = small_spec()
-    big["model"]["layers"] = [{"type": "flatten"}, {"type": "dense", "units": 100, "activation": "relu"},
-                              {"type": "dense", "units": 10, "activation": "softmax"}]  # fmt: skip
+    big["model"]["layers"] = [
+        {"type": "flatten"},
+        {"type": "dense", "units": 100, "activation": "relu"},
+        {"type": "dense", "units": 10, "activation": "softmax"},
+    ]
     answer = post_job(limited, big)
     assert answer.status_code == 422, answer.text
     error = answer.json()["detail"][0]
@@ -278,8 +297,12 @@ def test_concurrent_uploads_cannot_pass_the_quota_together(limited: Service) -> 
     body = b"a,b\n" + b"1,0\n2,1\n" * 749  # 5,996 bytes: three fit in 20,000
 
     def upload(i: int) -> httpx.Response:
-        return httpx.post(f"{limited.url}/v1/datasets", headers={"Authorization": f"Bearer {key}"},
-                          files={"file": (f"r{i}.csv", body)}, timeout=60)  # fmt: skip
+        return httpx.post(
+            f"{limited.url}/v1/datasets",
+            headers={"Authorization": f"Bearer {key}"},
+            files={"file": (f"r{i}.csv", body)},
+            timeout=60,
+        )
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(upload, range(8)))
@@ -296,8 +319,9 @@ def test_a_json_body_over_the_request_limit_is_413(limited: Service) -> None:
     spec = small_spec()
     spec["name"] = "x"
     with limited.client() as client:
-        answer = client.post("/v1/jobs", content=json.dumps(spec) + " " * 70_000,
-                             headers={"content-type": "application/json"})  # fmt: skip
+        answer = client.post(
+            "/v1/jobs", content=json.dumps(spec) + " " * 70_000, headers={"content-type": "application/json"}
+        )
     assert answer.status_code == 413
     assert answer.json() == {"detail": "the request body is larger than 65536 bytes"}
 
@@ -306,9 +330,11 @@ def test_a_chunked_upload_over_the_limit_stops_early(limited: Service) -> None:
     """No Content-Length: the 413 comes once the limit is passed, long before the body ends."""
     url = urlsplit(limited.url)
     boundary = "fitserveboundary"
-    head = (f"POST /v1/datasets HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {limited.keys['a']}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /v1/datasets HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {limited.keys['a']}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
     part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\na,b\r\n'
     chunk = b"1,2\n" * 16384  # 64 KiB
     total, answer = 0, b""
@@ -336,8 +362,10 @@ def test_a_1_gb_upload_is_refused_from_its_headers(limited: Service) -> None:
     url = urlsplit(limited.url)
     uploads = limited.data_dir / "artifacts" / "datasets"
     before = sorted(uploads.glob("*")) if uploads.exists() else []
-    head = (f"POST /v1/datasets HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {limited.keys['a']}\r\n"
-            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1073741824\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /v1/datasets HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {limited.keys['a']}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1073741824\r\n\r\n"
+    )
     answer = b""
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(head.encode())
@@ -399,8 +427,10 @@ def test_a_body_without_a_valid_key_is_never_read(service: Service) -> None:
     comes from the headers, for a missing key and a bad one alike, the body never sent."""
     netloc = urlsplit(service.url).netloc
     for auth in ("", "Authorization: Bearer not-a-key\r\n"):
-        head = (f"POST /v1/jobs HTTP/1.1\r\nHost: {netloc}\r\n{auth}Content-Type: application/json\r\n"
-                f"Content-Length: {86 * 2**20}\r\n\r\n")  # fmt: skip
+        head = (
+            f"POST /v1/jobs HTTP/1.1\r\nHost: {netloc}\r\n{auth}Content-Type: application/json\r\n"
+            f"Content-Length: {86 * 2**20}\r\n\r\n"
+        )
         started = time.monotonic()
         answer = _headers_only(service, head)
         assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
@@ -417,8 +447,10 @@ def test_predict_without_a_key_is_a_401_not_a_422_echoing_the_input(service: Ser
 def test_an_address_sending_bad_keys_is_slowed_down(limited: Service) -> None:
     """Past AUTH_FAILURE_BURST refusals from one address, its requests without a valid key are 429s;
     its good keys are not affected."""
-    codes = [httpx.get(f"{limited.url}/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"}).status_code
-             for i in range(8)]  # fmt: skip
+    codes = [
+        httpx.get(f"{limited.url}/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"}).status_code
+        for i in range(8)
+    ]
     assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3, codes
     refused = httpx.get(f"{limited.url}/v1/jobs")
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1

@@ -70,8 +70,14 @@ def test_metrics_logs_and_no_key_in_them(service: Service) -> None:
     assert any("/v1/models/" in r["message"] for r in access)
 
     # a key printed by `keys create` goes to stdout only, and no key is in any log
-    done = subprocess.run([str(BIN / "fitserve"), "keys", "create", "--tenant", "observability"], env=service.env,
-                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "fitserve"), "keys", "create", "--tenant", "observability"],
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     new_key = done.stdout.strip()
     assert new_key and new_key not in done.stderr
     text = "\n".join(log.read_text(errors="replace") for log in service.logs)

@@ -27,8 +27,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits_mlp.json"
 def up(data_dir: Path, name: str) -> Iterator[httpx.Client]:
     port = free_port()
     with (data_dir / f"{name}.log").open("wb") as log:
-        proc = subprocess.Popen([str(BIN / "fitserve"), "up", "--port", str(port)], env=_base_env(data_dir),
-                                stdout=log, stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(BIN / "fitserve"), "up", "--port", str(port)],
+            env=_base_env(data_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -38,8 +43,9 @@ def up(data_dir: Path, name: str) -> Iterator[httpx.Client]:
             assert proc.poll() is None, (data_dir / f"{name}.log").read_text()
             time.sleep(0.3)
         key = (data_dir / "api_key").read_text().strip()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"},
-                          timeout=60) as client:  # fmt: skip
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as client:
             yield client
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the whole group at once

@@ -53,15 +53,20 @@ def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             rows = ["x1,x2,label", *(f"{i % 7},{i % 3},{'yes' if i % 2 else 'no'}" for i in range(40))]
             up = client.post("/v1/datasets", files={"file": ("fuzz.csv", "\n".join(rows), "text/csv")})
             assert up.status_code == 201, up.text
-            spec = {"name": "fuzz", "dataset": {"name": "iris"}, "model": {"preset": "mlp"},
-                    "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
-                    "fit": {"epochs": 1, "batch_size": 32}}  # fmt: skip
+            spec = {
+                "name": "fuzz",
+                "dataset": {"name": "iris"},
+                "model": {"preset": "mlp"},
+                "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+                "fit": {"epochs": 1, "batch_size": 32},
+            }
             job = client.post("/v1/jobs", json=spec)
             assert job.status_code == 201, job.text
             assert wait_for(client, job.json()["id"], ("succeeded", "failed"))["status"] == "succeeded"
         config = tmp / "schemathesis.toml"
-        config.write_text(f'[parameters]\n"path.job_id" = "{job.json()["id"]}"\n'
-                          f'"path.dataset_id" = "{up.json()["id"]}"\n')  # fmt: skip
+        config.write_text(
+            f'[parameters]\n"path.job_id" = "{job.json()["id"]}"\n"path.dataset_id" = "{up.json()["id"]}"\n'
+        )
         service.env["FUZZ_CONFIG"] = str(config)
         yield service
     finally:
@@ -73,13 +78,34 @@ def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def test_schema_fuzz(fuzz_service: Service, tenant: str, tmp_path: Path) -> None:
     started = time.monotonic()
     done = subprocess.run(
-        [str(BIN / "st"), "--config-file", fuzz_service.env["FUZZ_CONFIG"], "run", f"{fuzz_service.url}/openapi.json",
-         "--header", f"Authorization: Bearer {fuzz_service.keys[tenant]}",
-         "--checks", CHECKS, "--max-examples", EXAMPLES, "--seed", SEED, "--workers", "2",
-         "--phases", PHASES[tenant],
-         "--request-timeout", "30", "--no-color"],
-        cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=280,
-    )  # fmt: skip
+        [
+            str(BIN / "st"),
+            "--config-file",
+            fuzz_service.env["FUZZ_CONFIG"],
+            "run",
+            f"{fuzz_service.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {fuzz_service.keys[tenant]}",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            EXAMPLES,
+            "--seed",
+            SEED,
+            "--workers",
+            "2",
+            "--phases",
+            PHASES[tenant],
+            "--request-timeout",
+            "30",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     output = done.stdout + done.stderr
     elapsed = time.monotonic() - started
     print(f"tenant {tenant}: schemathesis ran {elapsed:.0f} s\n{output[-1500:]}")

@@ -17,11 +17,16 @@ from tests.e2e.conftest import Service, wait_for
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def _spec(dataset: dict[str, Any], layers: list[dict[str, Any]], loss: str, metrics: list[str],
-          epochs: int) -> dict[str, Any]:  # fmt: skip
-    return {"name": "sequence", "dataset": dataset, "model": {"layers": layers},
-            "compile": {"optimizer": {"type": "adam", "learning_rate": 0.005}, "loss": loss, "metrics": metrics},
-            "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 0}}  # fmt: skip
+def _spec(
+    dataset: dict[str, Any], layers: list[dict[str, Any]], loss: str, metrics: list[str], epochs: int
+) -> dict[str, Any]:
+    return {
+        "name": "sequence",
+        "dataset": dataset,
+        "model": {"layers": layers},
+        "compile": {"optimizer": {"type": "adam", "learning_rate": 0.005}, "loss": loss, "metrics": metrics},
+        "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 0},
+    }
 
 
 def _train(service: Service, spec: dict[str, Any]) -> dict[str, Any]:
@@ -42,9 +47,13 @@ def _held_out(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_a_recurrent_classifier_learns_sequence_classes(service: Service, cell: str) -> None:
-    spec = _spec({"name": "sequence_classes"}, [{"type": cell, "units": 32},
-                 {"type": "dense", "units": 4, "activation": "softmax"}], "sparse_categorical_crossentropy",
-                 ["accuracy"], epochs=8)  # fmt: skip
+    spec = _spec(
+        {"name": "sequence_classes"},
+        [{"type": cell, "units": 32}, {"type": "dense", "units": 4, "activation": "softmax"}],
+        "sparse_categorical_crossentropy",
+        ["accuracy"],
+        epochs=8,
+    )
     job = _train(service, spec)
     assert job["metrics"]["val_accuracy"] >= 0.95
     x, y = _held_out(spec)
@@ -56,8 +65,13 @@ def test_a_recurrent_classifier_learns_sequence_classes(service: Service, cell: 
 
 
 def test_an_lstm_forecaster_halves_the_last_value_baseline(service: Service) -> None:
-    spec = _spec({"name": "sequence_sine"}, [{"type": "lstm", "units": 32}, {"type": "dense", "units": 1}], "mse",
-                 ["mse"], epochs=10)  # fmt: skip
+    spec = _spec(
+        {"name": "sequence_sine"},
+        [{"type": "lstm", "units": 32}, {"type": "dense", "units": 1}],
+        "mse",
+        ["mse"],
+        epochs=10,
+    )
     job = _train(service, spec)
     x, y = _held_out(spec)
     with service.client() as client:

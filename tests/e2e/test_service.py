@@ -79,8 +79,7 @@ def test_predict_refuses_a_wrong_shape(service: Service, trained: dict[str, Any]
         assert answer.status_code == 422
         detail = answer.json()["detail"][0]
         assert detail["loc"] == ["body", "instances"]
-        assert detail["msg"] == ("each instance must have shape [1, 8, 8] (64 values); "
-                                 "received instances of shape [3]")  # fmt: skip
+        assert detail["msg"] == ("each instance must have shape [1, 8, 8] (64 values); received instances of shape [3]")
         empty = client.post(f"/v1/models/{trained['id']}/predict", json={"instances": []})
         assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "instances"]
 
@@ -94,8 +93,10 @@ def test_predict_names_its_operation_and_refuses_another_familys(service: Servic
         wrong = client.post(url, json={"operation": "generate", "count": 2})
         assert wrong.status_code == 422
         assert wrong.json()["detail"][0] == {
-            "loc": ["body", "operation"], "type": "invalid",
-            "msg": "operation 'generate' is not available to the supervised family; use 'predict'"}  # fmt: skip
+            "loc": ["body", "operation"],
+            "type": "invalid",
+            "msg": "operation 'generate' is not available to the supervised family; use 'predict'",
+        }
         unknown = client.post(url, json={"operation": "fly", "instances": [[0.0] * 64]})
         assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "operation"]
         extra = client.post(url, json={"instances": [[0.0] * 64], "status": "x"})
@@ -150,15 +151,23 @@ def test_uploaded_csv_trains_and_predicts_its_class_names(service: Service) -> N
     x = rng.normal(size=(300, 2))
     rows = ["width,height,kind"] + [f"{a:.4f},{b:.4f},{'round' if a * a + b * b < 1 else 'long'}" for a, b in x]
     with service.client() as client:
-        up = client.post("/v1/datasets", files={"file": ("shapes.csv", "\n".join(rows), "text/csv")},
-                         data={"target": "kind"})  # fmt: skip
+        up = client.post(
+            "/v1/datasets", files={"file": ("shapes.csv", "\n".join(rows), "text/csv")}, data={"target": "kind"}
+        )
         assert up.status_code == 201, up.text
         dataset = up.json()
         assert dataset["class_names"] == ["long", "round"] and dataset["input_shape"] == [2]
-        spec = {"name": "csv", "dataset": {"id": dataset["id"]}, "model": {"preset": {"name": "mlp",
-                "hidden_units": [32]}}, "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01},
-                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
-                "fit": {"epochs": 20, "validation_split": 0.2}}  # fmt: skip
+        spec = {
+            "name": "csv",
+            "dataset": {"id": dataset["id"]},
+            "model": {"preset": {"name": "mlp", "hidden_units": [32]}},
+            "compile": {
+                "optimizer": {"type": "adam", "learning_rate": 0.01},
+                "loss": "sparse_categorical_crossentropy",
+                "metrics": ["accuracy"],
+            },
+            "fit": {"epochs": 20, "validation_split": 0.2},
+        }
         job = client.post("/v1/jobs", json=spec)
         assert job.status_code == 201, job.text
         done = wait_for(client, job.json()["id"], ("succeeded", "failed"))
@@ -223,26 +232,47 @@ def _with(base: dict[str, Any], path: list[str | int], value: Any) -> dict[str, 
 @pytest.mark.parametrize(
     ("path", "value", "loc", "message"),
     [
-        (["model", "layers", 1], {"type": "conv2d", "filters": 4, "kernel_size": 3}, ["body", "model", "layers", 1],
-         "layer 1 (conv2d): expected 3-D (C, H, W) input, received (64,)"),
-        (["model", "layers", 2, "units"], 3, ["body", "model", "layers", 2],
-         "output has 3 units but the dataset has 10 classes"),
-        (["model", "layers", 0], {"type": "transformer"}, ["body", "model", "layers", 0],
-         "Input tag 'transformer' found using 'type' does not match any of the expected tags: 'dense', 'conv1d', "
-         "'conv2d', 'maxpool1d', 'maxpool2d', 'avgpool2d', 'global_avgpool', 'batchnorm', 'layernorm', 'dropout', "
-         "'flatten', 'reshape', 'activation', 'embedding', 'conv2d_transpose', 'upsample2d', 'rnn', 'lstm', 'gru', "
-         "'positional_encoding', 'multi_head_attention', 'transformer_encoder', 'sequence_pool'"),
+        (
+            ["model", "layers", 1],
+            {"type": "conv2d", "filters": 4, "kernel_size": 3},
+            ["body", "model", "layers", 1],
+            "layer 1 (conv2d): expected 3-D (C, H, W) input, received (64,)",
+        ),
+        (
+            ["model", "layers", 2, "units"],
+            3,
+            ["body", "model", "layers", 2],
+            "output has 3 units but the dataset has 10 classes",
+        ),
+        (
+            ["model", "layers", 0],
+            {"type": "transformer"},
+            ["body", "model", "layers", 0],
+            "Input tag 'transformer' found using 'type' does not match any of the expected tags: 'dense', 'conv1d', "
+            "'conv2d', 'maxpool1d', 'maxpool2d', 'avgpool2d', 'global_avgpool', 'batchnorm', 'layernorm', 'dropout', "
+            "'flatten', 'reshape', 'activation', 'embedding', 'conv2d_transpose', 'upsample2d', 'rnn', 'lstm', 'gru', "
+            "'positional_encoding', 'multi_head_attention', 'transformer_encoder', 'sequence_pool'",
+        ),
         (["fit", "epochs"], 0, ["body", "fit", "epochs"], "Input should be greater than or equal to 1"),
         (["fit", "status"], "succeeded", ["body", "fit", "status"], "Extra inputs are not permitted"),
-        (["compile", "optimizer"], "adamx", ["body", "compile", "optimizer"],
-         "Input tag 'adamx' found using 'type' does not match any of the expected tags: 'sgd', 'adagrad', "
-         "'rmsprop', 'adam', 'adamw'"),
-        (["dataset"], {"id": "ds_00000000000000000000000000000000"}, ["body", "dataset", "id"],
-         "dataset ds_00000000000000000000000000000000 does not exist"),
+        (
+            ["compile", "optimizer"],
+            "adamx",
+            ["body", "compile", "optimizer"],
+            "Input tag 'adamx' found using 'type' does not match any of the expected tags: 'sgd', 'adagrad', "
+            "'rmsprop', 'adam', 'adamw'",
+        ),
+        (
+            ["dataset"],
+            {"id": "ds_00000000000000000000000000000000"},
+            ["body", "dataset", "id"],
+            "dataset ds_00000000000000000000000000000000 does not exist",
+        ),
     ],
-)  # fmt: skip
-def test_malformed_specs_get_422_naming_the_field(service: Service, path: list[str | int], value: Any,
-                                                  loc: list[str | int], message: str) -> None:  # fmt: skip
+)
+def test_malformed_specs_get_422_naming_the_field(
+    service: Service, path: list[str | int], value: Any, loc: list[str | int], message: str
+) -> None:
     with service.client() as client:
         before = client.get("/v1/jobs").json()["count"]
         answer = client.post("/v1/jobs", json=_with(keras_mnist_spec_on_digits(), path, value))
@@ -278,12 +308,17 @@ def _npz(**arrays: np.ndarray) -> bytes:
         ("big.csv", b"a,b\n" + b"1,2\n" * (UPLOAD_LIMIT // 4 + 10), 413, None),
         ("notes.txt", b"hello", 422, "the file must be .csv or .npz, got 'notes.txt'"),
         ("bad.csv", b"a,b\n1,2\n3\n4,5\n", 422, "line 3: 1 fields, the header has 2"),
-        ("evil.npz", _npz(x=np.array([{"a": 1}, {"b": 2}], dtype=object), y=np.array([0, 1])), 422,
-         "not a readable NPZ file of plain arrays: Object arrays cannot be loaded when allow_pickle=False"),
+        (
+            "evil.npz",
+            _npz(x=np.array([{"a": 1}, {"b": 2}], dtype=object), y=np.array([0, 1])),
+            422,
+            "not a readable NPZ file of plain arrays: Object arrays cannot be loaded when allow_pickle=False",
+        ),
     ],
-)  # fmt: skip
-def test_bad_uploads_are_refused(service: Service, filename: str, content: bytes, status: int,
-                                 message: str | None) -> None:  # fmt: skip
+)
+def test_bad_uploads_are_refused(
+    service: Service, filename: str, content: bytes, status: int, message: str | None
+) -> None:
     uploads = service.data_dir / "artifacts" / "datasets"
     before = sorted(uploads.glob("*")) if uploads.exists() else []
     with service.client() as client:
@@ -302,12 +337,16 @@ def test_an_oversized_body_is_refused_before_it_is_read(service: Service) -> Non
     """A JSON route takes 1 MiB (JSON_MAX_BYTES); predict more, sized for PREDICT_MAX_INSTANCES."""
     limit = 2**20
     with service.client() as client:
-        answer = client.post("/v1/jobs", content=b"{" + b" " * (limit + 10) + b"}",
-                             headers={"content-type": "application/json"})  # fmt: skip
+        answer = client.post(
+            "/v1/jobs", content=b"{" + b" " * (limit + 10) + b"}", headers={"content-type": "application/json"}
+        )
         assert answer.status_code == 413
         assert answer.json() == {"detail": f"the request body is larger than {limit} bytes"}
-        predict = client.post(f"/v1/models/job_{'0' * 32}/predict", content=b"{" + b" " * (3 * limit) + b"}",
-                              headers={"content-type": "application/json"})  # fmt: skip
+        predict = client.post(
+            f"/v1/models/job_{'0' * 32}/predict",
+            content=b"{" + b" " * (3 * limit) + b"}",
+            headers={"content-type": "application/json"},
+        )
         assert predict.status_code == 404, predict.text  # read and answered, not refused for its size
 
 

@@ -22,8 +22,12 @@ import pytest
 
 from tests.e2e.conftest import Service, _base_env, free_port
 
-SLOW = {"FITSERVE_HEADER_TIMEOUT_SECONDS": "1", "FITSERVE_BODY_IDLE_TIMEOUT_SECONDS": "1",
-        "FITSERVE_BODY_READ_TIMEOUT_SECONDS": "4", "FITSERVE_RATE_LIMIT_PER_SECOND": "0"}  # fmt: skip
+SLOW = {
+    "FITSERVE_HEADER_TIMEOUT_SECONDS": "1",
+    "FITSERVE_BODY_IDLE_TIMEOUT_SECONDS": "1",
+    "FITSERVE_BODY_READ_TIMEOUT_SECONDS": "4",
+    "FITSERVE_RATE_LIMIT_PER_SECOND": "0",
+}
 CAPPED = {"FITSERVE_MAX_CONNECTIONS": "8", "FITSERVE_HEADER_TIMEOUT_SECONDS": "3"}
 STALLED = 1000  # the count
 BOUNDARY = "slowboundary"
@@ -138,13 +142,21 @@ def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, bytes]
 
 def post_head(service: Service, path: str, length: int, content_type: str, key: bool = True) -> bytes:
     auth = f"Authorization: Bearer {service.keys['a']}\r\n" if key else ""
-    return (f"POST {path} HTTP/1.1\r\nHost: {urlsplit(service.url).netloc}\r\n{auth}Content-Type: {content_type}\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()  # fmt: skip
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {urlsplit(service.url).netloc}\r\n{auth}Content-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 def multipart(content: bytes) -> bytes:
-    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="slow.csv"\r\n'
-            "Content-Type: text/csv\r\n\r\n").encode() + content + f"\r\n--{BOUNDARY}--\r\n".encode()  # fmt: skip
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="slow.csv"\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def csv(rows: int) -> bytes:
@@ -200,10 +212,12 @@ def test_bodies_stalled_under_their_content_length_are_answered_408_and_closed(s
         conn.sock.close()
     waited = sorted(conn.closed - conn.sent for conn in conns if conn.closed is not None)
     answered = [conn.answer for conn in conns if conn.answer.startswith(b"HTTP/1.1 408")]
-    print(f"\n{len(answered)} of {STALLED} stalled bodies answered 408, {len(waited)} closed"
-          + (f" after {waited[0]:.2f}-{waited[-1]:.2f} s" if waited else "")
-          + f"; /healthz meanwhile: {len(probes)} probes, slowest {max(probes):.3f} s; API RSS {rss_before:.0f} MB"
-          f" -> peak {peak:.0f} MB (+{peak - rss_before:.0f} MB)")  # fmt: skip
+    print(
+        f"\n{len(answered)} of {STALLED} stalled bodies answered 408, {len(waited)} closed"
+        + (f" after {waited[0]:.2f}-{waited[-1]:.2f} s" if waited else "")
+        + f"; /healthz meanwhile: {len(probes)} probes, slowest {max(probes):.3f} s; API RSS {rss_before:.0f} MB"
+        f" -> peak {peak:.0f} MB (+{peak - rss_before:.0f} MB)"
+    )
     assert len(answered) == STALLED and len(waited) == STALLED, conns[0].answer[:300]
     assert waited[0] >= 0.9 and waited[-1] < 10
     assert b"connection: close" in answered[0] and b"no data of the request body came in 1 s" in answered[0]

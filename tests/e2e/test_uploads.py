@@ -52,8 +52,10 @@ def test_twenty_uploads_at_once_all_land_while_healthz_answers(service: Service)
         stop.set()
         prober.join()
     assert [a.status_code for a in answers] == [201] * 20, [a.text for a in answers if a.status_code != 201]
-    print(f"\n  {service.name}: 20 uploads of {len(files[0]):,} bytes at once; /healthz meanwhile ({len(healthz)} "
-          f"requests) median {np.median(healthz) * 1e3:.1f} ms, max {max(healthz) * 1e3:.1f} ms")  # fmt: skip
+    print(
+        f"\n  {service.name}: 20 uploads of {len(files[0]):,} bytes at once; /healthz meanwhile ({len(healthz)} "
+        f"requests) median {np.median(healthz) * 1e3:.1f} ms, max {max(healthz) * 1e3:.1f} ms"
+    )
     assert max(healthz) < 1.0, "the event loop was blocked"
     for i, answer in enumerate(answers):
         row = answer.json()
@@ -68,10 +70,13 @@ def test_a_dataset_is_deleted_unless_a_waiting_or_running_job_needs_it(service: 
     body = table(99)
     with service.client() as client:
         ds = client.post("/v1/datasets", files={"file": ("d.csv", body)}).json()
-        spec = {"name": "uses-it", "dataset": {"id": ds["id"]},
-                "model": {"preset": {"name": "mlp", "hidden_units": [8]}},
-                "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
-                "fit": {"epochs": 1}}  # fmt: skip
+        spec = {
+            "name": "uses-it",
+            "dataset": {"id": ds["id"]},
+            "model": {"preset": {"name": "mlp", "hidden_units": [8]}},
+            "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+            "fit": {"epochs": 1},
+        }
         done = client.post("/v1/jobs", json=spec).json()["id"]
         wait_for(client, done, ("succeeded",))
         busy = client.post("/v1/jobs", json=spec | {"fit": {"epochs": 1000}}).json()["id"]
@@ -142,8 +147,10 @@ def test_npz_bombs_are_refused_from_their_metadata(service: Service) -> None:
     before = _api_rss(service)
     with service.client() as client:
         count = client.get("/v1/datasets").json()["count"]
-        cases = [(bomb, f"'x.npy' inflates to {304 * 2**20 + 128:,} bytes"),
-                 (lie, "'x.npy' claims a float32 array of shape (274877906944, 1)")]  # fmt: skip
+        cases = [
+            (bomb, f"'x.npy' inflates to {304 * 2**20 + 128:,} bytes"),
+            (lie, "'x.npy' claims a float32 array of shape (274877906944, 1)"),
+        ]
         for body, says in cases:
             answer = client.post("/v1/datasets", files={"file": ("bomb.npz", body)})
             assert answer.status_code == 413, answer.text

@@ -16,9 +16,13 @@ from sqlalchemy import Engine, create_engine, text
 from tests.e2e.conftest import PG_ADMIN, Service, _base_env, free_port, shared_redis_queue, wait_for
 from tests.helpers import digits_mlp
 
-FAULT_ENV = {"FITSERVE_LEASE_SECONDS": "3", "FITSERVE_HEARTBEAT_SECONDS": "0.2",
-             "FITSERVE_SWEEP_INTERVAL_SECONDS": "0.5", "FITSERVE_QUEUED_GRACE_SECONDS": "5",
-             "FITSERVE_MAX_ATTEMPTS": "3"}  # fmt: skip
+FAULT_ENV = {
+    "FITSERVE_LEASE_SECONDS": "3",
+    "FITSERVE_HEARTBEAT_SECONDS": "0.2",
+    "FITSERVE_SWEEP_INTERVAL_SECONDS": "0.5",
+    "FITSERVE_QUEUED_GRACE_SECONDS": "5",
+    "FITSERVE_MAX_ATTEMPTS": "3",
+}
 
 
 class FaultService(Service):
@@ -50,8 +54,9 @@ class FaultService(Service):
     def metrics_are_unique(self, job_id: str) -> None:
         """One point per (step, name), whatever was redelivered or resumed: in the table, and
         through the API as a user reads them."""
-        total, distinct = self.sql("SELECT count(*), count(DISTINCT (step, name)) FROM metric WHERE job_id = :j",
-                                   j=job_id)[0]  # fmt: skip
+        total, distinct = self.sql(
+            "SELECT count(*), count(DISTINCT (step, name)) FROM metric WHERE job_id = :j", j=job_id
+        )[0]
         assert total == distinct > 0
         with self.client() as client:
             points = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
@@ -70,8 +75,15 @@ class FaultService(Service):
 
 
 @contextlib.contextmanager
-def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_url: str, queue: str,
-                  postgres: str = "127.0.0.1:5432", **env: str) -> Iterator[FaultService]:  # fmt: skip
+def fault_service(
+    request: pytest.FixtureRequest,
+    tmp: Path,
+    label: str,
+    broker_url: str,
+    queue: str,
+    postgres: str = "127.0.0.1:5432",
+    **env: str,
+) -> Iterator[FaultService]:
     """`fitserve worker` + `fitserve api` on a fresh database of the PostgreSQL server at `postgres`
     (host:port) and the given broker, with FAULT_ENV's short leases; the database is dropped afterwards."""
     import psycopg
@@ -82,8 +94,12 @@ def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_
         conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql+psycopg://postgres@{postgres}/{name}"
     port = free_port()
-    env = _base_env(tmp) | FAULT_ENV | {"FITSERVE_DATABASE_URL": url, "FITSERVE_BROKER_URL": broker_url,
-                                        "FITSERVE_QUEUE": queue} | env  # fmt: skip
+    env = (
+        _base_env(tmp)
+        | FAULT_ENV
+        | {"FITSERVE_DATABASE_URL": url, "FITSERVE_BROKER_URL": broker_url, "FITSERVE_QUEUE": queue}
+        | env
+    )
     service = FaultService(label, f"http://127.0.0.1:{port}", env, tmp)
     service.database = create_engine(url)
     try:
@@ -104,6 +120,8 @@ def fault_service(request: pytest.FixtureRequest, tmp: Path, label: str, broker_
 
 @pytest.fixture(scope="module")
 def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultService]:
-    with shared_redis_queue("faults") as (url, queue), \
-            fault_service(request, tmp_path_factory.mktemp("faults"), "faults", url, queue) as service:  # fmt: skip
+    with (
+        shared_redis_queue("faults") as (url, queue),
+        fault_service(request, tmp_path_factory.mktemp("faults"), "faults", url, queue) as service,
+    ):
         yield service

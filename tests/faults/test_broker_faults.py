@@ -35,9 +35,25 @@ class OwnRedis:
 
     def start(self) -> None:
         log = (self.data_dir / "redis.log").open("ab")
-        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--daemonize", "no", "--dir", str(self.data_dir)],
-                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
@@ -72,8 +88,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
 def brittle(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, broker: OwnRedis
 ) -> Iterator[FaultService]:
-    with fault_service(request, tmp_path_factory.mktemp("broker_faults"), "broker-faults", broker.url, QUEUE,
-                       FITSERVE_QUEUED_GRACE_SECONDS=str(GRACE)) as service:  # fmt: skip
+    with fault_service(
+        request,
+        tmp_path_factory.mktemp("broker_faults"),
+        "broker-faults",
+        broker.url,
+        QUEUE,
+        FITSERVE_QUEUED_GRACE_SECONDS=str(GRACE),
+    ) as service:
         yield service
 
 

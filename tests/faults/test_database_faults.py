@@ -39,9 +39,12 @@ def database() -> Iterator[PrivatePostgres]:
 def shaky(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database: PrivatePostgres
 ) -> Iterator[FaultService]:
-    with shared_redis_queue("db-faults") as (url, queue), \
-            fault_service(request, tmp_path_factory.mktemp("db_faults"), "db-faults", url, queue,
-                          postgres=database.address) as service:  # fmt: skip
+    with (
+        shared_redis_queue("db-faults") as (url, queue),
+        fault_service(
+            request, tmp_path_factory.mktemp("db_faults"), "db-faults", url, queue, postgres=database.address
+        ) as service,
+    ):
         yield service
 
 
@@ -49,8 +52,12 @@ def _refusals_while_down(service: FaultService, job_id: str) -> dict[str, Any]:
     """What the API answers with its database gone: a 503 to retry, never a 500; nothing accepted."""
     spec = digits_mlp(epochs=1).model_dump(mode="json")
     with service.client() as client:
-        answers = {"read": client.get(f"/v1/jobs/{job_id}"), "submit": client.post("/v1/jobs", json=spec),
-                   "list": client.get("/v1/jobs"), "ready": httpx.get(f"{service.url}/readyz", timeout=10)}  # fmt: skip
+        answers = {
+            "read": client.get(f"/v1/jobs/{job_id}"),
+            "submit": client.post("/v1/jobs", json=spec),
+            "list": client.get("/v1/jobs"),
+            "ready": httpx.get(f"{service.url}/readyz", timeout=10),
+        }
     for name, answer in answers.items():
         assert answer.status_code == 503, (name, answer.status_code, answer.text)
     for name in ("read", "submit", "list"):
@@ -83,8 +90,10 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     back, back_wall = time.monotonic(), restarting
     row = shaky.until(long, lambda r: r["heartbeat_at"].timestamp() > back_wall, timeout=30)  # its first beat since
     caught_up = time.monotonic() - back
-    print(f"\nPostgreSQL down {back - stopped:.1f} s: the long job went from epoch {at_stop} to {row['epoch']} "
-          f"meanwhile; its first heartbeat after the restart came {caught_up:.1f} s after it")  # fmt: skip
+    print(
+        f"\nPostgreSQL down {back - stopped:.1f} s: the long job went from epoch {at_stop} to {row['epoch']} "
+        f"meanwhile; its first heartbeat after the restart came {caught_up:.1f} s after it"
+    )
     assert row["epoch"] > at_stop  # it trained on through the outage
     with shaky.client() as client:
         done = {job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=120) for job in (long, short)}
@@ -99,8 +108,10 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     last_point = shaky.sql("SELECT max(time) FROM metric WHERE job_id = :j", j=short)[0][0].timestamp()
     finished = shaky.row(short)["finished_at"].timestamp()
     assert last_point < back_wall < finished, (last_point, back_wall, finished)
-    print(f"the short job's last point was taken {back_wall - last_point:.1f} s before the restart and its "
-          f"outcome written {finished - back_wall:.1f} s after it")  # fmt: skip
+    print(
+        f"the short job's last point was taken {back_wall - last_point:.1f} s before the restart and its "
+        f"outcome written {finished - back_wall:.1f} s after it"
+    )
     assert "database unavailable, keeping" in shaky.tail(400)
     watcher.join(60)
     streamed = [e for e in watcher.entries if e["kind"] == "metric"]
@@ -134,11 +145,13 @@ def _every_point_written_once(service: FaultService, job_id: str, epochs: int, s
     counts = dict(service.sql("SELECT name, count(*) FROM metric WHERE job_id = :j GROUP BY name", j=job_id))
     assert counts["loss"] == counts["accuracy"] == counts["val_loss"] == epochs, counts
     assert counts["step_loss"] == epochs * steps // 50, counts  # fit.log_every_steps: 50 by default
-    total, distinct = service.sql("SELECT count(*), count(DISTINCT (step, name)) FROM metric WHERE job_id = :j",
-                                  j=job_id)[0]  # fmt: skip
+    total, distinct = service.sql(
+        "SELECT count(*), count(DISTINCT (step, name)) FROM metric WHERE job_id = :j", j=job_id
+    )[0]
     assert total == distinct
-    epochs_seen = service.sql("SELECT DISTINCT epoch FROM metric WHERE job_id = :j AND name = 'loss' ORDER BY 1",
-                              j=job_id)  # fmt: skip
+    epochs_seen = service.sql(
+        "SELECT DISTINCT epoch FROM metric WHERE job_id = :j AND name = 'loss' ORDER BY 1", j=job_id
+    )
     assert [e for (e,) in epochs_seen] == list(range(1, epochs + 1))
     checkpoints = service.sql("SELECT count(*) FROM checkpoint WHERE job_id = :j", j=job_id)[0][0]
     assert checkpoints >= 1

@@ -81,8 +81,9 @@ def _kill_training(row: Row) -> float:
 def _mid_epoch(attempt: int, epoch: int) -> Callable[[Row], bool]:
     """A predicate: the attempt is running epoch `epoch` or later, in the first half of an epoch (so the kill lands
     before that epoch's checkpoint)."""
-    return lambda r: (r["status"] == "running" and r["attempt"] == attempt and r["epoch"] >= epoch
-                      and 0 < r["step"] < r["steps"] // 2)  # fmt: skip
+    return lambda r: (
+        r["status"] == "running" and r["attempt"] == attempt and r["epoch"] >= epoch and 0 < r["step"] < r["steps"] // 2
+    )
 
 
 def _checkpoint_dir(service: FaultService, job_id: str) -> Path:
@@ -129,8 +130,9 @@ def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faul
     print(f"\nresumed {resumed:.1f} s after the kill (lease 3 s, worker start included)")
     done = faulty.finish(job_id, timeout=120)
     assert (done["status"], done["attempt"]) == ("succeeded", 2), done["reason"]
-    second = faulty.sql("SELECT min(epoch) FROM metric WHERE job_id = :j AND attempt = 2 AND name = 'loss'",
-                        j=job_id)[0][0]  # fmt: skip
+    second = faulty.sql("SELECT min(epoch) FROM metric WHERE job_id = :j AND attempt = 2 AND name = 'loss'", j=job_id)[
+        0
+    ][0]
     assert second is not None and second >= 2  # from the epoch-1 checkpoint or later, not from scratch
     faulty.metrics_are_unique(job_id)
 
@@ -152,8 +154,10 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
     on_disk.append(_on_disk(faulty, job_id))
     faulty.start("worker")
     to_third = _resumed(faulty, job_id, 3, killed)
-    print(f"\ntraining process killed -> attempt 2 running: {to_second:.1f} s (same worker, no lease wait)"
-          f"\nwhole worker killed -> attempt 3 running: {to_third:.1f} s (lease 3 s, fresh worker start)")  # fmt: skip
+    print(
+        f"\ntraining process killed -> attempt 2 running: {to_second:.1f} s (same worker, no lease wait)"
+        f"\nwhole worker killed -> attempt 3 running: {to_third:.1f} s (lease 3 s, fresh worker start)"
+    )
 
     done = faulty.finish(job_id, timeout=120)
     assert (done["status"], done["attempt"], done["reason"]) == ("succeeded", 3, "completed 6 epochs")
@@ -173,11 +177,15 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
     # 359 validation samples, above the spread of this model's accuracy across seeds.
     ours, theirs = done["metrics"]["val_accuracy"], unbroken["metrics"]["val_accuracy"]
     losses = done["metrics"]["val_loss"], unbroken["metrics"]["val_loss"]
-    print(f"final val_accuracy: resumed twice {ours:.4f}, unbroken {theirs:.4f} (identical: {ours == theirs}; "
-          f"val_loss {losses[0]:.6f} vs {losses[1]:.6f})")  # fmt: skip
+    print(
+        f"final val_accuracy: resumed twice {ours:.4f}, unbroken {theirs:.4f} (identical: {ours == theirs}; "
+        f"val_loss {losses[0]:.6f} vs {losses[1]:.6f})"
+    )
     ours_sha, theirs_sha = _weights_sha256(faulty, job_id), _weights_sha256(faulty, unbroken_id)
-    print(f"epoch checkpoints with the same sha256 as the unbroken run's: "
-          f"{sum(ours_sha[e] == theirs_sha[e] for e in ours_sha)} of {len(ours_sha)}")  # fmt: skip
+    print(
+        f"epoch checkpoints with the same sha256 as the unbroken run's: "
+        f"{sum(ours_sha[e] == theirs_sha[e] for e in ours_sha)} of {len(ours_sha)}"
+    )
     assert abs(ours - theirs) <= 0.03
 
 
@@ -213,8 +221,10 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
     )
     assert f"resuming after epoch {newest - 1}, from its checkpoint" in logs
 
-    print(f"\nepoch {newest}'s checkpoint corrupted: attempt 2 resumed from epoch {newest - 1}'s, wrote epoch "
-          f"{newest}'s again; its first new metric rows are in epoch {first}")  # fmt: skip
+    print(
+        f"\nepoch {newest}'s checkpoint corrupted: attempt 2 resumed from epoch {newest - 1}'s, wrote epoch "
+        f"{newest}'s again; its first new metric rows are in epoch {first}"
+    )
 
     with faulty.client() as client:
         listed = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"]
@@ -250,8 +260,9 @@ def test_a_job_cancelled_as_its_training_process_dies_ends_cancelled(faulty: Fau
     os.kill(training, signal.SIGKILL)
     done = faulty.finish(job_id, timeout=60)
     assert done["status"] == "cancelled", done
-    assert done["reason"].startswith("cancelled by request; its attempt ended before it could stop (the training "
-                                     "process was killed by SIGKILL"), done["reason"]  # fmt: skip
+    assert done["reason"].startswith(
+        "cancelled by request; its attempt ended before it could stop (the training process was killed by SIGKILL"
+    ), done["reason"]
     assert faulty.row(job_id)["attempt"] == 1  # never claimed again
 
 
@@ -275,11 +286,14 @@ def test_a_job_whose_message_was_lost_is_enqueued_again_by_the_sweeper(faulty: F
     assert faulty.finish(done_id, timeout=60)["status"] == "succeeded"
     # As if the broker had been down at submit (or flushed since): a committed row, no message.
     lost = f"job_{os.urandom(16).hex()}"
-    faulty.sql("INSERT INTO job (id, tenant_id, name, spec, status, attempt, max_attempts, preemptions, "
-               "cancel_requested, epoch, epochs, step, steps, parameters, estimated_memory_bytes, latest_metrics, "
-               "test_metrics, created_at, updated_at) SELECT :new, tenant_id, name, spec, 'queued', 0, 3, 0, false, "
-               "0, epochs, 0, 0, parameters, 0, '{}', '{}', now(), now() FROM job WHERE id = :old RETURNING id",
-               new=lost, old=done_id)  # fmt: skip
+    faulty.sql(
+        "INSERT INTO job (id, tenant_id, name, spec, status, attempt, max_attempts, preemptions, "
+        "cancel_requested, epoch, epochs, step, steps, parameters, estimated_memory_bytes, latest_metrics, "
+        "test_metrics, created_at, updated_at) SELECT :new, tenant_id, name, spec, 'queued', 0, 3, 0, false, "
+        "0, epochs, 0, 0, parameters, 0, '{}', '{}', now(), now() FROM job WHERE id = :old RETURNING id",
+        new=lost,
+        old=done_id,
+    )
     started = time.monotonic()
     done = faulty.finish(lost, timeout=60)
     assert done["status"] == "succeeded", done["reason"]

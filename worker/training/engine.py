@@ -63,8 +63,15 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, spec: JobSpec, data: TrainData, out_dir: Path, callbacks: list[Callback] | None = None,
-                 device: str | None = None, mixed_precision: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: JobSpec,
+        data: TrainData,
+        out_dir: Path,
+        callbacks: list[Callback] | None = None,
+        device: str | None = None,
+        mixed_precision: str | None = None,
+    ) -> None:
         self.spec, self.data, self.out_dir = spec, data, out_dir
         self.ckpt_dir = out_dir / "checkpoints"
         self.callbacks = CallbackList(list(callbacks or []))
@@ -80,8 +87,11 @@ class Trainer:
         self.start_epoch = 0
         self.step = 0
         # GPU-resident data: one copy to the device, then batches are index gathers.
-        self.tensors = {k: None if v is None else v.to(self.device) for k, v in vars(data).items()
-                        if isinstance(v, torch.Tensor) or v is None}  # fmt: skip
+        self.tensors = {
+            k: None if v is None else v.to(self.device)
+            for k, v in vars(data).items()
+            if isinstance(v, torch.Tensor) or v is None
+        }
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -162,8 +172,10 @@ class Trainer:
 
     def _check_finite(self, value: float, epoch: int) -> float:
         if not math.isfinite(value):
-            raise TrainingFailed(f"the loss became {value} at epoch {epoch}, step {self.step}; "
-                                 "lower the learning_rate, or set compile.clip_grad_norm")  # fmt: skip
+            raise TrainingFailed(
+                f"the loss became {value} at epoch {epoch}, step {self.step}; "
+                "lower the learning_rate, or set compile.clip_grad_norm"
+            )
         return value
 
     def _set_lr(self, lr: float) -> None:
@@ -210,10 +222,18 @@ class Trainer:
         fit = self.spec.fit
         n_train = len(self.data.x_train)
         steps = sum(1 for start in range(0, n_train, fit.batch_size) if n_train - start != 1 or n_train == 1)
-        self.callbacks.on_train_start(TrainStart(
-            fit.epochs, self.start_epoch, steps, self.task.parameters, str(self.device),
-            self.task.precision, n_train,
-            0 if self.data.x_val is None else len(self.data.x_val)))  # fmt: skip
+        self.callbacks.on_train_start(
+            TrainStart(
+                fit.epochs,
+                self.start_epoch,
+                steps,
+                self.task.parameters,
+                str(self.device),
+                self.task.precision,
+                n_train,
+                0 if self.data.x_val is None else len(self.data.x_val),
+            )
+        )
         status: Literal["completed", "early_stopped", "cancelled"] = "completed"
         for epoch in range(self.start_epoch + 1, fit.epochs + 1):
             lr = self.schedule.lr_for_epoch(epoch - 1)
@@ -264,9 +284,16 @@ class Trainer:
         return result
 
 
-def train(spec: JobSpec, data: TrainData, out_dir: Path, callbacks: list[Callback] | None = None, *,
-          resume: bool | Path = False, device: str | None = None,
-          mixed_precision: str | None = None) -> TrainResult:  # fmt: skip
+def train(
+    spec: JobSpec,
+    data: TrainData,
+    out_dir: Path,
+    callbacks: list[Callback] | None = None,
+    *,
+    resume: bool | Path = False,
+    device: str | None = None,
+    mixed_precision: str | None = None,
+) -> TrainResult:
     """Fit `spec` on `data`, checkpointing to `out_dir`; `resume=True` continues from the newest checkpoint.
     `mixed_precision` overrides the spec's (an earlier attempt's choice, kept) without changing the spec
     that checkpoints record."""

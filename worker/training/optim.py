@@ -16,17 +16,36 @@ from models.checkpoint_meta import Monitor, ScheduleState
 def make_optimizer(spec: CompileSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     o = spec.optimizer
     if o.type == "sgd":
-        return torch.optim.SGD(params, lr=o.learning_rate, momentum=o.momentum, nesterov=o.nesterov,
-                               weight_decay=o.weight_decay)  # fmt: skip
+        return torch.optim.SGD(
+            params, lr=o.learning_rate, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        )
     if o.type == "adagrad":
-        return torch.optim.Adagrad(params, lr=o.learning_rate, initial_accumulator_value=o.initial_accumulator_value,
-                                   eps=o.epsilon, weight_decay=o.weight_decay)  # fmt: skip
+        return torch.optim.Adagrad(
+            params,
+            lr=o.learning_rate,
+            initial_accumulator_value=o.initial_accumulator_value,
+            eps=o.epsilon,
+            weight_decay=o.weight_decay,
+        )
     if o.type == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.learning_rate, alpha=o.rho, eps=o.epsilon, momentum=o.momentum,
-                                   centered=o.centered, weight_decay=o.weight_decay)  # fmt: skip
+        return torch.optim.RMSprop(
+            params,
+            lr=o.learning_rate,
+            alpha=o.rho,
+            eps=o.epsilon,
+            momentum=o.momentum,
+            centered=o.centered,
+            weight_decay=o.weight_decay,
+        )
     optimizer_class = torch.optim.Adam if o.type == "adam" else torch.optim.AdamW
-    return optimizer_class(params, lr=o.learning_rate, betas=(o.beta_1, o.beta_2), eps=o.epsilon,
-                           amsgrad=o.amsgrad, weight_decay=o.weight_decay)  # fmt: skip
+    return optimizer_class(
+        params,
+        lr=o.learning_rate,
+        betas=(o.beta_1, o.beta_2),
+        eps=o.epsilon,
+        amsgrad=o.amsgrad,
+        weight_decay=o.weight_decay,
+    )
 
 
 def kernels(model: nn.Module) -> list[torch.Tensor]:

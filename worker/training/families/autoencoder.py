@@ -29,8 +29,10 @@ class ReconstructionTask(Task):
         if self.compile.loss == "binary_crossentropy":
             low, high = float(data.x_train.min()), float(data.x_train.max())
             if low < 0 or high > 1:
-                raise TrainingFailed(f"binary_crossentropy needs inputs in [0, 1]; these lie in [{low:g}, {high:g}]:"
-                                     " use mse, or scale the features to [0, 1]")  # fmt: skip
+                raise TrainingFailed(
+                    f"binary_crossentropy needs inputs in [0, 1]; these lie in [{low:g}, {high:g}]:"
+                    " use mse, or scale the features to [0, 1]"
+                )
         self.model = module.to(device)
         self.optimizers = [make_optimizer(self.compile, list(self.model.parameters()))]
         self.kernels = kernels(self.model)

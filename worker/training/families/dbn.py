@@ -55,8 +55,10 @@ class DBNTask(Task):
         tuned = [p for rbm in rbms for p in (rbm.weight, rbm.hidden_bias)] + list(self.model.output.parameters())
         self.kernels = [rbm.weight for rbm in rbms] + [self.model.output.weight]
         # Only the first RBM sees the data; the ones above see probabilities, so bernoulli's rate.
-        self.pretrainers = [cd_optimizer(rbm, s.learning_rate, s.momentum, s.visible if i == 0 else "bernoulli")
-                            for i, rbm in enumerate(rbms)]  # fmt: skip
+        self.pretrainers = [
+            cd_optimizer(rbm, s.learning_rate, s.momentum, s.visible if i == 0 else "bernoulli")
+            for i, rbm in enumerate(rbms)
+        ]
         self.optimizers = [make_optimizer(self.compile, tuned), *self.pretrainers]
         self.objective = Objective(self.compile, data.info, self.model.output.out_features, nn.Softmax(dim=1))
         self.phase: Phase
@@ -125,8 +127,12 @@ class DBNTask(Task):
     def describe(self) -> dict[str, Any]:
         s = self.section
         pretraining = pretrain_epochs(self.spec)
-        return {"visible": s.visible, "hidden_units": list(s.hidden_units), "pretrain_epochs": pretraining,
-                "fine_tune_epochs": self.spec.fit.epochs - pretraining}  # fmt: skip
+        return {
+            "visible": s.visible,
+            "hidden_units": list(s.hidden_units),
+            "pretrain_epochs": pretraining,
+            "fine_tune_epochs": self.spec.fit.epochs - pretraining,
+        }
 
 
 TASK = DBNTask

@@ -89,8 +89,10 @@ class GANTask(Task):
         self.section = g
         self.model = build(spec, data.info).to(device)
         # The generator's optimizer comes first: fit.lr_schedule drives it, the discriminator's follows.
-        self.optimizers = [optimizer_for(g.generator, list(self.model.generator.parameters())),
-                           optimizer_for(g.discriminator, list(self.model.discriminator.parameters()))]  # fmt: skip
+        self.optimizers = [
+            optimizer_for(g.generator, list(self.model.generator.parameters())),
+            optimizer_for(g.discriminator, list(self.model.discriminator.parameters())),
+        ]
         self.wasserstein = g.variant == "wgan_gp"
         self.figure_name = "wasserstein" if self.wasserstein else "d_accuracy"  # the second figure of _d_terms
         self.conditional = self.model.num_classes is not None
@@ -106,9 +108,10 @@ class GANTask(Task):
         self.fd_count = FD_FAKE_WIDE if self.fd_reference is not None and self.fd_reference.wide else FD_FAKE
         # a cgan's FD samples take the reference's labels, cycled: like is compared with like
         self.fd_labels = (
-            y_ref[:FD_REAL].repeat(self.fd_count // len(self.fd_real) + 1)[:self.fd_count] if self.conditional
+            y_ref[:FD_REAL].repeat(self.fd_count // len(self.fd_real) + 1)[: self.fd_count]
+            if self.conditional
             else None
-        )  # fmt: skip
+        )
         self.modes = self._mixture_modes() if spec.dataset.name == "gaussian_mixture" else None
 
     def _mixture_modes(self) -> tuple[np.ndarray, float]:
@@ -204,8 +207,10 @@ class GANTask(Task):
     def epoch_end(self, epoch: int) -> dict[str, float]:
         fake = self.samples(self.fd_count, FD_SEED)
         if not bool(torch.isfinite(fake).all()):
-            raise TrainingFailed(f"the generator's samples became non-finite at epoch {epoch}; lower the "
-                                 "generator's learning_rate or use variant wgan_gp")  # fmt: skip
+            raise TrainingFailed(
+                f"the generator's samples became non-finite at epoch {epoch}; lower the "
+                "generator's learning_rate or use variant wgan_gp"
+            )
         figures = {"fd": self.fd_reference.distance(fake)} if self.fd_reference is not None else {}
         if self.modes is not None:
             centres, std = self.modes
@@ -222,8 +227,11 @@ class GANTask(Task):
         self.g_last = torch.tensor(float(state.get("g_last", 0.0)), device=self.device)
 
     def describe(self) -> dict[str, Any]:
-        return {"variant": self.section.variant, "latent_dim": self.section.latent_dim,
-                "num_classes": self.model.num_classes}  # fmt: skip
+        return {
+            "variant": self.section.variant,
+            "latent_dim": self.section.latent_dim,
+            "num_classes": self.model.num_classes,
+        }
 
 
 TASK = GANTask

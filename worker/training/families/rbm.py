@@ -32,8 +32,10 @@ def cd_optimizer(rbm: RBM, learning_rate: float | None, momentum: float, visible
 def check_finite(error: float, where: str) -> None:
     """Say what to lower in the family's terms, before the engine's generic message."""
     if not math.isfinite(error):
-        raise TrainingFailed(f"the reconstruction error became {error}: CD diverged; lower {where}.learning_rate "
-                             "(gaussian visible units usually need 0.01 or less)")  # fmt: skip
+        raise TrainingFailed(
+            f"the reconstruction error became {error}: CD diverged; lower {where}.learning_rate "
+            "(gaussian visible units usually need 0.01 or less)"
+        )
 
 
 def start_from_data(rbm: RBM, x: torch.Tensor) -> None:

@@ -29,8 +29,13 @@ EVAL_BATCH = 1024  # sequences decoded at once in evaluation (bounds the logits 
 def _regularised(model: nn.Module) -> list[torch.Tensor]:
     """Keras' kernel_regularizer: dense and embedding kernels and the recurrent input kernels (from
     `kernels`), plus the recurrent state kernels."""
-    rnn = [p for m in model.modules() if isinstance(m, nn.LSTM | nn.GRU)
-           for name, p in m.named_parameters() if name.startswith("weight_hh")]  # fmt: skip
+    rnn = [
+        p
+        for m in model.modules()
+        if isinstance(m, nn.LSTM | nn.GRU)
+        for name, p in m.named_parameters()
+        if name.startswith("weight_hh")
+    ]
     return kernels(model) + rnn
 
 
@@ -58,13 +63,17 @@ class Seq2SeqTask(Task):
             if x is None or y is None:
                 continue
             if tuple(x.shape[1:]) != (length,) or tuple(y.shape[1:]) != (steps,):
-                raise TrainingFailed(f"{split} split: x is {list(x.shape)} and y {list(y.shape)}; seq2seq needs "
-                                     f"x (N, {length}) and y (N, {steps})")  # fmt: skip
+                raise TrainingFailed(
+                    f"{split} split: x is {list(x.shape)} and y {list(y.shape)}; seq2seq needs "
+                    f"x (N, {length}) and y (N, {steps})"
+                )
             for name, a, top in (("x", x, m.input_vocabulary), ("y", y, m.vocabulary)):
                 if len(a) and (int(a.min()) < 0 or int(a.max()) >= top):
                     hint = " (set seq2seq.input_vocabulary)" if name == "x" else ""
-                    raise TrainingFailed(f"{split} split: {name} holds token ids {int(a.min())}..{int(a.max())}, "
-                                         f"outside 0..{top - 1}{hint}")  # fmt: skip
+                    raise TrainingFailed(
+                        f"{split} split: {name} holds token ids {int(a.min())}..{int(a.max())}, "
+                        f"outside 0..{top - 1}{hint}"
+                    )
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext() if self.amp is None else torch.autocast(self.device.type, dtype=self.amp)
@@ -73,8 +82,11 @@ class Seq2SeqTask(Task):
     def _batch_sums(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-batch sums over samples: the loss (a per-token mean) and the share of right tokens."""
         right = logits.argmax(dim=-1) == y
-        return {"loss": loss.detach().float() * len(y), "token_accuracy": right.float().mean(dim=1).sum(),
-                "sequence_accuracy": right.all(dim=1).float().sum()}  # fmt: skip
+        return {
+            "loss": loss.detach().float() * len(y),
+            "token_accuracy": right.float().mean(dim=1).sum(),
+            "sequence_accuracy": right.all(dim=1).float().sum(),
+        }
 
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
         optimizer = self.optimizers[0]
@@ -108,9 +120,14 @@ class Seq2SeqTask(Task):
     def describe(self) -> dict[str, Any]:
         m = self.model
         attention = self.spec.seq2seq is not None and self.spec.seq2seq.attention
-        return {"input_length": self.data.info.input_shape[0], "output_length": m.output_length,
-                "input_vocabulary": m.input_vocabulary, "vocabulary": m.vocabulary, "start_token": m.start_token,
-                "attention": "luong_general" if attention else None}  # fmt: skip
+        return {
+            "input_length": self.data.info.input_shape[0],
+            "output_length": m.output_length,
+            "input_vocabulary": m.input_vocabulary,
+            "vocabulary": m.vocabulary,
+            "start_token": m.start_token,
+            "attention": "luong_general" if attention else None,
+        }
 
 
 TASK = Seq2SeqTask

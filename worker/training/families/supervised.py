@@ -54,8 +54,10 @@ class SupervisedTask(Task):
         vocabulary = self.model.vocabulary
         for name, x in (("training", data.x_train), ("validation", data.x_val), ("test", data.x_test)):
             if vocabulary is not None and x is not None and len(x) and int(x.max()) >= vocabulary:
-                raise TrainingFailed(f"the {name} data holds token id {int(x.max())}, but the embedding's "
-                                     f"input_dim is {vocabulary}: raise model.layers.0.input_dim above it")  # fmt: skip
+                raise TrainingFailed(
+                    f"the {name} data holds token id {int(x.max())}, but the embedding's "
+                    f"input_dim is {vocabulary}: raise model.layers.0.input_dim above it"
+                )
 
     @property
     def parameters(self) -> int:

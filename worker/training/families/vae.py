@@ -34,8 +34,12 @@ class VAETask(ReconstructionTask):
         generator = None if training else self.eval_generator
         reconstruction, kl, logits = elbo_terms(self.model, self.compile.loss, x_in, target, generator)
         per_sample = reconstruction + self.beta * kl
-        sums = {"loss": per_sample.detach().sum(), "reconstruction": reconstruction.detach().sum(),
-                "kl": kl.detach().sum(), **self.metric_sums(self.model.decoder.output(logits), target)}  # fmt: skip
+        sums = {
+            "loss": per_sample.detach().sum(),
+            "reconstruction": reconstruction.detach().sum(),
+            "kl": kl.detach().sum(),
+            **self.metric_sums(self.model.decoder.output(logits), target),
+        }
         return per_sample.mean(), sums
 
     @torch.no_grad()
