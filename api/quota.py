@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from api.errors import unprocessable
 from core.datasets import _builtin_info
-from core.families import REGISTRY
 from core.settings import Settings
 from core.spec import DataInfo, JobSpec, LayerSpec
+from core.spec.families import REGISTRY
 from core.tables import ACTIVE, Dataset, Job, Tenant
 from models.validation import FLOAT_BYTES, DryRun, dry_run
 

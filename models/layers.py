@@ -1,4 +1,4 @@
-"""Builders for every layer type in `core.layers`, registered by type.
+"""Builders for every layer type in `core.spec.layers`, registered by type.
 
 Each builder checks the shape it is given and computes the output shape by formula,
 so a bad spec is refused with "expected ..., received ..." before any tensor exists.
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core import layers as L
+from core.spec import layers as L
 from models.registry import Built, Shape, ShapeError, register
 
 _DIMS = {1: "(C, L)", 2: "(C, H, W)"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core import layers as L
 from core.spec import AlvinnPreset, DataInfo, MlpPreset, ShallowVggPreset
+from core.spec import layers as L
 from models.errors import SpecError
 
-Layer = Any  # one of core.layers' spec classes
+Layer = Any  # one of core.spec.layers' spec classes
 
 
 def output_units(info: DataInfo, loss: str) -> int:

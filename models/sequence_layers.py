@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core import layers as L
+from core.spec import layers as L
 from models.init import init_attention, init_layer, init_recurrent, init_weight
 from models.registry import Built, Shape, ShapeError, register
 

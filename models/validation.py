@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from core.families import REGISTRY
 from core.spec import DataInfo, JobSpec, OptimizerSpec
+from core.spec.families import REGISTRY
 from models.errors import SpecError
 from models.network import BuildResult
 

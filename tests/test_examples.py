@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from core.datasets import builtin_info
-from core.families import Family
 from core.spec import JobSpec
+from core.spec.families import Family
 from models.errors import SpecError
 from models.validation import dry_run
 from tests.helpers import EXAMPLES

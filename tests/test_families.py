@@ -1,4 +1,4 @@
-"""One harness for every family in core.families.REGISTRY, as tests/test_layers.py is for layer
+"""One harness for every family in core.spec.families.REGISTRY, as tests/test_layers.py is for layer
 types: a family registered without its example, guide row, networks or task fails here.
 
 Each family's example dry-runs, trains two epochs in-process, resumes exactly (a run broken in
@@ -18,8 +18,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from core.datasets import load_dataset
-from core.families import REGISTRY, Family, FamilyRecord
 from core.spec import JobSpec
+from core.spec.families import REGISTRY, Family, FamilyRecord
 from models.errors import PredictError
 from models.families import OperationRequest
 from models.inference import Predictor

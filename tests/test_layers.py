@@ -1,6 +1,6 @@
 """Every registered layer type, every activation and every initializer, through one harness each.
 
-The layer harness is driven by the registry: a layer type added to `core.layers.LayerSpec`
+The layer harness is driven by the registry: a layer type added to `core.spec.layers.LayerSpec`
 without a builder, or registered without an example here, fails
 `test_registry_matches_layer_spec_union` and the per-type tests.
 """
@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from torch import nn
 
 import models.layers  # registers the builders
-from core import layers as L
+from core.spec import layers as L
 from models import registry
 from models.network import build_layers
 

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from core.datasets import Dataset, load_dataset
-from core.families import REGISTRY
 from core.preprocessing import prepare
 from core.spec import JobSpec
+from core.spec.families import REGISTRY
 from worker.training.engine import TrainData
 
 

@@ -1,4 +1,4 @@
-"""Model families (core.families.REGISTRY names them): each module builds its networks from the
+"""Model families (core.spec.families.REGISTRY names them): each module builds its networks from the
 spec, checks them before anything is queued (`dry_run`) and serves predict operations from a
 checkpoint.
 
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.families import REGISTRY
 from core.spec import DataInfo, JobSpec
+from core.spec.families import REGISTRY
 from models.checkpoint_meta import CheckpointMeta
 from models.errors import PredictError
 

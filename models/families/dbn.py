@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.families import DBNSpec
 from core.spec import DataInfo, JobSpec, PlateauSchedule
+from core.spec.families import DBNSpec
 from models.errors import SpecError
 from models.families import FamilyModel, Operation, OperationRequest
 from models.families.rbm import RBM, check_visible, flat, inputs, memory

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.families import GANNetwork, GANSpec
 from core.spec import DataInfo, JobSpec
+from core.spec.families import GANNetwork, GANSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest
 from models.inference import prepare_instances, raw_units

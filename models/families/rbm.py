@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.families import RBMSpec
 from core.spec import DataInfo, DatasetSpec, JobSpec
+from core.spec.families import RBMSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.inference import prepare_instances, raw_units

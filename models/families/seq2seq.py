@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.families import Seq2SeqSpec
 from core.spec import DataInfo, JobSpec
+from core.spec.families import Seq2SeqSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.validation import DryRun, optimizer_slots

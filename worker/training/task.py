@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.families import REGISTRY
 from core.spec import JobSpec
+from core.spec.families import REGISTRY
 from worker.training.data import TrainData
 
 Sum = torch.Tensor | float  # a metric summed over a batch's samples

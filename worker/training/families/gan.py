@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.families import GANNetwork
 from core.spec import CompileSpec, JobSpec
+from core.spec.families import GANNetwork
 from models.families.gan import GAN, build
 from models.inference import affine
 from worker.training.data import TrainData, TrainingFailed

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from core.layers import StrictModel
+from core.spec.base import StrictModel
 
 Rate = Annotated[float, Field(gt=0.0, le=10.0)]
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from core.spec.base import StrictModel
 
 Activation = Literal["relu", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softmax", "softplus", "linear"]
 Initializer = Literal[
@@ -32,12 +34,6 @@ PositiveInt = Annotated[int, Field(ge=1, le=65_536)]
 Size = Annotated[int, Field(ge=1, le=64)]
 # A kernel, pool or stride size: one int for every spatial axis, or one per axis.
 Size2D = Size | tuple[Size, Size]
-
-
-class StrictModel(BaseModel):
-    """Unknown fields are an error (a typo must not become a silent default); NaN/inf too."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class DenseLayer(StrictModel):

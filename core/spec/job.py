@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.families import (
+from core.spec.base import StrictModel, named
+from core.spec.families import (
     REGISTRY,
     AutoencoderSpec,
     DBNSpec,
@@ -19,26 +20,9 @@ from core.families import (
     RBMSpec,
     Seq2SeqSpec,
     VAESpec,
-    named,
 )
-from core.layers import MAX_LAYERS, Activation, Initializer, LayerSpec, StrictModel
-from core.optimizers import SGD, Adagrad, Adam, AdamW, OptimizerSpec, RMSprop
-
-__all__ = [
-    "SGD",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "CompileSpec",
-    "DatasetSpec",
-    "FitSpec",
-    "JobSpec",
-    "LayerSpec",
-    "ModelSpec",
-    "OptimizerSpec",
-    "RMSprop",
-    "StrictModel",
-]
+from core.spec.layers import MAX_LAYERS, Activation, Initializer, LayerSpec
+from core.spec.optimizers import Adam, OptimizerSpec
 
 BuiltinDataset = Literal[
     "digits",
@@ -66,9 +50,6 @@ Loss = Literal[
 Metric = Literal["accuracy", "mae", "mse"]
 CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
 Fraction = Annotated[float, Field(ge=0.0, le=0.9)]
-
-
-_named = named
 
 
 class DatasetSpec(StrictModel):
@@ -137,7 +118,7 @@ class ModelSpec(StrictModel):
     @field_validator("preset", mode="before")
     @classmethod
     def _preset_by_name(cls, value: Any) -> Any:
-        return _named(value, "name")
+        return named(value, "name")
 
     @model_validator(mode="after")
     def _layers_or_preset(self) -> ModelSpec:
@@ -164,7 +145,7 @@ class CompileSpec(StrictModel):
     @field_validator("optimizer", mode="before")
     @classmethod
     def _optimizer_by_name(cls, value: Any) -> Any:
-        return _named(value, "type")
+        return named(value, "type")
 
     @field_validator("metrics")
     @classmethod

@@ -11,17 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from core.layers import MAX_LAYERS, Initializer, LayerSpec, StrictModel
-from core.optimizers import Adam, OptimizerSpec
+from core.spec.base import StrictModel, named
+from core.spec.layers import MAX_LAYERS, Initializer, LayerSpec
+from core.spec.optimizers import Adam, OptimizerSpec
 
 Family = Literal["supervised", "autoencoder", "vae", "gan", "rbm", "dbn", "seq2seq"]  # REGISTRY's keys
 Layers = Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 Units = Annotated[int, Field(ge=1, le=65_536)]
-
-
-def named(value: Any, key: str) -> Any:
-    """Keras lets `"adam"` stand for `{"type": "adam"}`; so do we."""
-    return {key: value} if isinstance(value, str) else value
 
 
 class AutoencoderSpec(StrictModel):
