@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.spec import JobSpec
 from core.tables import JobStatus
 
+# The largest cursor or step a query may name: the database's BIGINT. One past it was a 500 (an
+# integer the driver could not bind), found by schemathesis' stateful phase.
+MAX_SEQ = 2**63 - 1
+
 
 class Progress(BaseModel):
     epoch: int = Field(description="the epoch in progress or last finished, from 1")

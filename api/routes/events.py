@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import SettingsDep, ShortTenant
 from api.errors import ApiError, responses
 from api.hub import Hub
-from api.schemas import JobState, MetricPoint, StatusEvent
+from api.schemas import MAX_SEQ, JobState, MetricPoint, StatusEvent
 from api.streams import EventStream, follow
 from api.views import to_state
 from core.db import session_scope
@@ -98,8 +98,10 @@ async def stream_events(
     tenant: ShortTenant,
     settings: SettingsDep,
     job_id: str,
-    after: Annotated[int | None, Query(ge=0, description="resume after this seq (Last-Event-ID wins)")] = None,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="resume after this seq (Last-Event-ID wins)")
+    ] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_SEQ)] = None,
 ) -> Response:
     state = await run_in_threadpool(_owned_state, tenant.id, job_id)
     if state is None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep, current_tenant
 from api.errors import ApiError, responses
-from api.schemas import CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricsPublic
+from api.schemas import MAX_SEQ, CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricsPublic
 from api.submit import submit_job
 from api.views import to_point, to_public
 from core.db import session_scope
@@ -78,8 +78,10 @@ def get_metrics(
     tenant: CurrentTenant,
     job_id: str,
     name: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[int, Query(ge=0, description="the cursor: points numbered (seq) above it")] = 0,
-    since_step: Annotated[int | None, Query(ge=-1, description="only points of later steps (a filter)")] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the cursor: points numbered (seq) above it")] = 0,
+    since_step: Annotated[
+        int | None, Query(ge=-1, le=MAX_SEQ, description="only points of later steps (a filter)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> MetricsPublic:
     """The job's points in sequence order, a page at a time: pass `next` as `after` for the next
