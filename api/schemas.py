@@ -94,8 +94,8 @@ class CheckpointsPublic(BaseModel):
     data: list[CheckpointPublic]
     count: int
     resume_from: int | None = Field(
-        description="the epoch a resume starts from: the newest checkpoint (an older "
-        "one if its sha256 no longer matches)"
+        description="the newest listed epoch, where a resume would start (the resume itself skips a "
+        "checkpoint whose weights no longer match their sha256, and takes the one before)"
     )
 
 
