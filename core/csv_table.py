@@ -75,7 +75,7 @@ def _rows(data: bytes) -> Iterator[list[str]]:
 
 
 def read_table(
-    data: bytes, target: str | None, max_columns: int, max_classes: int
+    data: bytes, target: str | None, max_columns: int, max_classes: int, chunk_rows: int = CHUNK_ROWS
 ) -> tuple[list[str], str, np.ndarray, Target]:
     """(feature names, target column, features (N, F) float32, the target column's values)."""
     rows = _rows(data)
@@ -93,7 +93,7 @@ def read_table(
     n, chunk = 0, []
     for row in rows:
         chunk.append(row)
-        if len(chunk) == CHUNK_ROWS:
+        if len(chunk) == chunk_rows:
             n = _fill(x, y, chunk, n, len(header), keep, t)
             chunk = []
     n = _fill(x, y, chunk, n, len(header), keep, t)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.csv_table import CsvError, read_table
 from core.datasets import DatasetError, load_builtin, load_file, parse_csv, parse_npz
 from core.preprocessing import apply_affine, invert_affine, prepare
 from core.spec import DatasetSpec
@@ -176,14 +177,14 @@ def test_a_csv_is_parsed_in_under_4x_its_size() -> None:
 
 
 @pytest.mark.parametrize("chunk", [2, 3, 2048])  # the change from numbers to text mid-chunk, at a boundary, in one
-def test_a_target_that_turns_out_to_be_text_keeps_every_label(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+def test_a_target_that_turns_out_to_be_text_keeps_every_label(chunk: int) -> None:
     """The target column is parsed as numbers until a value is not one; the rows before it become
     text again, each as it was written."""
-    import core.csv_table
-
-    monkeypatch.setattr(core.csv_table, "CHUNK_ROWS", chunk)
     labels = ["1", "2", "1", "2.50", "cat", "1", "dog", "2.50"]
     data = ("a,b,label\n" + "".join(f"{i},{i * 2},{v}\n" for i, v in enumerate(labels))).encode()
+    _, _, x, target = read_table(data, None, max_columns=10, max_classes=100, chunk_rows=chunk)
+    assert target.numbers is None and target.texts == labels
+    assert x[:, 1].tolist() == [2.0 * i for i in range(len(labels))]
     ds = parse_csv(data, target=None, task=None, name="t")
     assert ds.class_names == sorted(set(labels))
     assert [ds.class_names[i] for i in ds.y.tolist()] == labels
@@ -207,13 +208,8 @@ def test_a_numeric_target_must_be_finite(tail: str, message: str) -> None:
             parse_csv(data, target=None, task=task, name="t")  # type: ignore[arg-type]
 
 
-def test_a_text_target_with_too_many_values_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_text_target_with_too_many_values_is_refused() -> None:
     """Past the class limit the numbers' texts are no longer kept, so a later text value ends it."""
-    import core.csv_table
-    import core.datasets
-
-    monkeypatch.setattr(core.datasets, "MAX_CLASSES", 5)
-    monkeypatch.setattr(core.csv_table, "CHUNK_ROWS", 4)
     data = ("a,label\n" + "".join(f"{i},{i}.5\n" for i in range(10)) + "10,oops\n").encode()
-    with pytest.raises(DatasetError, match="not numeric and has over 5 distinct values"):
-        parse_csv(data, target=None, task=None, name="t")
+    with pytest.raises(CsvError, match="not numeric and has over 5 distinct values"):
+        read_table(data, None, max_columns=10, max_classes=5, chunk_rows=4)

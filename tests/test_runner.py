@@ -12,8 +12,8 @@ from core.db import session_scope
 from core.repository import metrics as metrics_repo
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
-from core.storage import job_dir
-from core.tables import Job
+from core.storage import job_dir, upload_path
+from core.tables import Dataset, Job
 from tests.helpers import digits_mlp, take_queued_job_ids
 from tests.test_engine import Recorder
 from worker.datasource import load_train_data
@@ -154,19 +154,25 @@ def test_the_time_limit_counts_every_attempt(service_env: str) -> None:
     assert 4.5 < job.trained_seconds < 9.5 and job.attempt == 2
 
 
-def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(
-    service_env: str, monkeypatch, caplog
-) -> None:  # type: ignore[no-untyped-def]
-    import worker.runner
-
-    def broken(*_: object, **__: object) -> None:
-        raise RuntimeError("cannot open /srv/fitserve/secret/path")
-
-    monkeypatch.setattr(worker.runner, "load_train_data", broken)
-    job_id = _submit(digits_mlp(epochs=1).model_dump(mode="json"))
+def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(service_env: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A real fault the worker does not expect: the upload's file on disk is a directory."""
+    with session_scope() as s:
+        tenant = tenants_repo.get_or_create_tenant(session=s, name="runner")
+        row = Dataset(tenant_id=tenant.id, name="gone", format="csv", size_bytes=1, sha256="0" * 64, target="label",
+                      task="classification", description={})  # fmt: skip
+        s.add(row)
+        s.flush()
+        dataset_id = row.id
+    where = upload_path(get_settings().artifacts_dir, dataset_id, "csv")
+    where.mkdir(parents=True)
+    spec = digits_mlp(epochs=1).model_dump(mode="json")
+    spec["dataset"] = {"id": dataset_id}
+    job_id = _submit(spec)
     assert run_job(job_id, "w") == "failed"
-    assert _job(job_id).reason == f"internal error (RuntimeError); the server's log has the details under job {job_id}"
-    assert "/srv/fitserve/secret/path" in caplog.text  # the log keeps the detail
+    assert _job(job_id).reason == (
+        f"internal error (IsADirectoryError); the server's log has the details under job {job_id}"
+    )
+    assert str(where) in caplog.text  # the log keeps the detail
 
 
 def test_a_job_reports_its_device_and_precision_and_a_resume_keeps_them(service_env: str) -> None:
@@ -197,20 +203,3 @@ def test_a_resume_under_a_kept_precision_is_the_same_spec(tmp_path) -> None:  # 
     result = train(spec, data, tmp_path, [recorder], resume=True, mixed_precision="off")
     assert result.epochs_done == 2 and recorder.start is not None
     assert (recorder.start.start_epoch, recorder.start.precision) == (1, "fp32")
-
-
-def test_a_worker_with_less_memory_than_the_api_allows_fails_a_job_past_its_own_limit(
-    service_env: str, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("FITSERVE_MAX_JOB_MEMORY_BYTES", "1000000")
-    get_settings.cache_clear()
-    job_id = _submit(digits_mlp(epochs=1).model_dump(mode="json"))
-    with session_scope() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(estimated_memory_bytes=1_000_001))
-    assert run_job(job_id, "w") == "failed"
-    job = _job(job_id)
-    assert job.reason == (
-        "the job's training memory is estimated at 1,000,001 bytes, over this worker's limit of "
-        "1,000,000 (MAX_JOB_MEMORY_BYTES where it runs)"
-    )
-    assert (job.epoch, job.device) == (0, None)  # refused before any training
