@@ -366,14 +366,7 @@ def test_a_1_gb_upload_is_refused_from_its_headers(limited: Service) -> None:
         f"POST /v1/datasets HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {limited.keys['a']}\r\n"
         "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1073741824\r\n\r\n"
     )
-    answer = b""
-    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        sock.sendall(head.encode())
-        while b"\r\n\r\n" not in answer:
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
+    answer = _headers_only(limited, head)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert (sorted(uploads.glob("*")) if uploads.exists() else []) == before
 
