@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.spec import JobSpec
+from core.spec import AnyJob
 from core.tables import JobStatus
 
 # The largest cursor or step a query may name: the database's BIGINT. One past it was a 500 (an
@@ -47,7 +47,7 @@ class JobState(BaseModel):
 
 
 class JobPublic(JobState):
-    spec: JobSpec
+    spec: AnyJob
 
 
 class JobsPublic(BaseModel):

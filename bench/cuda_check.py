@@ -408,7 +408,7 @@ def cross_device_predict(model_json: Path, label: str) -> None:
         started = time.perf_counter()
         predictor = Predictor.load(model_json, device=device)
         load_s = time.perf_counter() - started
-        spec = predictor.spec if isinstance(predictor, Predictor) else predictor.model.spec
+        spec = predictor.model.spec
         request = request_for(spec)
         started = time.perf_counter()
         answer = predictor.run(None, request)

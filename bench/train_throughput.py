@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.spec import DataInfo, JobSpec
+from core.spec import DataInfo, GANJob, JobSpec
 from models.families.gan import build as build_gan
 from models.network import build_network
 from worker.training.callbacks import Callback
@@ -189,7 +189,7 @@ def run_plain_gan(spec: JobSpec, info: DataInfo, x: torch.Tensor, device: torch.
     torch.manual_seed(spec.fit.seed)
     gan = build_gan(spec, info).to(device)
     g, d = gan.generator, gan.discriminator
-    assert spec.gan is not None
+    assert isinstance(spec, GANJob)
     optimizers = []
     for net, o in ((g, spec.gan.generator.optimizer), (d, spec.gan.discriminator.optimizer)):
         assert o.type == "adam"

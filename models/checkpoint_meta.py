@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypeAliasType, TypedDict
 
-from core.spec import DataInfo, JobSpec
+from core.spec import AnyJob, DataInfo
 from models.errors import CheckpointError
 
 FORMAT: Final = "fitserve.checkpoint"
@@ -76,7 +76,7 @@ class CheckpointMeta(BaseModel):
     kind: Literal["epoch", "best", "model"]
     epoch: int  # epochs done
     step: int  # optimizer steps done
-    spec: JobSpec
+    spec: AnyJob
     info: DataInfo
     preprocessing: Preprocessing
     class_names: list[str] | None

@@ -1,22 +1,19 @@
-"""Inference from a checkpoint: rebuild the module from its spec, load safetensors weights,
-apply the saved preprocessing, and return classes with probabilities, or values."""
+"""Inference from a checkpoint: raw instances to the model's inputs with the saved
+preprocessing, and model outputs back to raw units. `Predictor` (models.families.predictor)
+loads any family's checkpoint and runs its operations; supervised's `predict` is
+models.families.supervised's."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from models.checkpoint import read_checkpoint, split_prefix
-from models.checkpoint_meta import Affine, CheckpointMeta, Preprocessing
+from models.checkpoint_meta import Affine, Preprocessing
 from models.errors import PredictError
-from models.families import OperationRequest
-from models.families.predictor import FamilyPredictor
-from models.network import Network, build_network
+from models.families.predictor import Predictor
 
 
 def affine(a: np.ndarray, affine: Affine | None, invert: bool = False) -> np.ndarray:
@@ -58,76 +55,5 @@ def raw_units(x: torch.Tensor, preprocessing: Preprocessing) -> list[Any]:
     return out
 
 
-class Predictor:
-    family = "supervised"
-
-    def __init__(self, network: Network, meta: CheckpointMeta, device: torch.device) -> None:
-        self.network = network.eval()
-        self.spec, self.info, self.meta, self.device = meta.spec, meta.info, meta, device
-        self.preprocessing = meta.preprocessing
-        self.class_names = meta.class_names
-        self.loss = meta.spec.compiled.loss
-
-    @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> Loaded:
-        """`path` is a checkpoint's JSON file, or a job directory holding `model.json`."""
-        meta_path = path / "model.json" if path.is_dir() else path
-        tensors, meta = read_checkpoint(meta_path)  # an epoch's or best's serves too, as before
-        if meta.spec.family != "supervised":
-            return FamilyPredictor.from_checkpoint(tensors, meta, torch.device(device))
-        network = build_network(meta.spec, meta.info).network
-        network.load_state_dict(split_prefix(tensors, "model."), strict=True)
-        return cls(network.to(device), meta, torch.device(device))
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.network.state_dict().values())
-
-    def _inputs(self, instances: Any) -> torch.Tensor:
-        return prepare_instances(instances, self.info.input_shape, self.preprocessing, self.network.tokens, self.device)
-
-    def run(self, operation: str | None, request: OperationRequest) -> dict[str, Any]:
-        """The predict endpoint's entry, shared with the other families' predictors."""
-        if operation not in (None, "predict"):
-            raise PredictError(
-                f"operation {operation!r} is not available to the supervised family; use 'predict'", "operation"
-            )
-        if request.instances is None:
-            raise PredictError("give `instances` to predict")
-        return self.predict(request.instances)
-
-    @torch.inference_mode()
-    def predict(self, instances: Any) -> dict[str, Any]:
-        x = self._inputs(instances)
-        vocabulary = self.network.vocabulary
-        if vocabulary is not None and (x.min() < 0 or x.max() >= vocabulary):
-            raise PredictError(f"token ids must lie in 0..{vocabulary - 1}")
-        logits = self.network.logits(x).float()
-        if self.info.task == "classification":
-            return self._classes(logits)
-        values = affine(self.network.head(logits).cpu().numpy(), self.preprocessing.get("target"), invert=True)
-        out = values[:, 0] if values.shape[1] == 1 else values
-        return {"predictions": out.tolist()}
-
-    def _classes(self, logits: torch.Tensor) -> dict[str, Any]:
-        if logits.shape[1] == 1:
-            p = torch.sigmoid(logits)
-            probs = torch.cat([1 - p, p], dim=1)
-        elif self.loss == "binary_crossentropy":
-            probs = torch.sigmoid(logits)
-        elif self.loss in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
-            probs = F.softmax(logits, dim=1)
-        else:  # a regression loss on one-hot targets: the head's output is the score
-            probs = self.network.head(logits)
-        ids = probs.argmax(dim=1).tolist()
-        names = self.class_names or [str(i) for i in range(probs.shape[1])]
-        return {
-            "predictions": [names[i] for i in ids],
-            "class_ids": ids,
-            "probabilities": probs.cpu().tolist(),
-            "classes": names,
-        }
-
-
-Loaded = Predictor | FamilyPredictor
-__all__ = ["Loaded", "PredictError", "Predictor", "prepare_instances", "raw_units"]
+Loaded = Predictor  # every family's checkpoint loads as one
+__all__ = ["Loaded", "PredictError", "Predictor", "affine", "prepare_instances", "raw_units"]

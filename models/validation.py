@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from core.spec import DataInfo, JobSpec, OptimizerSpec
+from core.spec import DataInfo, GANJob, JobSpec, OptimizerSpec
 from core.spec.families import REGISTRY
 from models.errors import SpecError
 from models.network import BuildResult
@@ -63,7 +63,7 @@ def _check_family(spec: JobSpec, info: DataInfo) -> None:
             f"fit.augmentation applies to supervised training; the {spec.family} family takes none",
             ("fit", "augmentation"),
         )
-    labelled = REGISTRY[spec.family].labels or (spec.gan is not None and spec.gan.variant == "cgan")
+    labelled = REGISTRY[spec.family].labels or (isinstance(spec, GANJob) and spec.gan.variant == "cgan")
     if labelled and info.task == "classification" and info.target_dim > 1:
         raise SpecError(
             f"the dataset's targets are token sequences, not one class per sample: the {spec.family} "
@@ -76,7 +76,14 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     """Raises SpecError (with the field path) for anything that would fail once training starts."""
     from models.families import family_module  # imported here: the families import this module's DryRun
 
-    if not REGISTRY[spec.family].augments:
+    record = REGISTRY[spec.family]
+    if not record.augments:
         _check_family(spec, info)
+    if not record.mixed_precision and spec.fit.mixed_precision in ("bf16", "fp16"):
+        raise SpecError(
+            f"the {spec.family} family trains in fp32: fit.mixed_precision {spec.fit.mixed_precision!r} "
+            "applies to the supervised and seq2seq families; give 'auto' or 'off'",
+            ("fit", "mixed_precision"),
+        )
     report: DryRun = family_module(spec.family).dry_run(spec, info)
     return report

@@ -18,9 +18,10 @@ import pytest
 from safetensors.numpy import load_file
 
 from core.datasets import load_dataset
-from core.spec import JobSpec
+from core.spec import GANJob, JobSpec
 from core.spec.families import REGISTRY, Family, FamilyRecord
-from models.errors import PredictError
+from core.spec.job import VARIANTS
+from models.errors import PredictError, SpecError
 from models.families import OperationRequest
 from models.inference import Predictor
 from models.validation import dry_run
@@ -47,11 +48,10 @@ def test_a_registered_family_has_its_pieces(record: FamilyRecord) -> None:
     assert example.get("family", "supervised") == record.name
     guide = (ROOT / record.guide).read_text()
     assert f"| `{record.name}` |" in guide or f'`"family": "{record.name}"`' in guide, record.guide
-    assert record.section in JobSpec.model_fields
+    assert record.section in VARIANTS[record.name].model_fields
     models = importlib.import_module(record.model_module)
     assert callable(models.build) and callable(models.dry_run)
-    if record.name != "supervised":  # supervised's `predict` is models.inference.Predictor's own
-        assert tuple(models.OPERATIONS) == record.operations
+    assert tuple(models.OPERATIONS) == record.operations
     assert importlib.import_module(record.trainer_module).TASK is not None
     assert record.operations and len(set(record.operations)) == len(record.operations)
 
@@ -66,7 +66,7 @@ def _spec(record: FamilyRecord, epochs: int) -> JobSpec:
 
 def _request(operation: str, spec: JobSpec, x: np.ndarray, codes: list[Any] | None) -> OperationRequest:
     if operation in ("generate", "sample"):
-        labelled = spec.gan is not None and spec.gan.variant == "cgan"
+        labelled = isinstance(spec, GANJob) and spec.gan.variant == "cgan"
         return OperationRequest(count=2, seed=1, labels=[0, 1] if labelled else None)
     if operation == "decode":
         return OperationRequest(instances=codes)
@@ -112,3 +112,18 @@ def test_every_family_dry_runs_trains_resumes_exactly_and_serves(record: FamilyR
     foreign = next(op for r in RECORDS for op in r.operations if op not in record.operations)
     with pytest.raises(PredictError, match=repr(foreign)):
         predictor.run(foreign, _request(foreign, spec, x, codes))
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
+def test_mixed_precision_is_honoured_or_refused(record: FamilyRecord) -> None:
+    """bf16/fp16 asked of a family that trains in fp32 is a 422 on the field, never ignored."""
+    spec = _spec(record, epochs=1)
+    asked = spec.model_copy(update={"fit": spec.fit.model_copy(update={"mixed_precision": "bf16"})})
+    info = load_train_data(spec).info
+    if record.mixed_precision:
+        assert dry_run(asked, info).parameters > 0
+        return
+    with pytest.raises(SpecError) as refused:
+        dry_run(asked, info)
+    assert refused.value.loc == ("fit", "mixed_precision") and "trains in fp32" in str(refused.value)
+    assert dry_run(spec, info).parameters > 0  # "auto", the default, is fp32 for it

@@ -16,7 +16,6 @@ from core.preprocessing import split_indices
 from core.spec import DatasetSpec, JobSpec
 from models.errors import PredictError, SpecError
 from models.families import OperationRequest
-from models.families.predictor import FamilyPredictor
 from models.families.vae import VAE
 from models.inference import Predictor
 from models.validation import dry_run
@@ -40,15 +39,15 @@ def held_out_digits(spec: JobSpec) -> np.ndarray:
     return raw.x[held]
 
 
-def trained(spec: JobSpec, out: Path) -> tuple[list[dict[str, float]], FamilyPredictor]:
+def trained(spec: JobSpec, out: Path) -> tuple[list[dict[str, float]], Predictor]:
     result = train(spec, load_train_data(spec), out)
     assert result.status == "completed" and result.model_path is not None
     predictor = Predictor.load(result.model_path)
-    assert isinstance(predictor, FamilyPredictor)
+    assert isinstance(predictor, Predictor)
     return result.history, predictor
 
 
-def run(predictor: FamilyPredictor, operation: str | None, **fields: Any) -> np.ndarray:
+def run(predictor: Predictor, operation: str | None, **fields: Any) -> np.ndarray:
     return np.asarray(predictor.run(operation, OperationRequest(**fields))["predictions"])
 
 

@@ -18,7 +18,6 @@ from core.generated import MIXTURE_RADIUS
 from core.spec import DatasetSpec, JobSpec
 from models.errors import PredictError, SpecError
 from models.families import OperationRequest
-from models.families.predictor import FamilyPredictor
 from models.inference import Predictor
 from models.validation import dry_run
 from tests.helpers import EXAMPLES
@@ -48,11 +47,11 @@ def small_mixture(variant: str = "gan", **gan: Any) -> dict[str, Any]:
     return raw
 
 
-def trained(raw: dict[str, Any], out: Path) -> tuple[list[dict[str, float]], FamilyPredictor]:
+def trained(raw: dict[str, Any], out: Path) -> tuple[list[dict[str, float]], Predictor]:
     result = train(JobSpec.model_validate(raw), load_train_data(JobSpec.model_validate(raw)), out)
     assert result.status == "completed" and result.model_path is not None
     predictor = Predictor.load(result.model_path)
-    assert isinstance(predictor, FamilyPredictor)
+    assert isinstance(predictor, Predictor)
     return result.history, predictor
 
 
@@ -127,11 +126,11 @@ def test_dcgan_trains_conv_networks_a_few_steps(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cgan(tmp_path_factory: pytest.TempPathFactory) -> FamilyPredictor:
+def cgan(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     return trained(raw_example("digits_cgan", epochs=1), tmp_path_factory.mktemp("cgan"))[1]
 
 
-def test_cgan_generates_the_labels_asked_for_and_checks_them(cgan: FamilyPredictor) -> None:
+def test_cgan_generates_the_labels_asked_for_and_checks_them(cgan: Predictor) -> None:
     out = cgan.run("generate", OperationRequest(labels=[3, 1, 4], seed=0))
     assert np.asarray(out["predictions"]).shape == (3, 1, 8, 8) and out["class_ids"] == [3, 1, 4]
     assert out["classes"] == [str(i) for i in range(10)]

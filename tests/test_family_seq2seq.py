@@ -16,7 +16,6 @@ from core.preprocessing import prepare, split_indices
 from core.spec import DataInfo, DatasetSpec, JobSpec
 from models.errors import PredictError, SpecError
 from models.families import OperationRequest
-from models.families.predictor import FamilyPredictor
 from models.inference import Predictor
 from models.validation import dry_run
 from tests.helpers import example
@@ -137,7 +136,7 @@ def test_reverse_learns_with_attention_and_predict_decodes_greedily(
     raw = load_builtin(spec.dataset, spec.fit.seed)
     _, held = split_indices(len(raw.x), spec.validation_split, spec.fit.seed)
     predictor = Predictor.load(result.model_path)
-    assert isinstance(predictor, FamilyPredictor)
+    assert isinstance(predictor, Predictor)
     out = predictor.run(None, OperationRequest(instances=raw.x[held].astype(int).tolist()))
     decoded = np.asarray(out["predictions"])
     assert decoded.shape == (len(held), 8)

@@ -30,7 +30,7 @@ def test_predict_on_raw_pixels_matches_the_network(digits_model: Path) -> None:
     raw = load_builtin(DatasetSpec(name="digits"), seed=0)
     out = predictor.predict(raw.x[:50].tolist())
     with torch.no_grad():
-        logits = predictor.network.logits(torch.from_numpy(raw.x[:50] / 16.0).float())
+        logits = predictor.model.module.logits(torch.from_numpy(raw.x[:50] / 16.0).float())
     assert out["class_ids"] == logits.argmax(1).tolist()
     probs = np.asarray(out["probabilities"])
     assert probs.shape == (50, 10) and np.allclose(probs.sum(1), 1.0, atol=1e-5)

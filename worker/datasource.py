@@ -10,15 +10,16 @@ import torch
 
 from core.datasets import Dataset, load_dataset
 from core.preprocessing import prepare
-from core.spec import JobSpec
+from core.spec import JobSpec, SupervisedJob
 from core.spec.families import REGISTRY
 from worker.training.engine import TrainData
 
 
 def takes_tokens(spec: JobSpec) -> bool:
-    if spec.model is None:  # a family that reads and writes tokens (seq2seq); the others take features
+    if not isinstance(spec, SupervisedJob):  # a family that reads and writes tokens (seq2seq), or features
         return REGISTRY[spec.family].tokens
-    return bool(spec.model.layers) and spec.model.layers[0].type == "embedding"  # type: ignore[index]
+    layers = spec.model.layers or []  # a preset starts with no embedding
+    return bool(layers) and layers[0].type == "embedding"
 
 
 def _tensor(a: np.ndarray | None) -> torch.Tensor | None:

@@ -14,7 +14,7 @@ from api.views import to_point, to_public
 from core.db import session_scope
 from core.repository import jobs as jobs_repo
 from core.repository import metrics as metrics_repo
-from core.spec import JobSpec
+from core.spec import AnyJob
 from core.tables import TERMINAL, Job, JobStatus, Tenant
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503), route_class=SessionRoute)
@@ -40,7 +40,7 @@ def owned_job(session: SessionDep, tenant: Tenant, job_id: str) -> Job:
 def create_job(
     session: SessionDep,
     tenant: CurrentTenant,
-    job_in: JobSpec,
+    job_in: AnyJob,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:

@@ -7,11 +7,28 @@ from these classes is the whole contract. The package's modules:
 - `layers`: one class per layer `type`, joined in a discriminated union (`LayerSpec`);
 - `optimizers`: one class per optimizer `type` (`OptimizerSpec`);
 - `families`: each model family's section and its record in `REGISTRY`;
-- `job`: the dataset, model, compile and fit sections, and `JobSpec` itself.
+- `sections`: the dataset, model, compile and fit sections;
+- `job`: `JobSpec` and its variant per family (`AnyJob`, a posted body).
 """
 
 from core.spec.base import StrictModel, named
 from core.spec.job import (
+    AnyJob,
+    AutoencoderJob,
+    CompiledJob,
+    DBNJob,
+    GANJob,
+    JobSpec,
+    RBMJob,
+    Seq2SeqJob,
+    SupervisedJob,
+    VAEJob,
+    as_family,
+    variant_of,
+)
+from core.spec.layers import LayerSpec
+from core.spec.optimizers import SGD, Adagrad, Adam, AdamW, OptimizerSpec, RMSprop
+from core.spec.sections import (
     CLASSIFICATION_LOSSES,
     AlvinnPreset,
     Augmentation,
@@ -22,7 +39,6 @@ from core.spec.job import (
     DatasetSpec,
     EarlyStopping,
     FitSpec,
-    JobSpec,
     MlpPreset,
     ModelSpec,
     PlateauSchedule,
@@ -30,8 +46,6 @@ from core.spec.job import (
     ShallowVggPreset,
     StepSchedule,
 )
-from core.spec.layers import LayerSpec
-from core.spec.optimizers import SGD, Adagrad, Adam, AdamW, OptimizerSpec, RMSprop
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
@@ -40,24 +54,35 @@ __all__ = [
     "Adam",
     "AdamW",
     "AlvinnPreset",
+    "AnyJob",
     "Augmentation",
+    "AutoencoderJob",
     "BuiltinDataset",
     "CompileSpec",
+    "CompiledJob",
     "CosineSchedule",
+    "DBNJob",
     "DataInfo",
     "DatasetSpec",
     "EarlyStopping",
     "FitSpec",
+    "GANJob",
     "JobSpec",
     "LayerSpec",
     "MlpPreset",
     "ModelSpec",
     "OptimizerSpec",
     "PlateauSchedule",
+    "RBMJob",
     "RMSprop",
     "Regularization",
+    "Seq2SeqJob",
     "ShallowVggPreset",
     "StepSchedule",
     "StrictModel",
+    "SupervisedJob",
+    "VAEJob",
+    "as_family",
     "named",
+    "variant_of",
 ]

@@ -156,6 +156,7 @@ class FamilyRecord:
     tokens: bool = False  # reads and writes token ids rather than features
     labels: bool = False  # needs one class label per sample
     augments: bool = False  # honours fit.augmentation (image transforms of the training split)
+    mixed_precision: bool = False  # honours fit.mixed_precision bf16/fp16 (autocast); others train in fp32
 
     @property
     def model_module(self) -> str:
@@ -168,7 +169,7 @@ class FamilyRecord:
 
 REGISTRY: dict[str, FamilyRecord] = {r.name: r for r in (
     FamilyRecord("supervised", "model", True, (), ("predict",), (("layers",),), "digits_mlp", "docs/spec.md",
-                 augments=True),
+                 augments=True, mixed_precision=True),
     FamilyRecord("autoencoder", "autoencoder", True, (), ("reconstruct", "encode", "decode"),
                  (("encoder",), ("decoder",)), "digits_autoencoder", "docs/autoencoder.md"),
     FamilyRecord("vae", "vae", True, ("reconstruction", "kl"), ("reconstruct", "encode", "decode", "sample"),
@@ -180,5 +181,5 @@ REGISTRY: dict[str, FamilyRecord] = {r.name: r for r in (
                  "docs/rbm.md"),
     FamilyRecord("dbn", "dbn", True, (), ("predict", "transform"), (), "digits_dbn", "docs/rbm.md", labels=True),
     FamilyRecord("seq2seq", "seq2seq", True, ("token_accuracy", "sequence_accuracy"), ("predict",), (),
-                 "reverse_seq2seq", "docs/seq2seq.md", tokens=True),
+                 "reverse_seq2seq", "docs/seq2seq.md", tokens=True, mixed_precision=True),
 )}  # fmt: skip  # a table: one family a row reads better than the formatter's one field a line

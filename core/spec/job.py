@@ -1,240 +1,120 @@
-"""The job spec: what a user posts, in Keras' vocabulary (`layers`, `compile`, `fit`).
+"""The job spec: what a user posts, one variant per family, told apart by `family`.
 
-Every number is bounded and every unknown field is an error, so the OpenAPI schema
-generated from these classes is the whole contract.
+`JobSpec` holds what every family shares (name, dataset, fit); each variant adds its family's
+own section, so the type checker knows a VAE job has `spec.vae`. `JobSpec.model_validate` (and
+`AnyJob`, the type of a posted body) picks the variant by `family` (supervised when absent) and
+validates against it alone, so an error's `loc` reads as the body does (`model.layers.2.units`),
+without the tag a plain tagged union would add in front.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import from_json
 
-from core.spec.base import StrictModel, named
+from core.spec.base import StrictModel
 from core.spec.families import (
     REGISTRY,
     AutoencoderSpec,
     DBNSpec,
     Family,
+    FamilyRecord,
     GANSpec,
     RBMSpec,
     Seq2SeqSpec,
     VAESpec,
 )
-from core.spec.layers import MAX_LAYERS, Activation, Initializer, LayerSpec
-from core.spec.optimizers import Adam, OptimizerSpec
-
-BuiltinDataset = Literal[
-    "digits",
-    "iris",
-    "wine",
-    "breast_cancer",
-    "diabetes",
-    "mnist",
-    "moons",
-    "circles",
-    "blobs",
-    "spirals",
-    "sine",
-    "road",
-    "gaussian_mixture",
-    "sequence_sine",
-    "sequence_classes",
-    "sequence_tokens",
-    "sequence_reverse",
-    "sequence_copy",
-]
-Loss = Literal[
-    "mse", "mae", "huber", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"
-]
-Metric = Literal["accuracy", "mae", "mse"]
-CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
-Fraction = Annotated[float, Field(ge=0.0, le=0.9)]
-
-
-class DatasetSpec(StrictModel):
-    name: BuiltinDataset | None = Field(None, description="a built-in dataset")
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an uploaded dataset's id")
-    target: str | None = Field(None, max_length=200, description="CSV column holding the target")
-    task: Literal["classification", "regression"] | None = Field(None, description="default: inferred")
-    n_samples: int | None = Field(None, ge=10, le=200_000, description="generated datasets only")
-    noise: float | None = Field(None, ge=0.0, le=10.0, description="generated datasets only")
-    classes: int | None = Field(
-        None,
-        ge=2,
-        le=100,
-        description="blobs, spirals, sequence_classes, sequence_tokens; the vocabulary of sequence_reverse/copy",
-    )
-    validation_split: Fraction | None = Field(None, description="same as fit.validation_split; give one")
-    test_split: Fraction = Field(0.0, description="held out for a final evaluation; mnist has its own")
-    standardize: bool | None = Field(None, description="default: tabular features yes, images no")
-    binarize: float | None = Field(
-        None,
-        ge=-1e9,
-        le=1e9,
-        description="a threshold in raw units (e.g. 8 for "
-        "digits): features above it become 1, the rest 0, before any scaling",
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DatasetSpec:
-        if (self.name is None) == (self.id is None):
-            raise ValueError("give exactly one of `name` (built-in) or `id` (uploaded)")
-        return self
-
-
-class MlpPreset(StrictModel):
-    name: Literal["mlp"]
-    hidden_units: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default=[512], max_length=32)
-    activation: Activation = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batchnorm: bool = False
-    output_units: int | None = Field(None, ge=1, le=65_536, description="default: from the dataset")
-    output_activation: Activation | None = Field(None, description="default: from the loss")
-
-
-class ShallowVggPreset(StrictModel):
-    """The ShallowVGGNet of the lecture notes: (CONV-BN)x2-POOL-DROP twice, FC 512-BN-DROP, softmax."""
-
-    name: Literal["shallow_vggnet"]
-    classes: int | None = Field(None, ge=2, le=10_000, description="default: from the dataset")
-
-
-class AlvinnPreset(StrictModel):
-    """ALVINN: a 30x32 input, one hidden layer of 4 units, 30 linear outputs (steering direction)."""
-
-    name: Literal["alvinn"]
-    hidden_activation: Activation = "sigmoid"
-
-
-PresetSpec = Annotated[MlpPreset | ShallowVggPreset | AlvinnPreset, Field(discriminator="name")]
-
-
-class ModelSpec(StrictModel):
-    layers: list[LayerSpec] | None = Field(None, min_length=1, max_length=MAX_LAYERS)
-    preset: PresetSpec | None = None
-    initializer: Initializer = Field("glorot_uniform", description="for every layer that names none")
-
-    @field_validator("preset", mode="before")
-    @classmethod
-    def _preset_by_name(cls, value: Any) -> Any:
-        return named(value, "name")
-
-    @model_validator(mode="after")
-    def _layers_or_preset(self) -> ModelSpec:
-        if (self.layers is None) == (self.preset is None):
-            raise ValueError("give exactly one of `layers` or `preset`")
-        return self
-
-
-class Regularization(StrictModel):
-    """Penalties on kernels (not biases), added to the loss as Keras' kernel_regularizer does."""
-
-    l1: float = Field(0.0, ge=0.0, le=1.0)
-    l2: float = Field(0.0, ge=0.0, le=1.0)
-
-
-class CompileSpec(StrictModel):
-    optimizer: OptimizerSpec = Field(default_factory=lambda: Adam(type="adam"))
-    loss: Loss
-    metrics: list[Metric] = Field(default_factory=list, max_length=3)
-    regularization: Regularization = Field(default_factory=Regularization)
-    clip_grad_norm: float | None = Field(None, gt=0.0, le=1e6)
-    clip_grad_value: float | None = Field(None, gt=0.0, le=1e6)
-
-    @field_validator("optimizer", mode="before")
-    @classmethod
-    def _optimizer_by_name(cls, value: Any) -> Any:
-        return named(value, "type")
-
-    @field_validator("metrics")
-    @classmethod
-    def _unique_metrics(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("metrics must not repeat")
-        return value
-
-
-class EarlyStopping(StrictModel):
-    monitor: str = Field("val_loss", max_length=64)
-    patience: int = Field(0, ge=0, le=10_000)
-    min_delta: float = Field(0.0, ge=0.0, le=1e6)
-    mode: Literal["auto", "min", "max"] = "auto"
-    restore_best: bool = False
-
-
-class StepSchedule(StrictModel):
-    type: Literal["step"]
-    step_size: int = Field(ge=1, le=10_000, description="epochs between decays")
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
-
-
-class CosineSchedule(StrictModel):
-    type: Literal["cosine"]
-    t_max: int | None = Field(None, ge=1, le=10_000, description="epochs to the minimum; default fit.epochs")
-    min_lr: float = Field(0.0, ge=0.0, le=10.0)
-
-
-class PlateauSchedule(StrictModel):
-    type: Literal["reduce_on_plateau"]
-    monitor: str = Field("val_loss", max_length=64)
-    factor: float = Field(0.1, gt=0.0, lt=1.0)
-    patience: int = Field(10, ge=0, le=10_000)
-    min_delta: float = Field(1e-4, ge=0.0, le=1e6)
-    min_lr: float = Field(0.0, ge=0.0, le=10.0)
-
-
-ScheduleSpec = Annotated[StepSchedule | CosineSchedule | PlateauSchedule, Field(discriminator="type")]
-
-
-class Augmentation(StrictModel):
-    """Random transforms of training images (never validation or test), drawn from the epoch's
-    seed so a run and its resume see the same batches; as Keras' ImageDataGenerator."""
-
-    horizontal_flip: bool = False
-    vertical_flip: bool = False
-    shift: float = Field(0.0, ge=0.0, le=0.5, description="largest shift, as a fraction of height and width")
-    rotation: float = Field(0.0, ge=0.0, le=180.0, description="largest rotation, in degrees")
-    noise_stddev: float = Field(0.0, ge=0.0, le=10.0, description="Gaussian noise, in the model's input units")
-
-    @property
-    def active(self) -> bool:
-        flips = self.horizontal_flip or self.vertical_flip
-        return flips or self.shift > 0 or self.rotation > 0 or self.noise_stddev > 0
-
-
-class FitSpec(StrictModel):
-    epochs: int = Field(1, ge=1, le=10_000)
-    batch_size: int = Field(32, ge=1, le=65_536)
-    validation_split: Fraction = 0.0
-    shuffle: bool = True
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    early_stopping: EarlyStopping | None = None
-    lr_schedule: ScheduleSpec | None = None
-    log_every_steps: int = Field(50, ge=1, le=1_000_000, description="a step-loss record every N steps")
-    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA")
-    keep_checkpoints: int = Field(3, ge=1, le=100)
-    max_seconds: int | None = Field(None, ge=1, le=90 * 24 * 3600, description="fails past this (server max bounds it)")
-    augmentation: Augmentation | None = Field(None, description="image datasets; the training split only")
+from core.spec.sections import CompileSpec, DatasetSpec, FitSpec, ModelSpec, PlateauSchedule
 
 
 class JobSpec(StrictModel):
+    """What every family's job holds; a posted spec validates as the variant `family` names."""
+
+    FAMILY: ClassVar[str] = ""  # a variant's family: the REGISTRY key it stands for
+
     name: str = Field("job", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
     family: Family = Field("supervised", description="supervised (model + compile + fit) or a family section")
     dataset: DatasetSpec
-    model: ModelSpec | None = Field(None, description="supervised only")
-    compile: CompileSpec | None = Field(None, description="all families but gan and rbm")
     fit: FitSpec = Field(default_factory=FitSpec)
-    autoencoder: AutoencoderSpec | None = None
-    vae: VAESpec | None = None
-    gan: GANSpec | None = None
-    rbm: RBMSpec | None = None
-    dbn: DBNSpec | None = None
-    seq2seq: Seq2SeqSpec | None = None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        """On JobSpec itself: the variant `family` names; on a variant: that variant."""
+        if cls is not JobSpec:
+            return super().model_validate(obj, **kwargs)
+        return variant_of(obj).model_validate(obj, **kwargs)  # type: ignore[return-value]
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        if cls is not JobSpec:
+            return super().model_validate_json(json_data, **kwargs)
+        try:
+            peeked = from_json(json_data)
+        except ValueError:
+            peeked = None  # the variant's own parse then says where the JSON is broken
+        return variant_of(peeked).model_validate_json(json_data, **kwargs)  # type: ignore[return-value]
+
+    @property
+    def record(self) -> FamilyRecord:
+        return REGISTRY[self.family]
+
+    @property
+    def compile_section(self) -> CompileSpec | None:
+        """`compile`, for the families that take one (see CompiledJob)."""
+        return None
+
+    @property
+    def compiled(self) -> CompileSpec:
+        """`compile`, where the code knows its family takes one."""
+        raise ValueError(f"family {self.family!r} has no `compile`")
+
+    @property
+    def supervised_model(self) -> ModelSpec:
+        """`model`, where the code knows its job is supervised."""
+        raise ValueError(f"family {self.family!r} has no `model`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_sections(cls, data: Any) -> Any:
+        """Its own section and no other family's, and `compile` where it compiles: said in words
+        before the field checks would say `Field required` or `Extra inputs are not permitted`."""
+        if cls is JobSpec or not isinstance(data, dict):
+            return data
+        record = REGISTRY[cls.FAMILY]
+        f = record.name
+        # Before one variant per family, a spec held every section and dumped the others as null:
+        # stored jobs and version 1 checkpoints do, and such a spec still validates.
+        foreign = {r.section for r in REGISTRY.values() if r is not record} | {"compile"}
+        data = {k: v for k, v in data.items() if not (k in foreign and v is None)}
+        if data.get(record.section) is None:
+            own = "`model`" if record.section == "model" else f"its `{record.section}` section"
+            raise ValueError(f"family {f!r} needs {own}")
+        for other in REGISTRY.values():
+            if other is not record and data.get(other.section) is not None:
+                if other.section == "model":
+                    raise ValueError(
+                        f"`model` is for the supervised family; family {f!r} describes its "
+                        f"networks in `{record.section}`"
+                    )
+                raise ValueError(f"`{other.section}` is for family {other.name!r}; this job's family is {f!r}")
+        if record.compiles and data.get("compile") is None:
+            raise ValueError(f"family {f!r} needs `compile` (optimizer and loss)")
+        if not record.compiles and data.get("compile") is not None:
+            raise ValueError(f"family {f!r} takes no `compile`: its optimizers are in `{f}`")
+        return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> JobSpec:
-        self._family_sections()
+    def _consistent(self) -> Self:
         if self.dataset.validation_split is not None and self.fit.validation_split > 0:
             raise ValueError("give validation_split in `fit` or in `dataset`, not both")
         for key, monitor in self._monitors():
@@ -244,39 +124,6 @@ class JobSpec(StrictModel):
                     f"choose one of {sorted(self.metric_names())}"
                 )
         return self
-
-    def _family_sections(self) -> None:
-        """Its own section and no other family's (from the registry), and `compile` where it compiles."""
-        f, record = self.family, REGISTRY[self.family]
-        if getattr(self, record.section) is None:
-            own = "`model`" if record.section == "model" else f"its `{record.section}` section"
-            raise ValueError(f"family {f!r} needs {own}")
-        for other in REGISTRY.values():
-            if other is not record and getattr(self, other.section) is not None:
-                if other.section == "model":
-                    raise ValueError(
-                        f"`model` is for the supervised family; family {f!r} describes its networks "
-                        f"in `{record.section}`"
-                    )
-                raise ValueError(f"`{other.section}` is for family {other.name!r}; this job's family is {f!r}")
-        if record.compiles and self.compile is None:
-            raise ValueError(f"family {f!r} needs `compile` (optimizer and loss)")
-        if not record.compiles and self.compile is not None:
-            raise ValueError(f"family {f!r} takes no `compile`: its optimizers are in `{f}`")
-
-    @property
-    def supervised_model(self) -> ModelSpec:
-        """`model`, which the validator guarantees for the supervised family."""
-        if self.model is None:
-            raise ValueError(f"family {self.family!r} has no `model`")
-        return self.model
-
-    @property
-    def compiled(self) -> CompileSpec:
-        """`compile`, which the validator guarantees for the families that train by backprop."""
-        if self.compile is None:
-            raise ValueError(f"family {self.family!r} has no `compile`")
-        return self.compile
 
     def _monitors(self) -> list[tuple[str, str]]:
         found = []
@@ -288,22 +135,137 @@ class JobSpec(StrictModel):
 
     @property
     def validation_split(self) -> float:
-        return self.dataset.validation_split if self.dataset.validation_split is not None else self.fit.validation_split
+        if self.dataset.validation_split is not None:
+            return self.dataset.validation_split
+        return self.fit.validation_split
 
     def metric_names(self) -> set[str]:
         """The per-epoch metrics a monitor may name."""
-        record = REGISTRY[self.family]
-        names = {"loss", *(self.compile.metrics if self.compile else []), *record.metrics}
+        compiled = self.compile_section
+        names = {"loss", *(compiled.metrics if compiled else []), *self.record.metrics}
         if self.validation_split > 0:
             names |= {f"val_{n}" for n in names}
-        return names | set(record.epoch_metrics)
+        return names | set(self.record.epoch_metrics)
 
 
-class DataInfo(StrictModel):
-    """What the model builder needs to know of a dataset: shapes and the kind of target."""
+class CompiledJob(JobSpec):
+    """A family trained by backprop with one optimizer and loss: `compile`."""
 
-    input_shape: tuple[int, ...]
-    task: Literal["classification", "regression"]
-    num_classes: int | None = None
-    target_dim: int = 1
-    kind: Literal["image", "tabular"] = "tabular"
+    compile: CompileSpec
+
+    @property
+    def compile_section(self) -> CompileSpec:
+        return self.compile
+
+    @property
+    def compiled(self) -> CompileSpec:
+        return self.compile
+
+
+class SupervisedJob(CompiledJob):
+    """A network from `model` (layers or a preset), trained with `compile` and `fit` (the default)."""
+
+    FAMILY = "supervised"
+    family: Literal["supervised"] = "supervised"
+    model: ModelSpec
+
+    @property
+    def supervised_model(self) -> ModelSpec:
+        return self.model
+
+
+class AutoencoderJob(CompiledJob):
+    """An encoder and a decoder trained to reconstruct the input (docs/autoencoder.md)."""
+
+    FAMILY = "autoencoder"
+    family: Literal["autoencoder"]
+    autoencoder: AutoencoderSpec
+
+
+class VAEJob(CompiledJob):
+    """A variational autoencoder: reconstruction plus a KL term (docs/autoencoder.md)."""
+
+    FAMILY = "vae"
+    family: Literal["vae"]
+    vae: VAESpec
+
+
+class GANJob(JobSpec):
+    """A generator and a discriminator, each with its own optimizer (docs/gan.md)."""
+
+    FAMILY = "gan"
+    family: Literal["gan"]
+    gan: GANSpec
+
+
+class RBMJob(JobSpec):
+    """A restricted Boltzmann machine trained by contrastive divergence (docs/rbm.md)."""
+
+    FAMILY = "rbm"
+    family: Literal["rbm"]
+    rbm: RBMSpec
+
+
+class DBNJob(CompiledJob):
+    """A deep belief net: RBMs pretrained in turn, then fine-tuned with `compile` (docs/rbm.md)."""
+
+    FAMILY = "dbn"
+    family: Literal["dbn"]
+    dbn: DBNSpec
+
+
+class Seq2SeqJob(CompiledJob):
+    """An encoder-decoder RNN with attention, from token ids to token ids (docs/seq2seq.md)."""
+
+    FAMILY = "seq2seq"
+    family: Literal["seq2seq"]
+    seq2seq: Seq2SeqSpec
+
+
+VARIANTS: dict[str, type[JobSpec]] = {
+    c.FAMILY: c for c in (SupervisedJob, AutoencoderJob, VAEJob, GANJob, RBMJob, DBNJob, Seq2SeqJob)
+}
+if set(VARIANTS) != set(REGISTRY):  # a family registered without its variant, or the reverse
+    raise RuntimeError(f"core.spec.job.VARIANTS {sorted(VARIANTS)} != REGISTRY {sorted(REGISTRY)}")
+
+
+class JobFamily(BaseModel):
+    """Reads `family` alone, to refuse an unknown one as the field's own error."""
+
+    model_config = ConfigDict(extra="ignore")
+    family: Family = "supervised"
+
+
+Job = TypeVar("Job", bound=JobSpec)
+
+
+def as_family(spec: JobSpec, variant: type[Job]) -> Job:
+    """`spec` as its family's variant, where the caller knows the family (its own module)."""
+    if not isinstance(spec, variant):
+        raise TypeError(f"a {variant.FAMILY} job was expected; this one's family is {spec.family!r}")
+    return spec
+
+
+def variant_of(data: Any) -> type[JobSpec]:
+    """The variant a posted spec names; an unknown `family` is a 422 on that field."""
+    if isinstance(data, JobSpec):
+        return type(data)
+    if not isinstance(data, dict):
+        return SupervisedJob  # its own error then says what a spec is (an object)
+    return VARIANTS[JobFamily.model_validate(data).family]
+
+
+def _dispatch(value: Any, _: ValidatorFunctionWrapHandler) -> JobSpec:
+    return JobSpec.model_validate(value)
+
+
+if TYPE_CHECKING:
+    AnyJob = JobSpec
+else:
+    # A posted body: the OpenAPI schema shows one variant per family with `family` as its
+    # discriminator; validation goes through JobSpec.model_validate for untagged error locations.
+    AnyJob = Annotated[
+        SupervisedJob | AutoencoderJob | VAEJob | GANJob | RBMJob | DBNJob | Seq2SeqJob,
+        Discriminator("family"),
+        WrapValidator(_dispatch),
+    ]

@@ -6,7 +6,6 @@ A family module defines:
     build(spec, info) -> nn.Module          every weight, checkpointed under "model."
     dry_run(spec, info) -> DryRun           raises SpecError naming the field or layer
     OPERATIONS: dict[str, Operation]        predict operations; the first is the default
-                                            (supervised: models.inference.Predictor serves `predict`)
 """
 
 from __future__ import annotations

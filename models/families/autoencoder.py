@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.spec import DataInfo, JobSpec
+from core.spec import AutoencoderJob, DataInfo, JobSpec, as_family
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.inference import prepare_instances, raw_units
@@ -186,8 +186,7 @@ def build(spec: JobSpec, info: DataInfo) -> Autoencoder:
 
 
 def build_summarised(spec: JobSpec, info: DataInfo) -> tuple[Autoencoder, dict[str, list[LayerSummary]]]:
-    section = spec.autoencoder
-    assert section is not None  # noqa: S101 - JobSpec requires it for this family
+    section = as_family(spec, AutoencoderJob).autoencoder
     check_compile(spec, info)
     encoder, enc_summary = build_encoder(list(section.encoder), info, section.initializer, "autoencoder")
     decoder, dec_summary = build_decoder(list(section.decoder), encoder.output_shape, info, spec, section.initializer)
@@ -228,8 +227,7 @@ def report(spec: JobSpec, info: DataInfo, module: nn.Module, summaries: dict[str
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     module, summaries = build_summarised(spec, info)
-    section = spec.autoencoder
-    assert section is not None  # noqa: S101
+    section = as_family(spec, AutoencoderJob).autoencoder
     x = torch.rand(2, *info.input_shape)  # in [0, 1]: a valid binary cross-entropy target
     module.train()
     code = module.encoder.head(forward_by_layer(module.encoder.body, x, "autoencoder", "encoder", section.encoder))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.spec import DataInfo, JobSpec, PlateauSchedule
+from core.spec import DataInfo, DBNJob, JobSpec, PlateauSchedule, as_family
 from core.spec.families import DBNSpec
 from models.errors import SpecError
 from models.families import FamilyModel, Operation, OperationRequest
@@ -59,9 +59,7 @@ class DBN(nn.Module):
 
 
 def section(spec: JobSpec) -> DBNSpec:
-    if spec.dbn is None:
-        raise SpecError("family 'dbn' needs its `dbn` section", ("dbn",))
-    return spec.dbn
+    return as_family(spec, DBNJob).dbn
 
 
 def pretrain_epochs(spec: JobSpec) -> int:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.spec import DataInfo, JobSpec
+from core.spec import DataInfo, GANJob, JobSpec, as_family
 from core.spec.families import GANNetwork, GANSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest
@@ -76,9 +76,7 @@ class GAN(nn.Module):
 
 
 def section(spec: JobSpec) -> GANSpec:
-    if spec.gan is None:
-        raise SpecError("family 'gan' needs its `gan` section", ("gan",))
-    return spec.gan
+    return as_family(spec, GANJob).gan
 
 
 def _network(net: GANNetwork, shape: tuple[int, ...], which: str) -> tuple[Network, list[LayerSummary]]:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.spec import DataInfo, DatasetSpec, JobSpec
+from core.spec import DataInfo, DatasetSpec, JobSpec, RBMJob, as_family
 from core.spec.families import RBMSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
@@ -91,9 +91,7 @@ def flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def section(spec: JobSpec) -> RBMSpec:
-    if spec.rbm is None:
-        raise SpecError("family 'rbm' needs its `rbm` section", ("rbm",))
-    return spec.rbm
+    return as_family(spec, RBMJob).rbm
 
 
 def build(spec: JobSpec, info: DataInfo) -> RBM:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.spec import DataInfo, JobSpec
+from core.spec import DataInfo, JobSpec, Seq2SeqJob, as_family
 from core.spec.families import Seq2SeqSpec
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
@@ -126,9 +126,7 @@ class Seq2Seq(nn.Module):
 
 
 def config(spec: JobSpec) -> Seq2SeqSpec:
-    if spec.seq2seq is None:
-        raise SpecError("family 'seq2seq' needs its `seq2seq` section", ("seq2seq",))
-    return spec.seq2seq
+    return as_family(spec, Seq2SeqJob).seq2seq
 
 
 def sizes(spec: JobSpec, info: DataInfo) -> tuple[int, int, int, int]:

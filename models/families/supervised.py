@@ -1,12 +1,17 @@
 """The supervised family: `model.layers` (or a preset) trained on `compile`'s loss. Its networks
-are built by models.network and served by models.inference.Predictor."""
+are built by models.network; `predict` answers classes with probabilities, or values."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 
 from core.spec import DataInfo, JobSpec
-from models.errors import SpecError
+from models.errors import PredictError, SpecError
+from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
+from models.inference import affine, prepare_instances
 from models.network import BuildResult, Network, build_network
 from models.objective import Objective, check_objective
 from models.validation import DryRun, estimate_memory, sample_batch
@@ -70,3 +75,46 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
         ],
         estimated_memory_bytes=estimate_memory(spec, built, info),
     )
+
+
+# -- predict -----------------------------------------------------------------------------------
+def predict(model: FamilyModel, request: OperationRequest) -> dict[str, Any]:
+    """Instances -> classes with probabilities (a classifier), or values in the target's units."""
+    refuse_unused(request, "predict", ("instances",))
+    if request.instances is None:
+        raise PredictError("give `instances` to predict", "instances")
+    network: Network = model.module  # type: ignore[assignment]
+    preprocessing = model.meta.preprocessing
+    x = prepare_instances(request.instances, model.info.input_shape, preprocessing, network.tokens, model.device)
+    vocabulary = network.vocabulary
+    if vocabulary is not None and (x.min() < 0 or x.max() >= vocabulary):
+        raise PredictError(f"token ids must lie in 0..{vocabulary - 1}")
+    logits = network.logits(x).float()
+    if model.info.task == "classification":
+        return _classes(model, network, logits)
+    values = affine(network.head(logits).cpu().numpy(), preprocessing.get("target"), invert=True)
+    return {"predictions": (values[:, 0] if values.shape[1] == 1 else values).tolist()}
+
+
+def _classes(model: FamilyModel, network: Network, logits: torch.Tensor) -> dict[str, Any]:
+    loss = model.spec.compiled.loss
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        probs = torch.cat([1 - p, p], dim=1)
+    elif loss == "binary_crossentropy":
+        probs = torch.sigmoid(logits)
+    elif loss in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        probs = F.softmax(logits, dim=1)
+    else:  # a regression loss on one-hot targets: the head's output is the score
+        probs = network.head(logits)
+    ids = probs.argmax(dim=1).tolist()
+    names = model.meta.class_names or [str(i) for i in range(probs.shape[1])]
+    return {
+        "predictions": [names[i] for i in ids],
+        "class_ids": ids,
+        "probabilities": probs.cpu().tolist(),
+        "classes": names,
+    }
+
+
+OPERATIONS: dict[str, Operation] = {"predict": predict}

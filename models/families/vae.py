@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.spec import DataInfo, JobSpec
+from core.spec import DataInfo, JobSpec, VAEJob, as_family
 from models.errors import PredictError, SpecError
 from models.families import FamilyModel, Operation, OperationRequest, refuse_unused
 from models.families.autoencoder import (
@@ -82,8 +82,7 @@ def build(spec: JobSpec, info: DataInfo) -> VAE:
 
 
 def build_summarised(spec: JobSpec, info: DataInfo) -> tuple[VAE, dict[str, list[LayerSummary]]]:
-    section = spec.vae
-    assert section is not None  # noqa: S101 - JobSpec requires it for this family
+    section = as_family(spec, VAEJob).vae
     check_compile(spec, info)
     encoder, enc_summary = build_encoder(list(section.encoder), info, section.initializer, "vae")
     if len(encoder.output_shape) != 1:
@@ -109,8 +108,7 @@ def build_summarised(spec: JobSpec, info: DataInfo) -> tuple[VAE, dict[str, list
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     module, summaries = build_summarised(spec, info)
-    section = spec.vae
-    assert section is not None  # noqa: S101
+    section = as_family(spec, VAEJob).vae
     x = torch.rand(2, *info.input_shape)  # in [0, 1]: a valid binary cross-entropy target
     module.train()
     features = module.encoder.head(forward_by_layer(module.encoder.body, x, "vae", "encoder", section.encoder))

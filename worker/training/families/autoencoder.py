@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.spec import JobSpec
+from core.spec import AutoencoderJob, JobSpec, as_family
 from models.families.autoencoder import Autoencoder, build, reconstruction_terms
 from worker.training.data import TrainData, TrainingFailed
 from worker.training.optim import backprop_step, kernels, make_optimizer, penalty, with_penalty
@@ -87,8 +87,7 @@ class AutoencoderTask(ReconstructionTask):
 
     def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
         super().__init__(spec, data, device, build(spec, data.info))
-        section = spec.autoencoder
-        assert section is not None  # noqa: S101 - JobSpec requires it for this family
+        section = as_family(spec, AutoencoderJob).autoencoder
         self.noise_stddev, self.mask_rate = section.noise_stddev, section.mask_rate
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:

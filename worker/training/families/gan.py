@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.spec import CompileSpec, JobSpec
+from core.spec import CompileSpec, GANJob, JobSpec, as_family
 from core.spec.families import GANNetwork
 from models.families.gan import GAN, build
 from models.inference import affine
@@ -84,9 +84,7 @@ class GANTask(Task):
 
     def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
         super().__init__(spec, data, device)
-        g = spec.gan
-        assert g is not None  # noqa: S101 - JobSpec requires it for this family
-        self.section = g
+        self.section = g = as_family(spec, GANJob).gan
         self.model = build(spec, data.info).to(device)
         # The generator's optimizer comes first: fit.lr_schedule drives it, the discriminator's follows.
         self.optimizers = [

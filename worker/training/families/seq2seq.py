@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.spec import JobSpec
+from core.spec import JobSpec, Seq2SeqJob, as_family
 from models.families.seq2seq import Seq2Seq, build
 from worker.training.data import TrainData, TrainingFailed
 from worker.training.families.supervised import amp_dtype
@@ -119,7 +119,7 @@ class Seq2SeqTask(Task):
 
     def describe(self) -> dict[str, Any]:
         m = self.model
-        attention = self.spec.seq2seq is not None and self.spec.seq2seq.attention
+        attention = as_family(self.spec, Seq2SeqJob).seq2seq.attention
         return {
             "input_length": self.data.info.input_shape[0],
             "output_length": m.output_length,

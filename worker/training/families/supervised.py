@@ -31,16 +31,15 @@ class SupervisedTask(Task):
 
     def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
         super().__init__(spec, data, device)
-        assert spec.compile is not None  # noqa: S101 - JobSpec requires it for this family
-        self.compile = spec.compile
+        self.compile = spec.compiled
         built = build_network(spec, data.info)
-        units = check_objective(spec.compile, data.info, built)
+        units = check_objective(self.compile, data.info, built)
         self.built = built
         self.model = built.network.to(device)
         scale = (data.preprocessing.get("target") or {}).get("scale")
         target_scale = None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
-        self.objective = Objective(spec.compile, data.info, units, self.model.head, target_scale)
-        self.optimizers = [make_optimizer(spec.compile, list(self.model.parameters()))]
+        self.objective = Objective(self.compile, data.info, units, self.model.head, target_scale)
+        self.optimizers = [make_optimizer(self.compile, list(self.model.parameters()))]
         self.kernels = kernels(self.model)
         self._check_token_ids(data)
         self.amp = amp_dtype(spec.fit.mixed_precision, device)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from core.spec import JobSpec
+from core.spec import JobSpec, VAEJob, as_family
 from models.families.vae import VAE, build, elbo_terms
 from worker.training.data import TrainData
 from worker.training.families.autoencoder import ReconstructionTask, Sums
@@ -24,8 +24,7 @@ class VAETask(ReconstructionTask):
 
     def __init__(self, spec: JobSpec, data: TrainData, device: torch.device) -> None:
         super().__init__(spec, data, device, build(spec, data.info))
-        section = spec.vae
-        assert section is not None  # noqa: S101 - JobSpec requires it for this family
+        section = as_family(spec, VAEJob).vae
         self.beta = section.beta
         self.eval_generator: torch.Generator | None = None
 
