@@ -39,8 +39,12 @@ class KeyCheck:
         lookup: Callable[[str], bool] | None = None,
     ) -> None:
         self.app, self.check_seconds = app, max(check_seconds, 0.05)
-        self.failures = TokenBuckets(failures_per_second, failure_burst) if failures_per_second > 0 else None
-        self._mark_reader = mark or (lambda: hot_read(lambda c: tenants_repo.revocation_mark(connection=c)))
+        self.failures = (
+            TokenBuckets(failures_per_second, failure_burst) if failures_per_second > 0 else None
+        )
+        self._mark_reader = mark or (
+            lambda: hot_read(lambda c: tenants_repo.revocation_mark(connection=c))
+        )
         self._lookup = lookup or (
             lambda h: hot_read(lambda c: tenants_repo.key_hash_is_valid(connection=c, key_hash=h))
         )
@@ -86,13 +90,24 @@ class KeyCheck:
         wait = self.failures.take(client) if self.failures is not None else 0.0
         if wait > 0:
             seconds = retry_after(wait)
-            body = {"detail": f"too many requests without a valid API key from this address; retry after {seconds} s"}
-            headers = [(b"content-type", b"application/json"), (b"retry-after", str(seconds).encode())]
+            body = {
+                "detail": f"too many requests without a valid API key from this address; retry after {seconds} s"
+            }
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"retry-after", str(seconds).encode()),
+            ]
             status = 429
         else:
             body = {"detail": UNAUTHORIZED.detail}
             headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
             status = 401
         # The body is never read: the connection closes after the answer.
-        await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})

@@ -70,7 +70,9 @@ def bearer_key(authorization: str | None) -> str | None:
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
 
 
-def current_tenant(session: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Tenant:
+def current_tenant(
+    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> Tenant:
     key = bearer_key(authorization)
     tenant = tenants_repo.tenant_for_key(session=session, key=key) if key else None
     session.commit()  # its connection goes back before the route's thread hop (see SessionRoute)

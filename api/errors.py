@@ -23,7 +23,9 @@ MAX_ERRORS = 20
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, loc: Sequence[str | int] = (), kind: str = "invalid") -> None:
+    def __init__(
+        self, status: int, message: str, loc: Sequence[str | int] = (), kind: str = "invalid"
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.loc, self.kind = status, message, list(loc), kind
 
@@ -84,18 +86,27 @@ def preview(value: Any) -> Any:
             return value
         return f"{value[:PREVIEW_CHARACTERS]}... ({len(value):,} characters in all)"
     short = _BOUNDED.repr(value)
-    return value if "..." not in short and len(short) <= PREVIEW_CHARACTERS else short[:PREVIEW_CHARACTERS] + "..."
+    return (
+        value
+        if "..." not in short and len(short) <= PREVIEW_CHARACTERS
+        else short[:PREVIEW_CHARACTERS] + "..."
+    )
 
 
 def _shortened(errors: Sequence[Any]) -> list[Any]:
-    return [{**e, "input": preview(e["input"])} if isinstance(e, dict) and "input" in e else e for e in errors]
+    return [
+        {**e, "input": preview(e["input"])} if isinstance(e, dict) and "input" in e else e
+        for e in errors
+    ]
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()[:MAX_ERRORS]  # 10^5 bad layers need not give 10^5 errors
-        return JSONResponse({"detail": finite(jsonable_encoder(_shortened(errors)))}, status_code=422)
+        return JSONResponse(
+            {"detail": finite(jsonable_encoder(_shortened(errors)))}, status_code=422
+        )
 
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: DBAPIError) -> JSONResponse:

@@ -84,9 +84,9 @@ class Feed:
             self.floor = self.frames[dropped - 1].seq
             del self.frames[:dropped]
         if state is not None:
-            if self.state is None or state.model_dump(exclude={"updated_at"}) != self.state.model_dump(
+            if self.state is None or state.model_dump(
                 exclude={"updated_at"}
-            ):
+            ) != self.state.model_dump(exclude={"updated_at"}):
                 self.version += 1
                 self.state_json = state.model_dump_json()
             self.state, self.mark = state, (state.seq, state.updated_at)
@@ -139,7 +139,9 @@ def _read(job_id: str, after: int | None) -> tuple[Any, list[Event]]:
         row = connection.execute(select(*STATE_COLUMNS).where(Job.id == job_id)).first()
         if after is None:
             return row, []
-        return row, events_repo.read_events(connection=connection, job_id=job_id, after=after, limit=PAGE)
+        return row, events_repo.read_events(
+            connection=connection, job_id=job_id, after=after, limit=PAGE
+        )
 
     return hot_read(query)
 
@@ -154,7 +156,11 @@ def to_frames(events: list[Event]) -> list[Frame]:
 
 def backlog(job_id: str, after: int) -> list[Frame]:
     """A page of the job's events above `after`, rendered (in the reading thread, not the loop)."""
-    return to_frames(hot_read(lambda c: events_repo.read_events(connection=c, job_id=job_id, after=after, limit=PAGE)))
+    return to_frames(
+        hot_read(
+            lambda c: events_repo.read_events(connection=c, job_id=job_id, after=after, limit=PAGE)
+        )
+    )
 
 
 class Hub:
@@ -170,7 +176,9 @@ class Hub:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         url = self.settings.database_url
-        self._tasks.append(asyncio.create_task(self._tick(self.settings.stream_keepalive_seconds / 2)))
+        self._tasks.append(
+            asyncio.create_task(self._tick(self.settings.stream_keepalive_seconds / 2))
+        )
         if url.startswith("postgresql"):
             self._tasks.append(asyncio.create_task(self._listen(url)))
             self._tasks.append(asyncio.create_task(self._poll(SAFETY_POLL_SECONDS)))
@@ -234,7 +242,9 @@ class Hub:
             feed.poke.clear()
             after = feed.top if feed.ready.is_set() else None
             try:
-                row, events = await anyio.to_thread.run_sync(_read, feed.job_id, after, limiter=self.limiter)
+                row, events = await anyio.to_thread.run_sync(
+                    _read, feed.job_id, after, limiter=self.limiter
+                )
             except DBAPIError as exc:  # down for a while: the streams say so and wait
                 if not unreachable(exc):
                     log.exception("job %s: reading its events failed", feed.job_id)
@@ -274,8 +284,12 @@ class Hub:
             if not feeds:
                 continue
             try:
-                marks = await anyio.to_thread.run_sync(_marks, [f.job_id for f in feeds], limiter=self.limiter)
-            except DBAPIError as exc:  # the streams say so, and their feeds read again once it answers
+                marks = await anyio.to_thread.run_sync(
+                    _marks, [f.job_id for f in feeds], limiter=self.limiter
+                )
+            except (
+                DBAPIError
+            ) as exc:  # the streams say so, and their feeds read again once it answers
                 if not unreachable(exc):
                     log.exception("the hub's poll failed")
                 for feed in feeds:

@@ -122,7 +122,11 @@ class _Exchange:
 
 class BodyLimit:
     def __init__(
-        self, app: Any, limit_for: Callable[[str], int], idle_seconds: float = 30.0, total_seconds: float = 300.0
+        self,
+        app: Any,
+        limit_for: Callable[[str], int],
+        idle_seconds: float = 30.0,
+        total_seconds: float = 300.0,
     ) -> None:
         self.app, self._limit_for = app, limit_for
         self.idle_seconds, self.total_seconds = idle_seconds, total_seconds
@@ -137,9 +141,13 @@ class BodyLimit:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length in (None, b"0") and b"transfer-encoding" not in headers:
-            await self.app(scope, receive, send)  # no body (a GET, an event stream): nothing to bound
+            await self.app(
+                scope, receive, send
+            )  # no body (a GET, an event stream): nothing to bound
             return
-        exchange = _Exchange(receive, send, self.limit_for(scope), self.idle_seconds, self.total_seconds)
+        exchange = _Exchange(
+            receive, send, self.limit_for(scope), self.idle_seconds, self.total_seconds
+        )
         if length is not None and length.isdigit() and int(length) > exchange.limit:
             await exchange.refuse(413, f"the request body is larger than {exchange.limit} bytes")
             return

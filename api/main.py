@@ -68,7 +68,9 @@ def create_app() -> FastAPI:
         failure_burst=settings.auth_failure_burst,
     )
     # Added last, so outermost: a key over its rate is refused before its body is read.
-    app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+    app.add_middleware(
+        RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+    )
     for module in (health, jobs, events, datasets, models):
         app.include_router(module.router)
     if settings.metrics_enabled:

@@ -34,7 +34,9 @@ class ModelCache:
             with self._lock:
                 self._items[key] = predictor
                 self._loading.pop(key, None)
-                while len(self._items) > 1 and (len(self._items) > self.max_count or self.nbytes > self.max_bytes):
+                while len(self._items) > 1 and (
+                    len(self._items) > self.max_count or self.nbytes > self.max_bytes
+                ):
                     self._items.popitem(last=False)
             return predictor
 

@@ -48,7 +48,9 @@ def jobs_by_state(connection: Connection) -> dict[str, int]:
 def running_step_times(connection: Connection) -> list[tuple[float, float, int]]:
     """(epoch_seconds, samples_per_second, steps) of each running job's latest finished epoch."""
     rows = connection.execute(
-        select(Job.latest_metrics, Job.steps).where(Job.status == JobStatus.RUNNING).limit(RUNNING_JOBS_LIMIT)
+        select(Job.latest_metrics, Job.steps)
+        .where(Job.status == JobStatus.RUNNING)
+        .limit(RUNNING_JOBS_LIMIT)
     )
     out = []
     for latest, steps in rows:
@@ -56,7 +58,13 @@ def running_step_times(connection: Connection) -> list[tuple[float, float, int]]
         seconds = latest.get("epoch_seconds")
         if isinstance(seconds, int | float) and seconds > 0:
             rate = latest.get("samples_per_second")
-            out.append((float(seconds), float(rate) if isinstance(rate, int | float) else 0.0, int(steps or 0)))
+            out.append(
+                (
+                    float(seconds),
+                    float(rate) if isinstance(rate, int | float) else 0.0,
+                    int(steps or 0),
+                )
+            )
     return out
 
 
@@ -69,7 +77,9 @@ class ServiceCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         settings = get_settings()
-        up = GaugeMetricFamily("fitserve_source_up", "1 when the source answered this scrape", labels=["source"])
+        up = GaugeMetricFamily(
+            "fitserve_source_up", "1 when the source answered this scrape", labels=["source"]
+        )
         try:
             counts, step_times = hot_read(lambda c: (jobs_by_state(c), running_step_times(c)))
             up.add_metric(["database"], 1)
@@ -78,7 +88,9 @@ class ServiceCollector(Collector):
             counts, step_times = None, None
             up.add_metric(["database"], 0)
         if counts is not None:
-            jobs = GaugeMetricFamily("fitserve_jobs", "Jobs by state (all tenants)", labels=["state"])
+            jobs = GaugeMetricFamily(
+                "fitserve_jobs", "Jobs by state (all tenants)", labels=["state"]
+            )
             for state, count in counts.items():
                 jobs.add_metric([state], count)
             yield jobs
@@ -87,7 +99,9 @@ class ServiceCollector(Collector):
         try:
             depth = queue_depth(settings.queue)
             up.add_metric(["broker"], 1)
-            gauge = GaugeMetricFamily("fitserve_queue_depth", "Messages waiting in the broker queue", labels=["queue"])
+            gauge = GaugeMetricFamily(
+                "fitserve_queue_depth", "Messages waiting in the broker queue", labels=["queue"]
+            )
             gauge.add_metric([settings.queue], depth)
             yield gauge
         except Exception as exc:
@@ -99,9 +113,13 @@ class ServiceCollector(Collector):
 def _step_time_families(step_times: list[tuple[float, float, int]]) -> Iterator[GaugeMetricFamily]:
     epoch = [s for s, _, _ in step_times]
     steps = [s / n for s, _, n in step_times if n > 0]
-    yield GaugeMetricFamily("fitserve_running_jobs_with_epoch", "Running jobs that finished an epoch", value=len(epoch))
     yield GaugeMetricFamily(
-        "fitserve_epoch_seconds_max", "Slowest latest epoch among running jobs (0: none)", value=max(epoch, default=0.0)
+        "fitserve_running_jobs_with_epoch", "Running jobs that finished an epoch", value=len(epoch)
+    )
+    yield GaugeMetricFamily(
+        "fitserve_epoch_seconds_max",
+        "Slowest latest epoch among running jobs (0: none)",
+        value=max(epoch, default=0.0),
     )
     yield GaugeMetricFamily(
         "fitserve_epoch_seconds_mean",

@@ -19,7 +19,9 @@ Mark = tuple[Any, ...]
 
 
 class PredictGate:
-    def __init__(self, read_mark: Callable[[], Mark], check_seconds: float, max_pairs: int = 100_000) -> None:
+    def __init__(
+        self, read_mark: Callable[[], Mark], check_seconds: float, max_pairs: int = 100_000
+    ) -> None:
         self._read_mark, self.check_seconds, self.max_pairs = read_mark, check_seconds, max_pairs
         self._pairs: set[tuple[str, str]] = set()
         self._mark: Mark | None = None

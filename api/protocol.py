@@ -29,7 +29,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.settings import get_settings
 
-HTTP_PROTOCOL = "api.protocol:BoundedHttpProtocol"  # uvicorn.run(http=...) imports it in each process
+HTTP_PROTOCOL = (
+    "api.protocol:BoundedHttpProtocol"  # uvicorn.run(http=...) imports it in each process
+)
 _DETAIL = b"the request's headers did not arrive in time"
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -73,7 +75,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self.cycle
-        if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and cycle.more_body
+            and not self.transport.is_closing()
+        ):
             self._arm()  # answered before its body was read: the rest, and the next headers, in time
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -109,6 +116,9 @@ def make_room_for_connections(max_connections: int) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     if soft < wanted:
         log.warning(
-            "open files are limited to %d: FITSERVE_MAX_CONNECTIONS=%d needs about %d", soft, max_connections, wanted
+            "open files are limited to %d: FITSERVE_MAX_CONNECTIONS=%d needs about %d",
+            soft,
+            max_connections,
+            wanted,
         )
     return soft

@@ -61,7 +61,8 @@ def check_spec(spec: JobSpec, settings: Settings, samples: int) -> None:
     for loc, layers in networks(spec):
         if len(layers) > settings.max_layers:
             raise unprocessable(
-                f"{len(layers)} layers exceed the server's limit of {settings.max_layers} layers per network", loc
+                f"{len(layers)} layers exceed the server's limit of {settings.max_layers} layers per network",
+                loc,
             )
     train = training_samples(spec, samples)
     work = spec.fit.epochs * train
@@ -96,9 +97,15 @@ def _largest(spec: JobSpec, report: DryRun) -> tuple[str, tuple[Any, ...]]:
     network, index = layer.get("network"), layer.get("index", 0)
     record = REGISTRY[spec.family]
     # the layer list it belongs to: the family's only one, or the one its dry run names
-    paths = [p for p in record.networks if (network is None and len(record.networks) == 1) or p[0] == network]
+    paths = [
+        p
+        for p in record.networks
+        if (network is None and len(record.networks) == 1) or p[0] == network
+    ]
     # else one network that is no layer list (rbm, dbn, seq2seq), or a part the spec does not list (a VAE's mean)
-    loc: tuple[Any, ...] = ("body", record.section, *paths[0], index) if paths else ("body", spec.family)
+    loc: tuple[Any, ...] = (
+        ("body", record.section, *paths[0], index) if paths else ("body", spec.family)
+    )
     where = f"{network} " if network else ""
     return (
         f"; the largest is {where}layer {index} ({layer.get('type')}), {_floats(layer):,} values per sample "
@@ -130,7 +137,10 @@ def check_memory(spec: JobSpec, settings: Settings, report: DryRun) -> None:
 
 
 def _size(n: int) -> str:
-    unit, scale = next(((u, s) for u, s in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if n >= s), ("bytes", 1))
+    unit, scale = next(
+        ((u, s) for u, s in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if n >= s),
+        ("bytes", 1),
+    )
     return f"{n:,} bytes" if scale == 1 else f"{n / scale:,.1f} {unit}"
 
 
@@ -138,12 +148,17 @@ def check_parameters(spec: JobSpec, settings: Settings, parameters: int) -> None
     if parameters > settings.max_parameters:
         loc = ("body", "model") if spec.family == "supervised" else ("body", spec.family)
         raise unprocessable(
-            f"the model has {parameters} parameters, which exceeds the server's limit of {settings.max_parameters}", loc
+            f"the model has {parameters} parameters, which exceeds the server's limit of {settings.max_parameters}",
+            loc,
         )
 
 
 def active_jobs(session: Session, tenant_id: str) -> int:
-    query = select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
+    query = (
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
+    )
     return int(session.scalar(query) or 0)
 
 
@@ -169,12 +184,18 @@ def check_active_jobs(session: Session, tenant_id: str, settings: Settings) -> N
 
 
 def stored_bytes(session: Session, tenant_id: str) -> int:
-    query = select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.tenant_id == tenant_id)
+    query = select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+        Dataset.tenant_id == tenant_id
+    )
     return int(session.scalar(query) or 0)
 
 
 def storage_refusal(settings: Settings, used: int, size: int | None = None) -> HTTPException:
-    adding = f"this file is {size} bytes" if size is not None else "this file is larger than what is left"
+    adding = (
+        f"this file is {size} bytes"
+        if size is not None
+        else "this file is larger than what is left"
+    )
     return HTTPException(
         413,
         f"the tenant's storage quota of {settings.storage_quota_bytes} bytes "

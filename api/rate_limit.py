@@ -26,7 +26,11 @@ class TokenBuckets:
     """`rate` tokens a second up to `burst` per key; each request takes one."""
 
     def __init__(
-        self, rate: float, burst: int, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
@@ -50,7 +54,11 @@ class TokenBuckets:
 
     def _forget_full(self, now: float) -> None:
         """A bucket that has refilled is the same as none; a flood of keys costs no memory."""
-        full = [k for k, (tokens, last) in self._buckets.items() if tokens + (now - last) * self.rate >= self.burst]
+        full = [
+            k
+            for k, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.burst
+        ]
         for k in full:
             del self._buckets[k]
         if len(self._buckets) >= self.max_keys:
@@ -91,7 +99,10 @@ class RateLimit:
             {
                 "type": "http.response.start",
                 "status": 429,
-                "headers": [(b"content-type", b"application/json"), (b"retry-after", str(seconds).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"retry-after", str(seconds).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": json.dumps({"detail": message}).encode()})

@@ -35,15 +35,23 @@ class JobState(BaseModel):
     test_metrics: dict[str, float]
     parameters: int
     estimated_memory_bytes: int
-    device: str | None = Field(description="where it trains: cpu or cuda, set by its first attempt and kept")
-    precision: str | None = Field(description="fp32, bf16 or fp16 (autocast), set by its first attempt and kept")
+    device: str | None = Field(
+        description="where it trains: cpu or cuda, set by its first attempt and kept"
+    )
+    precision: str | None = Field(
+        description="fp32, bf16 or fp16 (autocast), set by its first attempt and kept"
+    )
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    seq: int = Field(description="the job's event cursor: the number of its newest metric point or status change")
-    trained_seconds: float = Field(description="seconds its attempts have run, together (fit.max_seconds bounds it)")
+    seq: int = Field(
+        description="the job's event cursor: the number of its newest metric point or status change"
+    )
+    trained_seconds: float = Field(
+        description="seconds its attempts have run, together (fit.max_seconds bounds it)"
+    )
 
 
 class JobPublic(JobState):
@@ -56,7 +64,9 @@ class JobsPublic(BaseModel):
 
 
 class MetricPoint(BaseModel):
-    seq: int = Field(description="its place in the job's event sequence: the cursor for `after` and Last-Event-ID")
+    seq: int = Field(
+        description="its place in the job's event sequence: the cursor for `after` and Last-Event-ID"
+    )
     step: int
     epoch: int
     name: str
@@ -68,7 +78,9 @@ class MetricPoint(BaseModel):
 class MetricsPublic(BaseModel):
     data: list[MetricPoint]
     count: int
-    next: int = Field(description="the cursor after this page: pass it as `after` for the points that follow")
+    next: int = Field(
+        description="the cursor after this page: pass it as `after` for the points that follow"
+    )
     has_more: bool = Field(description="the page was full: more points may follow at once")
 
 
@@ -120,7 +132,9 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
-Operation = Literal["predict", "encode", "decode", "reconstruct", "sample", "generate", "discriminate", "transform"]
+Operation = Literal[
+    "predict", "encode", "decode", "reconstruct", "sample", "generate", "discriminate", "transform"
+]
 
 
 class PredictRequest(BaseModel):
@@ -131,12 +145,19 @@ class PredictRequest(BaseModel):
 
     operation: Operation | None = Field(None, description="default: the family's first operation")
     instances: list[Any] | None = Field(
-        None, min_length=1, description="raw feature values (or latent vectors for decode), one entry per instance"
+        None,
+        min_length=1,
+        description="raw feature values (or latent vectors for decode), one entry per instance",
     )
     count: int | None = Field(None, ge=1, le=1024, description="sample / generate: how many")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="sample / generate: a seed, for the same draws")
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="sample / generate: a seed, for the same draws"
+    )
     labels: list[Annotated[int, Field(ge=0, le=100_000)]] | None = Field(
-        None, min_length=1, max_length=1024, description="generate with a conditional GAN: one class id per sample"
+        None,
+        min_length=1,
+        max_length=1024,
+        description="generate with a conditional GAN: one class id per sample",
     )
 
 
@@ -146,5 +167,7 @@ class PredictResponse(BaseModel):
     class_ids: list[int] | None = None
     probabilities: list[list[float]] | None = None
     classes: list[str] | None = None
-    log_variances: list[Any] | None = Field(None, description="vae encode: the log-variance beside each mean")
+    log_variances: list[Any] | None = Field(
+        None, description="vae encode: the log-variance beside each mean"
+    )
     job_id: str

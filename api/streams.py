@@ -31,7 +31,9 @@ class EventStream(StreamingResponse):
 
     def __init__(self, body: AsyncIterator[str], release: Callable[[], None]) -> None:
         super().__init__(
-            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         self._release: Callable[[], None] | None = release
 
@@ -57,7 +59,9 @@ async def pending(hub: Hub, feed: Feed, cursor: int) -> list[Frame]:
 
 async def follow(hub: Hub, job_id: str, cursor: int, keepalive: float) -> AsyncIterator[str]:
     async with hub.watch(job_id) as feed:
-        yield f"retry: {RETRY_MILLISECONDS}\n\n" + (job_frame(feed, cursor) if feed.state_json else "")
+        yield f"retry: {RETRY_MILLISECONDS}\n\n" + (
+            job_frame(feed, cursor) if feed.state_json else ""
+        )
         version, quiet_since = feed.version, time.monotonic()
         while True:
             try:

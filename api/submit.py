@@ -24,7 +24,9 @@ from models.validation import dry_run
 log = logging.getLogger("fitserve.api")
 
 
-def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[JobSpec, DataInfo, str | None, int]:
+def resolve_dataset(
+    session: Session, tenant: Tenant, spec: JobSpec
+) -> tuple[JobSpec, DataInfo, str | None, int]:
     """The spec with an uploaded dataset's target filled in, its DataInfo, the dataset id, and
     its number of samples (before the test and validation splits)."""
     ds = spec.dataset
@@ -48,12 +50,16 @@ def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> tuple[Jo
     return resolved, info, row.id, quota.dataset_samples(resolved, row.description)
 
 
-def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+def submit_job(
+    *, session: Session, tenant: Tenant, spec: JobSpec, idempotency_key: str | None
+) -> tuple[Job, bool]:
     """(job, created). A repeated Idempotency-Key returns the first job; with another spec, 409."""
     settings = get_settings()
     spec, info, dataset_id, samples = resolve_dataset(session, tenant, spec)
     if idempotency_key is not None:
-        existing = jobs_repo.get_by_idempotency_key(session=session, tenant_id=tenant.id, key=idempotency_key)
+        existing = jobs_repo.get_by_idempotency_key(
+            session=session, tenant_id=tenant.id, key=idempotency_key
+        )
         if existing is not None:
             if existing.spec != spec.model_dump(mode="json"):
                 raise ApiError(409, "this Idempotency-Key was used for a different spec")
@@ -74,12 +80,17 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
     except SpecError as exc:
         raise unprocessable(exc.message, ("body", *exc.loc)) from exc
     quota.check_parameters(spec, settings, report.parameters)
-    quota.lock_tenant(session, tenant.id)  # held to the commit below: the count and the insert are one step
+    quota.lock_tenant(
+        session, tenant.id
+    )  # held to the commit below: the count and the insert are one step
     if (
         dataset_id is not None
-        and datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset_id) is None
+        and datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset_id)
+        is None
     ):
-        raise unprocessable(f"dataset {dataset_id} does not exist", ("body", "dataset", "id"))  # deleted meanwhile
+        raise unprocessable(
+            f"dataset {dataset_id} does not exist", ("body", "dataset", "id")
+        )  # deleted meanwhile
     quota.check_active_jobs(session, tenant.id, settings)
     try:
         job = jobs_repo.create_job(
@@ -100,11 +111,17 @@ def submit_job(*, session: Session, tenant: Tenant, spec: JobSpec, idempotency_k
         session.commit()  # the worker must find the row: commit, then enqueue
     except IntegrityError as exc:  # the same Idempotency-Key, submitted concurrently
         session.rollback()
-        raise ApiError(409, "a job with this Idempotency-Key is being created; retry to get it") from exc
+        raise ApiError(
+            409, "a job with this Idempotency-Key is being created; retry to get it"
+        ) from exc
     try:
         enqueue_training(job.id)
-    except Exception:  # the row is the truth: the workers' sweeper enqueues a queued job left without a message
-        log.warning("job %s: the broker is unreachable; the sweeper will enqueue it", job.id, exc_info=True)
+    except (
+        Exception
+    ):  # the row is the truth: the workers' sweeper enqueues a queued job left without a message
+        log.warning(
+            "job %s: the broker is unreachable; the sweeper will enqueue it", job.id, exc_info=True
+        )
     return job, True
 
 
@@ -114,7 +131,12 @@ def warm_up() -> None:
     spec = JobSpec.model_validate(
         {
             "dataset": {"name": "digits"},
-            "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
+            "model": {
+                "layers": [
+                    {"type": "flatten"},
+                    {"type": "dense", "units": 10, "activation": "softmax"},
+                ]
+            },
             "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
         }
     )

@@ -46,12 +46,20 @@ class ParsePool:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=lower_priority,
             )
         return self._executor
 
     async def describe(
-        self, path: Path, fmt: str, target: str | None, task: Task | None, name: str, inflated_limit: int
+        self,
+        path: Path,
+        fmt: str,
+        target: str | None,
+        task: Task | None,
+        name: str,
+        inflated_limit: int,
     ) -> dict[str, Any]:
         pool = self._pool()
         try:
@@ -63,7 +71,9 @@ class ParsePool:
                 self._executor = None
                 pool.shutdown(wait=False, cancel_futures=True)
             log.warning("an upload's parse process died; parse processes restarted")
-            raise DatasetError("the file could not be parsed: its parse process died (out of memory?)") from exc
+            raise DatasetError(
+                "the file could not be parsed: its parse process died (out of memory?)"
+            ) from exc
 
     def close(self) -> None:
         if self._executor is not None:
@@ -76,13 +86,17 @@ def _used(tenant_id: str) -> int:
         return quota.stored_bytes(session, tenant_id)
 
 
-def _copy(source: IO[bytes], target: Path, limit: int, used: int, settings: Settings) -> tuple[int, str]:
+def _copy(
+    source: IO[bytes], target: Path, limit: int, used: int, settings: Settings
+) -> tuple[int, str]:
     try:
         return save(source, target, limit)
     except TooLarge as exc:
         if limit < settings.upload_max_bytes:
             raise quota.storage_refusal(settings, used) from exc
-        raise HTTPException(413, f"the file is larger than the upload limit of {limit} bytes") from exc
+        raise HTTPException(
+            413, f"the file is larger than the upload limit of {limit} bytes"
+        ) from exc
 
 
 def _insert(row: Dataset, staged: Path, final: Path, settings: Settings) -> Dataset:
@@ -119,9 +133,13 @@ async def store_upload(
     dataset_id = new_id("ds")
     final = upload_path(settings.artifacts_dir, dataset_id, fmt)
     staged = final.with_name(f".{final.name}.tmp")
-    size, sha256 = await run_in_threadpool(_copy, source, staged, min(left, settings.upload_max_bytes), used, settings)
+    size, sha256 = await run_in_threadpool(
+        _copy, source, staged, min(left, settings.upload_max_bytes), used, settings
+    )
     try:
-        parsed = await pool.describe(staged, fmt, target, task, name, settings.upload_max_inflated_bytes)
+        parsed = await pool.describe(
+            staged, fmt, target, task, name, settings.upload_max_inflated_bytes
+        )
     except TooLargeInflated as exc:
         staged.unlink(missing_ok=True)
         raise HTTPException(413, f"the upload is too large once inflated: {exc}") from exc

@@ -41,12 +41,24 @@ def to_public(job: Any) -> JobPublic:
 
 def to_point(row: Metric | Event) -> MetricPoint:
     return MetricPoint(
-        seq=row.seq, step=row.step, epoch=row.epoch, name=row.name, value=row.value, attempt=row.attempt, time=row.time
+        seq=row.seq,
+        step=row.step,
+        epoch=row.epoch,
+        name=row.name,
+        value=row.value,
+        attempt=row.attempt,
+        time=row.time,
     )
 
 
 def to_status(event: Event) -> StatusEvent:
-    return StatusEvent(seq=event.seq, status=event.status, reason=event.reason, attempt=event.attempt, time=event.time)
+    return StatusEvent(
+        seq=event.seq,
+        status=event.status,
+        reason=event.reason,
+        attempt=event.attempt,
+        time=event.time,
+    )
 
 
 def frame(event: Event) -> str:

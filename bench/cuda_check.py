@@ -174,13 +174,22 @@ def fmt(metrics: dict[str, float], prefix: str = "val_") -> str:
 
 
 def load_example(
-    name: str, epochs: int, mode: str, fit: dict[str, Any] | None = None, section: dict[str, Any] | None = None
+    name: str,
+    epochs: int,
+    mode: str,
+    fit: dict[str, Any] | None = None,
+    section: dict[str, Any] | None = None,
 ) -> Any:
     from core.spec import JobSpec
 
     raw = json.loads((EXAMPLES / f"{name}.json").read_text())
     fit = fit or {}
-    raw["fit"] = {**raw["fit"], **fit, "epochs": max(epochs, fit.get("epochs", 0)), "mixed_precision": mode}
+    raw["fit"] = {
+        **raw["fit"],
+        **fit,
+        "epochs": max(epochs, fit.get("epochs", 0)),
+        "mixed_precision": mode,
+    }
     for key, value in (section or {}).items():
         raw[key] = {**raw[key], **value}
     return JobSpec.model_validate(raw)
@@ -194,7 +203,9 @@ def part_env(args: argparse.Namespace) -> None:
     import torch
 
     print(f"python {platform.python_version()} at {sys.executable}; platform {platform.platform()}")
-    print(f"torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+    print(
+        f"torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+    )
     print(f"cuda available: {torch.cuda.is_available()}, devices: {torch.cuda.device_count()}")
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
@@ -281,26 +292,44 @@ def grad_scale(out: Path) -> str:
     if not found:
         return "-"
     state = (json.loads(found[-1].read_text()).get("task") or {}).get("grad_scaler")
-    return "-" if not state else f"{state.get('scale')} (growth_tracker {state.get('_growth_tracker')})"
+    return (
+        "-"
+        if not state
+        else f"{state.get('scale')} (growth_tracker {state.get('_growth_tracker')})"
+    )
 
 
-def train_one(name: str, spec: Any, data: Any, device: str, mode: str, out: Path, deadline: float) -> dict[str, Any]:
+def train_one(
+    name: str, spec: Any, data: Any, device: str, mode: str, out: Path, deadline: float
+) -> dict[str, Any]:
     from worker.training.engine import TrainingFailed, train
 
     watch = Watch(deadline)
-    row: dict[str, Any] = {"spec": name, "family": spec.family, "device": device, "mode": mode, "out": str(out)}
+    row: dict[str, Any] = {
+        "spec": name,
+        "family": spec.family,
+        "device": device,
+        "mode": mode,
+        "out": str(out),
+    }
     started = time.perf_counter()
     try:
         result = train(spec, data, out, [watch], device=device)
     except TrainingFailed as exc:
-        row.update(status="FAILED", reason=str(exc), nan="nan" in str(exc).lower() or "inf" in str(exc).lower())
+        row.update(
+            status="FAILED",
+            reason=str(exc),
+            nan="nan" in str(exc).lower() or "inf" in str(exc).lower(),
+        )
         print(f"  TrainingFailed: {exc}")
     except Exception as exc:
         fail(f"{name} on {device} mode {mode}")
         row.update(status="ERROR", reason=f"{type(exc).__name__}: {exc}", nan=False)
     else:
         last = result.history[-1] if result.history else {}
-        values = [v for h in result.history for v in h.values()] + list(result.test_metrics.values())
+        values = [v for h in result.history for v in h.values()] + list(
+            result.test_metrics.values()
+        )
         speeds = [h["samples_per_second"] for h in result.history]
         row.update(
             status=result.status + (" (deadline)" if watch.timed_out else ""),
@@ -313,7 +342,12 @@ def train_one(name: str, spec: Any, data: Any, device: str, mode: str, out: Path
             weights=finite_weights(result.model_path),
             model=str(result.model_path) if result.model_path else None,
         )
-    row.update(amp=watch.amp, ran_on=watch.device, wall=time.perf_counter() - started, scale=grad_scale(out))
+    row.update(
+        amp=watch.amp,
+        ran_on=watch.device,
+        wall=time.perf_counter() - started,
+        scale=grad_scale(out),
+    )
     print(
         f"  {name:<26} {device:<4} {mode:<4} -> amp {row['amp']:<8} on {row['ran_on']:<6} {row['status']:<10} "
         f"ep {row.get('epochs', '-')} {row['wall']:6.1f}s  samples/s last {row.get('sps_last', float('nan')):9.0f} "
@@ -346,7 +380,9 @@ def part_train(args: argparse.Namespace) -> None:
             fail(f"{name}: loading its data")
             continue
         plan = [("cuda", m) for m in modes] if have_cuda else []
-        plan.append(("cpu", "auto"))  # on the CPU every mode is fp32 (amp_dtype): one run stands for all
+        plan.append(
+            ("cpu", "auto")
+        )  # on the CPU every mode is fp32 (amp_dtype): one run stands for all
         for device, mode in plan:
             if time.monotonic() > deadline:
                 print(f"  {name} {device} {mode}: SKIPPED (part deadline reached)")
@@ -374,7 +410,9 @@ def part_train(args: argparse.Namespace) -> None:
     bad = [r for r in rows if r["status"] not in ("completed", "early_stopped") or r["nan"]]
     print(f"train: {len(rows)} runs, {len(bad)} not clean")
     for r in bad:
-        print(f"  NOT CLEAN: {r['spec']} {r['device']} {r['mode']}: {r['status']} {r.get('reason', '')}")
+        print(
+            f"  NOT CLEAN: {r['spec']} {r['device']} {r['mode']}: {r['status']} {r.get('reason', '')}"
+        )
 
 
 # -- part 3: checkpoints and resume ----------------------------------------------------------------
@@ -425,7 +463,11 @@ def cross_device_predict(model_json: Path, label: str) -> None:
         a, b = loaded["cuda"], loaded["cpu"]
         na = numbers(a.get("predictions")) + numbers(a.get("probabilities"))
         nb = numbers(b.get("predictions")) + numbers(b.get("probabilities"))
-        diff = max((abs(x - y) for x, y in zip(na, nb, strict=False)), default=0.0) if len(na) == len(nb) else None
+        diff = (
+            max((abs(x - y) for x, y in zip(na, nb, strict=False)), default=0.0)
+            if len(na) == len(nb)
+            else None
+        )
         same = a.get("predictions") == b.get("predictions") if not na else None
         print(
             f"  {label:<34} cuda vs cpu: max |diff| {diff if diff is None else f'{diff:.3g}'}"
@@ -440,14 +482,18 @@ def max_weight_diff(a: Path, b: Path) -> float:
 
     ta, tb = read_checkpoint(a)[0], read_checkpoint(b)[0]
     assert ta.keys() == tb.keys(), (sorted(ta.keys() ^ tb.keys()))[:5]
-    return max(float((ta[k].double() - tb[k].double()).abs().max()) if ta[k].numel() else 0.0 for k in ta)
+    return max(
+        float((ta[k].double() - tb[k].double()).abs().max()) if ta[k].numel() else 0.0 for k in ta
+    )
 
 
 def scaler_of(ckpt: Path) -> Any:
     return (json.loads(ckpt.read_text()).get("task") or {}).get("grad_scaler")
 
 
-def resume_check(args: argparse.Namespace, first: str, second: str, mode: str, deadline: float) -> None:
+def resume_check(
+    args: argparse.Namespace, first: str, second: str, mode: str, deadline: float
+) -> None:
     """Train 3 epochs unbroken on `second`; then 2 epochs on `first` (broken off in epoch 3, as a
     preemption would) and train(..., resume=True) on `second` to 3."""
     from worker.datasource import load_train_data
@@ -522,7 +568,12 @@ def part_checkpoints(args: argparse.Namespace) -> None:
         except Exception:
             fail(f"predict from {label}")
     banner("checkpoints: resume (2 epochs, broken off, train(..., resume=True) to 3)")
-    pairs = [("cuda", "cuda", "fp16"), ("cuda", "cuda", "auto"), ("cuda", "cpu", "fp16"), ("cpu", "cuda", "fp16")]
+    pairs = [
+        ("cuda", "cuda", "fp16"),
+        ("cuda", "cuda", "auto"),
+        ("cuda", "cpu", "fp16"),
+        ("cpu", "cuda", "fp16"),
+    ]
     for first, second, mode in pairs if have_cuda else [("cpu", "cpu", "fp16")]:
         if time.monotonic() > deadline:
             print(f"  resume {first}->{second} {mode}: SKIPPED (part deadline reached)")
@@ -569,30 +620,42 @@ def service_job(client: Any, url: str, name: str, body: dict[str, Any], deadline
         f"test {job.get('test_metrics')}"
     )
     if job.get("device") is None or not str(job.get("device")).startswith("cuda"):
-        print(f"  {'FAIL' if cuda_ok() else 'NOTE'} {name}: the job's device is {job.get('device')!r}, not cuda")
+        print(
+            f"  {'FAIL' if cuda_ok() else 'NOTE'} {name}: the job's device is {job.get('device')!r}, not cuda"
+        )
     speed = client.get(f"{url}/v1/jobs/{job_id}/metrics", params={"name": "samples_per_second"})
     if speed.status_code == 200:
         points = speed.json()
         points = points.get("data", points) if isinstance(points, dict) else points
-        print(f"      samples_per_second per epoch: {[round(p.get('value', float('nan'))) for p in points]}")
+        print(
+            f"      samples_per_second per epoch: {[round(p.get('value', float('nan'))) for p in points]}"
+        )
     if job.get("status") != "succeeded":
         print(f"  FAIL {name}: did not succeed: {json.dumps(job)[:3000]}")
         return
     for attempt in ("first (loads the model)", "second"):
         started = time.perf_counter()
-        answer = client.post(f"{url}/v1/models/{job_id}/predict", json={"instances": [README_DIGIT]})
+        answer = client.post(
+            f"{url}/v1/models/{job_id}/predict", json={"instances": [README_DIGIT]}
+        )
         took = (time.perf_counter() - started) * 1000
         body_text = (
             answer.text
             if answer.status_code != 200
             else json.dumps({k: v for k, v in answer.json().items() if k != "probabilities"})
         )
-        print(f"  {name}: predict {attempt}: {answer.status_code} in {took:.0f} ms: {body_text[:400]}")
+        print(
+            f"  {name}: predict {attempt}: {answer.status_code} in {took:.0f} ms: {body_text[:400]}"
+        )
 
 
 @contextlib.contextmanager
 def embedded_service(
-    args: argparse.Namespace, deadline: float, settings: dict[str, str], name: str, keep: Path | None = None
+    args: argparse.Namespace,
+    deadline: float,
+    settings: dict[str, str],
+    name: str,
+    keep: Path | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """`fitserve up` in a temp data dir (or `keep`, which outlives it): (its URL, an httpx client
     with its key); its log is summarised (and copied to --out as <name>.log) when it stops."""
@@ -612,18 +675,25 @@ def embedded_service(
     print(f"starting: {' '.join(cmd)} {settings} (FITSERVE_DATA_DIR={data_dir}); log {log_path}")
     started = time.perf_counter()
     with log_path.open("wb") as log:
-        up = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)  # noqa: S603
+        up = subprocess.Popen(  # noqa: S603
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
+        )
     (args.workdir / "service.pgid").write_text(str(up.pid))
     url = f"http://127.0.0.1:{port}"
     try:
         ready = False
         while time.monotonic() < deadline and up.poll() is None:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200 and (data_dir / "api_key").exists():
+                if (
+                    httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+                    and (data_dir / "api_key").exists()
+                ):
                     ready = True
                     break
             time.sleep(0.2)
-        print(f"  service ready: {ready} after {time.perf_counter() - started:.1f}s (exit code {up.poll()})")
+        print(
+            f"  service ready: {ready} after {time.perf_counter() - started:.1f}s (exit code {up.poll()})"
+        )
         if not ready:
             raise RuntimeError("the service did not become ready")
         key = (data_dir / "api_key").read_text().strip()
@@ -647,7 +717,10 @@ def summarise_log(log_path: Path, args: argparse.Namespace, name: str) -> None:
     )
     print("\n".join(f"    | {line[:400]}" for line in shown))
     if flagged:
-        print("  flagged lines (first 30):\n" + "\n".join(f"    ! {line[:600]}" for line in flagged[:30]))
+        print(
+            "  flagged lines (first 30):\n"
+            + "\n".join(f"    ! {line[:600]}" for line in flagged[:30])
+        )
     if args.out:
         shutil.copy(log_path, args.out / f"{name}.log")
 
@@ -660,7 +733,9 @@ def part_service(args: argparse.Namespace) -> None:
             service_job(client, url, "digits_mlp", mlp, deadline)
             vgg = json.loads((EXAMPLES / "digits_shallow_vggnet.json").read_text())
             vgg["fit"]["epochs"] = 2
-            service_job(client, url, "digits_shallow_vggnet (2 epochs, the worker's 2nd job)", vgg, deadline)
+            service_job(
+                client, url, "digits_shallow_vggnet (2 epochs, the worker's 2nd job)", vgg, deadline
+            )
     except Exception:
         fail("service")
 
@@ -675,7 +750,11 @@ def first_metric(client: Any, url: str, spec: dict[str, Any], deadline: float) -
         time.sleep(0.01)
     took = time.perf_counter() - started
     client.post(f"{url}/v1/jobs/{job_id}/cancel")
-    while client.get(f"{url}/v1/jobs/{job_id}").json()["status"] not in ("succeeded", "failed", "cancelled"):
+    while client.get(f"{url}/v1/jobs/{job_id}").json()["status"] not in (
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
         time.sleep(0.05)
     return took
 
@@ -689,7 +768,10 @@ def part_first_metric(args: argparse.Namespace) -> None:
     for spare in ("true", "false"):
         try:
             with embedded_service(
-                args, deadline, {"FITSERVE_SPARE_TRAINING_PROCESS": spare}, f"first_metric_spare_{spare}"
+                args,
+                deadline,
+                {"FITSERVE_SPARE_TRAINING_PROCESS": spare},
+                f"first_metric_spare_{spare}",
             ) as (url, client):
                 warm = first_metric(client, url, spec, deadline)  # the worker's first job
                 times = [first_metric(client, url, spec, deadline) for _ in range(3)]
@@ -711,7 +793,11 @@ def until(client: Any, url: str, job_id: str, done: Any, deadline: float) -> dic
 
 
 def placement_case(
-    args: argparse.Namespace, first: dict[str, str], second: dict[str, str], name: str, deadline: float
+    args: argparse.Namespace,
+    first: dict[str, str],
+    second: dict[str, str],
+    name: str,
+    deadline: float,
 ) -> dict[str, Any]:
     """A job begun under `first` settings, preempted by a stop after its 3rd epoch, then taken up by
     a worker with `second` settings: the job as it ended."""
@@ -727,7 +813,13 @@ def placement_case(
                 f"{began['progress']['epoch']}: stopping the service (its job is preempted)"
             )
         with embedded_service(args, deadline, second, f"{name}_second", keep) as (url, client):
-            end = until(client, url, job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"), deadline)
+            end = until(
+                client,
+                url,
+                job_id,
+                lambda j: j["status"] in ("succeeded", "failed", "cancelled"),
+                deadline,
+            )
         print(
             f"  {name}: ended {end['status']} after attempt {end['attempt']} on {end['device']} at "
             f"{end['precision']}, epoch {end['progress']['epoch']}: {end['reason']}"
@@ -744,11 +836,22 @@ def part_placement(args: argparse.Namespace) -> None:
         return
     try:
         end = placement_case(args, {"FITSERVE_DEVICE": "cpu"}, {}, "cpu_then_gpu_worker", deadline)
-        kept = (end["status"], end["device"], end["precision"], end["attempt"]) == ("succeeded", "cpu", "fp32", 2)
-        print(f"  {'ok' if kept else 'FAIL'}: begun on the CPU, resumed by a GPU worker: kept cpu and fp32")
+        kept = (end["status"], end["device"], end["precision"], end["attempt"]) == (
+            "succeeded",
+            "cpu",
+            "fp32",
+            2,
+        )
+        print(
+            f"  {'ok' if kept else 'FAIL'}: begun on the CPU, resumed by a GPU worker: kept cpu and fp32"
+        )
         end = placement_case(args, {}, {"FITSERVE_DEVICE": "cpu"}, "gpu_then_cpu_worker", deadline)
-        refused = end["status"] == "failed" and "has no GPU to resume it on" in (end["reason"] or "")
-        print(f"  {'ok' if refused else 'FAIL'}: begun on cuda at {end['precision']}, refused by a CPU-only worker")
+        refused = end["status"] == "failed" and "has no GPU to resume it on" in (
+            end["reason"] or ""
+        )
+        print(
+            f"  {'ok' if refused else 'FAIL'}: begun on cuda at {end['precision']}, refused by a CPU-only worker"
+        )
     except Exception:
         fail("placement")
 
@@ -769,7 +872,9 @@ def stop(proc: subprocess.Popen[bytes], what: str) -> None:
 # -- the orchestrator ------------------------------------------------------------------------------
 def run_part(argv: list[str], limit: float, label: str, workdir: Path) -> None:
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, process_group=0, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # noqa: S603
+    proc = subprocess.Popen(  # noqa: S603
+        argv, cwd=ROOT, process_group=0, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         code = proc.wait(timeout=limit)
         outcome = f"exit code {code}" + ("" if code == 0 else " FAIL")
@@ -788,19 +893,31 @@ def run_part(argv: list[str], limit: float, label: str, workdir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 epoch per run; throughput on mlp only")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per training run (default 3, quick 1)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 epoch per run; throughput on mlp only"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per training run (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}"
+    )
     parser.add_argument(
         "--out",
         type=Path,
         default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None,
         help="where service.log is copied (default $OUT)",
     )
-    parser.add_argument("--workdir", type=Path, default=None, help="run directories (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="run directories (default: a temp dir)"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every part's time limit")
-    parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # internal: run one part here
+    parser.add_argument(
+        "--part", choices=PARTS, help=argparse.SUPPRESS
+    )  # internal: run one part here
     parser.add_argument("--limit", type=float, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.epochs = args.epochs or (1 if args.quick else 3)
@@ -828,23 +945,43 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    print(f"cuda_check: parts {parts}, epochs {args.epochs}, workdir {workdir}, started {time.strftime('%H:%M:%S')}")
+    print(
+        f"cuda_check: parts {parts}, epochs {args.epochs}, workdir {workdir}, started {time.strftime('%H:%M:%S')}"
+    )
     script = str(Path(__file__).resolve())
-    common = ["--workdir", str(workdir), "--epochs", str(args.epochs)] + (["--out", str(args.out)] if args.out else [])
+    common = ["--workdir", str(workdir), "--epochs", str(args.epochs)] + (
+        ["--out", str(args.out)] if args.out else []
+    )
     for part in parts:
         limit = LIMITS[part] * args.scale
         if part == "throughput":
             bench = str(ROOT / "bench" / "train_throughput.py")
             extra = ["--only", "mlp"] if args.quick else []
             for device in ("cuda", "cpu") if cuda_ok() else ("cpu",):
-                banner(f"throughput ({device}): bench/train_throughput.py --quick --rounds 2 {' '.join(extra)}")
-                argv = [sys.executable, bench, "--quick", "--rounds", "2", "--device", device, *extra]
+                banner(
+                    f"throughput ({device}): bench/train_throughput.py --quick --rounds 2 {' '.join(extra)}"
+                )
+                argv = [
+                    sys.executable,
+                    bench,
+                    "--quick",
+                    "--rounds",
+                    "2",
+                    "--device",
+                    device,
+                    *extra,
+                ]
                 run_part(argv, limit, f"throughput {device}", workdir)
             if not cuda_ok():
                 print("cuda not available: SKIPPED the cuda throughput run")
             continue
         banner(f"{part} (limit {limit:.0f} s)")
-        run_part([sys.executable, script, "--part", part, "--limit", str(limit), *common], limit, part, workdir)
+        run_part(
+            [sys.executable, script, "--part", part, "--limit", str(limit), *common],
+            limit,
+            part,
+            workdir,
+        )
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\ncuda_check: done in {time.perf_counter() - started:.1f}s")

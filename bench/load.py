@@ -44,7 +44,9 @@ CLIENTS = Path(__file__).with_name("load_clients.py")
 class Probe(threading.Thread):
     """One request after another (20 ms apart) on a keep-alive connection, latencies by phase."""
 
-    def __init__(self, name: str, call: Callable[[httpx.Client], httpx.Response], headers: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, call: Callable[[httpx.Client], httpx.Response], headers: dict[str, str]
+    ) -> None:
         super().__init__(daemon=True)
         self.name, self.call, self.headers = name, call, headers
         self.phase, self.stop = "", threading.Event()
@@ -75,7 +77,11 @@ class RssSampler(threading.Thread):
         self.api = (
             [root]
             if workers == 1
-            else [p for p in children(root) if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+            else [
+                p
+                for p in children(root)
+                if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()
+            ]
         )
         self.peak: dict[int, int] = {}
         self.parse_peak: dict[int, int] = {}
@@ -100,20 +106,39 @@ def children(pid: int) -> list[int]:
 
 def rss(pid: int) -> int:
     try:
-        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS"))
+        line = next(
+            x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS")
+        )
     except (OSError, StopIteration):
         return 0
     return int(line.split()[1]) * 1024
 
 
 def clients(
-    mode: str, svc: Service, job: str, total: int, procs: int, deadline: float, tmp: Path, stdin: bool = False
+    mode: str,
+    svc: Service,
+    job: str,
+    total: int,
+    procs: int,
+    deadline: float,
+    tmp: Path,
+    stdin: bool = False,
 ) -> list[tuple[subprocess.Popen[str], Path]]:
     started = []
     for i in range(procs):
         n = total // procs + (i < total % procs)
         out = tmp / f"{mode}-{i}.json"
-        cmd = [sys.executable, str(CLIENTS), mode, svc.url, svc.keys["a"], job, str(n), str(deadline), str(out)]
+        cmd = [
+            sys.executable,
+            str(CLIENTS),
+            mode,
+            svc.url,
+            svc.keys["a"],
+            job,
+            str(n),
+            str(deadline),
+            str(out),
+        ]
         pipe = subprocess.PIPE if stdin else None
         started.append((subprocess.Popen(cmd, stdin=pipe, stdout=subprocess.PIPE, text=True), out))  # noqa: S603
     return started
@@ -122,10 +147,14 @@ def clients(
 def opened(started: list[tuple[subprocess.Popen[str], Path]]) -> tuple[int, float]:
     """Wait for each client process's `opened N SECONDS` line."""
     lines = [(p.stdout.readline() if p.stdout else "").split() for p, _ in started]
-    return sum(int(x[1]) for x in lines if x), max((float(x[2]) for x in lines if len(x) > 2), default=0.0)
+    return sum(int(x[1]) for x in lines if x), max(
+        (float(x[2]) for x in lines if len(x) > 2), default=0.0
+    )
 
 
-def finished(started: list[tuple[subprocess.Popen[str], Path]], timeout: float) -> list[dict[str, Any]]:
+def finished(
+    started: list[tuple[subprocess.Popen[str], Path]], timeout: float
+) -> list[dict[str, Any]]:
     results = []
     for proc, out in started:
         proc.wait(timeout)
@@ -175,15 +204,24 @@ class Observed:
 
 def run_backend(backend: str, args: argparse.Namespace) -> Observed:
     workers = 1 if backend == "embedded" else args.api_workers
-    settings = {"FITSERVE_MAX_STREAMS_PER_TENANT": str(args.watchers + 100)}  # one tenant watches here
-    with tempfile.TemporaryDirectory() as tmp, service(backend, Path(tmp), settings, workers) as (svc, db_url):
+    settings = {
+        "FITSERVE_MAX_STREAMS_PER_TENANT": str(args.watchers + 100)
+    }  # one tenant watches here
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        service(backend, Path(tmp), settings, workers) as (svc, db_url),
+    ):
         auth = {"Authorization": f"Bearer {svc.keys['a']}"}
         client = httpx.Client(base_url=svc.url, headers=auth, timeout=60)
         spec = json.loads((ROOT / "examples/digits_mlp.json").read_text())
-        model = client.post("/v1/jobs", json=spec | {"fit": spec["fit"] | {"epochs": 2}}).json()["id"]
+        model = client.post("/v1/jobs", json=spec | {"fit": spec["fit"] | {"epochs": 2}}).json()[
+            "id"
+        ]
         wait_done(client, model)
         # Batches of 4 with a step loss every 60 steps: an epoch of about 16 rows every second or so.
-        long = spec | {"fit": spec["fit"] | {"epochs": 10_000, "batch_size": 4, "log_every_steps": 60}}
+        long = spec | {
+            "fit": spec["fit"] | {"epochs": 10_000, "batch_size": 4, "log_every_steps": 60}
+        }
         job = client.post("/v1/jobs", json=long).json()["id"]
         while client.get(f"/v1/jobs/{job}").json()["status"] != "running":
             time.sleep(0.1)
@@ -195,7 +233,11 @@ def run_backend(backend: str, args: argparse.Namespace) -> Observed:
             [
                 Probe("/healthz", lambda c: c.get(f"{svc.url}/healthz"), {}),
                 Probe("GET /v1/jobs/{id}", lambda c: c.get(f"{svc.url}/v1/jobs/{job}"), auth),
-                Probe("predict", lambda c: c.post(f"{svc.url}/v1/models/{model}/predict", json=body), auth),
+                Probe(
+                    "predict",
+                    lambda c: c.post(f"{svc.url}/v1/models/{model}/predict", json=body),
+                    auth,
+                ),
             ],
             RssSampler(svc, workers),
         )
@@ -208,19 +250,27 @@ def run_backend(backend: str, args: argparse.Namespace) -> Observed:
         watchers = clients("watch", svc, job, args.watchers, args.watcher_procs, end, Path(tmp))
         seen.opened = opened(watchers)
         measure(seen.probes, "watched", args.seconds / 4)
-        uploads = clients("upload", svc, str(args.upload_mib), args.uploads, 1, end, Path(tmp), stdin=True)
+        uploads = clients(
+            "upload", svc, str(args.upload_mib), args.uploads, 1, end, Path(tmp), stdin=True
+        )
         opened(uploads)  # the files are made: now send them, and probe /healthz meanwhile
         seen.probes[0].phase = "uploads"
         uploads[0][0].stdin.write("go\n")  # type: ignore[union-attr]
         uploads[0][0].stdin.flush()  # type: ignore[union-attr]
         done = finished(uploads, max(end - time.time(), 1))[0]
         seen.probes[0].phase = ""
-        seen.uploads, seen.upload_seconds, seen.upload_bytes = done["codes"], done["seconds"], done["bytes"]
+        seen.uploads, seen.upload_seconds, seen.upload_bytes = (
+            done["codes"],
+            done["seconds"],
+            done["bytes"],
+        )
         time.sleep(max(0.0, started + args.seconds - time.time()))
         client.post(f"/v1/jobs/{job}/cancel")
         seen.job = wait_done(client, job, timeout=120)
         seen.job_seconds = time.time() - started
-        seen.streams = [s for r in finished(watchers, max(end - time.time(), 1) + 30) for s in r["streams"]]
+        seen.streams = [
+            s for r in finished(watchers, max(end - time.time(), 1) + 30) for s in r["streams"]
+        ]
         seen.polled = finished(pollers, 60)[0]["codes"]
         for probe in seen.probes:
             probe.stop.set()
@@ -257,8 +307,14 @@ def check_streams(streams: list[dict[str, Any]], rows: tuple[list[int], list[int
 
 
 def report(seen: Observed, args: argparse.Namespace) -> None:
-    name = "fitserve up (SQLite, embedded broker)" if seen.backend == "embedded" else "PostgreSQL + Redis"
-    print(f"\n== {seen.backend}: {name}, {seen.workers} API process(es); load average {os.getloadavg()[0]:.1f}")
+    name = (
+        "fitserve up (SQLite, embedded broker)"
+        if seen.backend == "embedded"
+        else "PostgreSQL + Redis"
+    )
+    print(
+        f"\n== {seen.backend}: {name}, {seen.workers} API process(es); load average {os.getloadavg()[0]:.1f}"
+    )
     print(
         f"  the watched job: {seen.job['status']} after {seen.job_seconds:.0f} s, epoch "
         f"{seen.job['progress']['epoch']}; {len(seen.rows[0])} metric rows and {len(seen.rows[1])} status changes "
@@ -282,7 +338,10 @@ def report(seen: Observed, args: argparse.Namespace) -> None:
         f"ms ({len(up)} requests)"
     )
     peaks = ", ".join(f"{b / 2**20:.0f} MiB" for b in seen.sampler.peak.values())
-    parse = ", ".join(f"{b / 2**20:.0f} MiB" for b in seen.sampler.parse_peak.values()) or "none started"
+    parse = (
+        ", ".join(f"{b / 2**20:.0f} MiB" for b in seen.sampler.parse_peak.values())
+        or "none started"
+    )
     print(f"  API peak RSS: {peaks} (target < 1024 MiB each); upload parse processes: {parse}")
 
 
@@ -301,7 +360,9 @@ def main() -> None:
     if args.quick:
         args.watchers, args.pollers, args.uploads, args.seconds = 200, 10, 5, 30.0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the API and the clients inherit it
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.watchers + 1024)), hard))
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.watchers + 1024)), hard)
+    )
     print(
         f"{os.cpu_count()} cores; {args.watchers} watchers over {args.watcher_procs} processes, {args.pollers} "
         f"pollers, {args.uploads} uploads of {args.upload_mib:g} MiB, the job watched {args.seconds:.0f} s; the "

@@ -33,7 +33,9 @@ NICE = 10
 END = re.compile(rb'event: status\ndata: \{"seq":\d+,"status":"(?:succeeded|failed|cancelled)"')
 
 
-async def watch_one(host: str, port: int, path: str, key: str, deadline: float, opened: list[int]) -> dict[str, Any]:
+async def watch_one(
+    host: str, port: int, path: str, key: str, deadline: float, opened: list[int]
+) -> dict[str, Any]:
     got: dict[str, Any] = {"metric": [], "status": [], "ended": False, "error": None}
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -58,7 +60,9 @@ async def watch_one(host: str, port: int, path: str, key: str, deadline: float, 
                 got["error"] = "closed before the final status"
                 break
             buf += chunk
-            cut = buf.rfind(b"\n\n")  # frames end in a blank line; keep a partial one for the next read
+            cut = buf.rfind(
+                b"\n\n"
+            )  # frames end in a blank line; keep a partial one for the next read
             if cut < 0:
                 continue
             block, buf = buf[: cut + 2], buf[cut + 2 :]
@@ -78,7 +82,14 @@ async def watch(url: str, key: str, job: str, n: int, deadline: float) -> dict[s
     t0 = time.perf_counter()
     tasks = [
         asyncio.create_task(
-            watch_one(parts.hostname or "127.0.0.1", parts.port or 80, f"/v1/jobs/{job}/events", key, deadline, opened)
+            watch_one(
+                parts.hostname or "127.0.0.1",
+                parts.port or 80,
+                f"/v1/jobs/{job}/events",
+                key,
+                deadline,
+                opened,
+            )
         )
         for _ in range(n)
     ]

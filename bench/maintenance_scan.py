@@ -53,7 +53,9 @@ def median_ms(action: Callable[[], object], rounds: int) -> float:
 
 
 def measure(url: str, rounds: int) -> dict[str, float]:
-    def maintenance_pass() -> None:  # as worker.maintenance.run_once, minus the enqueue: nothing is due
+    def maintenance_pass() -> (
+        None
+    ):  # as worker.maintenance.run_once, minus the enqueue: nothing is due
         with session_scope(url) as session:
             jobs_repo.reap_expired(session=session)
         with session_scope(url) as session:
@@ -63,7 +65,10 @@ def measure(url: str, rounds: int) -> dict[str, float]:
         with get_engine(url).connect() as connection:
             jobs_by_state(connection)
 
-    return {"maintenance pass": median_ms(maintenance_pass, rounds), "jobs by state": median_ms(by_state, rounds)}
+    return {
+        "maintenance pass": median_ms(maintenance_pass, rounds),
+        "jobs by state": median_ms(by_state, rounds),
+    }
 
 
 def main() -> None:
@@ -83,7 +88,9 @@ def main() -> None:
                     connection.execute(text(statement), {"n": args.jobs})
         with session_scope(url) as session:
             live = session.scalar(select(func.count()).where(Job.status.in_(("running", "queued"))))
-        print(f"{args.jobs} jobs of 1000 tenants, {live} of them running or queued; median of {args.rounds} rounds")
+        print(
+            f"{args.jobs} jobs of 1000 tenants, {live} of them running or queued; median of {args.rounds} rounds"
+        )
         before = measure(url, args.rounds)
         command.upgrade(alembic_config(url), "head")
         with get_engine(url).begin() as connection:

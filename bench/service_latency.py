@@ -78,11 +78,21 @@ def service(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_")}
     env.update(FITSERVE_DATA_DIR=str(tmp), PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     # Throughput is measured with one key: the bucket still runs (its cost counts), it never refuses.
-    env.update(FITSERVE_RATE_LIMIT_PER_SECOND="1e9", FITSERVE_RATE_LIMIT_BURST="1000000000", **(settings or {}))
-    port, name, queue = free_port(), f"fitserve_bench_{secrets.token_hex(4)}", f"fitserve-bench-{secrets.token_hex(4)}"
+    env.update(
+        FITSERVE_RATE_LIMIT_PER_SECOND="1e9",
+        FITSERVE_RATE_LIMIT_BURST="1000000000",
+        **(settings or {}),
+    )
+    port, name, queue = (
+        free_port(),
+        f"fitserve_bench_{secrets.token_hex(4)}",
+        f"fitserve-bench-{secrets.token_hex(4)}",
+    )
     if backend == "postgres":
         pg_admin(f'CREATE DATABASE "{name}"')
-        env.update(FITSERVE_DATABASE_URL=PG.format(name), FITSERVE_BROKER_URL=REDIS, FITSERVE_QUEUE=queue)
+        env.update(
+            FITSERVE_DATABASE_URL=PG.format(name), FITSERVE_BROKER_URL=REDIS, FITSERVE_QUEUE=queue
+        )
     svc = Service(backend, f"http://127.0.0.1:{port}", env, tmp)
     try:
         if backend == "postgres":
@@ -107,7 +117,11 @@ def service(
 
 def wait_done(client: httpx.Client, job_id: str, timeout: float = 600) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed", "cancelled"):
+    while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in (
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job["status"] != "failed", job["reason"]
@@ -118,7 +132,9 @@ def bench_first_metric(client: httpx.Client, repeats: int) -> None:
     spec = json.loads((ROOT / "examples/digits_mlp.json").read_text())
     spec["fit"] |= {"epochs": 2, "log_every_steps": 1}
     wait_done(client, client.post("/v1/jobs", json=spec).json()["id"])  # warm the worker
-    spec["fit"]["epochs"] = 200  # still training when its first rows are flushed; cancelled once they are seen
+    spec["fit"]["epochs"] = (
+        200  # still training when its first rows are flushed; cancelled once they are seen
+    )
     post, run, metric, rtt, parts = [], [], [], [], ([], [], [])  # type: ignore[var-annotated]
     for _ in range(repeats):
         t0, wall0 = time.perf_counter(), time.time()
@@ -132,7 +148,9 @@ def bench_first_metric(client: httpx.Client, repeats: int) -> None:
                 break
             time.sleep(0.01)
         run.append(time.perf_counter() - t0)
-        while not (rows := client.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 1}).json()["data"]):
+        while not (
+            rows := client.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 1}).json()["data"]
+        ):
             time.sleep(0.01)
         metric.append(time.perf_counter() - t0)
         client.post(f"/v1/jobs/{job_id}/cancel")
@@ -145,7 +163,9 @@ def bench_first_metric(client: httpx.Client, repeats: int) -> None:
         f"(GET round trip {ms(rtt)})"
     )
     print(f"      POST /v1/jobs          {ms(post)}\n      submit -> running      {ms(run)}")
-    print(f"      submit -> first metric {ms(metric)} = {statistics.median(metric):.2f} of the 1 s target")
+    print(
+        f"      submit -> first metric {ms(metric)} = {statistics.median(metric):.2f} of the 1 s target"
+    )
     q, s, f = (statistics.median(p) * 1e3 for p in parts)
     print(
         f"      server clock: created->claimed {q:.0f} ms, claimed->first step_loss row {s:.0f} ms, "
@@ -161,7 +181,9 @@ def npz_upload(n: int) -> tuple[bytes, np.ndarray]:
     return buf.getvalue(), x
 
 
-def bench_train(svc: Service, client: httpx.Client, quick: bool) -> tuple[dict[str, Any], np.ndarray]:
+def bench_train(
+    svc: Service, client: httpx.Client, quick: bool
+) -> tuple[dict[str, Any], np.ndarray]:
     """Service job vs the engine in this process on the same spec and data, alternated over rounds
     (order flipped each round, as training speed here swings 15-50% between identical runs)."""
     import torch
@@ -172,14 +194,18 @@ def bench_train(svc: Service, client: httpx.Client, quick: bool) -> tuple[dict[s
 
     data, x = npz_upload(2048 if quick else 4096)
     ds = client.post("/v1/datasets", files={"file": ("synthetic784.npz", data)}).json()
-    spec = json.loads((ROOT / "examples/mnist_mlp.json").read_text()) | {"dataset": {"id": ds["id"]}}
+    spec = json.loads((ROOT / "examples/mnist_mlp.json").read_text()) | {
+        "dataset": {"id": ds["id"]}
+    }
     spec["fit"]["epochs"] = 2 if quick else 3
     (npz := svc.data_dir / "bench.npz").write_bytes(data)
     job_spec, threads = JobSpec.model_validate(spec), torch.get_num_threads()
 
     def service_run() -> tuple[list[float], dict[str, Any]]:
         job = wait_done(client, client.post("/v1/jobs", json=spec).json()["id"])
-        rows = client.get(f"/v1/jobs/{job['id']}/metrics", params={"name": "samples_per_second"}).json()["data"]
+        rows = client.get(
+            f"/v1/jobs/{job['id']}/metrics", params={"name": "samples_per_second"}
+        ).json()["data"]
         return [r["value"] for r in rows], job
 
     def engine_run() -> list[float]:
@@ -230,21 +256,27 @@ def parallel(headers: dict[str, str], call: Call, seconds: float, conns: int = 3
 
     def worker(_: int) -> int:
         with httpx.Client(headers=headers, timeout=30) as c:
-            return sum(call(c).is_success for _ in iter(lambda: time.perf_counter() - t0 < seconds, False))
+            return sum(
+                call(c).is_success for _ in iter(lambda: time.perf_counter() - t0 < seconds, False)
+            )
 
     with ThreadPoolExecutor(conns) as pool:
         done = sum(pool.map(worker, range(conns)))
     return done / (time.perf_counter() - t0)
 
 
-def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str, quick: bool) -> None:
+def bench_predict(
+    svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str, quick: bool
+) -> None:
     from core.db import session_scope
     from core.repository import jobs, tenants
     from models.inference import Predictor
 
     model_json, port = svc.data_dir / "artifacts" / "jobs" / job["id"] / "model.json", free_port()
     cmd = [sys.executable, __file__, "--serve", str(model_json), "--port", str(port)]
-    bare = subprocess.Popen(cmd, env=svc.env, stdout=(svc.data_dir / "bare.log").open("wb"), stderr=subprocess.STDOUT)  # noqa: S603
+    bare = subprocess.Popen(  # noqa: S603
+        cmd, env=svc.env, stdout=(svc.data_dir / "bare.log").open("wb"), stderr=subprocess.STDOUT
+    )
     body, instances = json.dumps({"instances": [x[0].tolist()]}).encode(), [x[0].tolist()]
     auth, js = {"Authorization": f"Bearer {svc.keys['a']}"}, {"content-type": "application/json"}
     bare_url, url = f"http://127.0.0.1:{port}/predict", f"{svc.url}/v1/models/{job['id']}/predict"
@@ -252,7 +284,11 @@ def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str,
         ("service POST predict", auth | js, lambda c: c.post(url, content=body)),
         ("bare POST /predict", js, lambda c: c.post(bare_url, content=body)),
         ("service GET /healthz (no auth, no DB)", {}, lambda c: c.get(f"{svc.url}/healthz")),
-        ("service GET /v1/jobs/{id} (auth+DB, no model)", auth, lambda c: c.get(f"{svc.url}/v1/jobs/{job['id']}")),
+        (
+            "service GET /v1/jobs/{id} (auth+DB, no model)",
+            auth,
+            lambda c: c.get(f"{svc.url}/v1/jobs/{job['id']}"),
+        ),
     ]
     n, secs, rounds = (300, 2.0, 2) if quick else (1000, 3.0, 5)
     out: dict[str, tuple[float, float]] = {}
@@ -269,7 +305,9 @@ def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str,
         for name, headers, call in cases:
             lat = serial(headers, call, n)
             out[name] = (pct(lat, 50), parallel(headers, call, secs))
-            print(f"      {name:46s} p50 {out[name][0]:6.2f} ms  p99 {pct(lat, 99):6.2f} ms  {out[name][1]:6.0f} req/s")
+            print(
+                f"      {name:46s} p50 {out[name][0]:6.2f} ms  p99 {pct(lat, 99):6.2f} ms  {out[name][1]:6.0f} req/s"
+            )
         # Requests/s swing by 20% between identical runs here: alternate the two sides over rounds
         # (order flipped each round) and take the median of the per-round ratios.
         ratios = []
@@ -299,10 +337,13 @@ def bench_predict(svc: Service, job: dict[str, Any], x: np.ndarray, db_url: str,
 
     def codec() -> None:
         PredictRequest.model_validate_json(body)
-        PredictResponse(job_id=job["id"], operation="predict", **result).model_dump_json(exclude_none=True)
+        PredictResponse(job_id=job["id"], operation="predict", **result).model_dump_json(
+            exclude_none=True
+        )
 
     a, b, c = (
-        statistics.median(timings(fn, 300)) * 1e3 for fn in (lookup, lambda: predictor.predict(instances), codec)
+        statistics.median(timings(fn, 300)) * 1e3
+        for fn in (lookup, lambda: predictor.predict(instances), codec)
     )
     print(
         f"      in this process (medians): key + job lookup as the route does it (session, 2 queries, commit) "
@@ -323,7 +364,9 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
         upgrade(url)
         with session_scope(url) as session:
             tenant = tenants.get_or_create_tenant(session=session, name="sink")
-            job_id = jobs.create_job(session=session, job=Job(tenant_id=tenant.id, name="sink", spec={})).id
+            job_id = jobs.create_job(
+                session=session, job=Job(tenant_id=tenant.id, name="sink", spec={})
+            ).id
         now, cols = datetime.now(UTC), "job_id, attempt, step, epoch, name, value, seq, time"
 
         def rate(write: Callable[[list[dict[str, Any]]], None], offset: int) -> float:
@@ -383,7 +426,9 @@ def bench_sink(backend: str, total: int, tmp: Path) -> None:
                 rates[f"{how} into {table}"] = rate(raw, i * total)
         print(f"  [4] metric rows, {total} in transactions of 1000 (target >= 50,000 rows/s):")
         for label, value in rates.items():
-            print(f"      {label:36s} {value:9,.0f} rows/s  add_metrics = {rates['add_metrics'] / value:.2f}x of it")
+            print(
+                f"      {label:36s} {value:9,.0f} rows/s  add_metrics = {rates['add_metrics'] / value:.2f}x of it"
+            )
     finally:
         get_engine(url).dispose()
         if pg:
@@ -408,7 +453,9 @@ def serve(model_json: str, port: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a smoke run: fewer repeats, requests and rows")
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: fewer repeats, requests and rows"
+    )
     p.add_argument("--backend", choices=["both", "postgres", "embedded"], default="both")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -422,7 +469,9 @@ def main() -> None:
         "service defaults (heartbeat 0.5 s, embedded broker poll 0.05 s)"
     )
     for backend in ["postgres", "embedded"] if args.backend == "both" else [args.backend]:
-        label = "PostgreSQL + Redis" if backend == "postgres" else "SQLite + kombu SQLAlchemy broker"
+        label = (
+            "PostgreSQL + Redis" if backend == "postgres" else "SQLite + kombu SQLAlchemy broker"
+        )
         print(f"\n== {backend} ({label}); load average {os.getloadavg()[0]:.1f}")
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
@@ -432,7 +481,9 @@ def main() -> None:
                 job, x = bench_train(svc, client, args.quick)
                 bench_predict(svc, job, x, db_url, args.quick)
             bench_sink(backend, 20_000 if args.quick else 200_000, Path(tmp))
-            print(f"  ({time.perf_counter() - t0:.0f} s for this backend; load average {os.getloadavg()[0]:.1f})")
+            print(
+                f"  ({time.perf_counter() - t0:.0f} s for this backend; load average {os.getloadavg()[0]:.1f})"
+            )
 
 
 if __name__ == "__main__":

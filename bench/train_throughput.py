@@ -41,8 +41,13 @@ MLP_LAYERS = [
     {"type": "dense", "units": 512, "activation": "relu"},
     {"type": "dense", "units": 10, "activation": "softmax"},
 ]
-SEQUENCE_INFO = DataInfo(input_shape=(50, 32), task="classification", num_classes=10, kind="tabular")
-LSTM_LAYERS = [{"type": "lstm", "units": 128}, {"type": "dense", "units": 10, "activation": "softmax"}]
+SEQUENCE_INFO = DataInfo(
+    input_shape=(50, 32), task="classification", num_classes=10, kind="tabular"
+)
+LSTM_LAYERS = [
+    {"type": "lstm", "units": 128},
+    {"type": "dense", "units": 10, "activation": "softmax"},
+]
 # The DCGAN of Radford et al. scaled to 28x28 (as in the Keras/TensorFlow DCGAN tutorial): 7x7 -> 14 -> 28.
 DCGAN = {
     "variant": "dcgan",
@@ -51,7 +56,13 @@ DCGAN = {
         "layers": [
             {"type": "dense", "units": 128 * 7 * 7, "activation": "relu"},
             {"type": "reshape", "target_shape": [128, 7, 7]},
-            {"type": "conv2d_transpose", "filters": 64, "kernel_size": 4, "strides": 2, "padding": "same"},
+            {
+                "type": "conv2d_transpose",
+                "filters": 64,
+                "kernel_size": 4,
+                "strides": 2,
+                "padding": "same",
+            },
             {"type": "batchnorm"},
             {"type": "activation", "activation": "relu"},
             {
@@ -84,7 +95,9 @@ class Case(NamedTuple):
     batch_size: int
     rounds: int
     info: DataInfo = INFO
-    dataset: str = "mnist"  # names the data in the spec only: both sides train on make_data's tensors
+    dataset: str = (
+        "mnist"  # names the data in the spec only: both sides train on make_data's tensors
+    )
 
 
 @dataclass
@@ -118,7 +131,12 @@ def make_spec(case: Case) -> JobSpec:
                 "family": "gan",
                 "dataset": {"name": case.dataset},
                 "gan": DCGAN,
-                "fit": {"epochs": 1, "batch_size": case.batch_size, "seed": SEED, "mixed_precision": "off"},
+                "fit": {
+                    "epochs": 1,
+                    "batch_size": case.batch_size,
+                    "seed": SEED,
+                    "mixed_precision": "off",
+                },
             }
         )
     return JobSpec.model_validate(
@@ -126,9 +144,18 @@ def make_spec(case: Case) -> JobSpec:
             "name": f"bench-{case.name}",
             "dataset": {"name": case.dataset},
             "model": case.model,
-            "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+            "compile": {
+                "optimizer": "adam",
+                "loss": "sparse_categorical_crossentropy",
+                "metrics": ["accuracy"],
+            },
             # fp32 on both sides: the plain loop has no autocast (on the CPU "auto" is off anyway).
-            "fit": {"epochs": 1, "batch_size": case.batch_size, "seed": SEED, "mixed_precision": "off"},
+            "fit": {
+                "epochs": 1,
+                "batch_size": case.batch_size,
+                "seed": SEED,
+                "mixed_precision": "off",
+            },
         }
     )
 
@@ -161,7 +188,9 @@ def run_engine(
     return len(x) / seconds, result.history[-1]["samples_per_second"]
 
 
-def run_plain(spec: JobSpec, info: DataInfo, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+def run_plain(
+    spec: JobSpec, info: DataInfo, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> float:
     if spec.family == "gan":
         return run_plain_gan(spec, info, x, device)
     torch.manual_seed(spec.fit.seed)
@@ -194,7 +223,9 @@ def run_plain_gan(spec: JobSpec, info: DataInfo, x: torch.Tensor, device: torch.
     for net, o in ((g, spec.gan.generator.optimizer), (d, spec.gan.discriminator.optimizer)):
         assert o.type == "adam"
         optimizers.append(
-            torch.optim.Adam(net.parameters(), lr=o.learning_rate, betas=(o.beta_1, o.beta_2), eps=o.epsilon)
+            torch.optim.Adam(
+                net.parameters(), lr=o.learning_rate, betas=(o.beta_1, o.beta_2), eps=o.epsilon
+            )
         )
     opt_g, opt_d = optimizers
     bce = F.binary_cross_entropy_with_logits
@@ -208,7 +239,9 @@ def run_plain_gan(spec: JobSpec, info: DataInfo, x: torch.Tensor, device: torch.
         real = x[order[start : start + bs]]
         fake = g(torch.randn(len(real), gan.latent_dim, device=device))
         real_score, fake_score = d.logits(real).flatten(), d.logits(fake.detach()).flatten()
-        d_loss = bce(real_score, torch.ones_like(real_score)) + bce(fake_score, torch.zeros_like(fake_score))
+        d_loss = bce(real_score, torch.ones_like(real_score)) + bce(
+            fake_score, torch.zeros_like(fake_score)
+        )
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -217,7 +250,9 @@ def run_plain_gan(spec: JobSpec, info: DataInfo, x: torch.Tensor, device: torch.
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        if device.type == "cpu":  # the engine reads each step's loss on the CPU (a NaN stops it there)
+        if (
+            device.type == "cpu"
+        ):  # the engine reads each step's loss on the CPU (a NaN stops it there)
             (d_loss + g_loss).item()
     sync(device)
     return n / (time.perf_counter() - started)
@@ -258,7 +293,9 @@ def bench(case: Case, device: torch.device) -> tuple[list[float], float]:
             flush=True,
         )
     ratios = [e / p for e, _, p in rows]
-    print(f"  {summary(ratios)} (whole fit); {summary([lo / p for _, lo, p in rows])} (epoch loop alone)")
+    print(
+        f"  {summary(ratios)} (whole fit); {summary([lo / p for _, lo, p in rows])} (epoch loop alone)"
+    )
     return ratios, max(e for e, _, _ in rows) / max(p for _, _, p in rows)
 
 
@@ -267,16 +304,29 @@ def summary(ratios: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "--rounds", type=int, default=None, help="rounds per model (default: mlp 15, vgg 3, lstm 5, dcgan 3)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds per model (default: mlp 15, vgg 3, lstm 5, dcgan 3)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
-    parser.add_argument("--only", choices=["mlp", "vgg", "lstm", "dcgan"], default=None, help="run one model only")
-    parser.add_argument("--vgg-samples", type=int, default=10_000, help="VGG samples per round (both sides)")
+    parser.add_argument(
+        "--only", choices=["mlp", "vgg", "lstm", "dcgan"], default=None, help="run one model only"
+    )
+    parser.add_argument(
+        "--vgg-samples", type=int, default=10_000, help="VGG samples per round (both sides)"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: as the engine picks)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--target", type=float, default=0.97, help="the engine/plain ratio to reach")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
+    parser.add_argument(
+        "--target", type=float, default=0.97, help="the engine/plain ratio to reach"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(SEED)
@@ -284,14 +334,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cases = [
-        Case("mlp", {"layers": MLP_LAYERS}, 60_000, 128, 15),  # a round is ~3 s: many rounds tame the noise
+        Case(
+            "mlp", {"layers": MLP_LAYERS}, 60_000, 128, 15
+        ),  # a round is ~3 s: many rounds tame the noise
         Case("vgg", {"preset": "shallow_vggnet"}, args.vgg_samples, 64, 3),
         # 50 steps of 32 features into 128 units: the recurrence, not the data, sets the pace.
         Case("lstm", {"layers": LSTM_LAYERS}, 20_000, 64, 5, SEQUENCE_INFO, "sequence_classes"),
         Case("dcgan", {}, 3_200, 64, 3),  # 50 steps of one D and one G update on 64 images each
     ]
     if args.quick:
-        cases = [c._replace(samples=c.samples // 10 if c.name in ("mlp", "lstm") else 640, rounds=2) for c in cases]
+        cases = [
+            c._replace(samples=c.samples // 10 if c.name in ("mlp", "lstm") else 640, rounds=2)
+            for c in cases
+        ]
     if args.rounds is not None:
         cases = [c._replace(rounds=args.rounds) for c in cases]
     cases = [c for c in cases if args.only in (None, c.name)]
@@ -308,7 +363,9 @@ def main() -> None:
     print()
     for name, (ratios, best) in results.items():
         below = "" if statistics.median(ratios) >= args.target else "  BELOW TARGET"
-        print(f"{name}: engine/plain {summary(ratios)} target >= {args.target:.2f}{below}  [best/best {best:.2f}]")
+        print(
+            f"{name}: engine/plain {summary(ratios)} target >= {args.target:.2f}{below}  [best/best {best:.2f}]"
+        )
 
 
 if __name__ == "__main__":

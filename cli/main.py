@@ -21,7 +21,9 @@ def load_spec(path: Path) -> JobSpec:
 
 
 def format_validation(exc: ValidationError) -> str:
-    return "\n".join(f"  {'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
+    return "\n".join(
+        f"  {'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -45,9 +47,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (DatasetError, OSError, json.JSONDecodeError) as exc:
         console.print(f"[red]{exc}[/]")
         return 2
-    out = args.out or get_settings().runs_dir / f"{spec.name.replace(' ', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        args.out
+        or get_settings().runs_dir
+        / f"{spec.name.replace(' ', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     try:
-        result = train(spec, data, out, [RichProgress(console)], resume=args.resume, device=args.device)
+        result = train(
+            spec, data, out, [RichProgress(console)], resume=args.resume, device=args.device
+        )
     except SpecError as exc:
         console.print(f"[red]invalid spec at {'.'.join(map(str, exc.loc))}: {exc}[/]")
         return 2
@@ -82,17 +90,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fitserve", description="Training as a service, in the Keras vocabulary.")
+    p = argparse.ArgumentParser(
+        prog="fitserve", description="Training as a service, in the Keras vocabulary."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a job spec in this process")
     t.add_argument("spec", type=Path)
-    t.add_argument("--data", type=Path, help="a CSV or NPZ file to train on instead of the spec's dataset")
+    t.add_argument(
+        "--data", type=Path, help="a CSV or NPZ file to train on instead of the spec's dataset"
+    )
     t.add_argument("--target", help="the CSV column to predict (default: the last)")
-    t.add_argument("--out", type=Path, help="run directory (default: $FITSERVE_DATA_DIR/runs/<name>-<time>)")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument(
+        "--out", type=Path, help="run directory (default: $FITSERVE_DATA_DIR/runs/<name>-<time>)"
+    )
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --out"
+    )
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     t.set_defaults(run=_cmd_train)
-    v = sub.add_parser("validate", help="check a spec against its dataset and print the dry-run report")
+    v = sub.add_parser(
+        "validate", help="check a spec against its dataset and print the dry-run report"
+    )
     v.add_argument("spec", type=Path)
     v.set_defaults(run=_cmd_validate)
     from cli.service import add_commands

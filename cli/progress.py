@@ -36,12 +36,18 @@ class RichProgress(Callback):
 
     def on_step_end(self, epoch: int, step: int, batch: int) -> None:
         if self.task is None:
-            self.task = self.progress.add_task("", total=self.steps, epoch=f"{epoch}/{self.epochs}", info="")
+            self.task = self.progress.add_task(
+                "", total=self.steps, epoch=f"{epoch}/{self.epochs}", info=""
+            )
         if batch % 10 == 0 or batch == self.steps:
             self.progress.update(self.task, completed=batch)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        shown = {k: v for k, v in metrics.items() if k in ("loss", "val_loss", "accuracy", "val_accuracy")}
+        shown = {
+            k: v
+            for k, v in metrics.items()
+            if k in ("loss", "val_loss", "accuracy", "val_accuracy")
+        }
         if self.task is not None:
             info = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
             self.progress.update(self.task, completed=self.steps, info=info)

@@ -36,7 +36,9 @@ def ensure_local_key(settings: Settings) -> str | None:
     return key
 
 
-def configure_service_logging(settings: Settings, level: str | None = None, celery: bool = False) -> dict[str, Any]:
+def configure_service_logging(
+    settings: Settings, level: str | None = None, celery: bool = False
+) -> dict[str, Any]:
     """The service commands log one JSON object per line to stderr (FITSERVE_LOG_FORMAT=text for
     plain lines); returns the dictConfig for uvicorn to apply in its own processes."""
     from core.logging import celery_keeps_logging, configure_logging, logging_config
@@ -138,13 +140,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     upgrade()
     key = ensure_local_key(settings)
     if key and sys.stdout.isatty():  # never into a log file: only a terminal sees the key
-        print(f"created the local API key (also in {settings.data_dir / 'api_key'}):\n  {key}", flush=True)
+        print(
+            f"created the local API key (also in {settings.data_dir / 'api_key'}):\n  {key}",
+            flush=True,
+        )
     else:
-        print(f"API key: see {settings.data_dir / 'api_key'} (or: fitserve keys create --tenant NAME)", flush=True)
+        print(
+            f"API key: see {settings.data_dir / 'api_key'} (or: fitserve keys create --tenant NAME)",
+            flush=True,
+        )
     # One machine for both: training takes whatever CPU the API leaves, so requests and live streams
     # stay quick while a job trains (an idle API leaves training all of it).
     worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy(), preexec_fn=lambda: os.nice(WORKER_NICENESS)
+        [sys.executable, "-m", "cli.main", "worker"],
+        env=os.environ.copy(),
+        preexec_fn=lambda: os.nice(WORKER_NICENESS),
     )
     try:
         uvicorn.run(
@@ -164,12 +174,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    up = sub.add_parser("up", help="run the API and one worker on the embedded default (no servers needed)")
+    up = sub.add_parser(
+        "up", help="run the API and one worker on the embedded default (no servers needed)"
+    )
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--data-dir", type=Path, help="default $FITSERVE_DATA_DIR or ./.fitserve")
     up.set_defaults(run=cmd_up)
-    api = sub.add_parser("api", help="run the HTTP API against FITSERVE_DATABASE_URL / FITSERVE_BROKER_URL")
+    api = sub.add_parser(
+        "api", help="run the HTTP API against FITSERVE_DATABASE_URL / FITSERVE_BROKER_URL"
+    )
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=1)

@@ -65,7 +65,9 @@ def slug(heading: str) -> str:
 def _number(value: float) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
+    if isinstance(value, int) or (
+        isinstance(value, float) and value.is_integer() and abs(value) < 1e15
+    ):
         return f"{int(value):,}"
     return f"{value:g}"
 
@@ -98,7 +100,11 @@ class Section:
     @property
     def heading(self) -> str:
         if self.def_name is not None:
-            return ", ".join(f"`{p}`" for p in self.paths) if self.paths != [""] else "The job (top level)"
+            return (
+                ", ".join(f"`{p}`" for p in self.paths)
+                if self.paths != [""]
+                else "The job (top level)"
+            )
         return self.title
 
 
@@ -124,7 +130,9 @@ class Reference:
             "default": next(f["default"] for f in families if "default" in f),
             "description": "the model family; its own fields follow in Families",
         }
-        required = [k for k in shared if k != "family" and all(k in v.get("required", []) for v in variants)]
+        required = [
+            k for k in shared if k != "family" and all(k in v.get("required", []) for v in variants)
+        ]
         return {"properties": properties, "required": required}, set(shared)
 
     # -- walking -------------------------------------------------------------------------
@@ -157,10 +165,16 @@ class Reference:
         mapping: dict[str, str] = schema["discriminator"]["mapping"]
         key = "union:" + ",".join(sorted(mapping))
         if key not in self.sections:
-            noun, title = next((UNIONS[k] for k in mapping if k in UNIONS), ("variant", f"Variants of `{path}`"))
+            noun, title = next(
+                (UNIONS[k] for k in mapping if k in UNIONS), ("variant", f"Variants of `{path}`")
+            )
             variants = [self._def(v["$ref"]) for v in schema["oneOf"]]
             self.sections[key] = Section(
-                key, variants=variants, discriminator=schema["discriminator"]["propertyName"], noun=noun, title=title
+                key,
+                variants=variants,
+                discriminator=schema["discriminator"]["propertyName"],
+                noun=noun,
+                title=title,
             )
         self.sections[key].paths.append(f"`{path}` (each item)" if item else f"`{path}`")
         for name in self.sections[key].variants:
@@ -208,8 +222,14 @@ class Reference:
 
     @staticmethod
     def _bounds(schema: Schema) -> str:
-        low, low_open = schema.get("minimum", schema.get("exclusiveMinimum")), "exclusiveMinimum" in schema
-        high, high_open = schema.get("maximum", schema.get("exclusiveMaximum")), "exclusiveMaximum" in schema
+        low, low_open = (
+            schema.get("minimum", schema.get("exclusiveMinimum")),
+            "exclusiveMinimum" in schema,
+        )
+        high, high_open = (
+            schema.get("maximum", schema.get("exclusiveMaximum")),
+            "exclusiveMaximum" in schema,
+        )
         if low is None and high is None:
             return ""
         if low is not None and high is not None and not (low_open or high_open):
@@ -255,13 +275,22 @@ class Reference:
         default = schema["default"]
         if not isinstance(default, dict):
             return _code(default)
-        target = next((a for a in schema.get("anyOf", [schema]) if "$ref" in a or "discriminator" in a), schema)
+        target = next(
+            (a for a in schema.get("anyOf", [schema]) if "$ref" in a or "discriminator" in a),
+            schema,
+        )
         if "discriminator" in target:
-            name = self._def(target["discriminator"]["mapping"][default[target["discriminator"]["propertyName"]]])
+            name = self._def(
+                target["discriminator"]["mapping"][default[target["discriminator"]["propertyName"]]]
+            )
             prefix = f"`{default[target['discriminator']['propertyName']]}`"
         else:
             name, prefix = self._def(target["$ref"]), ""
-        own = {k: v.get("default") for k, v in self.defs[name].get("properties", {}).items() if "default" in v}
+        own = {
+            k: v.get("default")
+            for k, v in self.defs[name].get("properties", {}).items()
+            if "default" in v
+        }
         changed = [f"{k} {_code(v)}" for k, v in default.items() if k in own and own[k] != v]
         text = (prefix + " with its defaults") if prefix else "its defaults"
         return text + (", but " + ", ".join(changed) if changed else "")
@@ -306,7 +335,8 @@ class Reference:
         for section in unions:
             places = ", ".join(section.paths)
             values = ", ".join(
-                f"`{self.defs[v]['properties'][section.discriminator]['const']}`" for v in section.variants
+                f"`{self.defs[v]['properties'][section.discriminator]['const']}`"
+                for v in section.variants
             )
             where = (
                 f"A job's `{section.discriminator}` picks one of: {values}; each adds its own fields to the "
@@ -325,7 +355,12 @@ class Reference:
                     lines += [_clean(schema["description"]), ""]
                 rows = self.rows(name, "", skip=skip)
                 if rows:
-                    lines += ["| field | type | default | description |", "| --- | --- | --- | --- |", *rows, ""]
+                    lines += [
+                        "| field | type | default | description |",
+                        "| --- | --- | --- | --- |",
+                        *rows,
+                        "",
+                    ]
                 else:
                     lines += [f"No fields besides `{section.discriminator}`.", ""]
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip() + "\n"
@@ -346,7 +381,9 @@ def spliced(document: str, generated: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cli.spec_docs", description=__doc__.split("\n")[0])
-    p.add_argument("--check", action="store_true", help="exit 1 if docs/spec.md is out of date; write nothing")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 if docs/spec.md is out of date; write nothing"
+    )
     args = p.parse_args(argv)
     current = SPEC_MD.read_text()
     wanted = spliced(current, render())

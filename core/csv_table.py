@@ -58,9 +58,13 @@ class Target:
     def _to_text(self, rows: int) -> None:
         """A value that is not a number: the rows so far become text again, through `names`."""
         if self.numbers is None or self.names is None:
-            raise CsvError(f"the target column is not numeric and has over {self.limit} distinct values")
+            raise CsvError(
+                f"the target column is not numeric and has over {self.limit} distinct values"
+            )
         names = self.names
-        self.texts = [names.get(v, str(v)) for v in self.numbers[:rows].tolist()]  # str(): NaN is not its own key
+        self.texts = [
+            names.get(v, str(v)) for v in self.numbers[:rows].tolist()
+        ]  # str(): NaN is not its own key
         self.numbers = None
 
 
@@ -75,7 +79,11 @@ def _rows(data: bytes) -> Iterator[list[str]]:
 
 
 def read_table(
-    data: bytes, target: str | None, max_columns: int, max_classes: int, chunk_rows: int = CHUNK_ROWS
+    data: bytes,
+    target: str | None,
+    max_columns: int,
+    max_classes: int,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[list[str], str, np.ndarray, Target]:
     """(feature names, target column, features (N, F) float32, the target column's values)."""
     rows = _rows(data)
@@ -104,23 +112,31 @@ def read_table(
     return [header[i] for i in keep], column, x[:n], y
 
 
-def _fill(x: np.ndarray, y: Target, chunk: list[list[str]], n: int, width: int, keep: list[int], t: int) -> int:
+def _fill(
+    x: np.ndarray, y: Target, chunk: list[list[str]], n: int, width: int, keep: list[int], t: int
+) -> int:
     """Parse a chunk of rows into x[n:] and y; returns the rows so far. Line n + 2 is row n."""
     for offset, row in enumerate(chunk):
         if len(row) != width:
             raise CsvError(f"line {n + 2 + offset}: {len(row)} fields, the header has {width}")
     if not chunk:
         return n
-    if n + len(chunk) > len(x):  # more rows than newlines: quoted newlines cannot make that, but be safe
+    if n + len(chunk) > len(
+        x
+    ):  # more rows than newlines: quoted newlines cannot make that, but be safe
         raise CsvError("the file has more rows than lines")
     try:
-        x[n : n + len(chunk)] = np.array([[row[i] for i in keep] for row in chunk], dtype=np.float32)
+        x[n : n + len(chunk)] = np.array(
+            [[row[i] for i in keep] for row in chunk], dtype=np.float32
+        )
     except ValueError:
         for offset, row in enumerate(chunk):  # the slow path, only to name the line
             try:
                 [float(row[i]) for i in keep]
             except ValueError as exc:
-                raise CsvError(f"line {n + 2 + offset}: feature values must be numbers ({exc})") from exc
+                raise CsvError(
+                    f"line {n + 2 + offset}: feature values must be numbers ({exc})"
+                ) from exc
         raise
     y.add(n, [row[t].strip() for row in chunk])
     return n + len(chunk)

@@ -105,7 +105,13 @@ def _sklearn(name: str) -> Dataset:
         x = d.data.astype(np.float32).reshape(-1, 1, 8, 8)
         names = [str(c) for c in d.target_names]
         return Dataset(
-            "digits", "classification", x, d.target.astype(np.int64), "image", class_names=names, pixel_scale=1 / 16
+            "digits",
+            "classification",
+            x,
+            d.target.astype(np.int64),
+            "image",
+            class_names=names,
+            pixel_scale=1 / 16,
         )
     loader = {
         "iris": skd.load_iris,
@@ -165,10 +171,14 @@ def _mnist() -> Dataset:
 
 def check_options(spec: DatasetSpec) -> None:
     if spec.name not in GENERATORS and (spec.n_samples or spec.noise is not None or spec.classes):
-        raise DatasetError(f"dataset.n_samples/noise/classes apply to generated datasets, not {spec.name!r}")
+        raise DatasetError(
+            f"dataset.n_samples/noise/classes apply to generated datasets, not {spec.name!r}"
+        )
     most = GENERATED_MAX_CLASSES.get(spec.name or "")
     if most is not None and spec.classes is not None and spec.classes > most:
-        raise DatasetError(f"dataset.classes: {spec.name} has at most {most} classes, not {spec.classes}")
+        raise DatasetError(
+            f"dataset.classes: {spec.name} has at most {most} classes, not {spec.classes}"
+        )
     if spec.name in NOISELESS and spec.noise is not None:
         raise DatasetError(f"dataset.noise does not apply to {spec.name}")
 
@@ -207,7 +217,9 @@ def builtin_catalogue() -> list[dict[str, Any]]:
     return [_builtin_info(name, None)[1] for name in typing.get_args(BuiltinDataset)]
 
 
-def load_dataset(spec: DatasetSpec, seed: int, resolve_upload: Callable[[str], Path] | None = None) -> Dataset:
+def load_dataset(
+    spec: DatasetSpec, seed: int, resolve_upload: Callable[[str], Path] | None = None
+) -> Dataset:
     if spec.name is not None:
         return load_builtin(spec, seed)
     if resolve_upload is None:
@@ -216,7 +228,9 @@ def load_dataset(spec: DatasetSpec, seed: int, resolve_upload: Callable[[str], P
     return load_file(resolve_upload(spec.id), target=spec.target, task=spec.task, name=spec.id)
 
 
-def load_file(path: Path, *, target: str | None = None, task: Task | None = None, name: str = "") -> Dataset:
+def load_file(
+    path: Path, *, target: str | None = None, task: Task | None = None, name: str = ""
+) -> Dataset:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return parse_csv(path.read_bytes(), target=target, task=task, name=name or path.stem)
@@ -230,17 +244,23 @@ def _infer_task(y: np.ndarray) -> Task:
     return "classification" if integral and len(np.unique(y)) <= 50 else "regression"
 
 
-def _encode_target(target: Target, task: Task | None, column: str) -> tuple[np.ndarray, Task, list[str] | None]:
+def _encode_target(
+    target: Target, task: Task | None, column: str
+) -> tuple[np.ndarray, Task, list[str] | None]:
     numeric = target.numbers
     if numeric is None:  # text labels: classes, named by their text
         keys = sorted(set(target.texts or ()))
         index = {k: i for i, k in enumerate(keys)}
-        return _classes(np.array([index[v] for v in target.texts or ()], dtype=np.int64), keys, column)
+        return _classes(
+            np.array([index[v] for v in target.texts or ()], dtype=np.int64), keys, column
+        )
     if not np.all(np.isfinite(numeric)):
         raise DatasetError(f"target column {column!r} has non-finite values")
     if task == "classification" or (task is None and _infer_task(numeric) == "classification"):
         if target.names is None:
-            raise DatasetError(f"target column {column!r} has over {MAX_CLASSES} classes (at most {MAX_CLASSES})")
+            raise DatasetError(
+                f"target column {column!r} has over {MAX_CLASSES} classes (at most {MAX_CLASSES})"
+            )
         distinct = np.unique(numeric)  # sorted by value, each named by the text it first had
         names = [target.names[v] for v in distinct.tolist()]
         return _classes(np.searchsorted(distinct, numeric).astype(np.int64), names, column)
@@ -249,9 +269,13 @@ def _encode_target(target: Target, task: Task | None, column: str) -> tuple[np.n
 
 def _classes(y: np.ndarray, keys: list[str], column: str) -> tuple[np.ndarray, Task, list[str]]:
     if len(keys) > MAX_CLASSES:
-        raise DatasetError(f"target column {column!r} has {len(keys)} classes (at most {MAX_CLASSES})")
+        raise DatasetError(
+            f"target column {column!r} has {len(keys)} classes (at most {MAX_CLASSES})"
+        )
     if len(keys) < 2:
-        raise DatasetError(f"target column {column!r} has one class; a classifier needs two or more")
+        raise DatasetError(
+            f"target column {column!r} has one class; a classifier needs two or more"
+        )
     return y, "classification", keys
 
 
@@ -265,13 +289,19 @@ def parse_csv(data: bytes, *, target: str | None, task: Task | None, name: str) 
     if not np.all(np.isfinite(x)):
         raise DatasetError("feature values must be finite numbers")
     y, found, classes = _encode_target(values, task, column)
-    return Dataset(name, found, x, y, class_names=classes, feature_names=features, target_name=column)
+    return Dataset(
+        name, found, x, y, class_names=classes, feature_names=features, target_name=column
+    )
 
 
-def _checked_pair(x: np.ndarray, y: np.ndarray, xn: str, yn: str, least: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def _checked_pair(
+    x: np.ndarray, y: np.ndarray, xn: str, yn: str, least: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Numeric, finite, (N, ...) and (N, ...) with N >= `least`: what training needs of each pair."""
     if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        raise DatasetError(f"'{xn}' and '{yn}' must be numeric arrays (they are {x.dtype} and {y.dtype})")
+        raise DatasetError(
+            f"'{xn}' and '{yn}' must be numeric arrays (they are {x.dtype} and {y.dtype})"
+        )
     if x.ndim < 2 or y.ndim < 1 or len(x) != len(y) or len(x) < least:
         raise DatasetError(
             f"'{xn}' must be (N, ...) and '{yn}' (N, ...) with N >= {least}; got {x.shape} and {y.shape}"
@@ -302,7 +332,13 @@ def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:
         raise DatasetError(f"an NPZ needs arrays named 'x' and 'y', found {sorted(arrays)}")
     x, y = _checked_pair(arrays["x"], arrays["y"], "x", "y")
     # A 2-D integer `y` is a token sequence per sample (seq2seq); a 2-D float `y`, regression targets.
-    found = task or (_infer_task(y) if y.ndim == 1 else "classification" if y.dtype.kind in "iu" else "regression")
+    found = task or (
+        _infer_task(y)
+        if y.ndim == 1
+        else "classification"
+        if y.dtype.kind in "iu"
+        else "regression"
+    )
     kind: Literal["image", "tabular"] = "image" if x.ndim >= 3 else "tabular"
     x_test, y_test = arrays.get("x_test"), arrays.get("y_test")
     if (x_test is None) != (y_test is None):
@@ -316,7 +352,12 @@ def parse_npz(data: bytes, *, task: Task | None, name: str) -> Dataset:
             )
     train_y = _target(y, found, "y")
     test_y = None if y_test is None else _target(y_test, found, "y_test")
-    if found == "classification" and test_y is not None and test_y.size and test_y.max() > train_y.max():
+    if (
+        found == "classification"
+        and test_y is not None
+        and test_y.size
+        and test_y.max() > train_y.max()
+    ):
         raise DatasetError(
             f"'y_test' has class {int(test_y.max())}, which 'y' never has (its classes are 0..{int(train_y.max())})"
         )

@@ -92,7 +92,9 @@ def unreachable(exc: BaseException) -> bool:
     )
 
 
-def patiently(action: Callable[[], T], *, patience: float, what: str, stop: threading.Event | None = None) -> T:
+def patiently(
+    action: Callable[[], T], *, patience: float, what: str, stop: threading.Event | None = None
+) -> T:
     """Run `action` (one whole transaction) until the database answers. A worker waits out an
     outage instead of dropping the write: a claim, a job's outcome. After `patience` seconds,
     or once `stop` is set, the last error is raised."""
@@ -101,10 +103,17 @@ def patiently(action: Callable[[], T], *, patience: float, what: str, stop: thre
         try:
             return action()
         except DBAPIError as exc:
-            if not unreachable(exc) or time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
+            if (
+                not unreachable(exc)
+                or time.monotonic() + delay > deadline
+                or (stop is not None and stop.is_set())
+            ):
                 raise
             log.warning(
-                "%s: the database is unreachable, trying again in %.1f s (%s)", what, delay, type(exc.orig).__name__
+                "%s: the database is unreachable, trying again in %.1f s (%s)",
+                what,
+                delay,
+                type(exc.orig).__name__,
             )
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
@@ -115,7 +124,9 @@ def alembic_config(url: str | None = None) -> Any:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%"))
+    config.set_main_option(
+        "sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%")
+    )
     return config
 
 

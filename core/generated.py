@@ -9,13 +9,17 @@ import numpy as np
 
 from core.spec import DatasetSpec
 
-Generated = tuple[np.ndarray, np.ndarray, Literal["classification", "regression"], Literal["image", "tabular"]]
+Generated = tuple[
+    np.ndarray, np.ndarray, Literal["classification", "regression"], Literal["image", "tabular"]
+]
 
 
 def _moons(spec: DatasetSpec, seed: int) -> Generated:
     from sklearn.datasets import make_moons
 
-    x, y = make_moons(spec.n_samples or 1000, noise=0.1 if spec.noise is None else spec.noise, random_state=seed)
+    x, y = make_moons(
+        spec.n_samples or 1000, noise=0.1 if spec.noise is None else spec.noise, random_state=seed
+    )
     return x.astype(np.float32), y.astype(np.int64), "classification", "tabular"
 
 
@@ -31,7 +35,9 @@ def _blobs(spec: DatasetSpec, seed: int) -> Generated:
     from sklearn.datasets import make_blobs
 
     std = 1.0 if spec.noise is None else spec.noise
-    x, y = make_blobs(spec.n_samples or 1000, centers=spec.classes or 3, cluster_std=std, random_state=seed)
+    x, y = make_blobs(
+        spec.n_samples or 1000, centers=spec.classes or 3, cluster_std=std, random_state=seed
+    )
     return x.astype(np.float32), y.astype(np.int64), "classification", "tabular"
 
 
@@ -88,7 +94,12 @@ CLASSES_LENGTH = 32
 TOKENS_LENGTH = 32
 TOKENS_VOCABULARY = 32
 # The most classes a generated set can tell apart; blobs and spirals take any number.
-MAX_CLASSES = {"sequence_classes": 8, "sequence_tokens": 10, "sequence_reverse": 50, "sequence_copy": 50}
+MAX_CLASSES = {
+    "sequence_classes": 8,
+    "sequence_tokens": 10,
+    "sequence_reverse": 50,
+    "sequence_copy": 50,
+}
 
 
 def _sequence_sine(spec: DatasetSpec, seed: int) -> Generated:
@@ -135,14 +146,20 @@ def _sequence_tokens(spec: DatasetSpec, seed: int) -> Generated:
     counts[np.arange(n), y] = winner
     # Lay the markers out in id order, fill the rest of the 32 slots, then shuffle each row.
     ends = counts.cumsum(axis=1)
-    marker = (np.arange(TOKENS_LENGTH)[None, :, None] >= ends[:, None, :]).sum(axis=2)  # k: a filler slot
+    marker = (np.arange(TOKENS_LENGTH)[None, :, None] >= ends[:, None, :]).sum(
+        axis=2
+    )  # k: a filler slot
     filler = rng.integers(k + 1, TOKENS_VOCABULARY, (n, TOKENS_LENGTH))
     tokens = rng.permuted(np.where(marker < k, marker + 1, filler), axis=1)
     return tokens.astype(np.float32), y.astype(np.int64), "classification", "tabular"
 
 
 PAIRS_LENGTH = 8  # sequence_reverse / sequence_copy
-NOISELESS = {"sequence_tokens", "sequence_reverse", "sequence_copy"}  # sets that would ignore dataset.noise
+NOISELESS = {
+    "sequence_tokens",
+    "sequence_reverse",
+    "sequence_copy",
+}  # sets that would ignore dataset.noise
 
 
 def _token_pairs(spec: DatasetSpec, seed: int, reverse: bool) -> Generated:
@@ -154,7 +171,12 @@ def _token_pairs(spec: DatasetSpec, seed: int, reverse: bool) -> Generated:
     x = rng.integers(0, v, (n, PAIRS_LENGTH))
     x[0, 0] = v - 1
     y = x[:, ::-1] if reverse else x
-    return x.astype(np.float32), np.ascontiguousarray(y, dtype=np.int64), "classification", "tabular"
+    return (
+        x.astype(np.float32),
+        np.ascontiguousarray(y, dtype=np.int64),
+        "classification",
+        "tabular",
+    )
 
 
 def _sequence_reverse(spec: DatasetSpec, seed: int) -> Generated:
@@ -176,7 +198,9 @@ def _gaussian_mixture(spec: DatasetSpec, seed: int) -> Generated:
     std = 0.1 if spec.noise is None else spec.noise
     y = np.arange(n) % k
     angle = 2 * np.pi * y / k
-    x = MIXTURE_RADIUS * np.stack([np.cos(angle), np.sin(angle)], axis=1) + rng.normal(0.0, std, (n, 2))
+    x = MIXTURE_RADIUS * np.stack([np.cos(angle), np.sin(angle)], axis=1) + rng.normal(
+        0.0, std, (n, 2)
+    )
     return x.astype(np.float32), y.astype(np.int64), "classification", "tabular"
 
 

@@ -90,7 +90,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         job_id = getattr(record, "job_id", None)
         attempt = getattr(record, "attempt", None)
-        record.job = "" if job_id is None else f" [{job_id}" + ("]" if attempt is None else f"#{attempt}]")
+        record.job = (
+            "" if job_id is None else f" [{job_id}" + ("]" if attempt is None else f"#{attempt}]")
+        )
         return super().format(record)
 
 
@@ -106,13 +108,17 @@ def logging_config(log_format: LogFormat, level: str | int = "INFO") -> dict[str
     """A `logging.config.dictConfig` dict: one stderr handler on the root logger, uvicorn's and
     Celery's loggers propagating to it. uvicorn takes it as `log_config` and applies it in each
     of its worker processes too (they are spawned, not forked)."""
-    formatter = "core.logging.JsonFormatter" if log_format == "json" else "core.logging.TextFormatter"
+    formatter = (
+        "core.logging.JsonFormatter" if log_format == "json" else "core.logging.TextFormatter"
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"job": {"()": "core.logging.JobContextFilter"}},
         "formatters": {"main": {"()": formatter}},
-        "handlers": {"main": {"class": "logging.StreamHandler", "formatter": "main", "filters": ["job"]}},
+        "handlers": {
+            "main": {"class": "logging.StreamHandler", "formatter": "main", "filters": ["job"]}
+        },
         "root": {"handlers": ["main"], "level": level.upper() if isinstance(level, str) else level},
         "loggers": {
             **{name: {"handlers": [], "propagate": True} for name in _OWN_HANDLERS},

@@ -35,13 +35,17 @@ def _affine(offset: Any, scale: Any) -> dict[str, Any]:
 def apply_affine(x: np.ndarray, affine: dict[str, Any] | None) -> np.ndarray:
     if not affine:
         return x
-    return ((x - np.asarray(affine["offset"], np.float32)) * np.asarray(affine["scale"], np.float32)).astype(np.float32)
+    return (
+        (x - np.asarray(affine["offset"], np.float32)) * np.asarray(affine["scale"], np.float32)
+    ).astype(np.float32)
 
 
 def invert_affine(y: np.ndarray, affine: dict[str, Any] | None) -> np.ndarray:
     if not affine:
         return y
-    return (y / np.asarray(affine["scale"], np.float32) + np.asarray(affine["offset"], np.float32)).astype(np.float32)
+    return (
+        y / np.asarray(affine["scale"], np.float32) + np.asarray(affine["offset"], np.float32)
+    ).astype(np.float32)
 
 
 def binarized(x: np.ndarray, threshold: float) -> np.ndarray:
@@ -100,8 +104,12 @@ def prepare(
     if validation_split > 0:
         keep, held = split_indices(len(x), validation_split, seed)
         x, y, x_val, y_val = x[keep], y[keep], x[held], y[held]
-    if tokens and (not np.all(np.isfinite(ds.x)) or np.any(ds.x < 0) or np.any(ds.x != np.round(ds.x))):
-        raise DatasetError(f"{ds.name}: an embedding takes token ids, whole numbers from 0; this dataset has others")
+    if tokens and (
+        not np.all(np.isfinite(ds.x)) or np.any(ds.x < 0) or np.any(ds.x != np.round(ds.x))
+    ):
+        raise DatasetError(
+            f"{ds.name}: an embedding takes token ids, whole numbers from 0; this dataset has others"
+        )
     binarize = None if tokens else binarize
     if binarize is not None:
         x = binarized(x, binarize)
@@ -110,7 +118,11 @@ def prepare(
     pre = fit_preprocessing(ds, x, y, standardize, tokens, binarize)
 
     def fx(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else (a.astype(np.int64) if tokens else apply_affine(a, pre["features"]))
+        return (
+            None
+            if a is None
+            else (a.astype(np.int64) if tokens else apply_affine(a, pre["features"]))
+        )
 
     def fy(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None or ds.task == "classification" else apply_affine(a, pre["target"])

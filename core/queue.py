@@ -52,7 +52,12 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker outlives any broker outage; it never gives up
         broker_transport_options=transport_options(settings),
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,

@@ -43,7 +43,9 @@ class JobStatus(StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
-    PREEMPTED = "preempted"  # its worker was stopped (SIGTERM); re-queued at once, not a failed attempt
+    PREEMPTED = (
+        "preempted"  # its worker was stopped (SIGTERM); re-queued at once, not a failed attempt
+    )
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -139,7 +141,9 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
-    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # attempts not counted
+    preemptions: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )  # attempts not counted
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     heartbeat_at: Mapped[datetime | None] = mapped_column()
@@ -202,7 +206,9 @@ class Checkpoint(Base):
     __tablename__ = "checkpoint"
     __table_args__ = (UniqueConstraint("job_id", "epoch"),)
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int] = mapped_column(Integer)

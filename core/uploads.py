@@ -104,7 +104,11 @@ def describe_file(
             ds = parse_npz(data, task=task, name=name)
         else:
             ds = parse_csv(data, target=target, task=task, name=name)
-    except MemoryError as exc:  # never a 500: what the checks above let through still cannot take the process
-        raise TooLargeInflated("the file is too large to parse in the memory a parse process has") from exc
+    except (
+        MemoryError
+    ) as exc:  # never a 500: what the checks above let through still cannot take the process
+        raise TooLargeInflated(
+            "the file is too large to parse in the memory a parse process has"
+        ) from exc
     description = {**ds.describe(), "info": ds.info().model_dump(mode="json")}
     return {"description": description, "target": ds.target_name, "task": ds.task}

@@ -14,14 +14,18 @@ url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
 def run() -> None:
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
+        context.configure(
+            url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = make_engine(url)
     with engine.connect() as connection:
         # render_as_batch: SQLite alters tables by copy; the same revisions then run on both.
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

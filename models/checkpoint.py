@@ -77,7 +77,9 @@ def write_checkpoint(
     digest = hashlib.sha256(data).hexdigest()
     _atomic_write(weights, data)
     meta_path = directory / f"{stem}.json"
-    _atomic_write(meta_path, dump_meta(meta.model_copy(update={"weights": weights.name, "sha256": digest})))
+    _atomic_write(
+        meta_path, dump_meta(meta.model_copy(update={"weights": weights.name, "sha256": digest}))
+    )
     _fsync_dir(directory)
     return meta_path, digest
 
@@ -87,7 +89,9 @@ def _why(exc: Exception) -> str:
     return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else str(exc)
 
 
-def read_checkpoint(meta_path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], AnyMeta]:
+def read_checkpoint(
+    meta_path: Path, verify: bool = True
+) -> tuple[dict[str, torch.Tensor], AnyMeta]:
     """The tensors and the typed meta of any checkpoint (a version-1 one is upgraded as it is read)."""
     try:
         meta = parse_meta(json.loads(meta_path.read_text()), meta_path.name)

@@ -93,8 +93,12 @@ class EpochMeta(CheckpointMeta):
     """`checkpoints/epoch-NNNN.json`: everything a resume needs to continue bit for bit."""
 
     kind: Literal["epoch"] = "epoch"
-    optimizers: list[OptimizerState]  # in the task's order; their tensors are "optim.", "optim1.", ...
-    task: dict[str, Any]  # Task.extra_state(): each family keeps its own (a GAN's counters, a grad scaler's)
+    optimizers: list[
+        OptimizerState
+    ]  # in the task's order; their tensors are "optim.", "optim1.", ...
+    task: dict[
+        str, Any
+    ]  # Task.extra_state(): each family keeps its own (a GAN's counters, a grad scaler's)
 
 
 class BestMeta(CheckpointMeta):
@@ -109,7 +113,9 @@ class ModelMeta(CheckpointMeta):
     kind: Literal["model"] = "model"
     test_metrics: dict[str, float]  # empty without a test split
     best_epoch: int | None  # with early stopping only
-    family: dict[str, Any]  # Task.describe(): what a family's predict needs (a VAE's latent size), per family
+    family: dict[
+        str, Any
+    ]  # Task.describe(): what a family's predict needs (a VAE's latent size), per family
 
 
 AnyMeta = EpochMeta | BestMeta | ModelMeta
@@ -117,8 +123,27 @@ _ANY_META: TypeAdapter[AnyMeta] = TypeAdapter(Annotated[AnyMeta, Field(discrimin
 
 _V1_OPTIMIZER = re.compile(r"^optimizer(\d*)$")
 # What version 1 held beside its format string and optimizers, as version 2 names it too.
-_V1_SHARED = {"kind", "epoch", "step", "spec", "info", "preprocessing", "class_names", "metrics", "history"}
-_V1_KEYS = _V1_SHARED | {"schedule", "stopper", "weights", "sha256", "task", "test_metrics", "best_epoch", "family"}
+_V1_SHARED = {
+    "kind",
+    "epoch",
+    "step",
+    "spec",
+    "info",
+    "preprocessing",
+    "class_names",
+    "metrics",
+    "history",
+}
+_V1_KEYS = _V1_SHARED | {
+    "schedule",
+    "stopper",
+    "weights",
+    "sha256",
+    "task",
+    "test_metrics",
+    "best_epoch",
+    "family",
+}
 
 
 def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
@@ -126,11 +151,18 @@ def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
     order. The defaults are those the version-1 readers applied to a key missing from the files written
     before model families (no "task", "family" or "class_names"; an empty "preprocessing")."""
     out = {key: value for key, value in raw.items() if key in _V1_KEYS}
-    out |= {"format": FORMAT, "format_version": 2}  # 2, not FORMAT_VERSION: a version 3 would upgrade 2 next
+    out |= {
+        "format": FORMAT,
+        "format_version": 2,
+    }  # 2, not FORMAT_VERSION: a version 3 would upgrade 2 next
     out.setdefault("class_names", None)
     out["preprocessing"] = raw.get("preprocessing") or {}
     if raw.get("kind") == "epoch":
-        found = {int(m.group(1) or 0): value for key, value in raw.items() if (m := _V1_OPTIMIZER.match(key))}
+        found = {
+            int(m.group(1) or 0): value
+            for key, value in raw.items()
+            if (m := _V1_OPTIMIZER.match(key))
+        }
         out["optimizers"] = [found[i] for i in sorted(found)]
         out["task"] = raw.get("task") or {}
     if raw.get("kind") == "model":
@@ -149,12 +181,16 @@ def parse_meta(raw: object, name: str) -> AnyMeta:
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         why = "written by a newer Fitserve; upgrade this one to read it" if newer else "unknown"
-        raise CheckpointError(f"{name}: format_version {version!r} is {why} (this one reads 1 and {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{name}: format_version {version!r} is {why} (this one reads 1 and {FORMAT_VERSION})"
+        )
     try:
         return _ANY_META.validate_python(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = first["loc"][1:] if first["loc"][:1] == (raw.get("kind"),) else first["loc"]  # less the union's tag
+        loc = (
+            first["loc"][1:] if first["loc"][:1] == (raw.get("kind"),) else first["loc"]
+        )  # less the union's tag
         where = ".".join(str(part) for part in loc) or "its top level"
         raise CheckpointError(f"{name}: invalid at {where}: {first['msg']}") from exc
 

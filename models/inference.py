@@ -19,12 +19,19 @@ from models.families.predictor import Predictor
 def affine(a: np.ndarray, affine: Affine | None, invert: bool = False) -> np.ndarray:
     if not affine:
         return a
-    offset, scale = np.asarray(affine["offset"], np.float32), np.asarray(affine["scale"], np.float32)
+    offset, scale = (
+        np.asarray(affine["offset"], np.float32),
+        np.asarray(affine["scale"], np.float32),
+    )
     return a / scale + offset if invert else (a - offset) * scale
 
 
 def prepare_instances(
-    instances: Any, shape: tuple[int, ...], preprocessing: Preprocessing, tokens: bool, device: torch.device
+    instances: Any,
+    shape: tuple[int, ...],
+    preprocessing: Preprocessing,
+    tokens: bool,
+    device: torch.device,
 ) -> torch.Tensor:
     """Raw instances -> the model's input tensor: shape checked, the saved preprocessing applied."""
     try:
@@ -51,7 +58,9 @@ def prepare_instances(
 
 def raw_units(x: torch.Tensor, preprocessing: Preprocessing) -> list[Any]:
     """Model-space features (reconstructions, samples) back in the dataset's raw units."""
-    out: list[Any] = affine(x.float().cpu().numpy(), preprocessing.get("features"), invert=True).tolist()
+    out: list[Any] = affine(
+        x.float().cpu().numpy(), preprocessing.get("features"), invert=True
+    ).tolist()
     return out
 
 

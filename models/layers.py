@@ -70,7 +70,9 @@ def _window(
         before, after = _same_pads(size, k, s, d) if padding == "same" else (0, 0)
         span = (k - 1) * d + 1
         if size + before + after < span:
-            raise ShapeError(f"window {kernel} does not fit the input {shape} with padding '{padding}'")
+            raise ShapeError(
+                f"window {kernel} does not fit the input {shape} with padding '{padding}'"
+            )
         out.append((size + before + after - span) // s + 1)
         pads = [before, after, *pads]  # torch's F.pad order: last axis first
     pad_class: Any = nn.ConstantPad1d if spatial == 1 else nn.ConstantPad2d
@@ -90,7 +92,11 @@ def build_dense(spec: L.DenseLayer, shape: Shape) -> Built:
 
 def _conv(spec: L.Conv1DLayer | L.Conv2DLayer, shape: Shape, spatial: int) -> Built:
     _expect(shape, spatial + 1, _DIMS[spatial])
-    k, s, d = _pair(spec.kernel_size, spatial), _pair(spec.strides, spatial), _pair(spec.dilation, spatial)
+    k, s, d = (
+        _pair(spec.kernel_size, spatial),
+        _pair(spec.strides, spatial),
+        _pair(spec.dilation, spatial),
+    )
     pad, out = _window(shape, spatial, k, s, d, spec.padding, 0.0)
     conv_class = nn.Conv1d if spatial == 1 else nn.Conv2d
     conv = conv_class(shape[0], spec.filters, k, stride=s, dilation=d, bias=spec.use_bias)  # type: ignore[arg-type]
@@ -107,10 +113,17 @@ def build_conv2d(spec: L.Conv2DLayer, shape: Shape) -> Built:
     return _conv(spec, shape, 2)
 
 
-def _pool(spec: L.MaxPool1DLayer | L.MaxPool2DLayer | L.AvgPool2DLayer, shape: Shape, spatial: int, kind: str) -> Built:
+def _pool(
+    spec: L.MaxPool1DLayer | L.MaxPool2DLayer | L.AvgPool2DLayer,
+    shape: Shape,
+    spatial: int,
+    kind: str,
+) -> Built:
     _expect(shape, spatial + 1, _DIMS[spatial])
     k = _pair(spec.pool_size, spatial)
-    s = k if spec.strides is None else _pair(spec.strides, spatial)  # Keras: strides default to pool_size
+    s = (
+        k if spec.strides is None else _pair(spec.strides, spatial)
+    )  # Keras: strides default to pool_size
     fill = float("-inf") if kind == "max" else 0.0
     pad, out = _window(shape, spatial, k, s, (1,) * spatial, spec.padding, fill)
     pools: dict[tuple[str, int], type[nn.Module]] = {
@@ -228,7 +241,9 @@ def build_reshape(spec: L.ReshapeLayer, shape: Shape) -> Built:
     target = list(spec.target_shape)
     size = math.prod(shape)
     if target.count(-1) > 1 or any(t == 0 or t < -1 for t in target):
-        raise ShapeError(f"target_shape {tuple(target)} may hold one -1 and otherwise positive sizes")
+        raise ShapeError(
+            f"target_shape {tuple(target)} may hold one -1 and otherwise positive sizes"
+        )
     known = math.prod(t for t in target if t != -1)
     if -1 in target:
         if size % known:
@@ -236,7 +251,10 @@ def build_reshape(spec: L.ReshapeLayer, shape: Shape) -> Built:
         target[target.index(-1)] = size // known
     if math.prod(target) != size:
         raise ShapeError(f"cannot reshape {shape} ({size} values) into {tuple(spec.target_shape)}")
-    return Built(nn.Unflatten(1, tuple(target)) if len(shape) == 1 else _Reshape(tuple(target)), tuple(target))
+    return Built(
+        nn.Unflatten(1, tuple(target)) if len(shape) == 1 else _Reshape(tuple(target)),
+        tuple(target),
+    )
 
 
 class _Reshape(nn.Module):

@@ -98,17 +98,25 @@ def build_layers(
     for index, layer in enumerate(layers):
         where = ("model", "layers", index)
         if layer.type == "embedding" and index != 0:
-            raise SpecError(f"layer {index} (embedding): must be the first layer, it takes token ids", where)
+            raise SpecError(
+                f"layer {index} (embedding): must be the first layer, it takes token ids", where
+            )
         try:
             built = registry.get(layer.type).build(layer, shape)
         except ShapeError as exc:
             raise SpecError(f"layer {index} ({layer.type}): {exc}", where) from exc
         if any(d < 1 for d in built.shape):
-            raise SpecError(f"layer {index} ({layer.type}): output shape {built.shape} is empty", where)
+            raise SpecError(
+                f"layer {index} ({layer.type}): output shape {built.shape} is empty", where
+            )
         module = built.module
         for sub in module.modules():
             if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
-                init_layer(sub, layer.initializer or ("random_uniform" if layer.type == "embedding" else default_init))
+                init_layer(
+                    sub,
+                    layer.initializer
+                    or ("random_uniform" if layer.type == "embedding" else default_init),
+                )
         if layer.type != "activation":
             name, alpha = _split_activation(layer, index == len(layers) - 1)
             if name != "linear":
@@ -116,7 +124,11 @@ def build_layers(
         elif index == len(layers) - 1:
             module = nn.Identity()  # the activation becomes the network's head
         modules.append(module)
-        summary.append(LayerSummary(index, layer.type, built.shape, sum(p.numel() for p in module.parameters())))
+        summary.append(
+            LayerSummary(
+                index, layer.type, built.shape, sum(p.numel() for p in module.parameters())
+            )
+        )
         shape = built.shape
     return nn.Sequential(*modules), shape, summary
 
@@ -126,10 +138,17 @@ def build_network(spec: JobSpec, info: DataInfo) -> BuildResult:
     layers = resolve_layers(spec.supervised_model, info, spec.compiled.loss)
     if math.prod(info.input_shape) < 1:
         raise SpecError(f"the dataset's samples have no values: {info.input_shape}", ("dataset",))
-    body, out_shape, summary = build_layers(layers, info.input_shape, spec.supervised_model.initializer)
+    body, out_shape, summary = build_layers(
+        layers, info.input_shape, spec.supervised_model.initializer
+    )
     last = layers[-1]
     head_name = getattr(last, "activation", "linear")
     network = Network(
-        body, head_name, getattr(last, "alpha", None), info.input_shape, out_shape, tokens=layers[0].type == "embedding"
+        body,
+        head_name,
+        getattr(last, "alpha", None),
+        info.input_shape,
+        out_shape,
+        tokens=layers[0].type == "embedding",
     )
     return BuildResult(network, layers, summary)

@@ -62,7 +62,9 @@ class Objective:
             return F.binary_cross_entropy_with_logits(logits, self._dense_target(y, logits))
         return _REGRESSION_LOSSES[self.loss_name](self.head(logits), self._dense_target(y, logits))
 
-    def batch_sums(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_sums(
+        self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Sums over the batch (the loss weighted by batch size), to be added up over an epoch."""
         n = y.shape[0]
         sums = {"loss": loss.detach().float() * n}
@@ -103,7 +105,9 @@ def _refuse_hidden_head(built: BuildResult, loss: str) -> None:
                 f"{activation} on the last layer",
                 ("model", "layers", index),
             )
-        if layer.type not in _PASS_THROUGH and not (layer.type == "activation" and activation == "linear"):
+        if layer.type not in _PASS_THROUGH and not (
+            layer.type == "activation" and activation == "linear"
+        ):
             return
 
 
@@ -113,16 +117,22 @@ def check_objective(compile_spec: CompileSpec, info: DataInfo, built: BuildResul
     last = ("model", "layers", len(built.layers) - 1)
     loss = compile_spec.loss
     if len(out) != 1:
-        raise SpecError(f"the model's output is {out} per sample; end with flatten and a dense layer", last)
+        raise SpecError(
+            f"the model's output is {out} per sample; end with flatten and a dense layer", last
+        )
     units = out[0]
     head = built.network.head_name
     if loss in _LOGIT_HEADS:
         if info.task != "classification":
-            raise SpecError(f"{loss} needs a classification dataset; this one is regression", ("compile", "loss"))
+            raise SpecError(
+                f"{loss} needs a classification dataset; this one is regression",
+                ("compile", "loss"),
+            )
         allowed = _LOGIT_HEADS[loss]
         if head not in allowed:
             raise SpecError(
-                f"{loss} needs the last layer's activation to be {allowed[0]} (or linear logits), not {head}", last
+                f"{loss} needs the last layer's activation to be {allowed[0]} (or linear logits), not {head}",
+                last,
             )
     if loss in _LOGIT_HEADS and head == "linear":
         _refuse_hidden_head(built, loss)
@@ -131,11 +141,19 @@ def check_objective(compile_spec: CompileSpec, info: DataInfo, built: BuildResul
         binary_ok = loss == "binary_crossentropy" and classes == 2 and units == 1
         if units != classes and not binary_ok:
             hint = " (or 1 unit for binary_crossentropy)" if classes == 2 else ""
-            raise SpecError(f"output has {units} units but the dataset has {classes} classes{hint}", last)
+            raise SpecError(
+                f"output has {units} units but the dataset has {classes} classes{hint}", last
+            )
         if loss in ("categorical_crossentropy", "sparse_categorical_crossentropy") and units < 2:
-            raise SpecError(f"{loss} needs one output unit per class; use binary_crossentropy for 1 unit", last)
+            raise SpecError(
+                f"{loss} needs one output unit per class; use binary_crossentropy for 1 unit", last
+            )
     elif units != info.target_dim:
-        raise SpecError(f"output has {units} units but the dataset's target has {info.target_dim} values", last)
+        raise SpecError(
+            f"output has {units} units but the dataset's target has {info.target_dim} values", last
+        )
     if "accuracy" in compile_spec.metrics and info.task != "classification":
-        raise SpecError("accuracy needs a classification dataset; use mae or mse", ("compile", "metrics"))
+        raise SpecError(
+            "accuracy needs a classification dataset; use mae or mse", ("compile", "metrics")
+        )
     return units

@@ -48,11 +48,18 @@ def _mlp(p: MlpPreset, info: DataInfo, loss: str) -> list[Layer]:
 def _shallow_vggnet(p: ShallowVggPreset, info: DataInfo, loss: str) -> list[Layer]:
     if len(info.input_shape) != 3:
         raise SpecError(
-            f"shallow_vggnet takes (C, H, W) images; this dataset's samples are {info.input_shape}", ("model", "preset")
+            f"shallow_vggnet takes (C, H, W) images; this dataset's samples are {info.input_shape}",
+            ("model", "preset"),
         )
 
     def block(filters: int) -> list[Layer]:
-        conv = {"type": "conv2d", "filters": filters, "kernel_size": 3, "padding": "same", "activation": "relu"}
+        conv = {
+            "type": "conv2d",
+            "filters": filters,
+            "kernel_size": 3,
+            "padding": "same",
+            "activation": "relu",
+        }
         return [
             L.Conv2DLayer(**conv),
             L.BatchNormLayer(type="batchnorm"),
@@ -78,12 +85,15 @@ def _alvinn(p: AlvinnPreset, info: DataInfo, loss: str) -> list[Layer]:
     shape = info.input_shape
     if not (shape == (960,) or (shape[-2:] == (30, 32) and math.prod(shape) == 960)):
         raise SpecError(
-            f"alvinn takes 30x32 images; this dataset's samples are {info.input_shape}", ("model", "preset")
+            f"alvinn takes 30x32 images; this dataset's samples are {info.input_shape}",
+            ("model", "preset"),
         )
     return [L.FlattenLayer(type="flatten"), _dense(4, p.hidden_activation), _dense(30, "linear")]
 
 
-def expand(preset: MlpPreset | ShallowVggPreset | AlvinnPreset, info: DataInfo, loss: str) -> list[Layer]:
+def expand(
+    preset: MlpPreset | ShallowVggPreset | AlvinnPreset, info: DataInfo, loss: str
+) -> list[Layer]:
     if isinstance(preset, MlpPreset):
         return _mlp(preset, info, loss)
     if isinstance(preset, ShallowVggPreset):

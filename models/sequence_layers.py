@@ -62,7 +62,10 @@ class Recurrent(nn.Module):
 
 
 def _recurrent(
-    spec: L.RNNLayer | L.LSTMLayer | L.GRULayer, shape: Shape, rnn_class: Callable[..., nn.RNNBase], **extra: str
+    spec: L.RNNLayer | L.LSTMLayer | L.GRULayer,
+    shape: Shape,
+    rnn_class: Callable[..., nn.RNNBase],
+    **extra: str,
 ) -> Built:
     _expect(shape, 2, "(L, F) sequence")
     length, features = shape
@@ -77,7 +80,10 @@ def _recurrent(
     )
     init_recurrent(rnn, spec.initializer or _DEFAULT_KERNEL)
     width = spec.units * (2 if spec.bidirectional else 1)
-    return Built(Recurrent(rnn, spec.return_sequences), (length, width) if spec.return_sequences else (width,))
+    return Built(
+        Recurrent(rnn, spec.return_sequences),
+        (length, width) if spec.return_sequences else (width,),
+    )
 
 
 @register(L.RNNLayer)
@@ -126,7 +132,9 @@ def build_positional_encoding(spec: L.PositionalEncodingLayer, shape: Shape) -> 
     _expect(shape, 2, "(L, D) sequence")
     length, dim = shape
     if spec.max_length is not None and length > spec.max_length:
-        raise ShapeError(f"the sequence has {length} positions, more than max_length {spec.max_length}")
+        raise ShapeError(
+            f"the sequence has {length} positions, more than max_length {spec.max_length}"
+        )
     if spec.kind == "sinusoidal":
         return Built(PositionalEncoding(sinusoid(length, dim), learned=False), shape)
     table = torch.empty(spec.max_length or length, dim)
@@ -136,7 +144,9 @@ def build_positional_encoding(spec: L.PositionalEncodingLayer, shape: Shape) -> 
 
 def _check_heads(dim: int, heads: int) -> None:
     if dim % heads:
-        raise ShapeError(f"the model dimension {dim} (the input's last axis) does not divide by num_heads {heads}")
+        raise ShapeError(
+            f"the model dimension {dim} (the input's last axis) does not divide by num_heads {heads}"
+        )
 
 
 class SelfAttention(nn.Module):
@@ -222,7 +232,9 @@ class _Crop2d(nn.Module):
     """Keras' 'same' transposed convolution: the full output, cropped by the padding of the matching
     'same' convolution, any odd pixel taken off the end (torch's `padding` crops both sides evenly)."""
 
-    def __init__(self, conv: nn.ConvTranspose2d, crops: tuple[tuple[int, int], tuple[int, int]]) -> None:
+    def __init__(
+        self, conv: nn.ConvTranspose2d, crops: tuple[tuple[int, int], tuple[int, int]]
+    ) -> None:
         super().__init__()
         self.conv = conv
         self.crops = crops
@@ -240,7 +252,9 @@ def build_conv2d_transpose(spec: L.Conv2DTransposeLayer, shape: Shape) -> Built:
     # A kernel smaller than its stride leaves stride - kernel uncovered pixels after each input pixel;
     # Keras' output keeps them for the last one too (H * stride), torch's needs output_padding for that.
     extra = (max(strides[0] - kernel[0], 0), max(strides[1] - kernel[1], 0))
-    conv = nn.ConvTranspose2d(shape[0], spec.filters, kernel, stride=strides, output_padding=extra, bias=spec.use_bias)
+    conv = nn.ConvTranspose2d(
+        shape[0], spec.filters, kernel, stride=strides, output_padding=extra, bias=spec.use_bias
+    )
     init_layer(conv, spec.initializer or _DEFAULT_KERNEL)
     over = [max(k - s, 0) for k, s in zip(kernel, strides, strict=True)]
     if spec.padding == "same":
@@ -259,5 +273,9 @@ def build_upsample2d(spec: L.UpSample2DLayer, shape: Shape) -> Built:
     size = _pair(spec.size)
     # align_corners=False is the half-pixel sampling of Keras' (tf.image.resize) bilinear upsampling.
     corners = False if spec.interpolation == "bilinear" else None
-    module = nn.Upsample(scale_factor=(float(size[0]), float(size[1])), mode=spec.interpolation, align_corners=corners)
+    module = nn.Upsample(
+        scale_factor=(float(size[0]), float(size[1])),
+        mode=spec.interpolation,
+        align_corners=corners,
+    )
     return Built(module, (shape[0], shape[1] * size[0], shape[2] * size[1]))

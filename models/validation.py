@@ -48,7 +48,11 @@ def estimate_memory(spec: JobSpec, built: BuildResult, info: DataInfo) -> int:
 
 
 def sample_batch(info: DataInfo, tokens: bool, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.zeros((n, *info.input_shape), dtype=torch.long) if tokens else torch.randn(n, *info.input_shape)
+    x = (
+        torch.zeros((n, *info.input_shape), dtype=torch.long)
+        if tokens
+        else torch.randn(n, *info.input_shape)
+    )
     if info.task == "classification":
         y = torch.arange(n) % max(info.num_classes or 2, 1)
     else:
@@ -63,7 +67,9 @@ def _check_family(spec: JobSpec, info: DataInfo) -> None:
             f"fit.augmentation applies to supervised training; the {spec.family} family takes none",
             ("fit", "augmentation"),
         )
-    labelled = REGISTRY[spec.family].labels or (isinstance(spec, GANJob) and spec.gan.variant == "cgan")
+    labelled = REGISTRY[spec.family].labels or (
+        isinstance(spec, GANJob) and spec.gan.variant == "cgan"
+    )
     if labelled and info.task == "classification" and info.target_dim > 1:
         raise SpecError(
             f"the dataset's targets are token sequences, not one class per sample: the {spec.family} "
@@ -74,7 +80,9 @@ def _check_family(spec: JobSpec, info: DataInfo) -> None:
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     """Raises SpecError (with the field path) for anything that would fail once training starts."""
-    from models.families import family_module  # imported here: the families import this module's DryRun
+    from models.families import (
+        family_module,
+    )  # imported here: the families import this module's DryRun
 
     record = REGISTRY[spec.family]
     if not record.augments:

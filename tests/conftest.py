@@ -47,7 +47,9 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def service_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def service_env(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """Settings pointing at the database under test and a fresh data dir."""
     monkeypatch.setenv("FITSERVE_DATABASE_URL", database_url)
     monkeypatch.setenv("FITSERVE_DATA_DIR", str(tmp_path))

@@ -56,7 +56,10 @@ def take_queued_job_ids() -> list[str]:
     """The job ids of the train messages waiting in the real broker (the embedded one under the
     test's data dir), taken off the queue."""
     found = []
-    with celery_app().connection_for_read() as connection, connection.SimpleQueue(get_settings().queue) as queue:
+    with (
+        celery_app().connection_for_read() as connection,
+        connection.SimpleQueue(get_settings().queue) as queue,
+    ):
         while True:
             try:
                 message = queue.get(timeout=1)

@@ -15,7 +15,9 @@ from worker.training.engine import train
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(1800)  # 9,375 steps: 32 s on an idle 2-core machine, minutes when the cores are shared
+@pytest.mark.timeout(
+    1800
+)  # 9,375 steps: 32 s on an idle 2-core machine, minutes when the cores are shared
 def test_keras_mnist_example_reaches_test_accuracy(tmp_path: Path) -> None:
     spec = example("mnist_mlp")
     result = train(spec, load_train_data(spec), tmp_path)

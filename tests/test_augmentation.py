@@ -35,10 +35,15 @@ def test_flips_mirror_about_half_of_the_batch() -> None:
     x = _dot()
     out = _seeded(x, Augmentation(horizontal_flip=True))
     flipped = out[:, 0, 3, 6] == 1.0
-    assert torch.equal(out[flipped], x[flipped].flip(-1)) and torch.equal(out[~flipped], x[~flipped])
+    assert torch.equal(out[flipped], x[flipped].flip(-1)) and torch.equal(
+        out[~flipped], x[~flipped]
+    )
     assert 16 <= int(flipped.sum()) <= 48
     out = _seeded(x, Augmentation(vertical_flip=True))
-    assert set(out[:, 0, :, 1].argmax(dim=1).tolist()) == {3, 4}  # row 3 stays, or becomes row 8-1-3
+    assert set(out[:, 0, :, 1].argmax(dim=1).tolist()) == {
+        3,
+        4,
+    }  # row 3 stays, or becomes row 8-1-3
 
 
 def test_shift_moves_the_pixel_within_its_range_and_keeps_the_shape() -> None:
@@ -78,7 +83,13 @@ def _cnn(epochs: int, augmentation: dict[str, Any] | None, **fit: Any) -> JobSpe
             "dataset": {"name": "digits"},
             "model": {
                 "layers": [
-                    {"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": "same", "activation": "relu"},
+                    {
+                        "type": "conv2d",
+                        "filters": 8,
+                        "kernel_size": 3,
+                        "padding": "same",
+                        "activation": "relu",
+                    },
                     {"type": "maxpool2d"},
                     {"type": "flatten"},
                     {"type": "dense", "units": 10, "activation": "softmax"},
@@ -112,7 +123,9 @@ def test_augmented_training_learns_and_evaluation_sees_the_data_untouched(tmp_pa
     assert result.history[-1]["val_accuracy"] >= 0.9
     # Augmented training accuracy trails the clean evaluation of the same weights on the same rows.
     clean = trainer.evaluate(data.x_train, data.y_train)
-    assert clean == trainer.evaluate(data.x_train, data.y_train)  # no random transform in evaluation
+    assert clean == trainer.evaluate(
+        data.x_train, data.y_train
+    )  # no random transform in evaluation
     assert clean["accuracy"] > result.history[-1]["accuracy"]
     plain = train(_cnn(6, None), data, tmp_path / "plain")
     assert plain.history[-1]["loss"] != result.history[-1]["loss"]

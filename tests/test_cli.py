@@ -14,7 +14,9 @@ FITSERVE = shutil.which("fitserve", path=str(Path(sys.executable).parent)) or "f
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FITSERVE, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [FITSERVE, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_train_prints_the_metrics_table_and_checkpoint(tmp_path: Path) -> None:
@@ -31,7 +33,9 @@ def test_train_prints_the_metrics_table_and_checkpoint(tmp_path: Path) -> None:
 
 
 def test_train_on_a_csv_file(tmp_path: Path) -> None:
-    rows = ["a,b,label"] + [f"{i % 7},{(i * 3) % 5},{'yes' if i % 7 > 3 else 'no'}" for i in range(60)]
+    rows = ["a,b,label"] + [
+        f"{i % 7},{(i * 3) % 5},{'yes' if i % 7 > 3 else 'no'}" for i in range(60)
+    ]
     (tmp_path / "d.csv").write_text("\n".join(rows))
     spec = {
         "dataset": {"name": "iris"},
@@ -40,7 +44,9 @@ def test_train_on_a_csv_file(tmp_path: Path) -> None:
         "fit": {"epochs": 1},
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    done = run("train", "spec.json", "--data", "d.csv", "--target", "label", "--out", "run", cwd=tmp_path)
+    done = run(
+        "train", "spec.json", "--data", "d.csv", "--target", "label", "--out", "run", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["class_names"] == ["no", "yes"] and meta["info"]["input_shape"] == [2]
@@ -63,7 +69,10 @@ def test_validate_prints_the_dry_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["parameters"] == 784 * 512 + 512 + 512 * 10 + 10
-    assert report["output_shape"] == [10] and report["estimated_memory_bytes"] > 4 * report["parameters"]
+    assert (
+        report["output_shape"] == [10]
+        and report["estimated_memory_bytes"] > 4 * report["parameters"]
+    )
 
 
 def test_train_a_family_whose_epochs_report_different_metrics(tmp_path: Path) -> None:

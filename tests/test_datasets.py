@@ -33,7 +33,12 @@ BUILTINS = {
 def test_load_builtin_has_its_shape_and_classes(name: str) -> None:
     shape, task, classes, samples = BUILTINS[name]
     ds = load_builtin(DatasetSpec(name=name), seed=0)  # type: ignore[arg-type]
-    assert ds.input_shape == shape and ds.task == task and ds.num_classes == classes and len(ds.x) == samples
+    assert (
+        ds.input_shape == shape
+        and ds.task == task
+        and ds.num_classes == classes
+        and len(ds.x) == samples
+    )
     assert np.all(np.isfinite(ds.x))
     if name == "mnist":
         assert ds.x_test is not None and ds.x_test.shape == (10_000, 1, 28, 28)
@@ -52,7 +57,9 @@ def test_split_is_deterministic_by_seed() -> None:
     a = prepare(ds, validation_split=0.2, test_split=0.1, seed=5, standardize=None)
     b = prepare(ds, validation_split=0.2, test_split=0.1, seed=5, standardize=None)
     c = prepare(ds, validation_split=0.2, test_split=0.1, seed=6, standardize=None)
-    assert a.x_val is not None and b.x_val is not None and c.x_val is not None and a.x_test is not None
+    assert (
+        a.x_val is not None and b.x_val is not None and c.x_val is not None and a.x_test is not None
+    )
     assert np.array_equal(a.x_val, b.x_val) and not np.array_equal(a.x_val, c.x_val)
     assert len(a.x_train) + len(a.x_val) + len(a.x_test) == 150
     assert abs(a.x_train.mean()) < 1e-5  # standardised on the training split
@@ -115,7 +122,9 @@ def test_parse_npz_images_with_test_split() -> None:
     x = np.random.default_rng(0).random((20, 1, 4, 4)).astype(np.float32)
     y = np.arange(20) % 3
     ds = parse_npz(_npz(x=x, y=y, x_test=x[:5], y_test=y[:5]), task=None, name="imgs")
-    assert ds.kind == "image" and ds.num_classes == 3 and ds.x_test is not None and len(ds.x_test) == 5
+    assert (
+        ds.kind == "image" and ds.num_classes == 3 and ds.x_test is not None and len(ds.x_test) == 5
+    )
 
 
 def test_parse_npz_never_unpickles() -> None:
@@ -131,17 +140,32 @@ TRAIN = {"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1])}
     ("arrays", "message"),
     [
         ({"x": np.zeros((4, 2))}, "an NPZ needs arrays named 'x' and 'y'"),
-        ({"x": np.zeros((4, 2)), "y": np.zeros(3)}, "'x' must be \\(N, ...\\) and 'y' \\(N, ...\\)"),
+        (
+            {"x": np.zeros((4, 2)), "y": np.zeros(3)},
+            "'x' must be \\(N, ...\\) and 'y' \\(N, ...\\)",
+        ),
         ({"x": np.full((4, 2), np.nan), "y": np.zeros(4)}, "must hold finite numbers"),
         # x_test / y_test are held to the same rules (they were a 500, or a job failing after training).
-        ({**TRAIN, "x_test": np.array([["a", "b"]]), "y_test": np.array([0])}, "'x_test' and 'y_test' must be numeric"),
-        ({**TRAIN, "x_test": np.full((2, 2), np.nan), "y_test": np.zeros(2)}, "'x_test' and 'y_test' must hold finite"),
+        (
+            {**TRAIN, "x_test": np.array([["a", "b"]]), "y_test": np.array([0])},
+            "'x_test' and 'y_test' must be numeric",
+        ),
+        (
+            {**TRAIN, "x_test": np.full((2, 2), np.nan), "y_test": np.zeros(2)},
+            "'x_test' and 'y_test' must hold finite",
+        ),
         (
             {**TRAIN, "x_test": np.zeros((2, 2)), "y_test": np.array([0, 999])},
             "'y_test' has class 999, which 'y' never",
         ),
-        ({**TRAIN, "x_test": np.zeros((2, 3)), "y_test": np.zeros(2)}, "'x_test', 'y_test' samples are \\(3,\\)"),
-        ({**TRAIN, "x_test": np.zeros((2, 2)), "y_test": np.array([0.5, 1])}, "targets must be class ids"),
+        (
+            {**TRAIN, "x_test": np.zeros((2, 3)), "y_test": np.zeros(2)},
+            "'x_test', 'y_test' samples are \\(3,\\)",
+        ),
+        (
+            {**TRAIN, "x_test": np.zeros((2, 2)), "y_test": np.array([0.5, 1])},
+            "targets must be class ids",
+        ),
     ],
 )
 def test_parse_npz_refuses_bad_arrays(arrays: dict[str, np.ndarray], message: str) -> None:
@@ -165,7 +189,8 @@ def test_a_csv_is_parsed_in_under_4x_its_size() -> None:
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(40_000, 9)).round(5)
     data = (
-        "a,b,c,d,e,f,g,h,i,label\n" + "".join(",".join(f"{v:.5f}" for v in r) + f",{int(r[0] > 0)}\n" for r in rows)
+        "a,b,c,d,e,f,g,h,i,label\n"
+        + "".join(",".join(f"{v:.5f}" for v in r) + f",{int(r[0] > 0)}\n" for r in rows)
     ).encode()
     tracemalloc.start()
     ds = parse_csv(data, target=None, task=None, name="big")
@@ -176,7 +201,9 @@ def test_a_csv_is_parsed_in_under_4x_its_size() -> None:
     assert (peak + len(data)) / len(data) < 4, f"{peak / len(data):.1f}x the file's size"
 
 
-@pytest.mark.parametrize("chunk", [2, 3, 2048])  # the change from numbers to text mid-chunk, at a boundary, in one
+@pytest.mark.parametrize(
+    "chunk", [2, 3, 2048]
+)  # the change from numbers to text mid-chunk, at a boundary, in one
 def test_a_target_that_turns_out_to_be_text_keeps_every_label(chunk: int) -> None:
     """The target column is parsed as numbers until a value is not one; the rows before it become
     text again, each as it was written."""

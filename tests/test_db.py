@@ -18,7 +18,8 @@ from core.tables import ApiKey, Base, Job, utcnow
 def _job(session, tenant_name: str = "acme", max_attempts: int = 3) -> Job:  # type: ignore[no-untyped-def]
     tenant = tenants_repo.get_or_create_tenant(session=session, name=tenant_name)
     return jobs_repo.create_job(
-        session=session, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=3, max_attempts=max_attempts)
+        session=session,
+        job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=3, max_attempts=max_attempts),
     )
 
 
@@ -34,7 +35,10 @@ def test_keys_are_stored_hashed_and_revocable(database_url: str) -> None:
         key = tenants_repo.create_key(session=s, tenant=tenant)
     with session_scope(database_url) as s:
         stored = s.query(ApiKey).filter(ApiKey.tenant_id == tenant.id).one()
-        assert key not in (stored.key_hash, stored.prefix) and stored.key_hash == tenants_repo.hash_key(key)
+        assert key not in (
+            stored.key_hash,
+            stored.prefix,
+        ) and stored.key_hash == tenants_repo.hash_key(key)
         assert tenants_repo.tenant_for_key(session=s, key=key).id == tenant.id  # type: ignore[union-attr]
         assert tenants_repo.revoke_key(session=s, prefix=key[:10]) == 1
     with session_scope(database_url) as s:
@@ -50,17 +54,29 @@ def test_claim_is_exclusive_and_fences_stale_attempts(database_url: str) -> None
     with session_scope(database_url) as s:
         assert jobs_repo.claim(session=s, job_id=job_id, owner="w2", lease_seconds=30) is None
         # the lease expires: a second worker takes over with a newer attempt
-        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
     with session_scope(database_url) as s:
         second = jobs_repo.claim(session=s, job_id=job_id, owner="w2", lease_seconds=30)
         assert second is not None and second.attempt == 2
     with session_scope(database_url) as s:
-        fenced = jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={})
+        fenced = jobs_repo.heartbeat(
+            session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}
+        )
         assert fenced == (False, False, 0)
-        assert not jobs_repo.finish(session=s, job_id=job_id, attempt=1, status="failed", reason="stale")
-        beat = jobs_repo.heartbeat(session=s, job_id=job_id, attempt=2, lease_seconds=30, progress={"epoch": 2})
+        assert not jobs_repo.finish(
+            session=s, job_id=job_id, attempt=1, status="failed", reason="stale"
+        )
+        beat = jobs_repo.heartbeat(
+            session=s, job_id=job_id, attempt=2, lease_seconds=30, progress={"epoch": 2}
+        )
         assert beat == (True, False, 3)  # seq 3: queued, claimed by w1, claimed by w2
-        assert jobs_repo.finish(session=s, job_id=job_id, attempt=2, status="succeeded", reason="done")
+        assert jobs_repo.finish(
+            session=s, job_id=job_id, attempt=2, status="succeeded", reason="done"
+        )
     with session_scope(database_url) as s:
         job = s.get(Job, job_id)
         assert job is not None and (job.status, job.reason, job.epoch) == ("succeeded", "done", 2)
@@ -79,7 +95,15 @@ def test_metric_writes_are_idempotent(database_url: str) -> None:
     with session_scope(database_url) as s:
         job_id = _job(s).id
     rows = [
-        {"job_id": job_id, "attempt": 1, "step": step, "epoch": 1, "name": name, "value": float(step), "time": utcnow()}
+        {
+            "job_id": job_id,
+            "attempt": 1,
+            "step": step,
+            "epoch": 1,
+            "name": name,
+            "value": float(step),
+            "time": utcnow(),
+        }
         for step in range(1, 4)
         for name in ("loss", "val_loss")
     ]
@@ -95,8 +119,15 @@ def test_metric_writes_are_idempotent(database_url: str) -> None:
         metrics_repo.add_metrics(session=s, rows=overlapping)
     with session_scope(database_url) as s:
         assert metrics_repo.count_metrics(session=s, job_id=job_id) == 10
-        since = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=1, limit=10)
-        assert [(m.step, m.value) for m in since] == [(2, 2.0), (3, 3.0), (4, 2.0), (5, 3.0)]  # first write kept
+        since = metrics_repo.list_metrics(
+            session=s, job_id=job_id, name="loss", since_step=1, limit=10
+        )
+        assert [(m.step, m.value) for m in since] == [
+            (2, 2.0),
+            (3, 3.0),
+            (4, 2.0),
+            (5, 3.0),
+        ]  # first write kept
 
 
 def test_jobs_are_scoped_to_their_tenant(database_url: str) -> None:
@@ -106,7 +137,9 @@ def test_jobs_are_scoped_to_their_tenant(database_url: str) -> None:
     with session_scope(database_url) as s:
         assert jobs_repo.get_job(session=s, tenant_id=other.id, job_id=job.id) is None
         assert jobs_repo.get_job(session=s, tenant_id=job.tenant_id, job_id=job.id) is not None
-        assert jobs_repo.list_jobs(session=s, tenant_id=other.id, status=None, limit=10, offset=0) == ([], 0)
+        assert jobs_repo.list_jobs(
+            session=s, tenant_id=other.id, status=None, limit=10, offset=0
+        ) == ([], 0)
 
 
 def test_status_for_key_checks_key_and_owner_in_one_query(database_url: str) -> None:
@@ -114,13 +147,18 @@ def test_status_for_key_checks_key_and_owner_in_one_query(database_url: str) -> 
 
     with session_scope(database_url) as s:
         job = _job(s, "predictor")
-        key = tenants_repo.create_key(session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="predictor"))
-        stranger = tenants_repo.create_key(session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="x"))
+        key = tenants_repo.create_key(
+            session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="predictor")
+        )
+        stranger = tenants_repo.create_key(
+            session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name="x")
+        )
 
     def status(k: str) -> tuple[bool, str | None]:
         key_hash = tenants_repo.hash_key(k)
         return hot_read(
-            lambda c: jobs_repo.status_for_key(connection=c, key_hash=key_hash, job_id=job.id), database_url
+            lambda c: jobs_repo.status_for_key(connection=c, key_hash=key_hash, job_id=job.id),
+            database_url,
         )
 
     assert status(key) == (True, "queued")
@@ -137,15 +175,21 @@ def test_hot_read_survives_a_dropped_connection(postgres_url: str) -> None:
 
     from core.db import hot_read
 
-    assert hot_read(lambda c: c.execute(text("SELECT 1")).scalar(), postgres_url) == 1  # a pooled connection
+    assert (
+        hot_read(lambda c: c.execute(text("SELECT 1")).scalar(), postgres_url) == 1
+    )  # a pooled connection
     database = postgres_url.rsplit("/", 1)[1]
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,)
+        )
     assert hot_read(lambda c: c.execute(text("SELECT 2")).scalar(), postgres_url) == 2
 
 
 def _expire(s, job_id: str) -> None:  # type: ignore[no-untyped-def]
-    s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    s.execute(
+        update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+    )
 
 
 def test_a_job_gives_up_after_max_attempts_and_preemptions_do_not_count(database_url: str) -> None:
@@ -156,7 +200,9 @@ def test_a_job_gives_up_after_max_attempts_and_preemptions_do_not_count(database
             job = jobs_repo.claim(session=s, job_id=job_id, owner="w", lease_seconds=30)
             assert job is not None and job.attempt == attempt
             if attempt == 1:  # the first attempt is preempted: not counted
-                assert jobs_repo.preempt(session=s, job_id=job_id, attempt=1, reason="worker shut down")
+                assert jobs_repo.preempt(
+                    session=s, job_id=job_id, attempt=1, reason="worker shut down"
+                )
                 assert not jobs_repo.preempt(session=s, job_id=job_id, attempt=1, reason="twice")
     with session_scope(database_url) as s:
         assert s.get(Job, job_id).preemptions == 1  # type: ignore[union-attr]
@@ -187,17 +233,27 @@ def test_the_reaper_requeues_expired_leases_once(database_url: str) -> None:
     with session_scope(database_url) as s:
         assert dead not in jobs_repo.reap_expired(session=s)  # a second reaper finds nothing
         job = s.get(Job, dead)
-        assert job is not None and (job.status, job.lease_owner, job.reason) == ("queued", None, jobs_repo.DIED)
+        assert job is not None and (job.status, job.lease_owner, job.reason) == (
+            "queued",
+            None,
+            jobs_repo.DIED,
+        )
         assert heartbeat_is_fenced(s, dead)
-    with session_scope(database_url) as s:  # reaped twice and dead again: the reason is the last one
+    with session_scope(
+        database_url
+    ) as s:  # reaped twice and dead again: the reason is the last one
         s.execute(update(Job).where(Job.id == dead).values(max_attempts=1))
         assert jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30) is None
-        assert s.get(Job, dead).reason == "gave up after 1 attempts: the worker died (lease expired)"  # type: ignore[union-attr]
+        assert (
+            s.get(Job, dead).reason == "gave up after 1 attempts: the worker died (lease expired)"
+        )  # type: ignore[union-attr]
 
 
 def heartbeat_is_fenced(s, job_id: str) -> bool:  # type: ignore[no-untyped-def]
     """The attempt that lost its lease can no longer write."""
-    return jobs_repo.heartbeat(session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}) == (False, False, 0)
+    return jobs_repo.heartbeat(
+        session=s, job_id=job_id, attempt=1, lease_seconds=30, progress={}
+    ) == (False, False, 0)
 
 
 def test_the_sweeper_enqueues_waiting_jobs_once_per_grace_period(database_url: str) -> None:
@@ -210,7 +266,9 @@ def test_the_sweeper_enqueues_waiting_jobs_once_per_grace_period(database_url: s
         swept = jobs_repo.sweep_waiting(session=s, grace_seconds=60)
     assert old in swept and fresh not in swept and running not in swept
     with session_scope(database_url) as s:
-        assert old not in jobs_repo.sweep_waiting(session=s, grace_seconds=60)  # touched: not again this period
+        assert old not in jobs_repo.sweep_waiting(
+            session=s, grace_seconds=60
+        )  # touched: not again this period
 
 
 def test_a_maintenance_pass_enqueues_what_it_reaped_and_swept(service_env: str) -> None:
@@ -221,7 +279,9 @@ def test_a_maintenance_pass_enqueues_what_it_reaped_and_swept(service_env: str) 
         dead, lost = _job(s).id, _job(s).id
         jobs_repo.claim(session=s, job_id=dead, owner="w", lease_seconds=30)
         _expire(s, dead)
-        s.execute(update(Job).where(Job.id == lost).values(updated_at=utcnow() - timedelta(seconds=3600)))
+        s.execute(
+            update(Job).where(Job.id == lost).values(updated_at=utcnow() - timedelta(seconds=3600))
+        )
     sent: list[str] = []
     reaped, swept = run_once(get_settings(), sent.append)
     assert dead in reaped and lost in swept and dead in sent and lost in sent
@@ -262,7 +322,9 @@ def test_patiently_waits_out_an_unreachable_database(database_url: str) -> None:
     assert time.monotonic() - started >= 0.3  # it waited 0.1 s, then 0.2 s
 
 
-def test_patiently_gives_up_after_its_patience_and_never_retries_a_bad_statement(database_url: str) -> None:
+def test_patiently_gives_up_after_its_patience_and_never_retries_a_bad_statement(
+    database_url: str,
+) -> None:
     import pytest
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -280,13 +342,17 @@ def test_patiently_gives_up_after_its_patience_and_never_retries_a_bad_statement
         with session_scope(database_url) as s:
             s.execute(text("SELECT * FROM no_such_table"))
 
-    with pytest.raises((OperationalError, ProgrammingError)) as wrong:  # SQLite calls it operational
+    with pytest.raises(
+        (OperationalError, ProgrammingError)
+    ) as wrong:  # SQLite calls it operational
         patiently(bad, patience=5, what="test")
     if database_url.startswith("postgresql"):
         assert not unreachable(wrong.value) and calls == [1]
 
 
-def test_the_reaper_holds_off_for_a_lease_after_a_database_outage(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_reaper_holds_off_for_a_lease_after_a_database_outage(
+    service_env: str, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     """Every lease looks lapsed once the database is back: the jobs' heartbeats go first. The
     maintenance thread's database is unreachable (a refused port), then the real one again."""
     import time
@@ -340,7 +406,9 @@ def test_the_active_job_quota_holds_under_racing_submissions(database_url: str) 
 
     settings = get_settings().model_copy(update={"max_active_jobs": 2})
     with session_scope(database_url) as s:
-        tenant_id = tenants_repo.get_or_create_tenant(session=s, name=f"racing-{len(database_url)}").id
+        tenant_id = tenants_repo.get_or_create_tenant(
+            session=s, name=f"racing-{len(database_url)}"
+        ).id
     barrier = threading.Barrier(6)
 
     def submit(_: int) -> int:
@@ -352,7 +420,9 @@ def test_the_active_job_quota_holds_under_racing_submissions(database_url: str) 
                 quota.check_active_jobs(s, tenant_id, settings)
             except HTTPException as refused:
                 return refused.status_code
-            jobs_repo.create_job(session=s, job=Job(tenant_id=tenant_id, name="r", spec={}, epochs=1))
+            jobs_repo.create_job(
+                session=s, job=Job(tenant_id=tenant_id, name="r", spec={}, epochs=1)
+            )
             return 201
 
     with ThreadPoolExecutor(6) as pool:
@@ -360,7 +430,9 @@ def test_the_active_job_quota_holds_under_racing_submissions(database_url: str) 
     assert codes == [201, 201, 429, 429, 429, 429]
 
 
-def test_the_sweeper_leaves_jobs_waiting_their_turn_while_the_queue_holds_messages(service_env: str) -> None:
+def test_the_sweeper_leaves_jobs_waiting_their_turn_while_the_queue_holds_messages(
+    service_env: str,
+) -> None:
     """A queued job with messages ahead of it is waiting, not lost: no duplicate every grace period.
     The real embedded broker of the test's data dir holds the messages."""
     from core.queue import enqueue_training
@@ -370,13 +442,21 @@ def test_the_sweeper_leaves_jobs_waiting_their_turn_while_the_queue_holds_messag
 
     with session_scope() as s:
         ahead, waiting, forgotten = _job(s).id, _job(s).id, _job(s).id
-        s.execute(update(Job).where(Job.id == waiting).values(updated_at=utcnow() - timedelta(seconds=120)))
-        s.execute(update(Job).where(Job.id == forgotten).values(updated_at=utcnow() - timedelta(hours=2)))
+        s.execute(
+            update(Job)
+            .where(Job.id == waiting)
+            .values(updated_at=utcnow() - timedelta(seconds=120))
+        )
+        s.execute(
+            update(Job).where(Job.id == forgotten).values(updated_at=utcnow() - timedelta(hours=2))
+        )
     enqueue_training(ahead)  # a message waiting in the queue, ahead of the others
     sent: list[str] = []
     swept = run_once(get_settings(), sent.append)[1]  # grace 60 s, busy grace 1 h
     assert waiting not in swept and forgotten in swept  # past even the busy grace: enqueued again
-    assert take_queued_job_ids() == [ahead]  # the queue drained: now the waiting job's message is known lost
+    assert take_queued_job_ids() == [
+        ahead
+    ]  # the queue drained: now the waiting job's message is known lost
     assert waiting in run_once(get_settings(), sent.append)[1]
     assert sent == [forgotten, waiting]
 
@@ -395,12 +475,16 @@ def test_a_cancel_is_honoured_however_the_attempt_ends(database_url: str) -> Non
         s.execute(update(Job).where(Job.id == stuck).values(cancel_requested=True))
     with session_scope(database_url) as s:
         assert jobs_repo.reap_expired(session=s) == []  # nothing to enqueue again
-        assert not jobs_repo.preempt(session=s, job_id=stopped, attempt=1, reason="worker shut down")
+        assert not jobs_repo.preempt(
+            session=s, job_id=stopped, attempt=1, reason="worker shut down"
+        )
         assert jobs_repo.claim(session=s, job_id=stuck, owner="w", lease_seconds=30) is None
     with session_scope(database_url) as s:
         for job_id in (died, stopped, stuck):
             job = s.get(Job, job_id)
-            assert job is not None and job.status == "cancelled" and job.finished_at is not None, job_id
+            assert job is not None and job.status == "cancelled" and job.finished_at is not None, (
+                job_id
+            )
             assert job.reason.startswith(jobs_repo.CANCELLED_UNFINISHED), job.reason  # type: ignore[union-attr]
         assert s.get(Job, died).reason == jobs_repo.CANCELLED_UNFINISHED  # type: ignore[union-attr]
 

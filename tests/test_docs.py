@@ -26,7 +26,9 @@ from tests.test_layout import ALLOWED
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-SPEC, API, OPERATIONS, ARCHITECTURE = (DOCS / f"{n}.md" for n in ("spec", "api", "operations", "architecture"))
+SPEC, API, OPERATIONS, ARCHITECTURE = (
+    DOCS / f"{n}.md" for n in ("spec", "api", "operations", "architecture")
+)
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -45,7 +47,9 @@ def code_spans(document: str) -> set[str]:
 class TestSpecDoc:
     def test_the_field_reference_is_the_one_the_schema_generates(self) -> None:
         current = text(SPEC)
-        assert spliced(current, render()) == current, "docs/spec.md is out of date: run python -m cli.spec_docs"
+        assert spliced(current, render()) == current, (
+            "docs/spec.md is out of date: run python -m cli.spec_docs"
+        )
 
     def test_every_field_of_every_object_in_the_schema_is_named(self) -> None:
         """Walked here on its own, not through the generator: each property of each object, each
@@ -59,7 +63,11 @@ class TestSpecDoc:
             for prop, sub in definition.get("properties", {}).items():
                 if prop not in names:
                     missing.append(f"{name}.{prop}")
-                if "const" in sub and name.endswith(("Layer", "Preset", "Schedule")) and sub["const"] not in headings:
+                if (
+                    "const" in sub
+                    and name.endswith(("Layer", "Preset", "Schedule"))
+                    and sub["const"] not in headings
+                ):
                     missing.append(f"{name}: heading {sub['const']}")
                 for value in _enum_values(sub):
                     if str(value) not in spans:
@@ -83,7 +91,9 @@ class TestSpecDoc:
 
     def test_the_families_table_lists_each_family_s_predict_operations_in_order(self) -> None:
         table = text(SPEC).split("\n## Model families\n", 1)[1].split("\n## ", 1)[0]
-        rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \|(.*)$", table, re.MULTILINE)}
+        rows = {
+            m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \|(.*)$", table, re.MULTILINE)
+        }
         assert set(rows) == set(OPERATION_NAMES)
         for family, operations in OPERATION_NAMES.items():
             cells = [c.strip() for c in rows[family].split("|")]
@@ -135,7 +145,11 @@ class TestApiDoc:
                 for parameter in op.get("parameters", []):
                     name = parameter["name"]
                     if name.lower() != "authorization":  # headers are case-insensitive
-                        found = name.lower() in section.lower() if parameter["in"] == "header" else name in section
+                        found = (
+                            name.lower() in section.lower()
+                            if parameter["in"] == "header"
+                            else name in section
+                        )
                         assert found, (method, path, name)
                 for field in _body_fields(schema, op):
                     assert f"`{field}`" in section, (method, path, field)
@@ -187,7 +201,11 @@ class TestOperationsDoc:
             assert row is not None, f"{variable} has no row in docs/operations.md"
             default = row.split("|")[2].strip()
             wanted = _setting_default(field)
-            assert default == ("unset" if wanted is None else f"`{wanted}`"), (variable, default, wanted)
+            assert default == ("unset" if wanted is None else f"`{wanted}`"), (
+                variable,
+                default,
+                wanted,
+            )
 
     def test_every_metric_series_is_listed(self) -> None:
         source = (ROOT / "api" / "observability.py").read_text()
@@ -201,7 +219,9 @@ class TestOperationsDoc:
         try:
             raise ValueError("an error")
         except ValueError:
-            record = logging.LogRecord("fitserve.test", logging.ERROR, __file__, 1, "m", None, sys.exc_info())
+            record = logging.LogRecord(
+                "fitserve.test", logging.ERROR, __file__, 1, "m", None, sys.exc_info()
+            )
         record.stack_info = "a stack"
         bind_job("job_x", 1)
         try:
@@ -209,7 +229,16 @@ class TestOperationsDoc:
         finally:
             bind_job(None)
         fields = json.loads(JsonFormatter().format(record))
-        assert {"time", "level", "logger", "message", "job_id", "attempt", "exc_info", "stack_info"} == set(fields)
+        assert {
+            "time",
+            "level",
+            "logger",
+            "message",
+            "job_id",
+            "attempt",
+            "exc_info",
+            "stack_info",
+        } == set(fields)
         spans = code_spans(text(OPERATIONS))
         for field in fields:
             assert field in spans, field
@@ -242,12 +271,22 @@ class TestArchitectureDoc:
         rules = {}
         for row in table.splitlines()[2:]:
             package_cell, allowed_cell = row.strip("|").split("|")
-            rules[re.findall(r"`([^`]+)`", package_cell)[0]] = set(re.findall(r"`([^`]+)`", allowed_cell))
+            rules[re.findall(r"`([^`]+)`", package_cell)[0]] = set(
+                re.findall(r"`([^`]+)`", allowed_cell)
+            )
         assert rules == ALLOWED
 
     def test_the_layers_table_names_every_package(self) -> None:
         spans = code_spans(text(ARCHITECTURE))
-        for package in ("core/", "models/", "worker/", "worker/training/", "api/", "cli/", "migrations/"):
+        for package in (
+            "core/",
+            "models/",
+            "worker/",
+            "worker/training/",
+            "api/",
+            "cli/",
+            "migrations/",
+        ):
             assert package in spans, package
 
 
@@ -286,7 +325,9 @@ def test_every_relative_link_resolves(page: Path) -> None:
         assert path.exists(), f"{page.name}: {link} does not exist"
         assert path.is_relative_to(ROOT), f"{page.name}: {link} is outside the repository"
         if anchor and path.suffix == ".md":
-            assert anchor in _headings(path.read_text()), f"{page.name}: {link} names no heading of {path.name}"
+            assert anchor in _headings(path.read_text()), (
+                f"{page.name}: {link} names no heading of {path.name}"
+            )
 
 
 def test_no_page_links_outside_the_repository() -> None:

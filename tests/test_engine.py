@@ -54,7 +54,9 @@ def test_resume_gives_the_same_weights_as_an_unbroken_run(tmp_path: Path) -> Non
     data = load_train_data(spec)
     unbroken = train(spec, data, tmp_path / "a")
     steps_per_epoch = 23  # 1438 training samples / 64, the last batch of 30 kept
-    interrupted = train(spec, data, tmp_path / "b", [Recorder(stop_at_step=2 * steps_per_epoch + 1)])
+    interrupted = train(
+        spec, data, tmp_path / "b", [Recorder(stop_at_step=2 * steps_per_epoch + 1)]
+    )
     assert interrupted.status == "cancelled" and interrupted.epochs_done == 2
     resumed = train(spec, data, tmp_path / "b", resume=True)
     assert resumed.status == "completed" and resumed.epochs_done == 4
@@ -91,8 +93,19 @@ def test_callbacks_hear_every_epoch_checkpoint_and_step_loss(tmp_path: Path) -> 
     assert recorder.start is not None and recorder.start.steps_per_epoch == 23
     assert recorder.epochs == [1, 2, 3] and recorder.checkpoints == [1, 2, 3]
     assert [s for s, _ in recorder.step_losses] == list(range(10, 3 * 23 + 1, 10))
-    assert [e for e, _ in epoch_checkpoints(tmp_path / "checkpoints")] == [3, 2]  # pruned to keep_checkpoints
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds", "samples_per_second"):
+    assert [e for e, _ in epoch_checkpoints(tmp_path / "checkpoints")] == [
+        3,
+        2,
+    ]  # pruned to keep_checkpoints
+    for key in (
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "epoch_seconds",
+        "samples_per_second",
+    ):
         assert key in result.history[0]
 
 
@@ -100,14 +113,20 @@ def test_nan_loss_fails_fast_with_a_reason(tmp_path: Path) -> None:
     spec = JobSpec.model_validate(
         {
             "dataset": {"name": "diabetes", "standardize": False},
-            "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
+            "model": {
+                "layers": [
+                    {"type": "dense", "units": 16, "activation": "relu"},
+                    {"type": "dense", "units": 1},
+                ]
+            },
             "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"},
             "fit": {"epochs": 20},
         }
     )
     recorder = Recorder()
     with pytest.raises(
-        TrainingFailed, match=r"the loss became (nan|inf) at epoch 1, step \d+; lower the learning_rate"
+        TrainingFailed,
+        match=r"the loss became (nan|inf) at epoch 1, step \d+; lower the learning_rate",
     ):
         train(spec, load_train_data(spec), tmp_path, [recorder])
     assert recorder.steps < 14  # one epoch of diabetes is 14 steps: it stopped inside the first
@@ -140,7 +159,13 @@ def test_checkpoints_are_safetensors_and_json_only(tmp_path: Path) -> None:
 
 def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     spec = digits_mlp(
-        epochs=40, early_stopping={"monitor": "val_loss", "patience": 0, "min_delta": 0.05, "restore_best": True}
+        epochs=40,
+        early_stopping={
+            "monitor": "val_loss",
+            "patience": 0,
+            "min_delta": 0.05,
+            "restore_best": True,
+        },
     )
     result = train(spec, load_train_data(spec), tmp_path)
     assert result.status == "early_stopped" and result.epochs_done < 40

@@ -25,7 +25,9 @@ from tests.conftest import PG_ADMIN
 def _job(url: str) -> str:
     with session_scope(url) as s:
         tenant = tenants_repo.get_or_create_tenant(session=s, name="events")
-        return jobs_repo.create_job(session=s, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=1)).id
+        return jobs_repo.create_job(
+            session=s, job=Job(tenant_id=tenant.id, name="j", spec={}, epochs=1)
+        ).id
 
 
 def _write_points(url: str, job_id: str, batches: int, start: int) -> None:
@@ -56,7 +58,16 @@ def _write_statuses(url: str, job_id: str, count: int) -> None:
             seq = events_repo.allocate(session=s, job_id=job_id, count=1)
             s.execute(
                 insert(JobEvent),
-                [{"job_id": job_id, "seq": seq, "status": "running", "reason": None, "attempt": 1, "time": utcnow()}],
+                [
+                    {
+                        "job_id": job_id,
+                        "seq": seq,
+                        "status": "running",
+                        "reason": None,
+                        "attempt": 1,
+                        "time": utcnow(),
+                    }
+                ],
             )
 
 
@@ -76,7 +87,9 @@ def test_a_cursor_reader_never_skips_concurrent_writers(database_url: str) -> No
     while True:
         done = not any(w.is_alive() for w in writers)
         page = hot_read(
-            lambda c, after=cursor: events_repo.read_events(connection=c, job_id=job_id, after=after, limit=7),
+            lambda c, after=cursor: events_repo.read_events(
+                connection=c, job_id=job_id, after=after, limit=7
+            ),
             database_url,
         )
         seen += page
@@ -89,7 +102,11 @@ def test_a_cursor_reader_never_skips_concurrent_writers(database_url: str) -> No
         top = c.scalar(select(Job.seq).where(Job.id == job_id))
     seqs = [e.seq for e in seen]
     assert seqs == sorted(set(seqs))
-    assert set(seqs) == metric_seqs | status_seqs and len(metric_seqs) == 2 * 60 * 4 and len(status_seqs) == 61
+    assert (
+        set(seqs) == metric_seqs | status_seqs
+        and len(metric_seqs) == 2 * 60 * 4
+        and len(status_seqs) == 61
+    )
     assert top == 1 + 2 * 60 * 5 + 60, "every number taken, the repeated points' ones left as gaps"
     assert [e.kind for e in seen].count("status") == 61 and seen[0].status == "queued"
     assert all(e.time.tzinfo is not None for e in seen)
@@ -102,8 +119,13 @@ def test_status_changes_are_numbered_with_the_points(database_url: str) -> None:
         assert job is not None and job.seq == 2
     _write_points(database_url, job_id, 1, 0)
     with session_scope(database_url) as s:
-        assert jobs_repo.finish(session=s, job_id=job_id, attempt=1, status="succeeded", reason="done")
-    events = hot_read(lambda c: events_repo.read_events(connection=c, job_id=job_id, after=0, limit=100), database_url)
+        assert jobs_repo.finish(
+            session=s, job_id=job_id, attempt=1, status="succeeded", reason="done"
+        )
+    events = hot_read(
+        lambda c: events_repo.read_events(connection=c, job_id=job_id, after=0, limit=100),
+        database_url,
+    )
     assert [(e.seq, e.kind, e.status) for e in events] == [
         (1, "status", "queued"),
         (2, "status", "running"),
@@ -141,7 +163,10 @@ def test_the_migration_numbers_existing_rows(old_database: str) -> None:
     engine = create_engine(old_database)
     now = datetime(2026, 11, 1, tzinfo=UTC)
     with engine.begin() as c:
-        c.execute(text("INSERT INTO tenant (id, name, created_at) VALUES ('ten_1', 't', :now)"), {"now": now})
+        c.execute(
+            text("INSERT INTO tenant (id, name, created_at) VALUES ('ten_1', 't', :now)"),
+            {"now": now},
+        )
         c.execute(
             text(
                 "INSERT INTO job (id, tenant_id, name, spec, status, reason, attempt, max_attempts, preemptions, "
@@ -152,7 +177,12 @@ def test_the_migration_numbers_existing_rows(old_database: str) -> None:
             {"now": now},
         )
         # Epoch 1's rows share step 10 with a step loss logged a moment earlier.
-        for step, name, second in [(10, "val_loss", 2), (10, "step_loss", 1), (5, "step_loss", 0), (10, "loss", 2)]:
+        for step, name, second in [
+            (10, "val_loss", 2),
+            (10, "step_loss", 1),
+            (5, "step_loss", 0),
+            (10, "loss", 2),
+        ]:
             c.execute(
                 text(
                     "INSERT INTO metric (job_id, step, name, attempt, epoch, value, time) VALUES "
@@ -196,7 +226,9 @@ def test_a_feed_keeps_its_newest_events_and_sends_older_cursors_to_the_database(
         waiters = [feed.changed() for _ in range(120)]  # woken in slices, every one of them
         waiters[3].cancel()  # a stream gone meanwhile
         feed.publish([_event(KEEP + 16, "succeeded")], None, KEEP + 16)
-        assert sum(w.done() for w in waiters) == SLICE, "the first slice at once (with the cancelled one)"
+        assert sum(w.done() for w in waiters) == SLICE, (
+            "the first slice at once (with the cancelled one)"
+        )
         await asyncio.wait_for(asyncio.gather(*waiters[4:]), 1)
         assert feed.frames[-1].terminal and "event: status" in feed.frames[-1].text
         assert not feed.changed().done()
@@ -211,7 +243,10 @@ def test_the_openapi_schema_describes_the_stream() -> None:
     stream = operation["responses"]["200"]["content"]["text/event-stream"]
     events = {e["properties"]["event"]["const"]: e for e in stream["itemSchema"]["oneOf"]}
     assert set(events) == {"metric", "status", "job"}
-    data = {name: set(e["properties"]["data"]["contentSchema"]["properties"]) for name, e in events.items()}
+    data = {
+        name: set(e["properties"]["data"]["contentSchema"]["properties"])
+        for name, e in events.items()
+    }
     assert data["metric"] >= {"seq", "step", "name", "value"} and "progress" in data["job"]
     assert data["status"] == {"seq", "status", "reason", "attempt", "time"}
     names = {p["name"]: p for p in operation["parameters"]}

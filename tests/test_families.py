@@ -33,7 +33,9 @@ from worker.training.engine import train
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = sorted(REGISTRY.values(), key=lambda r: r.name)
 # what makes an example's two epochs meaningful: a DBN pretrains one RBM for one, then fine-tunes
-SECTION_FOR_TWO_EPOCHS: dict[str, dict[str, Any]] = {"dbn": {"pretrain_epochs": 1, "hidden_units": [64]}}
+SECTION_FOR_TWO_EPOCHS: dict[str, dict[str, Any]] = {
+    "dbn": {"pretrain_epochs": 1, "hidden_units": [64]}
+}
 
 
 def test_the_registry_is_every_family_the_spec_accepts() -> None:
@@ -58,13 +60,20 @@ def test_a_registered_family_has_its_pieces(record: FamilyRecord) -> None:
 
 def _spec(record: FamilyRecord, epochs: int) -> JobSpec:
     raw = json.loads((EXAMPLES / f"{record.example}.json").read_text())
-    raw["fit"] = {**raw.get("fit", {}), "epochs": epochs, "early_stopping": None, "lr_schedule": None}
+    raw["fit"] = {
+        **raw.get("fit", {}),
+        "epochs": epochs,
+        "early_stopping": None,
+        "lr_schedule": None,
+    }
     if record.name in SECTION_FOR_TWO_EPOCHS:
         raw[record.section] |= SECTION_FOR_TWO_EPOCHS[record.name]
     return JobSpec.model_validate(raw)
 
 
-def _request(operation: str, spec: JobSpec, x: np.ndarray, codes: list[Any] | None) -> OperationRequest:
+def _request(
+    operation: str, spec: JobSpec, x: np.ndarray, codes: list[Any] | None
+) -> OperationRequest:
     if operation in ("generate", "sample"):
         labelled = isinstance(spec, GANJob) and spec.gan.variant == "cgan"
         return OperationRequest(count=2, seed=1, labels=[0, 1] if labelled else None)
@@ -79,7 +88,9 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
-def test_every_family_dry_runs_trains_resumes_exactly_and_serves(record: FamilyRecord, tmp_path: Path) -> None:
+def test_every_family_dry_runs_trains_resumes_exactly_and_serves(
+    record: FamilyRecord, tmp_path: Path
+) -> None:
     spec = _spec(record, epochs=2)
     data = load_train_data(spec)
     report = dry_run(spec, data.info)
@@ -106,7 +117,10 @@ def test_every_family_dry_runs_trains_resumes_exactly_and_serves(record: FamilyR
     codes = None
     for operation in record.operations:
         answer = predictor.run(operation, _request(operation, spec, x, codes))
-        assert answer["predictions"] is not None and len(answer["predictions"]) == 2, (operation, answer)
+        assert answer["predictions"] is not None and len(answer["predictions"]) == 2, (
+            operation,
+            answer,
+        )
         if operation == "encode":
             codes = answer["predictions"]
     foreign = next(op for r in RECORDS for op in r.operations if op not in record.operations)
@@ -125,5 +139,7 @@ def test_mixed_precision_is_honoured_or_refused(record: FamilyRecord) -> None:
         return
     with pytest.raises(SpecError) as refused:
         dry_run(asked, info)
-    assert refused.value.loc == ("fit", "mixed_precision") and "trains in fp32" in str(refused.value)
+    assert refused.value.loc == ("fit", "mixed_precision") and "trains in fp32" in str(
+        refused.value
+    )
     assert dry_run(spec, info).parameters > 0  # "auto", the default, is fp32 for it

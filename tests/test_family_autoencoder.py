@@ -61,9 +61,13 @@ def test_autoencoder_reconstruction_falls_below_a_quarter_and_predict_works(tmp_
     reconstructed = run(predictor, None, instances=x.tolist())  # reconstruct is the default
     assert reconstructed.shape == x.shape
     # predict speaks raw units (0..16); the engine's val_loss is the mse on the [0, 1] scale, val_mae in raw units
-    assert np.mean((reconstructed - x) ** 2) / 16**2 == pytest.approx(history[-1]["val_loss"], rel=1e-4)
+    assert np.mean((reconstructed - x) ** 2) / 16**2 == pytest.approx(
+        history[-1]["val_loss"], rel=1e-4
+    )
     assert np.mean(np.abs(reconstructed - x)) == pytest.approx(history[-1]["val_mae"], rel=1e-4)
-    codes = run(predictor, "encode", instances=x[:5].reshape(5, -1).tolist())  # flat instances are accepted
+    codes = run(
+        predictor, "encode", instances=x[:5].reshape(5, -1).tolist()
+    )  # flat instances are accepted
     assert codes.shape == (5, 8)
     decoded = run(predictor, "decode", instances=codes.tolist())
     np.testing.assert_allclose(decoded, reconstructed[:5], atol=1e-4)
@@ -103,7 +107,9 @@ def test_vae_reports_both_elbo_terms_converges_and_samples_in_range(tmp_path: Pa
     assert means.shape == (6, 8) and np.asarray(encoded["log_variances"]).shape == (6, 8)
     reconstructed = run(predictor, "reconstruct", instances=x.tolist())
     assert reconstructed.shape == x.shape
-    np.testing.assert_allclose(run(predictor, "decode", instances=means.tolist()), reconstructed, atol=1e-4)
+    np.testing.assert_allclose(
+        run(predictor, "decode", instances=means.tolist()), reconstructed, atol=1e-4
+    )
     with pytest.raises(PredictError) as wrong:
         run(predictor, "generate")
     assert wrong.value.field == "operation"
@@ -124,9 +130,14 @@ def test_denoising_autoencoder_repairs_masked_inputs_better(tmp_path: Path) -> N
     clean = run(denoiser, "reconstruct", instances=x.tolist())
     assert np.mean((clean - x) ** 2) / 16**2 == pytest.approx(history[-1]["val_loss"], rel=1e-4)
     masked = x * (np.random.default_rng(0).random(x.shape) >= 0.5)
-    errors = [np.mean((run(p, "reconstruct", instances=masked.tolist()) - x) ** 2) for p in (denoiser, plain)]
+    errors = [
+        np.mean((run(p, "reconstruct", instances=masked.tolist()) - x) ** 2)
+        for p in (denoiser, plain)
+    ]
     assert errors[0] < 0.9 * errors[1]  # about 0.75-0.8 over seeds
-    assert history[-1]["loss"] > plain_history[-1]["loss"]  # it trained on the harder, masked inputs
+    assert (
+        history[-1]["loss"] > plain_history[-1]["loss"]
+    )  # it trained on the harder, masked inputs
 
 
 def test_vae_resumes_exactly(tmp_path: Path) -> None:
@@ -142,7 +153,8 @@ def test_vae_resumes_exactly(tmp_path: Path) -> None:
     a, b = weights(unbroken.model_path), weights(resumed.model_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.history == [
-        h | {k: resumed.history[i][k] for k in TIMING - {"lr"}} for i, h in enumerate(unbroken.history)
+        h | {k: resumed.history[i][k] for k in TIMING - {"lr"}}
+        for i, h in enumerate(unbroken.history)
     ]
 
 
@@ -176,15 +188,24 @@ def test_specs_refused_before_queuing_name_the_field() -> None:
     small = [{"type": "dense", "units": 16}, {"type": "dense", "units": 32}]
     error = refused(spec_with("vae", decoder=small))
     assert error.loc == ("vae", "decoder", 1)
-    assert error.message == "vae.decoder: layer 1 (dense): output shape (32,) differs from the input shape (1, 8, 8)"
+    assert (
+        error.message
+        == "vae.decoder: layer 1 (dense): output shape (32,) differs from the input shape (1, 8, 8)"
+    )
     error = refused(
-        spec_with("autoencoder", encoder=[{"type": "flatten"}, {"type": "conv2d", "filters": 4, "kernel_size": 3}])
+        spec_with(
+            "autoencoder",
+            encoder=[{"type": "flatten"}, {"type": "conv2d", "filters": 4, "kernel_size": 3}],
+        )
     )
     assert error.loc == ("autoencoder", "encoder", 1)
     assert error.message.startswith("autoencoder.encoder: layer 1 (conv2d): expected 3-D")
     error = refused(spec_with("vae", encoder=[{"type": "conv2d", "filters": 4, "kernel_size": 3}]))
     assert error.loc == ("vae", "encoder", 0) and "must end in features (1-D)" in error.message
-    assert refused(spec_with("vae", loss="sparse_categorical_crossentropy")).loc == ("compile", "loss")
+    assert refused(spec_with("vae", loss="sparse_categorical_crossentropy")).loc == (
+        "compile",
+        "loss",
+    )
     assert refused(spec_with("autoencoder", metrics=["accuracy"])).loc == ("compile", "metrics")
     iris = spec_with(
         "vae",
@@ -197,7 +218,10 @@ def test_specs_refused_before_queuing_name_the_field() -> None:
     relu = [*raw_example("digits_autoencoder")["autoencoder"]["decoder"]]
     relu[1] = relu[1] | {"activation": "relu"}
     error = refused(spec_with("autoencoder", loss="binary_crossentropy", decoder=relu))
-    assert error.loc == ("autoencoder", "decoder", 2) and "sigmoid (or linear logits), not relu" in error.message
+    assert (
+        error.loc == ("autoencoder", "decoder", 2)
+        and "sigmoid (or linear logits), not relu" in error.message
+    )
 
 
 def test_binary_crossentropy_trains_on_logits_past_a_trailing_reshape(tmp_path: Path) -> None:
@@ -215,7 +239,9 @@ def test_binary_crossentropy_trains_on_logits_past_a_trailing_reshape(tmp_path: 
     assert isinstance(module, VAE)
     decoder = module.decoder
     # the dense layer's sigmoid moved past the reshape: the body ends in logits, the loss takes them
-    assert decoder.head_name == "sigmoid" and not any(isinstance(m, torch.nn.Sigmoid) for m in decoder.body.modules())
+    assert decoder.head_name == "sigmoid" and not any(
+        isinstance(m, torch.nn.Sigmoid) for m in decoder.body.modules()
+    )
     assert history[-1]["loss"] < history[0]["loss"]
     samples = run(predictor, "sample", count=4, seed=0)
     assert samples.shape == (4, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16

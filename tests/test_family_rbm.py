@@ -60,7 +60,9 @@ def refusal(raw: dict[str, Any], info: DataInfo | None = None) -> SpecError:
 
 def held_out(raw: dict[str, Any]) -> np.ndarray:
     digits = load_builtin(DatasetSpec(name="digits"), seed=0)
-    return digits.x[split_indices(len(digits.x), raw["fit"]["validation_split"], raw["fit"]["seed"])[1]]
+    return digits.x[
+        split_indices(len(digits.x), raw["fit"]["validation_split"], raw["fit"]["seed"])[1]
+    ]
 
 
 def test_free_energy_is_minus_log_of_the_sum_over_hidden_states() -> None:
@@ -90,7 +92,9 @@ def test_binarize_turns_raw_features_into_zeros_and_ones_for_training_and_predic
     np.testing.assert_array_equal(p.x_train, (digits.x[keep] > 8).astype(np.float32))
 
 
-def test_rbm_learns_by_contrastive_divergence_and_predicts_from_its_checkpoint(tmp_path: Path) -> None:
+def test_rbm_learns_by_contrastive_divergence_and_predicts_from_its_checkpoint(
+    tmp_path: Path,
+) -> None:
     raw = example("digits_rbm", epochs=5)
     spec = JobSpec.model_validate(raw)
     report = dry_run(spec, load_builtin(spec.dataset, 0).info())
@@ -104,7 +108,9 @@ def test_rbm_learns_by_contrastive_divergence_and_predicts_from_its_checkpoint(t
     assert result.model_path is not None
     predictor = Predictor.load(result.model_path)
     x = held_out(raw)
-    hidden = np.asarray(predictor.run("transform", OperationRequest(instances=x.tolist()))["predictions"])
+    hidden = np.asarray(
+        predictor.run("transform", OperationRequest(instances=x.tolist()))["predictions"]
+    )
     assert hidden.shape == (len(x), 128) and hidden.min() >= 0.0 and hidden.max() <= 1.0
     out = predictor.run("reconstruct", OperationRequest(instances=x.tolist()))["predictions"]
     reconstructed = np.asarray(out)
@@ -114,10 +120,23 @@ def test_rbm_learns_by_contrastive_divergence_and_predicts_from_its_checkpoint(t
 
 
 def test_dry_run_refuses_visible_units_that_do_not_fit_the_data() -> None:
-    bernoulli_on_iris = refusal({"family": "rbm", "dataset": {"name": "iris"}, "rbm": {"hidden_units": 8}})
-    assert bernoulli_on_iris.loc == ("rbm", "visible") and "dataset.binarize" in bernoulli_on_iris.message
-    raw_iris = refusal({"family": "rbm", "dataset": {"name": "iris", "standardize": False}, "rbm": {"hidden_units": 8}})
-    assert raw_iris.loc == ("rbm", "visible") and "iris's features are real values" in raw_iris.message
+    bernoulli_on_iris = refusal(
+        {"family": "rbm", "dataset": {"name": "iris"}, "rbm": {"hidden_units": 8}}
+    )
+    assert (
+        bernoulli_on_iris.loc == ("rbm", "visible")
+        and "dataset.binarize" in bernoulli_on_iris.message
+    )
+    raw_iris = refusal(
+        {
+            "family": "rbm",
+            "dataset": {"name": "iris", "standardize": False},
+            "rbm": {"hidden_units": 8},
+        }
+    )
+    assert (
+        raw_iris.loc == ("rbm", "visible") and "iris's features are real values" in raw_iris.message
+    )
     standardised = refusal(
         {
             "family": "dbn",
@@ -129,14 +148,24 @@ def test_dry_run_refuses_visible_units_that_do_not_fit_the_data() -> None:
     )
     assert standardised.loc == ("dbn", "visible") and "'gaussian'" in standardised.message
     gaussian = refusal(
-        {"family": "rbm", "dataset": {"name": "digits"}, "rbm": {"hidden_units": 8, "visible": "gaussian"}}
+        {
+            "family": "rbm",
+            "dataset": {"name": "digits"},
+            "rbm": {"hidden_units": 8, "visible": "gaussian"},
+        }
     )
     assert gaussian.loc == ("dataset", "standardize")
-    accepted = {"iris": (4, {"binarize": 5.0}), "digits": (64, {})}  # binarised; images scaled to [0, 1]
+    accepted = {
+        "iris": (4, {"binarize": 5.0}),
+        "digits": (64, {}),
+    }  # binarised; images scaled to [0, 1]
     for name, (visible, options) in accepted.items():
         raw = {"family": "rbm", "dataset": {"name": name, **options}, "rbm": {"hidden_units": 8}}
         spec = JobSpec.model_validate(raw)
-        assert dry_run(spec, load_builtin(spec.dataset, 0).info()).parameters == visible * 8 + visible + 8
+        assert (
+            dry_run(spec, load_builtin(spec.dataset, 0).info()).parameters
+            == visible * 8 + visible + 8
+        )
 
 
 def test_dry_run_refuses_dbn_epochs_monitors_and_losses_that_do_not_fit() -> None:
@@ -145,8 +174,15 @@ def test_dry_run_refuses_dbn_epochs_monitors_and_losses_that_do_not_fit() -> Non
     stopping = dbn(epochs=8)
     stopping["fit"]["early_stopping"] = {"monitor": "val_loss", "patience": 2}
     assert refusal(stopping).loc == ("fit", "early_stopping")
-    stopping["dbn"]["pretrain_epochs"] = 0  # fine-tuning only: every epoch's loss is the same quantity
-    assert dry_run(JobSpec.model_validate(stopping), load_builtin(DatasetSpec(name="digits"), 0).info()).parameters > 0
+    stopping["dbn"]["pretrain_epochs"] = (
+        0  # fine-tuning only: every epoch's loss is the same quantity
+    )
+    assert (
+        dry_run(
+            JobSpec.model_validate(stopping), load_builtin(DatasetSpec(name="digits"), 0).info()
+        ).parameters
+        > 0
+    )
     mse = dbn(epochs=8) | {"compile": {"loss": "mse"}}
     assert refusal(mse).loc == ("compile", "loss")
     regression = dbn(epochs=8) | {"dataset": {"name": "diabetes", "binarize": 0.0}}
@@ -156,7 +192,11 @@ def test_dry_run_refuses_dbn_epochs_monitors_and_losses_that_do_not_fit() -> Non
 def test_the_worker_refuses_bernoulli_units_on_features_outside_zero_one(tmp_path: Path) -> None:
     """An uploaded table's range is unknown to the dry run; training checks the real values."""
     spec = JobSpec.model_validate(
-        {"family": "rbm", "dataset": {"id": "upload1", "standardize": False}, "rbm": {"hidden_units": 4}}
+        {
+            "family": "rbm",
+            "dataset": {"id": "upload1", "standardize": False},
+            "rbm": {"hidden_units": 4},
+        }
     )
     x = torch.linspace(0, 3, 40).reshape(10, 4)
     data = TrainData(DataInfo(input_shape=(4,), task="regression"), x, torch.zeros(10, 1))
@@ -184,10 +224,16 @@ def test_dbn_resumed_mid_pretraining_ends_as_an_unbroken_run(tmp_path: Path) -> 
     data = load_train_data(spec)
     unbroken = train(spec, data, tmp_path / "a")
     history = unbroken.history
-    assert [h["phase"] for h in history] == [0, 0, 0, 0, 1, 1] and [h.get("layer") for h in history[:4]] == [1, 1, 2, 2]
-    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[-1]) and "accuracy" not in history[0]
+    assert [h["phase"] for h in history] == [0, 0, 0, 0, 1, 1] and [
+        h.get("layer") for h in history[:4]
+    ] == [1, 1, 2, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(
+        history[-1]
+    ) and "accuracy" not in history[0]
     steps = 23  # 1438 training samples / 64, the last batch of 30 kept
-    interrupted = train(spec, data, tmp_path / "b", [StopAt(2 * steps + 5)])  # in the second RBM's first epoch
+    interrupted = train(
+        spec, data, tmp_path / "b", [StopAt(2 * steps + 5)]
+    )  # in the second RBM's first epoch
     assert interrupted.status == "cancelled" and interrupted.epochs_done == 2
     resumed = train(spec, data, tmp_path / "b", resume=True)
     assert unbroken.model_path is not None and resumed.model_path is not None
@@ -199,7 +245,9 @@ def test_dbn_resumed_mid_pretraining_ends_as_an_unbroken_run(tmp_path: Path) -> 
     predictor = Predictor.load(resumed.model_path)
     x = held_out(dbn())
     out = predictor.run(None, OperationRequest(instances=x.tolist()))
-    assert out["classes"] == [str(i) for i in range(10)] and np.asarray(out["probabilities"]).shape == (len(x), 10)
+    assert out["classes"] == [str(i) for i in range(10)] and np.asarray(
+        out["probabilities"]
+    ).shape == (len(x), 10)
     assert data.y_val is not None
     accuracy = float(np.mean(np.asarray(out["class_ids"]) == data.y_val.numpy()))
     assert accuracy == pytest.approx(history[-1]["val_accuracy"], abs=1e-9)

@@ -36,7 +36,12 @@ def seq2seq_spec(dataset: dict[str, Any] | None = None, epochs: int = 2, **secti
                 "optimizer": {"type": "adam", "learning_rate": 0.01},
                 "loss": "sparse_categorical_crossentropy",
             },
-            "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "lr_schedule": {"type": "cosine"}},
+            "fit": {
+                "epochs": epochs,
+                "batch_size": 64,
+                "validation_split": 0.2,
+                "lr_schedule": {"type": "cosine"},
+            },
         }
     )
 
@@ -57,11 +62,20 @@ def test_token_pair_datasets_reverse_and_copy() -> None:
     assert np.array_equal(rev.y, rev.x[:, ::-1].astype(np.int64))
     copy = load_builtin(DatasetSpec(name="sequence_copy", n_samples=20, classes=5), seed=3)
     assert np.array_equal(copy.y, copy.x.astype(np.int64)) and copy.x.max() == 4
-    assert copy.info() == DataInfo(input_shape=(8,), task="classification", num_classes=5, target_dim=8)
+    assert copy.info() == DataInfo(
+        input_shape=(8,), task="classification", num_classes=5, target_dim=8
+    )
     # token ids are neither standardised nor one-hot encoded: x as int64 ids, y untouched
-    prepared = prepare(rev, validation_split=0.2, test_split=0.0, seed=0, standardize=None, tokens=True)
-    assert prepared.x_train.dtype == np.int64 and prepared.preprocessing == {"features": None, "target": None}
-    assert prepared.y_train.shape == (40, 8) and np.array_equal(prepared.y_train, prepared.x_train[:, ::-1])
+    prepared = prepare(
+        rev, validation_split=0.2, test_split=0.0, seed=0, standardize=None, tokens=True
+    )
+    assert prepared.x_train.dtype == np.int64 and prepared.preprocessing == {
+        "features": None,
+        "target": None,
+    }
+    assert prepared.y_train.shape == (40, 8) and np.array_equal(
+        prepared.y_train, prepared.x_train[:, ::-1]
+    )
     with pytest.raises(DatasetError, match=r"dataset\.noise does not apply to sequence_copy"):
         builtin_info(DatasetSpec(name="sequence_copy", noise=0.1))
     with pytest.raises(DatasetError, match="sequence_reverse has at most 50 classes, not 60"):
@@ -77,7 +91,11 @@ def test_token_pair_datasets_reverse_and_copy() -> None:
             ("compile", "loss"),
             "trained with sparse_categorical_crossentropy",
         ),
-        (with_compile(seq2seq_spec(), metrics=["accuracy", "mae"]), ("compile", "metrics"), "\\['mae'\\] do not apply"),
+        (
+            with_compile(seq2seq_spec(), metrics=["accuracy", "mae"]),
+            ("compile", "metrics"),
+            "\\['mae'\\] do not apply",
+        ),
         (
             seq2seq_spec({"name": "sequence_copy", "standardize": True}),
             ("dataset", "standardize"),
@@ -85,7 +103,9 @@ def test_token_pair_datasets_reverse_and_copy() -> None:
         ),
     ],
 )
-def test_dry_run_refuses_what_seq2seq_cannot_train(spec: JobSpec, loc: tuple[str, ...], message: str) -> None:
+def test_dry_run_refuses_what_seq2seq_cannot_train(
+    spec: JobSpec, loc: tuple[str, ...], message: str
+) -> None:
     with pytest.raises(SpecError, match=message) as caught:
         dry_run(spec, builtin_info(spec.dataset))
     assert caught.value.loc == loc
@@ -95,11 +115,19 @@ def test_dry_run_refuses_what_seq2seq_cannot_train(spec: JobSpec, loc: tuple[str
     ("info", "message"),
     [
         (DataInfo(input_shape=(6,), task="regression", target_dim=6), "regression targets"),
-        (DataInfo(input_shape=(1, 8, 8), task="classification", num_classes=10, target_dim=1), "are \\[1, 8, 8\\]"),
-        (DataInfo(input_shape=(6,), task="classification", num_classes=4), "one class id per sample"),
+        (
+            DataInfo(input_shape=(1, 8, 8), task="classification", num_classes=10, target_dim=1),
+            "are \\[1, 8, 8\\]",
+        ),
+        (
+            DataInfo(input_shape=(6,), task="classification", num_classes=4),
+            "one class id per sample",
+        ),
     ],
 )
-def test_dry_run_refuses_an_upload_that_is_not_token_sequences(info: DataInfo, message: str) -> None:
+def test_dry_run_refuses_an_upload_that_is_not_token_sequences(
+    info: DataInfo, message: str
+) -> None:
     spec = seq2seq_spec({"id": "ds_upload"})
     with pytest.raises(SpecError, match=message) as caught:
         dry_run(spec, info)
@@ -141,7 +169,9 @@ def test_reverse_learns_with_attention_and_predict_decodes_greedily(
     decoded = np.asarray(out["predictions"])
     assert decoded.shape == (len(held), 8)
     assert np.mean(decoded == raw.y[held]) == pytest.approx(last["val_token_accuracy"], abs=1e-6)
-    fresh = np.random.default_rng(123).integers(0, 10, (200, 8))  # sequences the model has never seen
+    fresh = np.random.default_rng(123).integers(
+        0, 10, (200, 8)
+    )  # sequences the model has never seen
     answer = predictor.run("predict", OperationRequest(instances=fresh.tolist()))
     assert np.mean(np.asarray(answer["predictions"]) == fresh[:, ::-1]) >= 0.9
 
@@ -164,7 +194,9 @@ def test_predict_names_the_expected_length_and_range(
     with pytest.raises(PredictError, match=message.replace(".", "\\.")) as caught:
         Predictor.load(path).run("predict", OperationRequest(instances=instances))
     assert caught.value.field == "instances"
-    with pytest.raises(PredictError, match="'generate' is not available to the seq2seq family") as wrong:
+    with pytest.raises(
+        PredictError, match="'generate' is not available to the seq2seq family"
+    ) as wrong:
         Predictor.load(path).run("generate", OperationRequest(count=2))
     assert wrong.value.field == "operation"
 
@@ -192,11 +224,15 @@ def test_npz_token_sequences_of_other_lengths_and_vocabularies(tmp_path: Path) -
     assert ds.task == "classification" and ds.num_classes == 5 and ds.info().target_dim == 3
     assert parse_npz(_npz(x=x, y=x[:, :3] * 0.5), task=None, name="floats").task == "regression"
     spec = seq2seq_spec({"id": "ds_pairs"})
-    with pytest.raises(TrainingFailed, match=r"x holds token ids 0\.\.11, outside 0\.\.4 \(set seq2seq.input_vocab"):
+    with pytest.raises(
+        TrainingFailed, match=r"x holds token ids 0\.\.11, outside 0\.\.4 \(set seq2seq.input_vocab"
+    ):
         train(spec, train_data(spec, ds), tmp_path / "small")
     spec = seq2seq_spec({"id": "ds_pairs"}, input_vocabulary=12, bidirectional_encoder=True)
     assert dry_run(spec, ds.info()).output_shape == (3, 5)
     result = train(spec, train_data(spec, ds), tmp_path / "pairs")
     assert result.model_path is not None and math.isfinite(result.history[-1]["val_loss"])
     decoded = Predictor.load(result.model_path).run(None, OperationRequest(instances=[[11] * 6]))
-    assert len(decoded["predictions"][0]) == 3 and all(0 <= t < 5 for t in decoded["predictions"][0])
+    assert len(decoded["predictions"][0]) == 3 and all(
+        0 <= t < 5 for t in decoded["predictions"][0]
+    )

@@ -41,7 +41,9 @@ def test_predict_on_raw_pixels_matches_the_network(digits_model: Path) -> None:
 def test_predict_accepts_flat_instances(digits_model: Path) -> None:
     predictor = Predictor.load(digits_model)
     raw = load_builtin(DatasetSpec(name="digits"), seed=0)
-    assert predictor.predict(raw.x[:3].reshape(3, 64).tolist()) == predictor.predict(raw.x[:3].tolist())
+    assert predictor.predict(raw.x[:3].reshape(3, 64).tolist()) == predictor.predict(
+        raw.x[:3].tolist()
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,7 +68,11 @@ def test_regression_predictions_are_in_raw_units(tmp_path: Path) -> None:
         {
             "dataset": {"name": "sine", "n_samples": 400},
             "model": {"preset": {"name": "mlp", "hidden_units": [32], "activation": "tanh"}},
-            "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "mse", "metrics": ["mae"]},
+            "compile": {
+                "optimizer": {"type": "adam", "learning_rate": 0.01},
+                "loss": "mse",
+                "metrics": ["mae"],
+            },
             "fit": {"epochs": 30, "batch_size": 32},
         }
     )
@@ -86,7 +92,10 @@ def test_binary_classifier_gives_two_probabilities(tmp_path: Path) -> None:
                     {"type": "dense", "units": 1, "activation": "sigmoid"},
                 ]
             },
-            "compile": {"optimizer": {"type": "adam", "learning_rate": 0.01}, "loss": "binary_crossentropy"},
+            "compile": {
+                "optimizer": {"type": "adam", "learning_rate": 0.01},
+                "loss": "binary_crossentropy",
+            },
             "fit": {"epochs": 5},
         }
     )

@@ -45,7 +45,17 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
     ],
     "conv1d": [
         ({"type": "conv1d", "filters": 4, "kernel_size": 3}, (3, 10)),
-        ({"type": "conv1d", "filters": 2, "kernel_size": 4, "strides": 3, "dilation": 2, "padding": "same"}, (3, 10)),
+        (
+            {
+                "type": "conv1d",
+                "filters": 2,
+                "kernel_size": 4,
+                "strides": 3,
+                "dilation": 2,
+                "padding": "same",
+            },
+            (3, 10),
+        ),
     ],
     "conv2d": [
         ({"type": "conv2d", "filters": 4, "kernel_size": 3}, (3, 8, 8)),
@@ -68,7 +78,10 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
     ],
     "maxpool2d": [
         ({"type": "maxpool2d"}, (3, 8, 8)),
-        ({"type": "maxpool2d", "pool_size": [3, 2], "strides": [1, 3], "padding": "same"}, (3, 7, 9)),
+        (
+            {"type": "maxpool2d", "pool_size": [3, 2], "strides": [1, 3], "padding": "same"},
+            (3, 7, 9),
+        ),
     ],
     "avgpool2d": [
         ({"type": "avgpool2d"}, (3, 8, 8)),
@@ -107,7 +120,16 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
         ({"type": "embedding", "input_dim": 10, "output_dim": 4}, (6,)),
     ],
     "conv2d_transpose": [
-        ({"type": "conv2d_transpose", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}, (3, 5, 5)),
+        (
+            {
+                "type": "conv2d_transpose",
+                "filters": 4,
+                "kernel_size": 3,
+                "strides": 2,
+                "padding": "same",
+            },
+            (3, 5, 5),
+        ),
         ({"type": "conv2d_transpose", "filters": 2, "kernel_size": 3, "strides": 2}, (3, 5, 5)),
         (
             {
@@ -120,7 +142,10 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
             },
             (3, 4, 5),
         ),
-        ({"type": "conv2d_transpose", "filters": 2, "kernel_size": [2, 1], "strides": [3, 2]}, (1, 4, 5)),
+        (
+            {"type": "conv2d_transpose", "filters": 2, "kernel_size": [2, 1], "strides": [3, 2]},
+            (1, 4, 5),
+        ),
     ],
     "upsample2d": [
         ({"type": "upsample2d"}, (3, 4, 5)),
@@ -133,12 +158,33 @@ EXAMPLES: dict[str, list[tuple[dict[str, typing.Any], tuple[int, ...]]]] = {
     "lstm": [
         ({"type": "lstm", "units": 4}, (6, 3)),
         ({"type": "lstm", "units": 3, "bidirectional": True}, (6, 3)),
-        ({"type": "lstm", "units": 3, "num_layers": 2, "dropout": 0.5, "return_sequences": True}, (6, 3)),
-        ({"type": "lstm", "units": 2, "num_layers": 3, "bidirectional": True, "return_sequences": True}, (5, 4)),
+        (
+            {"type": "lstm", "units": 3, "num_layers": 2, "dropout": 0.5, "return_sequences": True},
+            (6, 3),
+        ),
+        (
+            {
+                "type": "lstm",
+                "units": 2,
+                "num_layers": 3,
+                "bidirectional": True,
+                "return_sequences": True,
+            },
+            (5, 4),
+        ),
     ],
     "gru": [
         ({"type": "gru", "units": 4}, (6, 3)),
-        ({"type": "gru", "units": 3, "num_layers": 2, "bidirectional": True, "initializer": "he_normal"}, (6, 3)),
+        (
+            {
+                "type": "gru",
+                "units": 3,
+                "num_layers": 2,
+                "bidirectional": True,
+                "initializer": "he_normal",
+            },
+            (6, 3),
+        ),
         ({"type": "gru", "units": 3, "return_sequences": True}, (2, 3)),
     ],
     "positional_encoding": [
@@ -188,7 +234,9 @@ def _sample(spec: typing.Any, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(BATCH, *shape)
 
 
-def _build(spec_dict: dict[str, typing.Any], shape: tuple[int, ...]) -> tuple[typing.Any, registry.Built]:
+def _build(
+    spec_dict: dict[str, typing.Any], shape: tuple[int, ...]
+) -> tuple[typing.Any, registry.Built]:
     spec = ADAPTER.validate_python(spec_dict)
     return spec, registry.get(spec.type).build(spec, shape)
 
@@ -281,7 +329,9 @@ def test_sgd_step_changes_every_parameter(layer_type, spec_dict, shape):
         assert torch.isfinite(p.grad).all()
     optimizer.step()
     for name, p in named.items():
-        assert not torch.equal(before[name], p.detach()), f"{layer_type}: parameter {name} did not change"
+        assert not torch.equal(before[name], p.detach()), (
+            f"{layer_type}: parameter {name} did not change"
+        )
 
 
 def test_dense_use_bias_false_has_no_bias():
@@ -363,7 +413,9 @@ def test_window1d_output_size_follows_padding_formula(spec_dict, padding, stride
 def test_maxpool_same_never_picks_padding(pool_type):
     shape = (2, 9) if pool_type == "maxpool1d" else (2, 7, 9)
     _, built = _build({"type": pool_type, "pool_size": 3, "strides": 2, "padding": "same"}, shape)
-    out = built.module(-1.0 - torch.rand(2, *shape))  # every value below zero, the padding fill of a conv
+    out = built.module(
+        -1.0 - torch.rand(2, *shape)
+    )  # every value below zero, the padding fill of a conv
     assert (out < -1.0).all()
 
 
@@ -381,7 +433,11 @@ def test_avgpool2d_same_excludes_padding_from_average():
             (1, 8, 8),
             "window (9, 9) does not fit the input (1, 8, 8) with padding 'valid'",
         ),
-        ({"type": "conv2d", "filters": 2, "kernel_size": 3}, (64,), "expected 3-D (C, H, W) input, received (64,)"),
+        (
+            {"type": "conv2d", "filters": 2, "kernel_size": 3},
+            (64,),
+            "expected 3-D (C, H, W) input, received (64,)",
+        ),
         (
             {"type": "conv1d", "filters": 2, "kernel_size": 3},
             (1, 8, 8),
@@ -397,17 +453,37 @@ def test_avgpool2d_same_excludes_padding_from_average():
             (2, 3),
             "expected 1-D (L,) token-id input, received (2, 3)",
         ),
-        ({"type": "global_avgpool"}, (5,), "expected (C, ...) input with spatial axes, received (5,)"),
-        ({"type": "batchnorm"}, (1, 2, 3, 4), "expected (C,), (C, L) or (C, H, W) input, received (1, 2, 3, 4)"),
-        ({"type": "reshape", "target_shape": [5, 3]}, (12,), "cannot reshape (12,) (12 values) into (5, 3)"),
-        ({"type": "reshape", "target_shape": [-1, 5]}, (12,), "cannot reshape (12,) (12 values) into (-1, 5)"),
+        (
+            {"type": "global_avgpool"},
+            (5,),
+            "expected (C, ...) input with spatial axes, received (5,)",
+        ),
+        (
+            {"type": "batchnorm"},
+            (1, 2, 3, 4),
+            "expected (C,), (C, L) or (C, H, W) input, received (1, 2, 3, 4)",
+        ),
+        (
+            {"type": "reshape", "target_shape": [5, 3]},
+            (12,),
+            "cannot reshape (12,) (12 values) into (5, 3)",
+        ),
+        (
+            {"type": "reshape", "target_shape": [-1, 5]},
+            (12,),
+            "cannot reshape (12,) (12 values) into (-1, 5)",
+        ),
         (
             {"type": "reshape", "target_shape": [-1, 0]},
             (12,),
             "target_shape (-1, 0) may hold one -1 and otherwise positive sizes",
         ),
         ({"type": "lstm", "units": 4}, (64,), "expected 2-D (L, F) sequence input, received (64,)"),
-        ({"type": "gru", "units": 4}, (3, 8, 8), "expected 2-D (L, F) sequence input, received (3, 8, 8)"),
+        (
+            {"type": "gru", "units": 4},
+            (3, 8, 8),
+            "expected 2-D (L, F) sequence input, received (3, 8, 8)",
+        ),
         ({"type": "rnn", "units": 4}, (64,), "expected 2-D (L, F) sequence input, received (64,)"),
         (
             {"type": "multi_head_attention", "num_heads": 3},
@@ -429,7 +505,11 @@ def test_avgpool2d_same_excludes_padding_from_average():
             (6, 8),
             "the sequence has 6 positions, more than max_length 4",
         ),
-        ({"type": "sequence_pool"}, (3, 4, 4), "expected 2-D (L, D) sequence input, received (3, 4, 4)"),
+        (
+            {"type": "sequence_pool"},
+            (3, 4, 4),
+            "expected 2-D (L, D) sequence input, received (3, 4, 4)",
+        ),
         (
             {"type": "conv2d_transpose", "filters": 2, "kernel_size": 3},
             (64,),
@@ -490,7 +570,10 @@ def test_activation_layer_uses_alpha(name, alpha, reference):
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_dense_activation_applies_inside_body(name):
     torch.manual_seed(0)
-    layers = [L.DenseLayer(type="dense", units=4, activation=name), L.DenseLayer(type="dense", units=1)]
+    layers = [
+        L.DenseLayer(type="dense", units=4, activation=name),
+        L.DenseLayer(type="dense", units=1),
+    ]
     body, shape, summary = build_layers(layers, (5,), "glorot_uniform")
     first = body[0]
     linear = first if isinstance(first, nn.Linear) else first[0]
@@ -504,7 +587,9 @@ def test_dense_activation_applies_inside_body(name):
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_dense_activation_on_last_layer_stays_out_of_body(name):
     torch.manual_seed(0)
-    body, _, _ = build_layers([L.DenseLayer(type="dense", units=3, activation=name)], (5,), "glorot_uniform")
+    body, _, _ = build_layers(
+        [L.DenseLayer(type="dense", units=3, activation=name)], (5,), "glorot_uniform"
+    )
     assert len(body) == 1
     assert isinstance(body[0], nn.Linear)  # the network's head applies it
 
@@ -533,7 +618,9 @@ def _dense_weights(name: str, via: str) -> nn.Linear:
     torch.manual_seed(0)
     if via == "layer":
         layer = L.DenseLayer(type="dense", units=FAN_OUT, initializer=name)
-        body, _, _ = build_layers([layer], (FAN_IN,), "zeros" if name != "zeros" else "glorot_uniform")
+        body, _, _ = build_layers(
+            [layer], (FAN_IN,), "zeros" if name != "zeros" else "glorot_uniform"
+        )
     else:
         body, _, _ = build_layers([L.DenseLayer(type="dense", units=FAN_OUT)], (FAN_IN,), name)
     linear = body[0]
@@ -581,7 +668,9 @@ def test_embedding_defaults_to_random_uniform():
     assert weight.std().item() == pytest.approx(0.05 / math.sqrt(3), rel=0.05)
 
 
-@pytest.mark.parametrize("layer_type", ["conv1d", "conv2d", "embedding", "conv2d_transpose", "multi_head_attention"])
+@pytest.mark.parametrize(
+    "layer_type", ["conv1d", "conv2d", "embedding", "conv2d_transpose", "multi_head_attention"]
+)
 def test_initializer_applies_to_every_weighted_layer(layer_type):
     spec_dict, shape = EXAMPLES[layer_type][0]
     layer = ADAPTER.validate_python({**spec_dict, "initializer": "zeros"})
@@ -594,7 +683,9 @@ def test_initializer_applies_to_every_weighted_layer(layer_type):
 
 
 def test_recurrent_dropout_needs_a_stack():
-    with pytest.raises(ValueError, match="dropout applies between stacked layers: it needs num_layers >= 2"):
+    with pytest.raises(
+        ValueError, match="dropout applies between stacked layers: it needs num_layers >= 2"
+    ):
         ADAPTER.validate_python({"type": "lstm", "units": 4, "dropout": 0.2})
 
 
@@ -607,7 +698,11 @@ def test_recurrent_many_to_one_gives_the_final_states(layer_type, bidirectional)
     x = torch.randn(BATCH, 5, 4)
     sequence, _ = built.module.rnn(x)
     # The backward direction ends at time 0: Keras' Bidirectional concatenates that state, not step L - 1's.
-    expected = torch.cat([sequence[:, -1, :3], sequence[:, 0, 3:]], dim=1) if bidirectional else sequence[:, -1]
+    expected = (
+        torch.cat([sequence[:, -1, :3], sequence[:, 0, 3:]], dim=1)
+        if bidirectional
+        else sequence[:, -1]
+    )
     assert built.shape == (6 if bidirectional else 3,)
     torch.testing.assert_close(built.module(x), expected)
 
@@ -663,7 +758,11 @@ def test_causal_attention_ignores_later_positions(spec_dict):
 
 @pytest.mark.parametrize(
     ("mode", "reference"),
-    [("mean", lambda x: x.mean(dim=1)), ("max", lambda x: x.max(dim=1).values), ("last", lambda x: x[:, -1])],
+    [
+        ("mean", lambda x: x.mean(dim=1)),
+        ("max", lambda x: x.max(dim=1).values),
+        ("last", lambda x: x[:, -1]),
+    ],
 )
 def test_sequence_pool_reduces_the_time_axis(mode, reference):
     _, built = _build({"type": "sequence_pool", "mode": mode}, (6, 3))
@@ -693,11 +792,15 @@ def test_conv2d_transpose_is_the_adjoint_of_keras_conv2d(kernel, strides, paddin
     with torch.no_grad():
         _only(down.module, nn.Conv2d).weight.copy_(_only(up.module, nn.ConvTranspose2d).weight)
         y, x = torch.randn(2, 3, h, w), torch.randn(2, *up.shape)
-        torch.testing.assert_close((down.module(x) * y).sum(), (x * up.module(y)).sum(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            (down.module(x) * y).sum(), (x * up.module(y)).sum(), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_upsample2d_nearest_repeats_pixels():
     _, built = _build({"type": "upsample2d", "size": [2, 3]}, (3, 4, 5))
     x = torch.randn(BATCH, 3, 4, 5)
     assert built.shape == (3, 8, 15)
-    torch.testing.assert_close(built.module(x), x.repeat_interleave(2, dim=2).repeat_interleave(3, dim=3))
+    torch.testing.assert_close(
+        built.module(x), x.repeat_interleave(2, dim=2).repeat_interleave(3, dim=3)
+    )

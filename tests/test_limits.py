@@ -102,7 +102,9 @@ def small_app() -> FastAPI:
 
 
 async def call(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
         return await client.request(method, path, **kwargs)
 
 
@@ -117,7 +119,9 @@ async def test_rate_limit_answers_429_with_retry_after() -> None:
     assert int(refused.headers["retry-after"]) >= 1
     assert "rate limit exceeded" in refused.json()["detail"]
     # Another key has its own bucket; health probes and key-less requests are not counted.
-    assert (await call(app, "GET", "/v1/thing", headers={"Authorization": "Bearer fs_two"})).status_code == 200
+    assert (
+        await call(app, "GET", "/v1/thing", headers={"Authorization": "Bearer fs_two"})
+    ).status_code == 200
     assert (await call(app, "GET", "/healthz", headers=key)).status_code == 200
     assert (await call(app, "GET", "/v1/thing")).status_code == 200
 
@@ -126,7 +130,9 @@ async def test_rate_limit_answers_429_with_retry_after() -> None:
 async def test_rate_zero_disables_the_limit() -> None:
     app = RateLimit(small_app(), rate=0.0, burst=1)
     key = {"Authorization": "Bearer fs_one"}
-    assert {(await call(app, "GET", "/v1/thing", headers=key)).status_code for _ in range(20)} == {200}
+    assert {(await call(app, "GET", "/v1/thing", headers=key)).status_code for _ in range(20)} == {
+        200
+    }
 
 
 @pytest.mark.anyio
@@ -139,7 +145,9 @@ async def test_a_streamed_body_over_the_limit_is_413_and_stops_early() -> None:
             pulled += 1
             yield b"x" * 1024
 
-    app = BodyLimit(small_app(), limit_for=lambda path: 20 * 1024 if path == "/v1/form" else 10 * 1024)
+    app = BodyLimit(
+        small_app(), limit_for=lambda path: 20 * 1024 if path == "/v1/form" else 10 * 1024
+    )
     answer = await call(app, "POST", "/v1/echo", content=chunks())  # no Content-Length: chunked
     assert answer.status_code == 413, answer.text
     assert "larger than 10240 bytes" in answer.json()["detail"]
@@ -193,7 +201,10 @@ def test_epochs_times_samples_over_the_limit_names_fit_epochs() -> None:
         quota.check_spec(spec, settings(max_epoch_samples=179_699), 1797)
     status, loc, msg = refusal(exc)
     assert (status, loc) == (422, ["body", "fit", "epochs"])
-    assert msg == "epochs x training samples = 100 x 1797 = 179700 exceeds the server's limit of 179699"
+    assert (
+        msg
+        == "epochs x training samples = 100 x 1797 = 179700 exceeds the server's limit of 179699"
+    )
 
 
 def test_training_samples_leave_out_the_test_and_validation_splits() -> None:
@@ -229,7 +240,11 @@ def test_a_family_network_is_counted_too() -> None:
     assert refusal(exc)[1] == ["body", "gan", "discriminator", "layers"]
     with pytest.raises(ApiError) as exc:
         quota.check_parameters(spec, settings(max_parameters=10), 11)
-    assert refusal(exc) == (422, ["body", "gan"], "the model has 11 parameters, which exceeds the server's limit of 10")
+    assert refusal(exc) == (
+        422,
+        ["body", "gan"],
+        "the model has 11 parameters, which exceeds the server's limit of 10",
+    )
 
 
 def test_parameters_over_the_limit_name_the_model() -> None:
@@ -265,7 +280,9 @@ def test_active_jobs_and_stored_bytes_count_only_the_tenant(database_url: str) -
         session.flush()
         assert quota.active_jobs(session, mine.id) == 2
         assert quota.stored_bytes(session, mine.id) == 1234
-        nothing = tenants_repo.get_or_create_tenant(session=session, name=f"t-{secrets.token_hex(4)}")
+        nothing = tenants_repo.get_or_create_tenant(
+            session=session, name=f"t-{secrets.token_hex(4)}"
+        )
         assert quota.stored_bytes(session, nothing.id) == 0
 
         quota.check_active_jobs(session, mine.id, settings(max_active_jobs=3))
@@ -293,13 +310,24 @@ def test_a_huge_model_is_counted_on_the_meta_device_without_memory() -> None:
     spec = JobSpec.model_validate(
         {
             "dataset": {"name": "digits"},
-            "model": {"layers": [{"type": "flatten"}, *wide, {"type": "dense", "units": 10, "activation": "softmax"}]},
+            "model": {
+                "layers": [
+                    {"type": "flatten"},
+                    *wide,
+                    {"type": "dense", "units": 10, "activation": "softmax"},
+                ]
+            },
             "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
         }
     )
-    counted = quota.meta_dry_run(spec, builtin_info(spec.dataset))  # 34 GB of float32 if it were real
+    counted = quota.meta_dry_run(
+        spec, builtin_info(spec.dataset)
+    )  # 34 GB of float32 if it were real
     assert counted is not None
-    assert counted.parameters == 64 * 65_536 + 65_536 + 2 * (65_536 * 65_536 + 65_536) + 65_536 * 10 + 10
+    assert (
+        counted.parameters
+        == 64 * 65_536 + 65_536 + 2 * (65_536 * 65_536 + 65_536) + 65_536 * 10 + 10
+    )
     small = quota.meta_dry_run(digits_mlp(), builtin_info(digits_mlp().dataset))
     assert small == dry_run(
         digits_mlp(), builtin_info(digits_mlp().dataset)
@@ -322,7 +350,10 @@ def test_no_example_is_refused_for_its_memory(name: str) -> None:
     [
         ("digits_cnn_augmented", ["body", "model", "layers", 0]),
         ("digits_dcgan", ["body", "gan", "generator", "layers", 2]),
-        ("digits_autoencoder", ["body", "autoencoder", "encoder", 0]),  # the first of the largest (64 values)
+        (
+            "digits_autoencoder",
+            ["body", "autoencoder", "encoder", 0],
+        ),  # the first of the largest (64 values)
         ("digits_vae", ["body", "vae", "encoder", 0]),
         ("digits_rbm", ["body", "rbm"]),
     ],
@@ -347,5 +378,7 @@ def test_a_memory_refusal_names_the_largest_layer_of_any_family(name: str, loc: 
     with pytest.raises(ApiError) as exc:
         quota.check_memory(spec, settings(max_dry_run_bytes=check - 1), report)
     status, where, message = refusal(exc)
-    assert (status, where) == (422, loc) and message.startswith("checking this model means running 2 samples")
+    assert (status, where) == (422, loc) and message.startswith(
+        "checking this model means running 2 samples"
+    )
     quota.check_memory(spec, settings(max_dry_run_bytes=check, max_job_memory_bytes=2**40), report)

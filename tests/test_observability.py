@@ -45,11 +45,20 @@ def test_json_lines_carry_the_job_only_inside_it() -> None:
     except ValueError:
         _in_job("job_2", None, lambda: logger.exception("failed"))
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [line["message"] for line in lines] == ["before any job", "training 3", "after", "failed"]
+    assert [line["message"] for line in lines] == [
+        "before any job",
+        "training 3",
+        "after",
+        "failed",
+    ]
     assert set(lines[0]) == {"time", "level", "logger", "message"}
     assert lines[0]["level"] == "INFO" and lines[0]["logger"] == "fitserve.test.json"
     assert lines[0]["time"].endswith("+00:00")
-    assert lines[1]["job_id"] == "job_1" and lines[1]["attempt"] == 2 and lines[1]["level"] == "WARNING"
+    assert (
+        lines[1]["job_id"] == "job_1"
+        and lines[1]["attempt"] == 2
+        and lines[1]["level"] == "WARNING"
+    )
     assert "job_id" not in lines[2] and "attempt" not in lines[2]
     assert lines[3]["job_id"] == "job_2" and "attempt" not in lines[3]
     assert "ValueError: boom" in lines[3]["exc_info"]
@@ -64,7 +73,9 @@ def test_text_lines_name_the_job() -> None:
     assert "fitserve.test.text: bye" in second and "job_9" not in second
 
 
-def test_configure_logging_routes_uvicorn_and_celery_through_root(capsys: pytest.CaptureFixture[str]) -> None:
+def test_configure_logging_routes_uvicorn_and_celery_through_root(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
@@ -127,7 +138,11 @@ def _seed_jobs() -> None:
                 latest_metrics={"epoch_seconds": 2.0, "samples_per_second": 160.0},
             )
         )
-        session.add(Job(tenant_id=tenant.id, name="t", spec={}, status="running", steps=0, latest_metrics={}))
+        session.add(
+            Job(
+                tenant_id=tenant.id, name="t", spec={}, status="running", steps=0, latest_metrics={}
+            )
+        )
 
 
 def test_metrics_text_parses_and_counts(api_env: Path) -> None:
@@ -168,7 +183,9 @@ def test_metrics_token_and_switch(api_env: Path, monkeypatch: pytest.MonkeyPatch
     client = TestClient(create_app())
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+    assert (
+        client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+    )
     monkeypatch.setenv("FITSERVE_METRICS_ENABLED", "false")
     get_settings.cache_clear()
     assert TestClient(create_app()).get("/metrics").status_code == 404

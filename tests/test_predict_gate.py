@@ -11,12 +11,16 @@ from core.repository import tenants as tenants_repo
 
 
 def _gate(url: str, check_seconds: float) -> PredictGate:
-    return PredictGate(lambda: hot_read(lambda c: tenants_repo.revocation_mark(connection=c), url), check_seconds)
+    return PredictGate(
+        lambda: hot_read(lambda c: tenants_repo.revocation_mark(connection=c), url), check_seconds
+    )
 
 
 def _key(url: str, tenant: str = "gate") -> str:
     with session_scope(url) as s:
-        return tenants_repo.create_key(session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name=tenant))
+        return tenants_repo.create_key(
+            session=s, tenant=tenants_repo.get_or_create_tenant(session=s, name=tenant)
+        )
 
 
 def _revoke(url: str, key: str) -> None:
@@ -29,7 +33,9 @@ def test_a_revocation_forgets_every_remembered_pair(database_url: str) -> None:
     assert not gate.admits("h1", "job") and not gate.admits("h2", "job")
     gate.remember("h1", "job", gate.generation)
     gate.remember("h2", "job", gate.generation)
-    assert gate.admits("h1", "job") and gate.admits("h2", "job") and not gate.admits("h1", "other-job")
+    assert (
+        gate.admits("h1", "job") and gate.admits("h2", "job") and not gate.admits("h1", "other-job")
+    )
     _revoke(database_url, revoked)
     time.sleep(0.06)
     assert not gate.admits("h1", "job") and not gate.admits("h2", "job")

@@ -34,16 +34,27 @@ print("dismissed", process._spare is None)
 """
 
 
-def test_a_spare_takes_the_next_job_and_a_dead_one_is_replaced(service_env: str, tmp_path: Path) -> None:
+def test_a_spare_takes_the_next_job_and_a_dead_one_is_replaced(
+    service_env: str, tmp_path: Path
+) -> None:
     jobs = [_submit(digits_mlp(epochs=1).model_dump(mode="json")) for _ in range(2)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run(
-        [sys.executable, "-c", SCENARIO, *jobs], env=env, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", SCENARIO, *jobs],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     said = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     spare_pid = said["spare"].split()[0]
-    assert said["spare"].endswith("True") and said["first"] == "succeeded" and said["second"] == "succeeded"
+    assert (
+        said["spare"].endswith("True")
+        and said["first"] == "succeeded"
+        and said["second"] == "succeeded"
+    )
     replacement_pid = said["replacement"].split()[0]
     assert said["replacement"].endswith("True True") and said["dismissed"] == "True"
     # The first job ran in the spare forked before it came; the second not in the killed replacement.

@@ -24,7 +24,9 @@ from worker.training.engine import train
 def _submit(spec: dict[str, Any]) -> str:
     with session_scope() as s:
         tenant = tenants_repo.get_or_create_tenant(session=s, name="runner")
-        job = Job(tenant_id=tenant.id, name="t", spec=spec, epochs=spec.get("fit", {}).get("epochs", 1))
+        job = Job(
+            tenant_id=tenant.id, name="t", spec=spec, epochs=spec.get("fit", {}).get("epochs", 1)
+        )
         s.add(job)
         s.flush()
         return job.id
@@ -41,10 +43,22 @@ def test_run_job_trains_and_records_everything(service_env: str) -> None:
     job_id = _submit(digits_mlp(epochs=2).model_dump(mode="json"))
     assert run_job(job_id, "test-worker") == "succeeded"
     job = _job(job_id)
-    assert (job.status, job.reason, job.attempt, job.epoch, job.steps) == ("succeeded", "completed 2 epochs", 1, 2, 23)
-    assert job.lease_owner is None and job.finished_at is not None and job.latest_metrics["val_accuracy"] > 0.5
+    assert (job.status, job.reason, job.attempt, job.epoch, job.steps) == (
+        "succeeded",
+        "completed 2 epochs",
+        1,
+        2,
+        23,
+    )
+    assert (
+        job.lease_owner is None
+        and job.finished_at is not None
+        and job.latest_metrics["val_accuracy"] > 0.5
+    )
     with session_scope() as s:
-        epochs = metrics_repo.list_metrics(session=s, job_id=job_id, name="val_loss", since_step=None, limit=100)
+        epochs = metrics_repo.list_metrics(
+            session=s, job_id=job_id, name="val_loss", since_step=None, limit=100
+        )
         assert [(m.epoch, m.step) for m in epochs] == [(1, 23), (2, 46)]
         assert [c.epoch for c in metrics_repo.list_checkpoints(session=s, job_id=job_id)] == [1, 2]
     assert (job_dir(get_settings().artifacts_dir, job_id) / "model.json").exists()
@@ -55,7 +69,12 @@ def test_run_job_trains_and_records_everything(service_env: str) -> None:
 def test_run_job_ends_failed_with_the_reason(service_env: str) -> None:
     nan = {
         "dataset": {"name": "diabetes", "standardize": False},
-        "model": {"layers": [{"type": "dense", "units": 16, "activation": "relu"}, {"type": "dense", "units": 1}]},
+        "model": {
+            "layers": [
+                {"type": "dense", "units": 16, "activation": "relu"},
+                {"type": "dense", "units": 1},
+            ]
+        },
         "compile": {"optimizer": {"type": "sgd", "learning_rate": 10.0}, "loss": "mse"},
         "fit": {"epochs": 5},
     }
@@ -83,15 +102,24 @@ def test_a_redelivered_job_resumes_from_its_checkpoint(service_env: str) -> None
     spec = digits_mlp(epochs=4)
     job_id = _submit(spec.model_dump(mode="json"))
     # A first attempt that got through two epochs before its worker died.
-    train(spec, load_train_data(spec), job_dir(get_settings().artifacts_dir, job_id), [Recorder(stop_at_step=47)])
+    train(
+        spec,
+        load_train_data(spec),
+        job_dir(get_settings().artifacts_dir, job_id),
+        [Recorder(stop_at_step=47)],
+    )
     assert run_job(job_id, "w") == "succeeded"
     with session_scope() as s:
-        epochs = metrics_repo.list_metrics(session=s, job_id=job_id, name="loss", since_step=None, limit=100)
+        epochs = metrics_repo.list_metrics(
+            session=s, job_id=job_id, name="loss", since_step=None, limit=100
+        )
     assert [m.epoch for m in epochs] == [3, 4]
     assert _job(job_id).reason == "completed 4 epochs"
     # The first attempt died before recording its checkpoints: the one resumed from is recorded now.
     with session_scope() as s:
-        recorded = [(c.epoch, c.attempt) for c in metrics_repo.list_checkpoints(session=s, job_id=job_id)]
+        recorded = [
+            (c.epoch, c.attempt) for c in metrics_repo.list_checkpoints(session=s, job_id=job_id)
+        ]
     assert sorted(recorded) == [(2, 1), (3, 1), (4, 1)]
 
 
@@ -106,10 +134,14 @@ def _run_until_stepping(job_id: str) -> tuple[threading.Thread, list[str]]:
     return runner, outcome
 
 
-def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_shutting_down_worker_preempts_its_job_which_resumes(
+    service_env: str, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from worker.reporter import STOPPING
 
-    job_id = _submit(digits_mlp(epochs=30).model_dump(mode="json"))  # not over before the stop comes
+    job_id = _submit(
+        digits_mlp(epochs=30).model_dump(mode="json")
+    )  # not over before the stop comes
     thread, outcome = _run_until_stepping(job_id)
     STOPPING.set()
     try:
@@ -120,7 +152,9 @@ def test_a_shutting_down_worker_preempts_its_job_which_resumes(service_env: str,
     job = _job(job_id)
     assert (job.status, job.attempt, job.preemptions, job.lease_owner) == ("preempted", 1, 1, None)
     assert job.reason.startswith("preempted at epoch ")  # type: ignore[union-attr]
-    monkeypatch.setenv("FITSERVE_MAX_ATTEMPTS", "1")  # the preemption did not use up the only attempt
+    monkeypatch.setenv(
+        "FITSERVE_MAX_ATTEMPTS", "1"
+    )  # the preemption did not use up the only attempt
     get_settings.cache_clear()
     assert run_job(job_id, "w2") == "succeeded"
     assert (_job(job_id).attempt, _job(job_id).reason) == (2, "completed 30 epochs")
@@ -154,12 +188,22 @@ def test_the_time_limit_counts_every_attempt(service_env: str) -> None:
     assert 4.5 < job.trained_seconds < 9.5 and job.attempt == 2
 
 
-def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(service_env: str, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_an_unexpected_error_ends_the_job_with_a_reason_that_shows_no_internals(
+    service_env: str, caplog
+) -> None:  # type: ignore[no-untyped-def]
     """A real fault the worker does not expect: the upload's file on disk is a directory."""
     with session_scope() as s:
         tenant = tenants_repo.get_or_create_tenant(session=s, name="runner")
-        row = Dataset(tenant_id=tenant.id, name="gone", format="csv", size_bytes=1, sha256="0" * 64, target="label",
-                      task="classification", description={})  # fmt: skip
+        row = Dataset(
+            tenant_id=tenant.id,
+            name="gone",
+            format="csv",
+            size_bytes=1,
+            sha256="0" * 64,
+            target="label",
+            task="classification",
+            description={},
+        )
         s.add(row)
         s.flush()
         dataset_id = row.id
@@ -183,7 +227,11 @@ def test_a_job_reports_its_device_and_precision_and_a_resume_keeps_them(service_
     assert (_job(job_id).device, _job(job_id).precision) == ("cpu", "fp32")
     began_on_gpu = _submit(digits_mlp(epochs=3).model_dump(mode="json"))
     with session_scope() as s:  # as a GPU worker's first attempt leaves it when it dies
-        s.execute(update(Job).where(Job.id == began_on_gpu).values(attempt=1, device="cuda", precision="bf16", epoch=1))
+        s.execute(
+            update(Job)
+            .where(Job.id == began_on_gpu)
+            .values(attempt=1, device="cuda", precision="bf16", epoch=1)
+        )
     assert run_job(began_on_gpu, "w") == "failed"
     job = _job(began_on_gpu)
     assert job.reason == (
@@ -198,7 +246,9 @@ def test_a_resume_under_a_kept_precision_is_the_same_spec(tmp_path) -> None:  # 
     matches, so the resume is not refused as 'written for a different spec'."""
     spec = digits_mlp(epochs=2)
     data = load_train_data(spec)
-    train(spec, data, tmp_path, [Recorder(stop_at_step=24)])  # a first attempt, stopped in its second epoch
+    train(
+        spec, data, tmp_path, [Recorder(stop_at_step=24)]
+    )  # a first attempt, stopped in its second epoch
     recorder = Recorder()
     result = train(spec, data, tmp_path, [recorder], resume=True, mixed_precision="off")
     assert result.epochs_done == 2 and recorder.start is not None

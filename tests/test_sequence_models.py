@@ -34,7 +34,11 @@ def job(
             "name": "sequence",
             "dataset": dataset,
             "model": {"layers": layers},
-            "compile": {"optimizer": {"type": "adam", "learning_rate": lr}, "loss": loss, "metrics": list(metrics)},
+            "compile": {
+                "optimizer": {"type": "adam", "learning_rate": lr},
+                "loss": loss,
+                "metrics": list(metrics),
+            },
             "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 0},
         }
     )
@@ -55,7 +59,9 @@ def test_sequence_set_has_its_shape_and_is_deterministic_by_seed(name, shape, ta
     a = load_builtin(DatasetSpec(name=name, n_samples=200), seed=1)
     b = load_builtin(DatasetSpec(name=name, n_samples=200), seed=1)
     c = load_builtin(DatasetSpec(name=name, n_samples=200), seed=2)
-    assert a.input_shape == shape and a.task == task and a.num_classes == classes and len(a.x) == 200
+    assert (
+        a.input_shape == shape and a.task == task and a.num_classes == classes and len(a.x) == 200
+    )
     assert builtin_info(DatasetSpec(name=name)).input_shape == shape
     assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and not np.array_equal(a.x, c.x)
     assert np.all(np.isfinite(a.x))
@@ -67,12 +73,16 @@ def test_sequence_tokens_class_is_the_clear_majority_marker():
     assert np.array_equal(ds.x, tokens) and tokens.min() >= 1 and tokens.max() <= 31
     counts = np.stack([(tokens == marker).sum(axis=1) for marker in range(1, 6)], axis=1)
     ranked = np.sort(counts, axis=1)
-    assert np.array_equal(counts.argmax(axis=1), ds.y) and np.all(ranked[:, -1] - ranked[:, -2] >= 2)
+    assert np.array_equal(counts.argmax(axis=1), ds.y) and np.all(
+        ranked[:, -1] - ranked[:, -2] >= 2
+    )
     assert np.bincount(ds.y).tolist() == [100] * 5
 
 
 def test_sequence_sets_refuse_options_they_cannot_honour():
-    with pytest.raises(DatasetError, match=r"dataset\.classes: sequence_classes has at most 8 classes, not 9"):
+    with pytest.raises(
+        DatasetError, match=r"dataset\.classes: sequence_classes has at most 8 classes, not 9"
+    ):
         load_builtin(DatasetSpec(name="sequence_classes", classes=9), seed=0)
     with pytest.raises(DatasetError, match=r"dataset\.noise does not apply to sequence_tokens"):
         load_builtin(DatasetSpec(name="sequence_tokens", noise=0.1), seed=0)
@@ -104,8 +114,12 @@ def test_lstm_forecaster_halves_the_last_value_baseline(tmp_path: Path) -> None:
     assert data.x_val is not None and data.y_val is not None
     # The loss is in standardised target units: map the raw last input value into them.
     last = invert_affine(data.x_val.numpy(), data.preprocessing["features"])[:, -1, :]
-    baseline = float(np.mean((apply_affine(last, data.preprocessing["target"]) - data.y_val.numpy()) ** 2))
-    assert baseline < 0.3  # the last value is a fair forecast (the targets' variance is 1): a real bar to beat
+    baseline = float(
+        np.mean((apply_affine(last, data.preprocessing["target"]) - data.y_val.numpy()) ** 2)
+    )
+    assert (
+        baseline < 0.3
+    )  # the last value is a fair forecast (the targets' variance is 1): a real bar to beat
     result = train(spec, data, tmp_path)
     assert result.history[-1]["val_loss"] * 2 <= baseline, (result.history[-1], baseline)
 
@@ -122,7 +136,9 @@ def test_transformer_classifier_learns_token_majority(tmp_path: Path) -> None:
         ],
     )
     data = load_train_data(spec)
-    assert str(data.x_train.dtype) == "torch.int64"  # an embedding first: token ids, never standardised
+    assert (
+        str(data.x_train.dtype) == "torch.int64"
+    )  # an embedding first: token ids, never standardised
     result = train(spec, data, tmp_path)
     assert result.history[-1]["val_accuracy"] >= 0.9, result.history
 
@@ -131,7 +147,9 @@ def test_uploaded_csv_of_token_columns_trains_and_predicts(tmp_path: Path) -> No
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 10, (400, 8))
     label = (tokens == 7).any(axis=1).astype(int)
-    rows = ["t0,t1,t2,t3,t4,t5,t6,t7,label"] + [",".join(map(str, [*t, c])) for t, c in zip(tokens, label, strict=True)]
+    rows = ["t0,t1,t2,t3,t4,t5,t6,t7,label"] + [
+        ",".join(map(str, [*t, c])) for t, c in zip(tokens, label, strict=True)
+    ]
     (tmp_path / "tokens.csv").write_text("\n".join(rows) + "\n")
     spec = job(
         {"id": "tokens"},
@@ -143,10 +161,14 @@ def test_uploaded_csv_of_token_columns_trains_and_predicts(tmp_path: Path) -> No
         epochs=15,
         lr=0.02,
     )
-    result = train(spec, load_train_data(spec, lambda _id: tmp_path / "tokens.csv"), tmp_path / "run")
+    result = train(
+        spec, load_train_data(spec, lambda _id: tmp_path / "tokens.csv"), tmp_path / "run"
+    )
     assert result.history[-1]["val_accuracy"] >= 0.9, result.history
     assert result.model_path is not None
-    predicted = Predictor.load(result.model_path).predict([[7, 0, 0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 8, 9]])
+    predicted = Predictor.load(result.model_path).predict(
+        [[7, 0, 0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 8, 9]]
+    )
     assert predicted["predictions"] == ["1", "0"]
 
 
@@ -162,7 +184,9 @@ def test_dry_run_counts_recurrent_parameters():
     )
     report = dry_run(spec, CLASSES_INFO)
     assert [layer["output_shape"] for layer in report.layers] == [[8], [4]]
-    assert report.parameters == 4 * (8 * 2 + 8 * 8 + 8 + 8) + 8 * 4 + 4  # torch keeps two bias vectors
+    assert (
+        report.parameters == 4 * (8 * 2 + 8 * 8 + 8 + 8) + 8 * 4 + 4
+    )  # torch keeps two bias vectors
 
 
 @pytest.mark.parametrize(
@@ -174,7 +198,10 @@ def test_dry_run_counts_recurrent_parameters():
             "layer 1 (lstm): expected 2-D (L, F) sequence input, received (64,)",
         ),
         (
-            [{"type": "dense", "units": 10}, {"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8}],
+            [
+                {"type": "dense", "units": 10},
+                {"type": "transformer_encoder", "num_heads": 4, "ff_dim": 8},
+            ],
             1,
             "layer 1 (transformer_encoder): the model dimension 10 (the input's last axis) does not divide by "
             "num_heads 4",
@@ -187,7 +214,10 @@ def test_dry_run_counts_recurrent_parameters():
     ],
 )
 def test_dry_run_names_the_sequence_layer_at_fault(layers, index, message):
-    spec = job({"name": "sequence_classes"}, [*layers, {"type": "dense", "units": 4, "activation": "softmax"}])
+    spec = job(
+        {"name": "sequence_classes"},
+        [*layers, {"type": "dense", "units": 4, "activation": "softmax"}],
+    )
     with pytest.raises(SpecError) as caught:
         dry_run(spec, CLASSES_INFO)
     assert caught.value.loc == ("model", "layers", index)

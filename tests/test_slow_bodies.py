@@ -76,10 +76,18 @@ async def test_a_steady_body_passes_and_a_slow_whole_is_cut_at_the_total() -> No
     steady = [(0.05, chunk(10)) for _ in range(5)] + [(0.05, chunk(50, more=False))]
     limited = BodyLimit(app(), lambda _: 1024, idle_seconds=0.1, total_seconds=1.0)
     sent = await exchange(limited, steady)
-    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"]) == {"size": 100} and ran == ["echo"]
-    sent = await exchange(BodyLimit(app(), lambda _: 1024, idle_seconds=0.1, total_seconds=0.2), steady)
+    assert (
+        sent[0]["status"] == 200
+        and json.loads(sent[1]["body"]) == {"size": 100}
+        and ran == ["echo"]
+    )
+    sent = await exchange(
+        BodyLimit(app(), lambda _: 1024, idle_seconds=0.1, total_seconds=0.2), steady
+    )
     assert sent[0]["status"] == 408
-    assert json.loads(sent[1]["body"]) == {"detail": "the request body took longer than 0.2 s to arrive"}
+    assert json.loads(sent[1]["body"]) == {
+        "detail": "the request body took longer than 0.2 s to arrive"
+    }
 
 
 @pytest.mark.anyio
@@ -97,7 +105,9 @@ async def test_after_the_body_receive_waits_past_the_timeouts() -> None:
         BodyLimit(stream, lambda _: 1024, idle_seconds=0.1, total_seconds=0.2),
         [(0, chunk(0, more=False)), (0.3, {"type": "http.disconnect"})],
     )
-    assert [m["type"] for m in got] == ["http.request", "http.disconnect"] and sent[0]["status"] == 200
+    assert [m["type"] for m in got] == ["http.request", "http.disconnect"] and sent[0][
+        "status"
+    ] == 200
 
 
 @pytest.fixture

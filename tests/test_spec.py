@@ -48,7 +48,12 @@ def job(
         {
             "dataset": dataset or SINE,
             "model": {"layers": layers or REGRESSION_LAYERS},
-            "compile": {"loss": loss, "optimizer": optimizer, "metrics": list(metrics), **(compile_extra or {})},
+            "compile": {
+                "loss": loss,
+                "optimizer": optimizer,
+                "metrics": list(metrics),
+                **(compile_extra or {}),
+            },
             "fit": {"epochs": 3, "batch_size": 32, **fit},
         }
     )
@@ -79,13 +84,24 @@ OPTIMIZERS = [
         id="sgd",
     ),
     pytest.param(
-        {"type": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
+        {
+            "type": "sgd",
+            "learning_rate": 0.05,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 1e-4,
+        },
         torch.optim.SGD,
         {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
         id="sgd-momentum-nesterov",
     ),
     pytest.param(
-        {"type": "adagrad", "learning_rate": 0.05, "initial_accumulator_value": 0.2, "epsilon": 1e-6},
+        {
+            "type": "adagrad",
+            "learning_rate": 0.05,
+            "initial_accumulator_value": 0.2,
+            "epsilon": 1e-6,
+        },
         torch.optim.Adagrad,
         {"lr": 0.05, "initial_accumulator_value": 0.2, "eps": 1e-6},
         id="adagrad",
@@ -154,7 +170,11 @@ LOSSES = [
     pytest.param("mae", SINE, REGRESSION_LAYERS, ("mae",), id="mae"),
     pytest.param("huber", SINE, REGRESSION_LAYERS, ("mse",), id="huber"),
     pytest.param(
-        "binary_crossentropy", MOONS, [dense(16, "relu"), dense(1, "sigmoid")], ("accuracy",), id="binary_crossentropy"
+        "binary_crossentropy",
+        MOONS,
+        [dense(16, "relu"), dense(1, "sigmoid")],
+        ("accuracy",),
+        id="binary_crossentropy",
     ),
     pytest.param(
         "categorical_crossentropy",
@@ -175,7 +195,14 @@ LOSSES = [
 
 @pytest.mark.parametrize(("loss", "dataset", "layers", "metrics"), LOSSES)
 def test_train_completes_with_loss(tmp_path, loss, dataset, layers, metrics):
-    spec = job(dataset, layers, loss, {"type": "adam", "learning_rate": 0.01}, metrics, validation_split=0.2)
+    spec = job(
+        dataset,
+        layers,
+        loss,
+        {"type": "adam", "learning_rate": 0.01},
+        metrics,
+        validation_split=0.2,
+    )
     result = run(spec, tmp_path)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
@@ -211,14 +238,21 @@ def test_step_schedule_decays_every_step_size_epochs(tmp_path, step_size, gamma)
     assert lrs(result) == pytest.approx([base * gamma ** (e // step_size) for e in range(3)])
 
 
-@pytest.mark.parametrize(("t_max", "min_lr", "epochs"), [(None, 0.01, 3), (2, 0.001, 3), (4, 0.0, 3)])
+@pytest.mark.parametrize(
+    ("t_max", "min_lr", "epochs"), [(None, 0.01, 3), (2, 0.001, 3), (4, 0.0, 3)]
+)
 def test_cosine_schedule_follows_half_cosine(tmp_path, t_max, min_lr, epochs):
     base = 0.1
     schedule = {"type": "cosine", "min_lr": min_lr} | ({} if t_max is None else {"t_max": t_max})
-    spec = job(optimizer={"type": "sgd", "learning_rate": base}, lr_schedule=schedule, epochs=epochs)
+    spec = job(
+        optimizer={"type": "sgd", "learning_rate": base}, lr_schedule=schedule, epochs=epochs
+    )
     result = run(spec, tmp_path)
     period = t_max or epochs
-    expected = [min_lr + (base - min_lr) * (1 + math.cos(math.pi * min(e, period) / period)) / 2 for e in range(epochs)]
+    expected = [
+        min_lr + (base - min_lr) * (1 + math.cos(math.pi * min(e, period) / period)) / 2
+        for e in range(epochs)
+    ]
     assert lrs(result) == pytest.approx(expected)
     assert lrs(result)[0] == pytest.approx(base)
     if period < epochs:
@@ -243,7 +277,13 @@ def test_reduce_on_plateau_cuts_lr_after_patience_down_to_min_lr(tmp_path):
     "schedule",
     [
         {"type": "reduce_on_plateau", "patience": 0, "factor": 0.5},
-        {"type": "reduce_on_plateau", "monitor": "val_mae", "patience": 1, "factor": 0.2, "min_delta": 0.01},
+        {
+            "type": "reduce_on_plateau",
+            "monitor": "val_mae",
+            "patience": 1,
+            "factor": 0.2,
+            "min_delta": 0.01,
+        },
     ],
 )
 def test_reduce_on_plateau_follows_monitor(tmp_path, schedule):
@@ -273,7 +313,9 @@ def test_reduce_on_plateau_follows_monitor(tmp_path, schedule):
 
 
 @pytest.mark.parametrize(
-    "regularization", [{"l1": 1e-3}, {"l2": 1e-2}, {"l1": 1e-4, "l2": 1e-3}], ids=["l1", "l2", "l1+l2"]
+    "regularization",
+    [{"l1": 1e-3}, {"l2": 1e-2}, {"l1": 1e-4, "l2": 1e-3}],
+    ids=["l1", "l2", "l1+l2"],
 )
 def test_train_completes_with_regularization(tmp_path, regularization):
     spec = job(compile_extra={"regularization": regularization})
@@ -288,12 +330,17 @@ def test_evaluate_adds_kernel_penalty_to_loss(tmp_path, l1, l2):
     reg_spec = job(layers=layers, compile_extra={"regularization": {"l1": l1, "l2": l2}})
     data = load_train_data(plain_spec)
     plain = Trainer(plain_spec, data, tmp_path / "plain")
-    regularized = Trainer(reg_spec, data, tmp_path / "reg")  # the same seed: the same initial weights
-    kernels = [m.weight.detach() for m in regularized.model.modules() if isinstance(m, torch.nn.Linear)]
+    regularized = Trainer(
+        reg_spec, data, tmp_path / "reg"
+    )  # the same seed: the same initial weights
+    kernels = [
+        m.weight.detach() for m in regularized.model.modules() if isinstance(m, torch.nn.Linear)
+    ]
     assert len(kernels) == 3
     expected = sum(l1 * w.abs().sum().item() + l2 * w.square().sum().item() for w in kernels)
     difference = (
-        regularized.evaluate(data.x_train, data.y_train)["loss"] - plain.evaluate(data.x_train, data.y_train)["loss"]
+        regularized.evaluate(data.x_train, data.y_train)["loss"]
+        - plain.evaluate(data.x_train, data.y_train)["loss"]
     )
     assert expected > 0
     assert difference == pytest.approx(expected, rel=1e-4)
@@ -313,27 +360,43 @@ def _total_change(spec: JobSpec, out: Path) -> tuple[torch.Tensor, int]:
 
 def test_clip_grad_value_bounds_every_update(tmp_path):
     lr, clip = 0.1, 1e-3
-    clipped = job(optimizer={"type": "sgd", "learning_rate": lr}, compile_extra={"clip_grad_value": clip}, epochs=2)
+    clipped = job(
+        optimizer={"type": "sgd", "learning_rate": lr},
+        compile_extra={"clip_grad_value": clip},
+        epochs=2,
+    )
     change, steps = _total_change(clipped, tmp_path / "clipped")
     bound = steps * lr * clip
     # float32 rounding of the weights (about 1e-7 a step) is the only slack.
     assert 0 < change.abs().max().item() <= bound + 1e-5
-    free, _ = _total_change(job(optimizer={"type": "sgd", "learning_rate": lr}, epochs=2), tmp_path / "free")
+    free, _ = _total_change(
+        job(optimizer={"type": "sgd", "learning_rate": lr}, epochs=2), tmp_path / "free"
+    )
     assert free.abs().max().item() > bound  # the bound is not vacuous
 
 
 def test_clip_grad_norm_bounds_every_update(tmp_path):
     lr, clip = 0.1, 1e-2
-    clipped = job(optimizer={"type": "sgd", "learning_rate": lr}, compile_extra={"clip_grad_norm": clip}, epochs=2)
+    clipped = job(
+        optimizer={"type": "sgd", "learning_rate": lr},
+        compile_extra={"clip_grad_norm": clip},
+        epochs=2,
+    )
     change, steps = _total_change(clipped, tmp_path / "clipped")
     bound = steps * lr * clip
     assert 0 < change.norm().item() <= bound + 1e-5
-    free, _ = _total_change(job(optimizer={"type": "sgd", "learning_rate": lr}, epochs=2), tmp_path / "free")
+    free, _ = _total_change(
+        job(optimizer={"type": "sgd", "learning_rate": lr}, epochs=2), tmp_path / "free"
+    )
     assert free.norm().item() > bound
 
 
 def test_train_completes_with_both_clips_and_regularization(tmp_path):
-    extra = {"clip_grad_norm": 1.0, "clip_grad_value": 0.5, "regularization": {"l1": 1e-4, "l2": 1e-4}}
+    extra = {
+        "clip_grad_norm": 1.0,
+        "clip_grad_value": 0.5,
+        "regularization": {"l1": 1e-4, "l2": 1e-4},
+    }
     result = run(job(compile_extra=extra), tmp_path)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
@@ -362,7 +425,13 @@ def _layers(*layers: dict[str, Any]) -> dict[str, Any]:
 
 BAD_SPECS = [
     # (payload, loc, type, message); a message starting with "Value error, " is ours, matched exactly.
-    pytest.param(_with(extra=1), ("extra",), "extra_forbidden", "Extra inputs are not permitted", id="extra-top"),
+    pytest.param(
+        _with(extra=1),
+        ("extra",),
+        "extra_forbidden",
+        "Extra inputs are not permitted",
+        id="extra-top",
+    ),
     pytest.param(
         _layers({"type": "dense", "units": 10, "activaton": "softmax"}),
         ("model", "layers", 1, "dense", "activaton"),
@@ -420,7 +489,9 @@ BAD_SPECS = [
         id="validation-split-0.95",
     ),
     pytest.param(
-        _with(compile={"loss": "mse", "optimizer": {"type": "adam", "learning_rate": float("nan")}}),
+        _with(
+            compile={"loss": "mse", "optimizer": {"type": "adam", "learning_rate": float("nan")}}
+        ),
         ("compile", "optimizer", "adam", "learning_rate"),
         "finite_number",
         "Input should be a finite number",
@@ -573,7 +644,10 @@ def test_validate_rejects_bad_spec(payload, loc, error_type, message):
     assert len(errors) == 1, errors
     assert errors[0]["loc"] == loc
     assert errors[0]["type"] == error_type
-    if message.startswith("Value error, ") or error_type in ("union_tag_invalid", "extra_forbidden"):
+    if message.startswith("Value error, ") or error_type in (
+        "union_tag_invalid",
+        "extra_forbidden",
+    ):
         assert errors[0]["msg"] == message
     else:
         assert message in errors[0]["msg"]
@@ -582,15 +656,24 @@ def test_validate_rejects_bad_spec(payload, loc, error_type, message):
 @pytest.mark.parametrize(
     "payload",
     [
-        pytest.param(_with(fit={"validation_split": 0.2, "early_stopping": {"monitor": "val_loss"}}), id="fit-split"),
         pytest.param(
-            _with(dataset={"name": "digits", "validation_split": 0.2}, fit={"early_stopping": {"monitor": "val_loss"}}),
+            _with(fit={"validation_split": 0.2, "early_stopping": {"monitor": "val_loss"}}),
+            id="fit-split",
+        ),
+        pytest.param(
+            _with(
+                dataset={"name": "digits", "validation_split": 0.2},
+                fit={"early_stopping": {"monitor": "val_loss"}},
+            ),
             id="dataset-split",
         ),
         pytest.param(
             _with(
                 compile={"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
-                fit={"validation_split": 0.2, "lr_schedule": {"type": "reduce_on_plateau", "monitor": "val_accuracy"}},
+                fit={
+                    "validation_split": 0.2,
+                    "lr_schedule": {"type": "reduce_on_plateau", "monitor": "val_accuracy"},
+                },
             ),
             id="val-accuracy",
         ),
@@ -750,7 +833,9 @@ DRY_RUN_ERRORS = [
         id="reshape-two-wildcards",
     ),
     pytest.param(
-        dry_job([FLATTEN, {"type": "embedding", "input_dim": 10, "output_dim": 4}, FLATTEN, dense(10)]),
+        dry_job(
+            [FLATTEN, {"type": "embedding", "input_dim": 10, "output_dim": 4}, FLATTEN, dense(10)]
+        ),
         DIGITS,
         "layer 1 (embedding): must be the first layer, it takes token ids",
         ("model", "layers", 1),
@@ -816,7 +901,9 @@ OPTIMIZER_SLOTS = [
     pytest.param({"type": "sgd", "momentum": 0.9}, 1, id="sgd-momentum"),
     pytest.param("adagrad", 1, id="adagrad"),
     pytest.param("rmsprop", 1, id="rmsprop"),
-    pytest.param({"type": "rmsprop", "momentum": 0.5, "centered": True}, 3, id="rmsprop-centered-momentum"),
+    pytest.param(
+        {"type": "rmsprop", "momentum": 0.5, "centered": True}, 3, id="rmsprop-centered-momentum"
+    ),
     pytest.param("adam", 2, id="adam"),
     pytest.param({"type": "adam", "amsgrad": True}, 3, id="adam-amsgrad"),
     pytest.param("adamw", 2, id="adamw"),
@@ -825,7 +912,9 @@ OPTIMIZER_SLOTS = [
 
 @pytest.mark.parametrize(("optimizer", "slots"), OPTIMIZER_SLOTS)
 def test_dry_run_reports_parameters_and_memory(optimizer, slots):
-    spec = dry_job([FLATTEN, dense(512, "relu"), dense(10, "softmax")], optimizer=optimizer, batch_size=16)
+    spec = dry_job(
+        [FLATTEN, dense(512, "relu"), dense(10, "softmax")], optimizer=optimizer, batch_size=16
+    )
     report = dry_run(spec, DIGITS)
     assert report.parameters == DIGITS_MLP_PARAMS == 38_410
     assert report.output_shape == (10,)
@@ -836,7 +925,9 @@ def test_dry_run_reports_parameters_and_memory(optimizer, slots):
     ]
     # Weights, gradients and optimizer slots, plus twice the activations (input and every layer) of a batch.
     activations = 2 * (64 + 64 + 512 + 10) * 16 * FLOAT_BYTES
-    assert report.estimated_memory_bytes == DIGITS_MLP_PARAMS * FLOAT_BYTES * (2 + slots) + activations
+    assert (
+        report.estimated_memory_bytes == DIGITS_MLP_PARAMS * FLOAT_BYTES * (2 + slots) + activations
+    )
     assert report.estimated_memory_bytes > 0
     assert report.as_dict()["parameters"] == DIGITS_MLP_PARAMS
 
@@ -851,11 +942,20 @@ def test_dry_run_reports_parameters_and_memory(optimizer, slots):
             (10,),
             id="conv-same",
         ),
-        pytest.param(dry_job(preset="alvinn", loss="mse"), ROAD_INFO, 960 * 4 + 4 + 4 * 30 + 30, (30,), id="alvinn"),
-        pytest.param(dry_job([dense(1, "sigmoid")], "binary_crossentropy"), MOONS_INFO, 3, (1,), id="binary"),
+        pytest.param(
+            dry_job(preset="alvinn", loss="mse"),
+            ROAD_INFO,
+            960 * 4 + 4 + 4 * 30 + 30,
+            (30,),
+            id="alvinn",
+        ),
+        pytest.param(
+            dry_job([dense(1, "sigmoid")], "binary_crossentropy"), MOONS_INFO, 3, (1,), id="binary"
+        ),
         pytest.param(
             dry_job(
-                [{"type": "embedding", "input_dim": 20, "output_dim": 4}, FLATTEN, dense(2)], "binary_crossentropy"
+                [{"type": "embedding", "input_dim": 20, "output_dim": 4}, FLATTEN, dense(2)],
+                "binary_crossentropy",
             ),
             DataInfo(input_shape=(6,), task="classification", num_classes=2),
             20 * 4 + 24 * 2 + 2,
@@ -875,7 +975,9 @@ def test_dry_run_accepts_valid_spec(spec, info, parameters, output_shape):
 def test_dry_run_accepts_example_spec(path):
     spec = JobSpec.model_validate(json.loads(path.read_text()))
     if spec.dataset.name == "mnist":  # the data comes from an optional extra; its shape is known
-        info = DataInfo(input_shape=(1, 28, 28), task="classification", num_classes=10, kind="image")
+        info = DataInfo(
+            input_shape=(1, 28, 28), task="classification", num_classes=10, kind="image"
+        )
     else:
         info = load_dataset(spec.dataset, spec.fit.seed).info()
     report = dry_run(spec, info)

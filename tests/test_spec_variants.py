@@ -66,18 +66,29 @@ def test_errors_inside_a_family_section_name_the_body_path() -> None:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        pytest.param({"family": "vae", "compile": {"loss": "mse"}}, "family 'vae' needs its `vae` section", id="own"),
+        pytest.param(
+            {"family": "vae", "compile": {"loss": "mse"}},
+            "family 'vae' needs its `vae` section",
+            id="own",
+        ),
         pytest.param(
             {"family": "vae", "vae": VAE_SECTION, "compile": {"loss": "mse"}, "gan": {}},
             "`gan` is for family 'gan'; this job's family is 'vae'",
             id="foreign",
         ),
         pytest.param(
-            {"family": "vae", "vae": VAE_SECTION, "compile": {"loss": "mse"}, "model": {"preset": "mlp"}},
+            {
+                "family": "vae",
+                "vae": VAE_SECTION,
+                "compile": {"loss": "mse"},
+                "model": {"preset": "mlp"},
+            },
             "`model` is for the supervised family; family 'vae' describes its networks in `vae`",
             id="model",
         ),
-        pytest.param({"family": "vae", "vae": VAE_SECTION}, "family 'vae' needs `compile`", id="no-compile"),
+        pytest.param(
+            {"family": "vae", "vae": VAE_SECTION}, "family 'vae' needs `compile`", id="no-compile"
+        ),
         pytest.param(
             {"family": "rbm", "rbm": {"hidden_units": 4}, "compile": {"loss": "mse"}},
             "family 'rbm' takes no `compile`: its optimizers are in `rbm`",
@@ -107,7 +118,9 @@ def test_a_spec_stored_before_the_variants_still_validates() -> None:
 
 def test_openapi_shows_one_variant_per_family() -> None:
     schema = create_app().openapi()
-    body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
     assert body["discriminator"]["propertyName"] == "family"
     assert set(body["discriminator"]["mapping"]) == set(REGISTRY)
     assert len(body["oneOf"]) == len(REGISTRY)

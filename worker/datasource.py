@@ -16,7 +16,9 @@ from worker.training.engine import TrainData
 
 
 def takes_tokens(spec: JobSpec) -> bool:
-    if not isinstance(spec, SupervisedJob):  # a family that reads and writes tokens (seq2seq), or features
+    if not isinstance(
+        spec, SupervisedJob
+    ):  # a family that reads and writes tokens (seq2seq), or features
         return REGISTRY[spec.family].tokens
     layers = spec.model.layers or []  # a preset starts with no embedding
     return bool(layers) and layers[0].type == "embedding"
@@ -51,5 +53,7 @@ def train_data(spec: JobSpec, ds: Dataset) -> TrainData:
     )
 
 
-def load_train_data(spec: JobSpec, resolve_upload: Callable[[str], Path] | None = None) -> TrainData:
+def load_train_data(
+    spec: JobSpec, resolve_upload: Callable[[str], Path] | None = None
+) -> TrainData:
     return train_data(spec, load_dataset(spec.dataset, spec.fit.seed, resolve_upload))

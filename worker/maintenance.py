@@ -46,7 +46,9 @@ def run_once(
     if overdue and not _queue_is_empty(settings):
         grace = settings.queued_busy_grace_seconds
     with session_scope() as session:
-        jobs_repo.end_flagged_waiting(session=session)  # flagged for cancelling, waiting for nothing
+        jobs_repo.end_flagged_waiting(
+            session=session
+        )  # flagged for cancelling, waiting for nothing
         swept = jobs_repo.sweep_waiting(session=session, grace_seconds=grace)
     for job_id in reaped + swept:
         try:
@@ -54,7 +56,11 @@ def run_once(
         except Exception as exc:  # it stays queued: the sweeper tries again after the grace period
             log.warning("job %s: enqueue failed, will retry: %s", job_id, exc)
             continue
-        log.info("job %s: %s", job_id, "lease expired, re-queued" if job_id in reaped else "enqueued again")
+        log.info(
+            "job %s: %s",
+            job_id,
+            "lease expired, re-queued" if job_id in reaped else "enqueued again",
+        )
     return reaped, swept
 
 

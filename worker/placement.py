@@ -28,7 +28,9 @@ class WorkerRefused(Exception):
     the job's reason."""
 
 
-def place(device: str | None, precision: str | None, worker_device: str | None, cuda: bool, bf16: bool) -> Placement:
+def place(
+    device: str | None, precision: str | None, worker_device: str | None, cuda: bool, bf16: bool
+) -> Placement:
     """The placement for an attempt of a job that began on `device` at `precision` (both None
     before its first start), on a worker configured with `worker_device` that has CUDA or not and
     bf16 support or not."""
@@ -39,9 +41,13 @@ def place(device: str | None, precision: str | None, worker_device: str | None, 
     if kind == "cuda":
         ours = torch.device(worker_device) if worker_device else None
         if not cuda or (ours is not None and ours.type != "cuda"):
-            raise WorkerRefused(f"{began}; the worker that took this attempt has no GPU to resume it on")
+            raise WorkerRefused(
+                f"{began}; the worker that took this attempt has no GPU to resume it on"
+            )
         if precision == "bf16" and not bf16:
-            raise WorkerRefused(f"{began}; the GPU of the worker that took this attempt has no bf16")
+            raise WorkerRefused(
+                f"{began}; the GPU of the worker that took this attempt has no bf16"
+            )
         target = worker_device if ours is not None else "cuda"
     elif kind == "cpu":
         target = "cpu"

@@ -55,7 +55,9 @@ def _serve(job_read: int, result_write: int) -> NoReturn:
     code = 1
     try:
         _die_with_parent()
-        signal.signal(signal.SIGTERM, lambda *_: STOPPING.set())  # a job stops at a step and is preempted
+        signal.signal(
+            signal.SIGTERM, lambda *_: STOPPING.set()
+        )  # a job stops at a step and is preempted
         try:
             warm_device()
         except Exception:  # the job will meet the same error and fail with it as its reason
@@ -145,7 +147,9 @@ def _take(job_id: str, task_id: str) -> TrainingProcess:
 def run_in_child(job_id: str, task_id: str) -> str:
     """run_job in its training process; returns what happened (`killed` if it was)."""
     child = _take(job_id, task_id)
-    if get_settings().spare_training_process and not STOPPING.is_set():  # none for a worker shutting down
+    if (
+        get_settings().spare_training_process and not STOPPING.is_set()
+    ):  # none for a worker shutting down
         prepare_spare()
 
     def pass_on(*_: object) -> None:
@@ -173,7 +177,9 @@ def _unclaimed(job_id: str) -> bool:
 
 def _lapse(job_id: str, owner: str, number: int) -> None:
     name = signal.Signals(number).name
-    reason = f"the training process was killed by {name}" + (" (out of memory?)" if number == 9 else "")
+    reason = f"the training process was killed by {name}" + (
+        " (out of memory?)" if number == 9 else ""
+    )
 
     def lapse() -> None:
         with session_scope() as session:
@@ -187,4 +193,6 @@ def _lapse(job_id: str, owner: str, number: int) -> None:
         try:
             enqueue_training(job_id)
         except Exception:
-            log.exception("job %s: enqueue after its training process died unclaimed failed", job_id)
+            log.exception(
+                "job %s: enqueue after its training process died unclaimed failed", job_id
+            )

@@ -27,12 +27,19 @@ STOPPING = threading.Event()
 
 class JobReporter(Callback):
     def __init__(
-        self, job_id: str, attempt: int, settings: Settings, trained_before: float = 0.0, epoch: int = 0
+        self,
+        job_id: str,
+        attempt: int,
+        settings: Settings,
+        trained_before: float = 0.0,
+        epoch: int = 0,
     ) -> None:
         self.job_id, self.attempt, self.settings = job_id, attempt, settings
         # Every attempt's time counts toward fit.max_seconds: this one's is added from the claim on.
         self.trained_before, self.claimed_at = trained_before, time.monotonic()
-        self.deadline: float | None = None  # time.monotonic() past which the job stops (its time limit)
+        self.deadline: float | None = (
+            None  # time.monotonic() past which the job stops (its time limit)
+        )
         self.timed_out = False
         self.cancel = threading.Event()
         self.lost = threading.Event()  # another attempt owns the job now
@@ -49,7 +56,10 @@ class JobReporter(Callback):
         self.epoch = epoch  # where earlier attempts left it, until this one says where it resumes
         # The thread runs in a copy of this context, so its log records carry the job id and attempt too.
         self._thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(self._loop,), name=f"reporter-{job_id}", daemon=True
+            target=contextvars.copy_context().run,
+            args=(self._loop,),
+            name=f"reporter-{job_id}",
+            daemon=True,
         )
 
     # -- engine hooks (training thread) ------------------------------------------------------
@@ -176,7 +186,11 @@ class JobReporter(Callback):
                 exc,
             )
             with self._lock:
-                self._metrics[:0], self._checkpoints[:0], self._pruned[:0] = metrics, checkpoints, pruned
+                self._metrics[:0], self._checkpoints[:0], self._pruned[:0] = (
+                    metrics,
+                    checkpoints,
+                    pruned,
+                )
             return False
         if not ours:
             self.lost.set()

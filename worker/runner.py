@@ -29,13 +29,22 @@ from worker.reporter import STOPPING, JobReporter
 from worker.training.engine import TrainingFailed, TrainResult, train
 
 log = logging.getLogger("fitserve.worker")
-USER_ERRORS = (TrainingFailed, SpecError, DatasetError, CheckpointError, ValidationError, WorkerRefused)
+USER_ERRORS = (
+    TrainingFailed,
+    SpecError,
+    DatasetError,
+    CheckpointError,
+    ValidationError,
+    WorkerRefused,
+)
 
 
 def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-untyped-def]
     def lookup(dataset_id: str) -> Path:
         with session_scope() as session:
-            row = datasets_repo.get_dataset(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
+            row = datasets_repo.get_dataset(
+                session=session, tenant_id=tenant_id, dataset_id=dataset_id
+            )
             if row is None:
                 raise DatasetError(f"dataset {dataset_id} does not exist")
             return upload_path(settings.artifacts_dir, row.id, row.format)
@@ -51,9 +60,14 @@ def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-unt
     return resolve
 
 
-def describe_outcome(spec: JobSpec, result: TrainResult, reporter: JobReporter) -> tuple[JobStatus, str]:
+def describe_outcome(
+    spec: JobSpec, result: TrainResult, reporter: JobReporter
+) -> tuple[JobStatus, str]:
     if result.status == "cancelled":
-        return JobStatus.CANCELLED, f"cancelled by request at epoch {reporter.epoch}, step {reporter.batch}"
+        return (
+            JobStatus.CANCELLED,
+            f"cancelled by request at epoch {reporter.epoch}, step {reporter.batch}",
+        )
     if result.status == "early_stopped" and spec.fit.early_stopping is not None:
         es = spec.fit.early_stopping
         return JobStatus.SUCCEEDED, (
@@ -88,21 +102,28 @@ def _run_job(job_id: str, owner: str) -> str:
     )
     if claimed is None:
         log.info(
-            "job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); skipping", job_id
+            "job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); skipping",
+            job_id,
         )
         return "skipped"
     attempt, trained_before = claimed.attempt, claimed.trained_seconds
-    bind_job(job_id, attempt)  # every record of this process from here on carries job_id and attempt
+    bind_job(
+        job_id, attempt
+    )  # every record of this process from here on carries job_id and attempt
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
     reporter = JobReporter(job_id, attempt, settings, trained_before, claimed.epoch)
     reporter.start()
     status, reason, values = JobStatus.FAILED, "", {}
     try:
         _check_memory(claimed.estimated_memory_bytes, settings)
-        placement = place_here(claimed.device, claimed.precision, settings.device)  # raises WorkerRefused
+        placement = place_here(
+            claimed.device, claimed.precision, settings.device
+        )  # raises WorkerRefused
         spec = JobSpec.model_validate(claimed.spec)
         limit = job_seconds(spec, settings)
-        reporter.deadline = time.monotonic() + limit - trained_before  # the limit counts every attempt
+        reporter.deadline = (
+            time.monotonic() + limit - trained_before
+        )  # the limit counts every attempt
         data = load_train_data(spec, _upload_resolver(settings, claimed.tenant_id))
         result = train(
             spec,
@@ -126,13 +147,19 @@ def _run_job(job_id: str, owner: str) -> str:
         values = {"test_metrics": result.test_metrics, "epoch": result.epochs_done}
     except USER_ERRORS as exc:
         reason = str(exc)
-    except Exception as exc:  # the job must still end with a reason a user can read: no path, no traceback
+    except (
+        Exception
+    ) as exc:  # the job must still end with a reason a user can read: no path, no traceback
         log.exception("job %s attempt %s: unexpected error", job_id, attempt)
         reason = f"internal error ({type(exc).__name__}); the server's log has the details under job {job_id}"
     finally:
         reporter.close()
     if reporter.lost.is_set():
-        log.warning("job %s attempt %s: lease lost to another attempt; not writing an outcome", job_id, attempt)
+        log.warning(
+            "job %s attempt %s: lease lost to another attempt; not writing an outcome",
+            job_id,
+            attempt,
+        )
         return "lost"
     if STOPPING.is_set() and status == JobStatus.CANCELLED and not reporter.cancel.is_set():
         return _preempt(job_id, attempt, reporter)
@@ -141,7 +168,9 @@ def _run_job(job_id: str, owner: str) -> str:
         patience=settings.database_patience_seconds,
         what=f"job {job_id}: outcome",
     )
-    log.info("job %s attempt %s: %s (%s)", job_id, attempt, status if written else "fenced off", reason)
+    log.info(
+        "job %s attempt %s: %s (%s)", job_id, attempt, status if written else "fenced off", reason
+    )
     return status if written else "lost"
 
 
@@ -160,7 +189,9 @@ class Claimed(NamedTuple):
 
 def _claim(job_id: str, owner: str, settings: Settings) -> Claimed | None:
     with session_scope() as session:
-        job = jobs_repo.claim(session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds)
+        job = jobs_repo.claim(
+            session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds
+        )
         return (
             None
             if job is None
@@ -189,7 +220,12 @@ def _check_memory(estimate: int, settings: Settings) -> None:
 def _finish(job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any]) -> bool:
     with session_scope() as session:
         return jobs_repo.finish(
-            session=session, job_id=job_id, attempt=attempt, status=status, reason=reason, values=values
+            session=session,
+            job_id=job_id,
+            attempt=attempt,
+            status=status,
+            reason=reason,
+            values=values,
         )
 
 
@@ -202,12 +238,16 @@ def _preempt(job_id: str, attempt: int, reporter: JobReporter) -> str:
         with session_scope() as session:
             return jobs_repo.preempt(session=session, job_id=job_id, attempt=attempt, reason=reason)
 
-    written = patiently(preempt, patience=reporter.settings.database_patience_seconds, what=f"job {job_id}: preempt")
+    written = patiently(
+        preempt, patience=reporter.settings.database_patience_seconds, what=f"job {job_id}: preempt"
+    )
     if not written:
         return "lost"
     log.info("job %s attempt %s: %s", job_id, attempt, reason)
     try:
         enqueue_training(job_id)
     except Exception:
-        log.exception("job %s: enqueue after preemption failed; the sweeper will enqueue it", job_id)
+        log.exception(
+            "job %s: enqueue after preemption failed; the sweeper will enqueue it", job_id
+        )
     return "preempted"

@@ -19,7 +19,10 @@ from core.storage import upload_path
 from core.tables import Dataset
 
 router = APIRouter(
-    prefix="/v1/datasets", tags=["datasets"], responses=responses(401, 429, 503), route_class=SessionRoute
+    prefix="/v1/datasets",
+    tags=["datasets"],
+    responses=responses(401, 429, 503),
+    route_class=SessionRoute,
 )
 
 
@@ -42,14 +45,21 @@ def to_public(row: Dataset) -> DatasetPublic:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, responses=responses(400, 413))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    responses=responses(400, 413),
+)
 async def upload_dataset(
     request: Request,
     tenant: ShortTenant,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="a .csv (header row) or .npz (arrays x, y) file")],
     name: Annotated[str | None, Form(max_length=200)] = None,
-    target: Annotated[str | None, Form(max_length=200, description="CSV column to predict; default the last")] = None,
+    target: Annotated[
+        str | None, Form(max_length=200, description="CSV column to predict; default the last")
+    ] = None,
     task: Annotated[Literal["classification", "regression"] | None, Form()] = None,
 ) -> DatasetPublic:
     """Stored in chunks, parsed in a process of its own, its row written under the tenant's lock
@@ -94,7 +104,9 @@ def list_datasets(session: SessionDep, tenant: CurrentTenant) -> DatasetsPublic:
         )
         for d in builtin_catalogue()
     ]
-    uploaded = [to_public(r) for r in datasets_repo.list_datasets(session=session, tenant_id=tenant.id)]
+    uploaded = [
+        to_public(r) for r in datasets_repo.list_datasets(session=session, tenant_id=tenant.id)
+    ]
     return DatasetsPublic(data=builtins + uploaded, count=len(builtins) + len(uploaded))
 
 
@@ -106,8 +118,12 @@ def get_dataset(session: SessionDep, tenant: CurrentTenant, dataset_id: str) -> 
     return to_public(row)
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409))
-def delete_dataset(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, dataset_id: str) -> Response:
+@router.delete(
+    "/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409)
+)
+def delete_dataset(
+    session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, dataset_id: str
+) -> Response:
     """Frees its share of the storage quota. Refused (409) while a queued, running or preempted job
     will still read it; finished jobs and their models are unaffected."""
     row = datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=dataset_id)

@@ -57,9 +57,16 @@ def _data(model: Any, name: str) -> dict[str, Any]:
         "required": ["event", "data"],
         "properties": {
             "event": {"const": name},
-            "id": {"type": "string", "description": "the event's seq (for `job`: the stream's cursor)"},
+            "id": {
+                "type": "string",
+                "description": "the event's seq (for `job`: the stream's cursor)",
+            },
             "retry": {"type": "integer", "minimum": 0},
-            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": schema,
+            },
         },
     }
 
@@ -99,7 +106,8 @@ async def stream_events(
     settings: SettingsDep,
     job_id: str,
     after: Annotated[
-        int | None, Query(ge=0, le=MAX_SEQ, description="resume after this seq (Last-Event-ID wins)")
+        int | None,
+        Query(ge=0, le=MAX_SEQ, description="resume after this seq (Last-Event-ID wins)"),
     ] = None,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_SEQ)] = None,
 ) -> Response:
@@ -120,5 +128,6 @@ async def stream_events(
         )
     tenant_id = tenant.id
     return EventStream(
-        follow(hub, job_id, cursor, settings.stream_keepalive_seconds), release=lambda: hub.release(tenant_id)
+        follow(hub, job_id, cursor, settings.stream_keepalive_seconds),
+        release=lambda: hub.release(tenant_id),
     )

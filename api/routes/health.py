@@ -35,8 +35,12 @@ def _check_broker() -> str:
         return f"unreachable: {type(exc).__name__}"
 
 
-@router.get("/readyz", responses={503: {"description": "the database or the broker is unreachable"}})
+@router.get(
+    "/readyz", responses={503: {"description": "the database or the broker is unreachable"}}
+)
 def readyz() -> JSONResponse:
     checks = {"database": _check_database(), "broker": _check_broker()}
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503
+    )

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep, current_tenant
 from api.errors import ApiError, responses
-from api.schemas import MAX_SEQ, CheckpointPublic, CheckpointsPublic, JobPublic, JobsPublic, MetricsPublic
+from api.schemas import (
+    MAX_SEQ,
+    CheckpointPublic,
+    CheckpointsPublic,
+    JobPublic,
+    JobsPublic,
+    MetricsPublic,
+)
 from api.submit import submit_job
 from api.views import to_point, to_public
 from core.db import session_scope
@@ -17,7 +24,9 @@ from core.repository import metrics as metrics_repo
 from core.spec import AnyJob
 from core.tables import TERMINAL, Job, JobStatus, Tenant
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503), route_class=SessionRoute)
+router = APIRouter(
+    prefix="/v1/jobs", tags=["jobs"], responses=responses(401, 429, 503), route_class=SessionRoute
+)
 
 
 def owned_job(session: SessionDep, tenant: Tenant, job_id: str) -> Job:
@@ -44,7 +53,9 @@ def create_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
-    job, created = submit_job(session=session, tenant=tenant, spec=job_in, idempotency_key=idempotency_key)
+    job, created = submit_job(
+        session=session, tenant=tenant, spec=job_in, idempotency_key=idempotency_key
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return to_public(job)
@@ -58,7 +69,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobsPublic:
-    jobs, count = jobs_repo.list_jobs(session=session, tenant_id=tenant.id, status=status, limit=limit, offset=offset)
+    jobs, count = jobs_repo.list_jobs(
+        session=session, tenant_id=tenant.id, status=status, limit=limit, offset=offset
+    )
     return JobsPublic(data=[to_public(j) for j in jobs], count=count)
 
 
@@ -78,7 +91,9 @@ def get_metrics(
     tenant: CurrentTenant,
     job_id: str,
     name: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the cursor: points numbered (seq) above it")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_SEQ, description="the cursor: points numbered (seq) above it")
+    ] = 0,
     since_step: Annotated[
         int | None, Query(ge=-1, le=MAX_SEQ, description="only points of later steps (a filter)")
     ] = None,
@@ -93,7 +108,10 @@ def get_metrics(
     )
     points = [to_point(r) for r in rows]
     return MetricsPublic(
-        data=points, count=len(points), next=points[-1].seq if points else after, has_more=len(points) == limit
+        data=points,
+        count=len(points),
+        next=points[-1].seq if points else after,
+        has_more=len(points) == limit,
     )
 
 
@@ -114,8 +132,16 @@ def list_checkpoints(
     rows = metrics_repo.list_checkpoints(session=session, job_id=job_id)
     # Records from before pruning removed its rows, or of files lost since, are not shown.
     data = [
-        CheckpointPublic(epoch=r.epoch, attempt=r.attempt, sha256=r.sha256, metrics=r.metrics, created_at=r.created_at)
+        CheckpointPublic(
+            epoch=r.epoch,
+            attempt=r.attempt,
+            sha256=r.sha256,
+            metrics=r.metrics,
+            created_at=r.created_at,
+        )
         for r in rows
         if (settings.artifacts_dir / r.path).exists()
     ]
-    return CheckpointsPublic(data=data, count=len(data), resume_from=data[-1].epoch if data else None)
+    return CheckpointsPublic(
+        data=data, count=len(data), resume_from=data[-1].epoch if data else None
+    )

@@ -22,7 +22,9 @@ def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
     token = get_settings().metrics_token
     if token is not None:
         scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), token.get_secret_value()):
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            given.strip(), token.get_secret_value()
+        ):
             raise HTTPException(
                 401,
                 "the metrics token is required: Authorization: Bearer <token>",

@@ -35,7 +35,10 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401
 )
 @PREDICT_SECONDS.time()
 def predict(
-    request: Request, job_id: str, body: PredictRequest, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    job_id: str,
+    body: PredictRequest,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Instances are in the dataset's raw units; the preprocessing saved with the model is applied here.
 
@@ -52,7 +55,9 @@ def predict(
     if not gate.admits(key_hash, job_id):
         generation = gate.generation
         valid, job_status = hot_read(
-            lambda connection: jobs_repo.status_for_key(connection=connection, key_hash=key_hash, job_id=job_id)
+            lambda connection: jobs_repo.status_for_key(
+                connection=connection, key_hash=key_hash, job_id=job_id
+            )
         )
         if not valid:
             raise UNAUTHORIZED
@@ -60,20 +65,30 @@ def predict(
             raise ApiError(404, f"job {job_id} not found")
         if job_status != JobStatus.SUCCEEDED:
             raise ApiError(409, f"job {job_id} is {job_status}; predict needs a succeeded job")
-        gate.remember(key_hash, job_id, generation)  # succeeded is terminal: only a revocation undoes this
+        gate.remember(
+            key_hash, job_id, generation
+        )  # succeeded is terminal: only a revocation undoes this
     if len(body.instances or ()) > settings.predict_max_instances:
-        raise unprocessable(f"at most {settings.predict_max_instances} instances per request", ("body", "instances"))
+        raise unprocessable(
+            f"at most {settings.predict_max_instances} instances per request", ("body", "instances")
+        )
     cache: ModelCache = request.app.state.models
     try:
         predictor = cache.get(job_id, job_dir(settings.artifacts_dir, job_id) / "model.json")
         operation = body.operation or OPERATION_NAMES[predictor.family][0]
-        asked = OperationRequest(instances=body.instances, count=body.count, seed=body.seed, labels=body.labels)
+        asked = OperationRequest(
+            instances=body.instances, count=body.count, seed=body.seed, labels=body.labels
+        )
         out = predictor.run(operation, asked)
     except PredictError as exc:
         raise unprocessable(str(exc), ("body", exc.field)) from exc
-    except CheckpointError as exc:  # the detail (a path on this server) goes to the log, not to the caller
+    except (
+        CheckpointError
+    ) as exc:  # the detail (a path on this server) goes to the log, not to the caller
         log.error("job %s: its model cannot be loaded: %s", job_id, exc)
-        raise ApiError(500, f"the model of job {job_id} cannot be loaded; the server's log has the details") from exc
+        raise ApiError(
+            500, f"the model of job {job_id} cannot be loaded; the server's log has the details"
+        ) from exc
     # Serialised once, by pydantic's Rust encoder; a returned model would be validated again.
     answer = PredictResponse(job_id=job_id, operation=operation, **out)
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")

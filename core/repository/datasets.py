@@ -15,7 +15,9 @@ def add_dataset(*, session: Session, dataset: Dataset) -> Dataset:
 
 
 def get_dataset(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
-    return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id))
+    return session.scalar(
+        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
+    )
 
 
 def jobs_using(*, session: Session, dataset_id: str) -> list[str]:
@@ -33,4 +35,8 @@ def delete_dataset(*, session: Session, dataset: Dataset) -> None:
 
 
 def list_datasets(*, session: Session, tenant_id: str) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).where(Dataset.tenant_id == tenant_id).order_by(Dataset.created_at)))
+    return list(
+        session.scalars(
+            select(Dataset).where(Dataset.tenant_id == tenant_id).order_by(Dataset.created_at)
+        )
+    )

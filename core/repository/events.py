@@ -56,7 +56,8 @@ def notify(*, session: Session, job_id: str, seq: int) -> None:
     on SQLite the hubs poll)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
-            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": f"{job_id} {seq}"}
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": f"{job_id} {seq}"},
         )
 
 
@@ -65,7 +66,14 @@ def record_status(*, session: Session, changed: Iterable[Row[Any]] | Sequence[An
     notify. The UPDATE bumped each job's seq itself: the change and its number are one write."""
     now = utcnow()
     rows = [
-        {"job_id": r.id, "seq": r.seq, "status": r.status, "reason": r.reason, "attempt": r.attempt, "time": now}
+        {
+            "job_id": r.id,
+            "seq": r.seq,
+            "status": r.status,
+            "reason": r.reason,
+            "attempt": r.attempt,
+            "time": now,
+        }
         for r in changed
     ]
     if not rows:
@@ -94,7 +102,15 @@ def read_events(*, connection: Connection, job_id: str, after: int, limit: int) 
         null().label("reason"),
     ).where(Metric.job_id == bindparam("job_id"), Metric.seq > bindparam("after"))
     statuses = select(
-        JobEvent.seq, JobEvent.attempt, JobEvent.time, null(), null(), null(), null(), JobEvent.status, JobEvent.reason
+        JobEvent.seq,
+        JobEvent.attempt,
+        JobEvent.time,
+        null(),
+        null(),
+        null(),
+        null(),
+        JobEvent.status,
+        JobEvent.reason,
     ).where(JobEvent.job_id == bindparam("job_id"), JobEvent.seq > bindparam("after"))
     both = union_all(metrics, statuses).subquery()
     query = select(both).order_by(both.c.seq).limit(bindparam("limit"))
@@ -106,7 +122,9 @@ def _event(row: Row[Any]) -> Event:
     time = row.time
     if isinstance(time, str):  # SQLite gives a UNION's timestamps back as text
         time = datetime.fromisoformat(time)
-    time = time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)  # as UTCDateTime loads it
+    time = (
+        time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)
+    )  # as UTCDateTime loads it
     return Event(
         seq=int(row.seq),
         attempt=int(row.attempt),
@@ -124,5 +142,7 @@ def cursors(*, connection: Connection, job_ids: Sequence[str]) -> dict[str, tupl
     """Each job's (seq, updated_at): what a poller compares to see whether a job has news."""
     if not job_ids:
         return {}
-    rows = connection.execute(select(Job.id, Job.seq, Job.updated_at).where(Job.id.in_(job_ids))).all()
+    rows = connection.execute(
+        select(Job.id, Job.seq, Job.updated_at).where(Job.id.in_(job_ids))
+    ).all()
     return {r.id: (int(r.seq), r.updated_at) for r in rows}

@@ -7,7 +7,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, String, and_, cast, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from core.repository import events as events_repo
@@ -15,7 +26,9 @@ from core.repository.events import CHANGED
 from core.tables import TERMINAL, WAITING, ApiKey, Job, JobEvent, JobStatus, utcnow
 
 
-def status_for_key(*, connection: Connection, key_hash: str, job_id: str) -> tuple[bool, str | None]:
+def status_for_key(
+    *, connection: Connection, key_hash: str, job_id: str
+) -> tuple[bool, str | None]:
     """(the key is valid, the job's status if the key's tenant owns it), in one query: predict's
     hot path checks the key and the job together."""
     row = connection.execute(
@@ -33,7 +46,14 @@ def create_job(*, session: Session, job: Job) -> Job:
     session.add(job)
     session.flush()
     session.add(
-        JobEvent(job_id=job.id, seq=1, status=job.status, reason=job.reason, attempt=job.attempt, time=job.created_at)
+        JobEvent(
+            job_id=job.id,
+            seq=1,
+            status=job.status,
+            reason=job.reason,
+            attempt=job.attempt,
+            time=job.created_at,
+        )
     )
     session.flush()
     return job
@@ -54,14 +74,18 @@ def list_jobs(
     if status is not None:
         query = query.where(Job.status == status)
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset))
+    rows = session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    )
     return list(rows), int(count)
 
 
 def _transition(session: Session, *where: ColumnElement[bool], **values: Any) -> list[Any]:
     """A status change: one conditional UPDATE that also numbers it in the job's event sequence,
     then the change logged (and notified). Returns the rows changed: none if the condition failed."""
-    changed = session.execute(update(Job).where(*where).values(**values, seq=Job.seq + 1).returning(*CHANGED)).all()
+    changed = session.execute(
+        update(Job).where(*where).values(**values, seq=Job.seq + 1).returning(*CHANGED)
+    ).all()
     events_repo.record_status(session=session, changed=changed)
     return list(changed)
 
@@ -80,7 +104,9 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     )
     if not done:
         session.execute(
-            update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.RUNNING)
+            .values(cancel_requested=True)
         )
     session.flush()
     session.refresh(job)
@@ -101,7 +127,10 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) ->
     claimable = and_(
         Job.id == job_id,
         Job.cancel_requested.is_(False),
-        or_(Job.status.in_(WAITING), and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)),
+        or_(
+            Job.status.in_(WAITING),
+            and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
+        ),
     )
     within = Job.attempt - Job.preemptions < Job.max_attempts  # the job's own, fixed at its submit
     claimed = _transition(
@@ -119,13 +148,18 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) ->
     if len(claimed) != 1:
         _end_cancelled(session, now, Job.id == job_id, Job.status.in_(WAITING))
         # Over the limit: the job fails here, never loops. The last reason, or a running job's lapsed lease.
-        last = func.coalesce(Job.reason, literal(DIED))  # a running job's reason is None unless its death is known
+        last = func.coalesce(
+            Job.reason, literal(DIED)
+        )  # a running job's reason is None unless its death is known
         _transition(
             session,
             claimable,
             ~within,
             status=JobStatus.FAILED,
-            reason=literal("gave up after ") + cast(Job.max_attempts, String) + literal(" attempts: ") + last,
+            reason=literal("gave up after ")
+            + cast(Job.max_attempts, String)
+            + literal(" attempts: ")
+            + last,
             finished_at=now,
             lease_owner=None,
             lease_expires_at=None,
@@ -142,14 +176,22 @@ def heartbeat(
     row = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
-        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds), **progress)
+        .values(
+            heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds), **progress
+        )
         .returning(Job.cancel_requested, Job.seq)
     ).first()
     return (False, False, 0) if row is None else (True, bool(row[0]), int(row[1]))
 
 
 def finish(
-    *, session: Session, job_id: str, attempt: int, status: str, reason: str, values: dict[str, Any] | None = None
+    *,
+    session: Session,
+    job_id: str,
+    attempt: int,
+    status: str,
+    reason: str,
+    values: dict[str, Any] | None = None,
 ) -> bool:
     """Write a terminal status; False if this attempt no longer owns the job."""
     assert status in TERMINAL  # noqa: S101 - callers pass constants
@@ -192,12 +234,17 @@ def reap_expired(*, session: Session, limit: int = 100) -> list[str]:
     enqueues the returned ids after commit. Conditional UPDATEs: of several reapers, one wins each row."""
     now = utcnow()
     ids = session.scalars(
-        select(Job.id).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now).order_by(Job.id).limit(limit)
+        select(Job.id)
+        .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+        .order_by(Job.id)
+        .limit(limit)
     ).all()
     reaped = []
     for job_id in ids:
         lapsed = (Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
-        _end_cancelled(session, now, *lapsed)  # a cancel asked for before its worker died is honoured
+        _end_cancelled(
+            session, now, *lapsed
+        )  # a cancel asked for before its worker died is honoured
         changed = _transition(
             session,
             *lapsed,
@@ -223,7 +270,8 @@ def _end_cancelled(session: Session, now: datetime, *where: ColumnElement[bool])
         *where,
         Job.cancel_requested.is_(True),
         status=JobStatus.CANCELLED,
-        reason=literal(CANCELLED_UNFINISHED) + func.coalesce(literal(" (") + Job.reason + literal(")"), literal("")),
+        reason=literal(CANCELLED_UNFINISHED)
+        + func.coalesce(literal(" (") + Job.reason + literal(")"), literal("")),
         finished_at=now,
         lease_owner=None,
         lease_expires_at=None,
@@ -262,7 +310,9 @@ def sweep_waiting(*, session: Session, grace_seconds: float, limit: int = 100) -
     ids = session.scalars(select(Job.id).where(waiting).order_by(Job.updated_at).limit(limit)).all()
     swept = []
     for job_id in ids:
-        result = session.execute(update(Job).where(Job.id == job_id, waiting).values(updated_at=now))
+        result = session.execute(
+            update(Job).where(Job.id == job_id, waiting).values(updated_at=now)
+        )
         if result.rowcount == 1:  # type: ignore[attr-defined]
             swept.append(job_id)
     return swept

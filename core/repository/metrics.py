@@ -78,7 +78,9 @@ def add_checkpoint(*, session: Session, row: dict[str, Any]) -> None:
 def drop_checkpoints(*, session: Session, job_id: str, epochs: Sequence[int]) -> None:
     """The records of checkpoints that pruning deleted."""
     if epochs:
-        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch.in_(epochs)))
+        session.execute(
+            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch.in_(epochs))
+        )
 
 
 def list_metrics(
@@ -100,8 +102,14 @@ def list_metrics(
 
 
 def count_metrics(*, session: Session, job_id: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(Metric).where(Metric.job_id == job_id)) or 0)
+    return int(
+        session.scalar(select(func.count()).select_from(Metric).where(Metric.job_id == job_id)) or 0
+    )
 
 
 def list_checkpoints(*, session: Session, job_id: str) -> list[Checkpoint]:
-    return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)))
+    return list(
+        session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch)
+        )
+    )

@@ -46,12 +46,16 @@ def tenant_for_key(*, session: Session, key: str) -> Tenant | None:
 
 def key_hash_is_valid(*, connection: Connection, key_hash: str) -> bool:
     """One indexed read: is this key known and not revoked?"""
-    query = select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)).limit(1)
+    query = (
+        select(ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)).limit(1)
+    )
     return connection.execute(query).first() is not None
 
 
 def revoke_key(*, session: Session, prefix: str) -> int:
-    keys = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).all()
+    keys = session.scalars(
+        select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+    ).all()
     for key in keys:
         key.revoked_at = utcnow()
     session.flush()
@@ -60,5 +64,7 @@ def revoke_key(*, session: Session, prefix: str) -> int:
 
 def revocation_mark(*, connection: Connection) -> tuple[Any, ...]:
     """Changes whenever a key is revoked (keys are never deleted or un-revoked)."""
-    row = connection.execute(select(func.count(ApiKey.revoked_at), func.max(ApiKey.revoked_at))).one()
+    row = connection.execute(
+        select(func.count(ApiKey.revoked_at), func.max(ApiKey.revoked_at))
+    ).one()
     return tuple(row)

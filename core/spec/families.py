@@ -15,7 +15,9 @@ from core.spec.base import StrictModel, named
 from core.spec.layers import MAX_LAYERS, Initializer, LayerSpec
 from core.spec.optimizers import Adam, OptimizerSpec
 
-Family = Literal["supervised", "autoencoder", "vae", "gan", "rbm", "dbn", "seq2seq"]  # REGISTRY's keys
+Family = Literal[
+    "supervised", "autoencoder", "vae", "gan", "rbm", "dbn", "seq2seq"
+]  # REGISTRY's keys
 Layers = Annotated[list[LayerSpec], Field(min_length=1, max_length=MAX_LAYERS)]
 Units = Annotated[int, Field(ge=1, le=65_536)]
 
@@ -34,7 +36,9 @@ class AutoencoderSpec(StrictModel):
         description="denoising: Gaussian noise added to training "
         "inputs, in the model's units (images scaled to [0, 1])",
     )
-    mask_rate: float = Field(0.0, ge=0.0, lt=1.0, description="denoising: share of training input values zeroed")
+    mask_rate: float = Field(
+        0.0, ge=0.0, lt=1.0, description="denoising: share of training input values zeroed"
+    )
 
 
 class VAESpec(StrictModel):
@@ -60,7 +64,9 @@ class GANNetwork(StrictModel):
         default_factory=lambda: Adam(type="adam", learning_rate=2e-4, beta_1=0.5),
         description="this network's own; default adam(2e-4, beta_1 0.5)",
     )
-    initializer: Initializer = Field("glorot_uniform", description="for every layer that names none")
+    initializer: Initializer = Field(
+        "glorot_uniform", description="for every layer that names none"
+    )
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -80,11 +86,17 @@ class GANSpec(StrictModel):
             "sigmoid) with a gradient penalty"
         ),
     )
-    latent_dim: Annotated[int, Field(ge=1, le=4096)] = Field(64, description="the generator's noise input size")
+    latent_dim: Annotated[int, Field(ge=1, le=4096)] = Field(
+        64, description="the generator's noise input size"
+    )
     generator: GANNetwork
     discriminator: GANNetwork
-    n_critic: Annotated[int, Field(ge=1, le=100)] = Field(1, description="discriminator steps per generator step")
-    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="wgan_gp's gradient-penalty weight (wgan_gp only)")
+    n_critic: Annotated[int, Field(ge=1, le=100)] = Field(
+        1, description="discriminator steps per generator step"
+    )
+    gp_weight: float = Field(
+        10.0, ge=0.0, le=1000.0, description="wgan_gp's gradient-penalty weight (wgan_gp only)"
+    )
 
 
 Visible = Literal["bernoulli", "gaussian"]
@@ -101,7 +113,9 @@ class RBMSpec(StrictModel):
     k: Annotated[int, Field(ge=1, le=100)] = Field(1, description="Gibbs steps per update (CD-k)")
     learning_rate: float | None = Field(None, gt=0.0, le=10.0, description=CD_RATE)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 on the weights (not the biases)")
+    weight_decay: float = Field(
+        0.0, ge=0.0, le=1.0, description="L2 on the weights (not the biases)"
+    )
 
 
 class DBNSpec(StrictModel):
@@ -111,9 +125,15 @@ class DBNSpec(StrictModel):
 
     hidden_units: list[Units] = Field(min_length=1, max_length=8)
     visible: Visible = Field("bernoulli", description=VISIBLE)
-    k: Annotated[int, Field(ge=1, le=100)] = Field(1, description="Gibbs steps per pretraining update")
-    pretrain_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(5, description="per RBM; 0: no pretraining")
-    learning_rate: float | None = Field(None, gt=0.0, le=10.0, description=f"pretraining: {CD_RATE}")
+    k: Annotated[int, Field(ge=1, le=100)] = Field(
+        1, description="Gibbs steps per pretraining update"
+    )
+    pretrain_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(
+        5, description="per RBM; 0: no pretraining"
+    )
+    learning_rate: float | None = Field(
+        None, gt=0.0, le=10.0, description=f"pretraining: {CD_RATE}"
+    )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="pretraining")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="pretraining: L2 on the weights")
 
@@ -123,12 +143,20 @@ class Seq2SeqSpec(StrictModel):
     the encoder's states, trained with teacher forcing and decoded greedily. `compile.loss` must be
     sparse_categorical_crossentropy (one target id per step)."""
 
-    cell: Literal["lstm", "gru"] = Field("lstm", description="the encoder's and decoder's recurrent cell")
-    embedding_dim: int = Field(32, ge=1, le=4096, description="token embedding size (encoder and decoder)")
+    cell: Literal["lstm", "gru"] = Field(
+        "lstm", description="the encoder's and decoder's recurrent cell"
+    )
+    embedding_dim: int = Field(
+        32, ge=1, le=4096, description="token embedding size (encoder and decoder)"
+    )
     units: int = Field(64, ge=1, le=4096, description="hidden units per recurrent layer")
     num_layers: int = Field(1, ge=1, le=4, description="stacked recurrent layers")
-    attention: bool = Field(True, description="Luong (general) attention; false: the final state alone")
-    bidirectional_encoder: bool = Field(False, description="read the input both ways (state bridged to the decoder)")
+    attention: bool = Field(
+        True, description="Luong (general) attention; false: the final state alone"
+    )
+    bidirectional_encoder: bool = Field(
+        False, description="read the input both ways (state bridged to the decoder)"
+    )
     input_vocabulary: int | None = Field(
         None,
         ge=2,
@@ -145,7 +173,9 @@ class FamilyRecord:
     `worker.training.families.<name>` (its `Task`)."""
 
     name: str
-    section: str  # the spec field holding its networks: `model` for supervised, else its own section
+    section: (
+        str  # the spec field holding its networks: `model` for supervised, else its own section
+    )
     compiles: bool  # takes `compile` (optimizer and loss); gan and rbm carry their own optimizers
     metrics: tuple[str, ...]  # per-epoch metrics beside loss and compile.metrics, with val_ twins
     operations: tuple[str, ...]  # predict operations; the first is the default
@@ -156,7 +186,9 @@ class FamilyRecord:
     tokens: bool = False  # reads and writes token ids rather than features
     labels: bool = False  # needs one class label per sample
     augments: bool = False  # honours fit.augmentation (image transforms of the training split)
-    mixed_precision: bool = False  # honours fit.mixed_precision bf16/fp16 (autocast); others train in fp32
+    mixed_precision: bool = (
+        False  # honours fit.mixed_precision bf16/fp16 (autocast); others train in fp32
+    )
 
     @property
     def model_module(self) -> str:

@@ -43,7 +43,9 @@ class JobSpec(StrictModel):
     FAMILY: ClassVar[str] = ""  # a variant's family: the REGISTRY key it stands for
 
     name: str = Field("job", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
-    family: Family = Field("supervised", description="supervised (model + compile + fit) or a family section")
+    family: Family = Field(
+        "supervised", description="supervised (model + compile + fit) or a family section"
+    )
     dataset: DatasetSpec
     fit: FitSpec = Field(default_factory=FitSpec)
 
@@ -106,7 +108,9 @@ class JobSpec(StrictModel):
                         f"`model` is for the supervised family; family {f!r} describes its "
                         f"networks in `{record.section}`"
                     )
-                raise ValueError(f"`{other.section}` is for family {other.name!r}; this job's family is {f!r}")
+                raise ValueError(
+                    f"`{other.section}` is for family {other.name!r}; this job's family is {f!r}"
+                )
         if record.compiles and data.get("compile") is None:
             raise ValueError(f"family {f!r} needs `compile` (optimizer and loss)")
         if not record.compiles and data.get("compile") is not None:
@@ -242,7 +246,9 @@ Job = TypeVar("Job", bound=JobSpec)
 def as_family(spec: JobSpec, variant: type[Job]) -> Job:
     """`spec` as its family's variant, where the caller knows the family (its own module)."""
     if not isinstance(spec, variant):
-        raise TypeError(f"a {variant.FAMILY} job was expected; this one's family is {spec.family!r}")
+        raise TypeError(
+            f"a {variant.FAMILY} job was expected; this one's family is {spec.family!r}"
+        )
     return spec
 
 

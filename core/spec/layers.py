@@ -13,7 +13,9 @@ from pydantic import Field, model_validator
 
 from core.spec.base import StrictModel
 
-Activation = Literal["relu", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softmax", "softplus", "linear"]
+Activation = Literal[
+    "relu", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softmax", "softplus", "linear"
+]
 Initializer = Literal[
     "zeros",
     "random_normal",
@@ -97,7 +99,9 @@ class BatchNormLayer(StrictModel):
     """Normalises over the channel axis (axis 0 of a sample), as Keras' axis=-1 does channels-last."""
 
     type: Literal["batchnorm"]
-    momentum: float = Field(0.99, gt=0.0, lt=1.0, description="Keras convention: running = m*running + (1-m)*batch")
+    momentum: float = Field(
+        0.99, gt=0.0, lt=1.0, description="Keras convention: running = m*running + (1-m)*batch"
+    )
     epsilon: float = Field(1e-3, gt=0.0, le=1.0)
 
 
@@ -117,13 +121,17 @@ class FlattenLayer(StrictModel):
 
 class ReshapeLayer(StrictModel):
     type: Literal["reshape"]
-    target_shape: list[Annotated[int, Field(ge=-1, le=1_000_000)]] = Field(min_length=1, max_length=4)
+    target_shape: list[Annotated[int, Field(ge=-1, le=1_000_000)]] = Field(
+        min_length=1, max_length=4
+    )
 
 
 class ActivationLayer(StrictModel):
     type: Literal["activation"]
     activation: Activation
-    alpha: float | None = Field(None, gt=0.0, le=10.0, description="slope for leaky_relu, scale for elu")
+    alpha: float | None = Field(
+        None, gt=0.0, le=10.0, description="slope for leaky_relu, scale for elu"
+    )
 
 
 class EmbeddingLayer(StrictModel):
@@ -162,7 +170,8 @@ class _RecurrentFields(StrictModel):
     return_sequences: bool = False
     dropout: DropRate = Field(0.0, description="between stacked layers; needs num_layers >= 2")
     initializer: Initializer | None = Field(
-        None, description="input kernels (default glorot_uniform); recurrent kernels are orthogonal, biases zero"
+        None,
+        description="input kernels (default glorot_uniform); recurrent kernels are orthogonal, biases zero",
     )
 
     @model_validator(mode="after")
@@ -196,7 +205,9 @@ class PositionalEncodingLayer(StrictModel):
 
     type: Literal["positional_encoding"]
     kind: Literal["sinusoidal", "learned"] = "sinusoidal"
-    max_length: int | None = Field(None, ge=1, le=65_536, description="the longest input; learned: default L")
+    max_length: int | None = Field(
+        None, ge=1, le=65_536, description="the longest input; learned: default L"
+    )
 
 
 class MultiHeadAttentionLayer(StrictModel):
@@ -218,7 +229,9 @@ class TransformerEncoderLayer(StrictModel):
     ff_dim: PositiveInt
     dropout: DropRate = 0.0
     ff_activation: Literal["relu", "gelu"] = "relu"
-    norm_first: bool = Field(False, description="pre-norm (True) or post-norm as in the original paper")
+    norm_first: bool = Field(
+        False, description="pre-norm (True) or post-norm as in the original paper"
+    )
     causal: bool = False
     epsilon: float = Field(1e-5, gt=0.0, le=1.0)
     initializer: Initializer | None = None

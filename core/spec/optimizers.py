@@ -53,7 +53,9 @@ class _AdamFields(StrictModel):
 
 class Adam(_AdamFields):
     type: Literal["adam"]
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 added to the gradient, as torch's Adam")
+    weight_decay: float = Field(
+        0.0, ge=0.0, le=1.0, description="L2 added to the gradient, as torch's Adam"
+    )
 
 
 class AdamW(_AdamFields):

@@ -33,18 +33,31 @@ BuiltinDataset = Literal[
     "sequence_copy",
 ]
 Loss = Literal[
-    "mse", "mae", "huber", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"
+    "mse",
+    "mae",
+    "huber",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
 ]
 Metric = Literal["accuracy", "mae", "mse"]
-CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+CLASSIFICATION_LOSSES = (
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+)
 Fraction = Annotated[float, Field(ge=0.0, le=0.9)]
 
 
 class DatasetSpec(StrictModel):
     name: BuiltinDataset | None = Field(None, description="a built-in dataset")
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an uploaded dataset's id")
+    id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an uploaded dataset's id"
+    )
     target: str | None = Field(None, max_length=200, description="CSV column holding the target")
-    task: Literal["classification", "regression"] | None = Field(None, description="default: inferred")
+    task: Literal["classification", "regression"] | None = Field(
+        None, description="default: inferred"
+    )
     n_samples: int | None = Field(None, ge=10, le=200_000, description="generated datasets only")
     noise: float | None = Field(None, ge=0.0, le=10.0, description="generated datasets only")
     classes: int | None = Field(
@@ -53,8 +66,12 @@ class DatasetSpec(StrictModel):
         le=100,
         description="blobs, spirals, sequence_classes, sequence_tokens; the vocabulary of sequence_reverse/copy",
     )
-    validation_split: Fraction | None = Field(None, description="same as fit.validation_split; give one")
-    test_split: Fraction = Field(0.0, description="held out for a final evaluation; mnist has its own")
+    validation_split: Fraction | None = Field(
+        None, description="same as fit.validation_split; give one"
+    )
+    test_split: Fraction = Field(
+        0.0, description="held out for a final evaluation; mnist has its own"
+    )
     standardize: bool | None = Field(None, description="default: tabular features yes, images no")
     binarize: float | None = Field(
         None,
@@ -101,7 +118,9 @@ PresetSpec = Annotated[MlpPreset | ShallowVggPreset | AlvinnPreset, Field(discri
 class ModelSpec(StrictModel):
     layers: list[LayerSpec] | None = Field(None, min_length=1, max_length=MAX_LAYERS)
     preset: PresetSpec | None = None
-    initializer: Initializer = Field("glorot_uniform", description="for every layer that names none")
+    initializer: Initializer = Field(
+        "glorot_uniform", description="for every layer that names none"
+    )
 
     @field_validator("preset", mode="before")
     @classmethod
@@ -159,7 +178,9 @@ class StepSchedule(StrictModel):
 
 class CosineSchedule(StrictModel):
     type: Literal["cosine"]
-    t_max: int | None = Field(None, ge=1, le=10_000, description="epochs to the minimum; default fit.epochs")
+    t_max: int | None = Field(
+        None, ge=1, le=10_000, description="epochs to the minimum; default fit.epochs"
+    )
     min_lr: float = Field(0.0, ge=0.0, le=10.0)
 
 
@@ -172,7 +193,9 @@ class PlateauSchedule(StrictModel):
     min_lr: float = Field(0.0, ge=0.0, le=10.0)
 
 
-ScheduleSpec = Annotated[StepSchedule | CosineSchedule | PlateauSchedule, Field(discriminator="type")]
+ScheduleSpec = Annotated[
+    StepSchedule | CosineSchedule | PlateauSchedule, Field(discriminator="type")
+]
 
 
 class Augmentation(StrictModel):
@@ -181,9 +204,13 @@ class Augmentation(StrictModel):
 
     horizontal_flip: bool = False
     vertical_flip: bool = False
-    shift: float = Field(0.0, ge=0.0, le=0.5, description="largest shift, as a fraction of height and width")
+    shift: float = Field(
+        0.0, ge=0.0, le=0.5, description="largest shift, as a fraction of height and width"
+    )
     rotation: float = Field(0.0, ge=0.0, le=180.0, description="largest rotation, in degrees")
-    noise_stddev: float = Field(0.0, ge=0.0, le=10.0, description="Gaussian noise, in the model's input units")
+    noise_stddev: float = Field(
+        0.0, ge=0.0, le=10.0, description="Gaussian noise, in the model's input units"
+    )
 
     @property
     def active(self) -> bool:
@@ -199,13 +226,19 @@ class FitSpec(StrictModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     early_stopping: EarlyStopping | None = None
     lr_schedule: ScheduleSpec | None = None
-    log_every_steps: int = Field(50, ge=1, le=1_000_000, description="a step-loss record every N steps")
+    log_every_steps: int = Field(
+        50, ge=1, le=1_000_000, description="a step-loss record every N steps"
+    )
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on CUDA; supervised and seq2seq (the others train in fp32)"
     )
     keep_checkpoints: int = Field(3, ge=1, le=100)
-    max_seconds: int | None = Field(None, ge=1, le=90 * 24 * 3600, description="fails past this (server max bounds it)")
-    augmentation: Augmentation | None = Field(None, description="image datasets; the training split only")
+    max_seconds: int | None = Field(
+        None, ge=1, le=90 * 24 * 3600, description="fails past this (server max bounds it)"
+    )
+    augmentation: Augmentation | None = Field(
+        None, description="image datasets; the training split only"
+    )
 
 
 class DataInfo(StrictModel):

@@ -35,7 +35,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenant.id"], name=op.f("fk_api_key_tenant_id_tenant"), ondelete="CASCADE"
+            ["tenant_id"],
+            ["tenant.id"],
+            name=op.f("fk_api_key_tenant_id_tenant"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_key")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_key_key_hash")),
@@ -56,7 +59,10 @@ def upgrade() -> None:
         sa.Column("description", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenant.id"], name=op.f("fk_dataset_tenant_id_tenant"), ondelete="CASCADE"
+            ["tenant_id"],
+            ["tenant.id"],
+            name=op.f("fk_dataset_tenant_id_tenant"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dataset")),
     )
@@ -92,10 +98,16 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["dataset_id"], ["dataset.id"], name=op.f("fk_job_dataset_id_dataset")),
-        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"], name=op.f("fk_job_tenant_id_tenant"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"], ["dataset.id"], name=op.f("fk_job_dataset_id_dataset")
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenant.id"], name=op.f("fk_job_tenant_id_tenant"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job")),
-        sa.UniqueConstraint("tenant_id", "idempotency_key", name=op.f("uq_job_tenant_id_idempotency_key")),
+        sa.UniqueConstraint(
+            "tenant_id", "idempotency_key", name=op.f("uq_job_tenant_id_idempotency_key")
+        ),
     )
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_job_tenant_id"), ["tenant_id"], unique=False)
@@ -103,7 +115,12 @@ def upgrade() -> None:
 
     op.create_table(
         "checkpoint",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("job_id", sa.String(length=40), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("epoch", sa.Integer(), nullable=False),
@@ -111,7 +128,9 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["job_id"], ["job.id"], name=op.f("fk_checkpoint_job_id_job"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["job.id"], name=op.f("fk_checkpoint_job_id_job"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_checkpoint")),
         sa.UniqueConstraint("job_id", "epoch", name=op.f("uq_checkpoint_job_id_epoch")),
     )
@@ -127,7 +146,9 @@ def upgrade() -> None:
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("time", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["job_id"], ["job.id"], name=op.f("fk_metric_job_id_job"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["job.id"], name=op.f("fk_metric_job_id_job"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("job_id", "step", "name", name=op.f("pk_metric")),
     )
     # ### end Alembic commands ###

@@ -19,7 +19,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("job", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("trained_seconds", sa.Float(), server_default="0", nullable=False))
+        batch_op.add_column(
+            sa.Column("trained_seconds", sa.Float(), server_default="0", nullable=False)
+        )
 
 
 def downgrade() -> None:

@@ -39,7 +39,9 @@ class FamilyModel:
     info: DataInfo
     meta: CheckpointMeta
     device: torch.device
-    extra: dict[str, Any] = field(default_factory=dict)  # ModelMeta.family: open, each family describes itself
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # ModelMeta.family: open, each family describes itself
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ def refuse_unused(req: OperationRequest, operation: str, used: tuple[str, ...]) 
     checked too)."""
     for name in (f.name for f in fields(req)):
         if name not in used and getattr(req, name) is not None:
-            raise PredictError(f"{operation} takes no `{name}`; it reads {', '.join(used) or 'nothing'}", name)
+            raise PredictError(
+                f"{operation} takes no `{name}`; it reads {', '.join(used) or 'nothing'}", name
+            )
 
 
 def family_module(family: str) -> ModuleType:

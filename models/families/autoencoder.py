@@ -34,7 +34,12 @@ class Decoder(nn.Module):
     cross-entropy, whose loss reads the logits)."""
 
     def __init__(
-        self, body: nn.Sequential, head_name: str, head_alpha: float | None, output_shape: Shape, logits_loss: bool
+        self,
+        body: nn.Sequential,
+        head_name: str,
+        head_alpha: float | None,
+        output_shape: Shape,
+        logits_loss: bool,
     ) -> None:
         super().__init__()
         self.body = body
@@ -72,8 +77,12 @@ def build_part(
         raise SpecError(f"{family}.{part}: {exc.message}", (family, part, *exc.loc[2:])) from exc
 
 
-def build_encoder(layers: list[Any], info: DataInfo, initializer: str, family: str) -> tuple[Network, list[Any]]:
-    if layers[0].type == "embedding":  # the data reach these families as feature values, never token ids
+def build_encoder(
+    layers: list[Any], info: DataInfo, initializer: str, family: str
+) -> tuple[Network, list[Any]]:
+    if (
+        layers[0].type == "embedding"
+    ):  # the data reach these families as feature values, never token ids
         raise SpecError(
             f"{family}.encoder: layer 0 (embedding): a {family} reconstructs feature values, not token "
             "ids; start with the layers that read the features",
@@ -82,7 +91,12 @@ def build_encoder(layers: list[Any], info: DataInfo, initializer: str, family: s
     body, shape, summary = build_part(layers, info.input_shape, initializer, family, "encoder")
     last = layers[-1]
     network = Network(
-        body, getattr(last, "activation", "linear"), getattr(last, "alpha", None), info.input_shape, shape, tokens=False
+        body,
+        getattr(last, "activation", "linear"),
+        getattr(last, "alpha", None),
+        info.input_shape,
+        shape,
+        tokens=False,
     )
     return network, summary
 
@@ -96,7 +110,11 @@ def _output_activation(layers: list[Any]) -> tuple[list[Any], str, float | None]
     layer = layers[index]
     name, alpha = getattr(layer, "activation", "linear"), getattr(layer, "alpha", None)
     if index == len(layers) - 1 or name in ("linear", "softmax"):
-        return layers, getattr(layers[-1], "activation", "linear"), getattr(layers[-1], "alpha", None)
+        return (
+            layers,
+            getattr(layers[-1], "activation", "linear"),
+            getattr(layers[-1], "alpha", None),
+        )
     moved = layer.model_copy(update={"activation": "linear"})
     return [*layers[:index], moved, *layers[index + 1 :]], name, alpha
 
@@ -145,7 +163,9 @@ def _refuse_hidden_activation(layers: list[Any], family: str) -> None:
                 f"decoder's last layer",
                 (family, "decoder", index),
             )
-        if layer.type not in _PASS_THROUGH and not (layer.type == "activation" and activation == "linear"):
+        if layer.type not in _PASS_THROUGH and not (
+            layer.type == "activation" and activation == "linear"
+        ):
             return
 
 
@@ -153,11 +173,16 @@ def check_compile(spec: JobSpec, info: DataInfo) -> None:
     c = spec.compiled
     if c.loss not in RECONSTRUCTION_LOSSES:
         raise SpecError(
-            f"{c.loss} is not a reconstruction loss; choose one of {list(RECONSTRUCTION_LOSSES)}", ("compile", "loss")
+            f"{c.loss} is not a reconstruction loss; choose one of {list(RECONSTRUCTION_LOSSES)}",
+            ("compile", "loss"),
         )
-    binarized = getattr(spec.dataset, "binarize", None) is not None  # 0/1 features, standardised only on request
+    binarized = (
+        getattr(spec.dataset, "binarize", None) is not None
+    )  # 0/1 features, standardised only on request
     default_standardized = info.kind == "tabular" and not binarized
-    standardized = spec.dataset.standardize is True or (spec.dataset.standardize is None and default_standardized)
+    standardized = spec.dataset.standardize is True or (
+        spec.dataset.standardize is None and default_standardized
+    )
     if c.loss == "binary_crossentropy" and standardized:
         raise SpecError(
             "binary_crossentropy compares reconstructions with inputs in [0, 1], but this dataset's "
@@ -166,10 +191,15 @@ def check_compile(spec: JobSpec, info: DataInfo) -> None:
             ("compile", "loss"),
         )
     if "accuracy" in c.metrics:
-        raise SpecError("accuracy needs class labels; a reconstruction reports mae or mse", ("compile", "metrics"))
+        raise SpecError(
+            "accuracy needs class labels; a reconstruction reports mae or mse",
+            ("compile", "metrics"),
+        )
 
 
-def reconstruction_terms(loss: str, decoder: Decoder, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def reconstruction_terms(
+    loss: str, decoder: Decoder, logits: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
     """The loss of every value of every sample (no reduction)."""
     if loss == "binary_crossentropy":
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -185,30 +215,43 @@ def build(spec: JobSpec, info: DataInfo) -> Autoencoder:
     return build_summarised(spec, info)[0]
 
 
-def build_summarised(spec: JobSpec, info: DataInfo) -> tuple[Autoencoder, dict[str, list[LayerSummary]]]:
+def build_summarised(
+    spec: JobSpec, info: DataInfo
+) -> tuple[Autoencoder, dict[str, list[LayerSummary]]]:
     section = as_family(spec, AutoencoderJob).autoencoder
     check_compile(spec, info)
-    encoder, enc_summary = build_encoder(list(section.encoder), info, section.initializer, "autoencoder")
-    decoder, dec_summary = build_decoder(list(section.decoder), encoder.output_shape, info, spec, section.initializer)
+    encoder, enc_summary = build_encoder(
+        list(section.encoder), info, section.initializer, "autoencoder"
+    )
+    decoder, dec_summary = build_decoder(
+        list(section.decoder), encoder.output_shape, info, spec, section.initializer
+    )
     return Autoencoder(encoder, decoder), {"encoder": enc_summary, "decoder": dec_summary}
 
 
 # -- the dry run ----------------------------------------------------------------------------------
-def forward_by_layer(body: nn.Sequential, x: torch.Tensor, family: str, part: str, layers: list[Any]) -> torch.Tensor:
+def forward_by_layer(
+    body: nn.Sequential, x: torch.Tensor, family: str, part: str, layers: list[Any]
+) -> torch.Tensor:
     """Run layer by layer so a runtime failure still names its list and index."""
     for index, module in enumerate(body):
         try:
             x = module(x)
         except RuntimeError as exc:
             raise SpecError(
-                f"{family}.{part}: layer {index} ({layers[index].type}): {exc}", (family, part, index)
+                f"{family}.{part}: layer {index} ({layers[index].type}): {exc}",
+                (family, part, index),
             ) from exc
     return x
 
 
-def report(spec: JobSpec, info: DataInfo, module: nn.Module, summaries: dict[str, list[LayerSummary]]) -> DryRun:
+def report(
+    spec: JobSpec, info: DataInfo, module: nn.Module, summaries: dict[str, list[LayerSummary]]
+) -> DryRun:
     parameters = sum(p.numel() for p in module.parameters())
-    per_sample = math.prod(info.input_shape) + sum(math.prod(s.output_shape) for ss in summaries.values() for s in ss)
+    per_sample = math.prod(info.input_shape) + sum(
+        math.prod(s.output_shape) for ss in summaries.values() for s in ss
+    )
     memory = parameters * FLOAT_BYTES * (2 + optimizer_slots(spec.compiled.optimizer))
     memory += 2 * per_sample * spec.fit.batch_size * FLOAT_BYTES
     layers = [
@@ -230,7 +273,9 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     section = as_family(spec, AutoencoderJob).autoencoder
     x = torch.rand(2, *info.input_shape)  # in [0, 1]: a valid binary cross-entropy target
     module.train()
-    code = module.encoder.head(forward_by_layer(module.encoder.body, x, "autoencoder", "encoder", section.encoder))
+    code = module.encoder.head(
+        forward_by_layer(module.encoder.body, x, "autoencoder", "encoder", section.encoder)
+    )
     logits = forward_by_layer(module.decoder.body, code, "autoencoder", "decoder", section.decoder)
     reconstruction_terms(spec.compiled.loss, module.decoder, logits, x).mean().backward()
     return report(spec, info, module, summaries)
@@ -241,8 +286,12 @@ def model_inputs(model: FamilyModel, req: OperationRequest, operation: str) -> t
     """Raw instances -> the model's input tensor, with the saved preprocessing."""
     refuse_unused(req, operation, ("instances",))
     if req.instances is None:
-        raise PredictError(f"give `instances` (raw samples of shape {list(model.info.input_shape)}) to {operation}")
-    return prepare_instances(req.instances, model.info.input_shape, model.meta.preprocessing, False, model.device)
+        raise PredictError(
+            f"give `instances` (raw samples of shape {list(model.info.input_shape)}) to {operation}"
+        )
+    return prepare_instances(
+        req.instances, model.info.input_shape, model.meta.preprocessing, False, model.device
+    )
 
 
 def code_inputs(model: FamilyModel, req: OperationRequest, shape: Shape) -> torch.Tensor:
@@ -264,12 +313,22 @@ def _reconstruct(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
 
 def _encode(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     module: Autoencoder = model.module  # type: ignore[assignment]
-    return {"predictions": module.encoder(model_inputs(model, req, "encode")).float().cpu().tolist()}
+    return {
+        "predictions": module.encoder(model_inputs(model, req, "encode")).float().cpu().tolist()
+    }
 
 
 def _decode(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     module: Autoencoder = model.module  # type: ignore[assignment]
-    return {"predictions": in_raw_units(model, module.decoder(code_inputs(model, req, module.encoder.output_shape)))}
+    return {
+        "predictions": in_raw_units(
+            model, module.decoder(code_inputs(model, req, module.encoder.output_shape))
+        )
+    }
 
 
-OPERATIONS: dict[str, Operation] = {"reconstruct": _reconstruct, "encode": _encode, "decode": _decode}
+OPERATIONS: dict[str, Operation] = {
+    "reconstruct": _reconstruct,
+    "encode": _encode,
+    "decode": _decode,
+}

@@ -27,11 +27,15 @@ FINE_TUNE_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy
 
 
 class DBN(nn.Module):
-    def __init__(self, visible: int, hidden_units: list[int], classes: int, gaussian: bool = False) -> None:
+    def __init__(
+        self, visible: int, hidden_units: list[int], classes: int, gaussian: bool = False
+    ) -> None:
         super().__init__()
         sizes = [visible, *hidden_units]
         # Only the first RBM sees the data; the others see hidden probabilities, in [0, 1].
-        self.rbms = nn.ModuleList(RBM(sizes[i], sizes[i + 1], gaussian and i == 0) for i in range(len(hidden_units)))
+        self.rbms = nn.ModuleList(
+            RBM(sizes[i], sizes[i + 1], gaussian and i == 0) for i in range(len(hidden_units))
+        )
         self.output = nn.Linear(hidden_units[-1], classes)
 
     @property
@@ -78,7 +82,9 @@ def phase_of(spec: JobSpec, epoch: int) -> tuple[Phase, int]:
 def build(spec: JobSpec, info: DataInfo) -> DBN:
     s = section(spec)
     classes = info.num_classes or 2
-    return DBN(math.prod(info.input_shape), list(s.hidden_units), classes, gaussian=s.visible == "gaussian")
+    return DBN(
+        math.prod(info.input_shape), list(s.hidden_units), classes, gaussian=s.visible == "gaussian"
+    )
 
 
 def check(spec: JobSpec, info: DataInfo) -> None:
@@ -86,11 +92,14 @@ def check(spec: JobSpec, info: DataInfo) -> None:
     s = section(spec)
     check_visible(s.visible, spec.dataset, info, "dbn")
     if info.task != "classification":
-        raise SpecError("a DBN fine-tunes a softmax classifier; this dataset is regression", ("dataset",))
+        raise SpecError(
+            "a DBN fine-tunes a softmax classifier; this dataset is regression", ("dataset",)
+        )
     loss = spec.compiled.loss
     if loss not in FINE_TUNE_LOSSES:
         raise SpecError(
-            f"a DBN's softmax output trains with {' or '.join(FINE_TUNE_LOSSES)}, not {loss}", ("compile", "loss")
+            f"a DBN's softmax output trains with {' or '.join(FINE_TUNE_LOSSES)}, not {loss}",
+            ("compile", "loss"),
         )
     pre = pretrain_epochs(spec)
     if spec.fit.epochs <= pre:

@@ -40,7 +40,12 @@ class GAN(nn.Module):
     """Both networks; `generate` returns model-space samples, `score` one logit per sample."""
 
     def __init__(
-        self, generator: Network, discriminator: Network, variant: str, latent_dim: int, num_classes: int | None
+        self,
+        generator: Network,
+        discriminator: Network,
+        variant: str,
+        latent_dim: int,
+        num_classes: int | None,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -55,7 +60,9 @@ class GAN(nn.Module):
         device = next(self.parameters()).device
         if seed is None:
             return torch.randn(n, self.latent_dim, device=device)
-        return torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+        return torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed)).to(
+            device
+        )
 
     def condition(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """A cgan's network input: the one-hot label appended on axis 1, broadcast over the axes after it."""
@@ -79,7 +86,9 @@ def section(spec: JobSpec) -> GANSpec:
     return as_family(spec, GANJob).gan
 
 
-def _network(net: GANNetwork, shape: tuple[int, ...], which: str) -> tuple[Network, list[LayerSummary]]:
+def _network(
+    net: GANNetwork, shape: tuple[int, ...], which: str
+) -> tuple[Network, list[LayerSummary]]:
     """build_layers, with its errors pointed at `gan.<which>.layers[i]`."""
     for index, layer in enumerate(net.layers):
         if layer.type == "embedding":
@@ -93,7 +102,9 @@ def _network(net: GANNetwork, shape: tuple[int, ...], which: str) -> tuple[Netwo
         raise SpecError(f"gan.{which}: {exc.message}", ("gan", which, *exc.loc[1:])) from exc
     last = net.layers[-1]
     head = getattr(last, "activation", "linear")
-    return Network(body, head, getattr(last, "alpha", None), shape, out_shape, tokens=False), summary
+    return Network(
+        body, head, getattr(last, "alpha", None), shape, out_shape, tokens=False
+    ), summary
 
 
 def discriminator_input(info: DataInfo, num_classes: int | None) -> tuple[int, ...]:
@@ -125,7 +136,9 @@ def _built(spec: JobSpec, info: DataInfo) -> tuple[GAN, list[LayerSummary], list
             f"input {info.input_shape} (the dataset's sample shape)",
             ("gan", "generator", "layers", last_g),
         )
-    discriminator, d_summary = _network(g.discriminator, discriminator_input(info, classes), "discriminator")
+    discriminator, d_summary = _network(
+        g.discriminator, discriminator_input(info, classes), "discriminator"
+    )
     last_d = len(g.discriminator.layers) - 1
     where = ("gan", "discriminator", "layers", last_d)
     if math.prod(discriminator.output_shape) != 1:
@@ -156,7 +169,8 @@ def _forward(network: Network, x: torch.Tensor, which: str, layers: list[Any]) -
             x = module(x)
         except RuntimeError as exc:
             raise SpecError(
-                f"gan.{which}: layer {index} ({layers[index].type}): {exc}", ("gan", which, "layers", index)
+                f"gan.{which}: layer {index} ({layers[index].type}): {exc}",
+                ("gan", which, "layers", index),
             ) from exc
     if tuple(x.shape[1:]) != network.output_shape:  # the builders' shape formulas disagree
         raise SpecError(
@@ -172,7 +186,12 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     gan, g_summary, d_summary = _built(spec, info)
     gan.train()
     labels = torch.arange(2) % (gan.num_classes or 1)
-    fake = _forward(gan.generator, gan.condition(gan.noise(2, seed=0), labels), "generator", list(g.generator.layers))
+    fake = _forward(
+        gan.generator,
+        gan.condition(gan.noise(2, seed=0), labels),
+        "generator",
+        list(g.generator.layers),
+    )
     x = gan.condition(fake, labels)
     _forward(gan.discriminator, x, "discriminator", list(g.discriminator.layers)).sum().backward()
     rows = [
@@ -196,13 +215,22 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
 
 
 def _memory(
-    g: GANSpec, gan: GAN, info: DataInfo, g_summary: list[LayerSummary], d_summary: list[LayerSummary], batch: int
+    g: GANSpec,
+    gan: GAN,
+    info: DataInfo,
+    g_summary: list[LayerSummary],
+    d_summary: list[LayerSummary],
+    batch: int,
 ) -> int:
     """Weights, gradients and each network's optimizer state; activations of one generator pass and
     of the discriminator on a real and a fake batch (wgan_gp: and on the interpolates)."""
     weights = 0
     for net, spec in ((gan.generator, g.generator), (gan.discriminator, g.discriminator)):
-        weights += sum(p.numel() for p in net.parameters()) * FLOAT_BYTES * (2 + optimizer_slots(spec.optimizer))
+        weights += (
+            sum(p.numel() for p in net.parameters())
+            * FLOAT_BYTES
+            * (2 + optimizer_slots(spec.optimizer))
+        )
     per_g = sum(math.prod(s.output_shape) for s in g_summary)
     per_d = math.prod(info.input_shape) + sum(math.prod(s.output_shape) for s in d_summary)
     passes = 3 if g.variant == "wgan_gp" else 2
@@ -214,19 +242,27 @@ def _gan(model: FamilyModel) -> GAN:
     return cast(GAN, model.module)
 
 
-def _labels(gan: GAN, labels: list[int] | None, n: int | None, device: torch.device) -> torch.Tensor | None:
+def _labels(
+    gan: GAN, labels: list[int] | None, n: int | None, device: torch.device
+) -> torch.Tensor | None:
     """The request's class ids as a tensor; checked against the model and the count."""
     if gan.num_classes is None:
         if labels is not None:
-            raise PredictError(f"labels condition a cgan; this {gan.variant} model takes none", "labels")
+            raise PredictError(
+                f"labels condition a cgan; this {gan.variant} model takes none", "labels"
+            )
         return None
     if labels is None:
         return None
     if n is not None and len(labels) != n:
-        raise PredictError(f"give one label per sample: {len(labels)} labels for {n} samples", "labels")
+        raise PredictError(
+            f"give one label per sample: {len(labels)} labels for {n} samples", "labels"
+        )
     bad = [label for label in labels if label >= gan.num_classes]
     if bad:
-        raise PredictError(f"labels must be class ids 0..{gan.num_classes - 1}; got {bad[0]}", "labels")
+        raise PredictError(
+            f"labels must be class ids 0..{gan.num_classes - 1}; got {bad[0]}", "labels"
+        )
     return torch.tensor(labels, dtype=torch.long, device=device)
 
 
@@ -236,7 +272,8 @@ def generate(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     gan = _gan(model)
     if req.instances is not None:
         raise PredictError(
-            "generate draws its own latent vectors: give `count` (and `seed`), not instances", "instances"
+            "generate draws its own latent vectors: give `count` (and `seed`), not instances",
+            "instances",
         )
     labels = _labels(gan, req.labels, req.count, model.device)
     count = req.count or (len(labels) if labels is not None else DEFAULT_COUNT)
@@ -261,10 +298,13 @@ def discriminate(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
             "count and seed are for generate; discriminate scores the instances given",
             "count" if req.count is not None else "seed",
         )
-    x = prepare_instances(req.instances, model.info.input_shape, model.meta.preprocessing, False, model.device)
+    x = prepare_instances(
+        req.instances, model.info.input_shape, model.meta.preprocessing, False, model.device
+    )
     if gan.num_classes is not None and req.labels is None:
         raise PredictError(
-            "a cgan's discriminator scores a sample with its class: give one label per instance", "labels"
+            "a cgan's discriminator scores a sample with its class: give one label per instance",
+            "labels",
         )
     labels = _labels(gan, req.labels, len(x), model.device)
     scores = gan.score(x, labels).float()

@@ -28,11 +28,15 @@ class Predictor:
         return cls.from_checkpoint(tensors, meta, torch.device(device))
 
     @classmethod
-    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: CheckpointMeta, device: torch.device) -> Predictor:
+    def from_checkpoint(
+        cls, tensors: dict[str, torch.Tensor], meta: CheckpointMeta, device: torch.device
+    ) -> Predictor:
         module = family_module(meta.spec.family).build(meta.spec, meta.info)
         module.load_state_dict(split_prefix(tensors, "model."), strict=True)
         module.to(device).eval()
-        family = meta.family if isinstance(meta, ModelMeta) else {}  # an epoch's checkpoint serves too, undescribed
+        family = (
+            meta.family if isinstance(meta, ModelMeta) else {}
+        )  # an epoch's checkpoint serves too, undescribed
         return cls(FamilyModel(module, meta.spec, meta.info, meta, device, family))
 
     @property

@@ -22,7 +22,9 @@ from models.families import FamilyModel, Operation, OperationRequest, refuse_unu
 from models.inference import prepare_instances, raw_units
 from models.validation import FLOAT_BYTES, DryRun
 
-INIT_STD = 0.01  # Hinton's "practical guide": small Gaussian weights, so no hidden unit starts saturated
+INIT_STD = (
+    0.01  # Hinton's "practical guide": small Gaussian weights, so no hidden unit starts saturated
+)
 
 
 class RBM(nn.Module):
@@ -173,11 +175,17 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     check_visible(s.visible, spec.dataset, info, "rbm")
     rbm = build(spec, info)
     v = torch.rand(2, rbm.weight.shape[1])
-    rbm.contrastive_divergence(v if s.visible == "bernoulli" else torch.randn_like(v), s.k, s.weight_decay)
+    rbm.contrastive_divergence(
+        v if s.visible == "bernoulli" else torch.randn_like(v), s.k, s.weight_decay
+    )
     parameters = sum(p.numel() for p in rbm.parameters())
-    layers = [{"index": 0, "type": "rbm", "output_shape": [s.hidden_units], "parameters": parameters}]
+    layers = [
+        {"index": 0, "type": "rbm", "output_shape": [s.hidden_units], "parameters": parameters}
+    ]
     units = rbm.weight.shape[0] + rbm.weight.shape[1]
-    return DryRun(parameters, (s.hidden_units,), layers, memory(parameters, units, spec.fit.batch_size, s.k))
+    return DryRun(
+        parameters, (s.hidden_units,), layers, memory(parameters, units, spec.fit.batch_size, s.k)
+    )
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -185,7 +193,9 @@ def inputs(model: FamilyModel, request: OperationRequest, operation: str) -> tor
     refuse_unused(request, operation, ("instances",))
     if request.instances is None:
         raise PredictError(f"give `instances` to {operation}", "instances")
-    x = prepare_instances(request.instances, model.info.input_shape, model.meta.preprocessing, False, model.device)
+    x = prepare_instances(
+        request.instances, model.info.input_shape, model.meta.preprocessing, False, model.device
+    )
     return flat(x)
 
 
@@ -199,7 +209,11 @@ def reconstruct(model: FamilyModel, request: OperationRequest) -> dict[str, Any]
     """Instances -> E[v | p(h | v)], one mean-field Gibbs step, in the instances' shape and raw units."""
     rbm: RBM = model.module  # type: ignore[assignment]
     v = rbm.reconstruct(inputs(model, request, "reconstruct"))
-    return {"predictions": raw_units(v.reshape(len(v), *model.info.input_shape), model.meta.preprocessing)}
+    return {
+        "predictions": raw_units(
+            v.reshape(len(v), *model.info.input_shape), model.meta.preprocessing
+        )
+    }
 
 
 OPERATIONS: dict[str, Operation] = {"transform": transform, "reconstruct": reconstruct}

@@ -40,18 +40,30 @@ class Encoder(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocabulary, cfg.embedding_dim)
         self.rnn = _rnn(cfg.cell)(
-            cfg.embedding_dim, cfg.units, cfg.num_layers, batch_first=True, bidirectional=cfg.bidirectional_encoder
+            cfg.embedding_dim,
+            cfg.units,
+            cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional_encoder,
         )
-        self.layers, self.bidirectional, self.lstm = cfg.num_layers, cfg.bidirectional_encoder, cfg.cell == "lstm"
+        self.layers, self.bidirectional, self.lstm = (
+            cfg.num_layers,
+            cfg.bidirectional_encoder,
+            cfg.cell == "lstm",
+        )
         # A bidirectional encoder's two final states per layer become the decoder's one (Luong/Bahdanau
         # use the same kind of bridge); c, unbounded, gets no tanh.
         self.bridge_h = nn.Linear(2 * cfg.units, cfg.units) if self.bidirectional else None
-        self.bridge_c = nn.Linear(2 * cfg.units, cfg.units) if self.bidirectional and self.lstm else None
+        self.bridge_c = (
+            nn.Linear(2 * cfg.units, cfg.units) if self.bidirectional and self.lstm else None
+        )
 
     def _join(self, s: torch.Tensor, bridge: nn.Linear | None, squash: bool) -> torch.Tensor:
         if bridge is None:
             return s
-        both = s.view(self.layers, 2, *s.shape[1:])  # (layers * directions, B, U) -> (layers, 2, B, U)
+        both = s.view(
+            self.layers, 2, *s.shape[1:]
+        )  # (layers * directions, B, U) -> (layers, 2, B, U)
         joined = bridge(torch.cat([both[:, 0], both[:, 1]], dim=-1))
         return torch.tanh(joined) if squash else joined
 
@@ -89,11 +101,17 @@ class Decoder(nn.Module):
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, cfg: Seq2SeqSpec, input_vocabulary: int, vocabulary: int, output_length: int) -> None:
+    def __init__(
+        self, cfg: Seq2SeqSpec, input_vocabulary: int, vocabulary: int, output_length: int
+    ) -> None:
         super().__init__()
         self.encoder = Encoder(cfg, input_vocabulary)
         self.decoder = Decoder(cfg, vocabulary, cfg.units * (2 if cfg.bidirectional_encoder else 1))
-        self.input_vocabulary, self.vocabulary, self.output_length = input_vocabulary, vocabulary, output_length
+        self.input_vocabulary, self.vocabulary, self.output_length = (
+            input_vocabulary,
+            vocabulary,
+            output_length,
+        )
         if cfg.cell == "lstm":  # Keras' unit_forget_bias: start with the forget gates open
             for rnn in (self.encoder.rnn, self.decoder.rnn):
                 for name, p in rnn.named_parameters():
@@ -108,7 +126,9 @@ class Seq2Seq(nn.Module):
         """Teacher forcing: the decoder reads the start token then y[:, :-1]; logits (B, T, V)."""
         memory, state = self.encoder(x)
         start = torch.full((len(y), 1), self.start_token, dtype=y.dtype, device=y.device)
-        logits, _ = self.decoder(torch.cat([start, y[:, :-1]], dim=1), state, memory, self.decoder.keys(memory))
+        logits, _ = self.decoder(
+            torch.cat([start, y[:, :-1]], dim=1), state, memory, self.decoder.keys(memory)
+        )
         return logits
 
     def greedy(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +158,12 @@ def sizes(spec: JobSpec, info: DataInfo) -> tuple[int, int, int, int]:
             ("dataset",),
         )
     vocabulary = info.num_classes
-    return info.input_shape[0], info.target_dim, config(spec).input_vocabulary or vocabulary, vocabulary
+    return (
+        info.input_shape[0],
+        info.target_dim,
+        config(spec).input_vocabulary or vocabulary,
+        vocabulary,
+    )
 
 
 def build(spec: JobSpec, info: DataInfo) -> Seq2Seq:
@@ -175,7 +200,10 @@ def check(spec: JobSpec, info: DataInfo) -> None:
             where,
         )
     if spec.dataset.standardize:
-        raise SpecError("token ids are never standardised; leave dataset.standardize unset", ("dataset", "standardize"))
+        raise SpecError(
+            "token ids are never standardised; leave dataset.standardize unset",
+            ("dataset", "standardize"),
+        )
     c = spec.compiled
     if c.loss != "sparse_categorical_crossentropy":
         raise SpecError(
@@ -196,7 +224,11 @@ def _summary(model: Seq2Seq, length: int) -> list[dict[str, Any]]:
     e, d, steps = model.encoder, model.decoder, model.output_length
     rows: list[tuple[str, list[nn.Module | None], Shape]] = [
         ("encoder.embedding", [e.embedding], (length, e.embedding.embedding_dim)),
-        (f"encoder.{e.rnn.mode.lower()}", [e.rnn], (length, e.rnn.hidden_size * (2 if e.bidirectional else 1))),
+        (
+            f"encoder.{e.rnn.mode.lower()}",
+            [e.rnn],
+            (length, e.rnn.hidden_size * (2 if e.bidirectional else 1)),
+        ),
         ("encoder.bridge", [e.bridge_h, e.bridge_c], (e.rnn.num_layers, e.rnn.hidden_size)),
         ("decoder.embedding", [d.embedding], (steps, d.embedding.embedding_dim)),
         (f"decoder.{d.rnn.mode.lower()}", [d.rnn], (steps, d.rnn.hidden_size)),
@@ -208,7 +240,9 @@ def _summary(model: Seq2Seq, length: int) -> list[dict[str, Any]]:
         present = [m for m in modules if m is not None]
         if present:
             params = sum(p.numel() for m in present for p in m.parameters())
-            out.append({"index": len(out), "type": name, "output_shape": list(shape), "parameters": params})
+            out.append(
+                {"index": len(out), "type": name, "output_shape": list(shape), "parameters": params}
+            )
     return out
 
 
@@ -225,9 +259,14 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     parameters = sum(p.numel() for p in model.parameters())
     # Weights, gradients and optimizer slots, plus per-step activations kept for backward.
     units = config(spec).units * (2 if config(spec).bidirectional_encoder else 1)
-    per_sample = (length + steps) * (config(spec).embedding_dim + 6 * units * config(spec).num_layers)
+    per_sample = (length + steps) * (
+        config(spec).embedding_dim + 6 * units * config(spec).num_layers
+    )
     per_sample += steps * (length + 2 * vocabulary)
-    memory = parameters * 4 * (2 + optimizer_slots(spec.compiled.optimizer)) + 4 * per_sample * spec.fit.batch_size
+    memory = (
+        parameters * 4 * (2 + optimizer_slots(spec.compiled.optimizer))
+        + 4 * per_sample * spec.fit.batch_size
+    )
     return DryRun(
         parameters=parameters,
         output_shape=(steps, vocabulary),
@@ -247,7 +286,12 @@ def _sequences(instances: Any, length: int, vocabulary: int) -> list[list[int]]:
             raise PredictError(f"{want}; instance {i} has {got}")
         for t in row:
             # bool is an int in Python, and 3.0 is a float a JSON client may send for 3
-            ok = isinstance(t, int | float) and not isinstance(t, bool) and abs(t) < 2**53 and t == int(t)
+            ok = (
+                isinstance(t, int | float)
+                and not isinstance(t, bool)
+                and abs(t) < 2**53
+                and t == int(t)
+            )
             if not ok or not 0 <= int(t) < vocabulary:
                 raise PredictError(f"{want}; instance {i} has {t!r}")
     return [[int(t) for t in row] for row in instances]

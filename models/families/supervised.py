@@ -28,7 +28,9 @@ def _forward_by_layer(built: BuildResult, x: torch.Tensor) -> torch.Tensor:
             x = module(x)
         except RuntimeError as exc:
             layer = built.layers[index]
-            raise SpecError(f"layer {index} ({layer.type}): {exc}", ("model", "layers", index)) from exc
+            raise SpecError(
+                f"layer {index} ({layer.type}): {exc}", ("model", "layers", index)
+            ) from exc
     return x
 
 
@@ -43,8 +45,14 @@ def _check_augmentation(spec: JobSpec, info: DataInfo) -> None:
             f"{info.input_shape}: keep only noise_stddev",
             ("fit", "augmentation"),
         )
-    if a.noise_stddev > 0 and spec.supervised_model.layers and spec.supervised_model.layers[0].type == "embedding":
-        raise SpecError("noise_stddev cannot be added to token ids", ("fit", "augmentation", "noise_stddev"))
+    if (
+        a.noise_stddev > 0
+        and spec.supervised_model.layers
+        and spec.supervised_model.layers[0].type == "embedding"
+    ):
+        raise SpecError(
+            "noise_stddev cannot be added to token ids", ("fit", "augmentation", "noise_stddev")
+        )
 
 
 def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
@@ -60,9 +68,12 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     x, y = sample_batch(info, built.network.tokens)
     built.network.train()
     logits = _forward_by_layer(built, x)
-    if tuple(logits.shape[1:]) != built.network.output_shape:  # the builders' shape formulas disagree
+    if (
+        tuple(logits.shape[1:]) != built.network.output_shape
+    ):  # the builders' shape formulas disagree
         raise SpecError(
-            f"inferred output {built.network.output_shape}, computed {tuple(logits.shape[1:])}", ("model", "layers")
+            f"inferred output {built.network.output_shape}, computed {tuple(logits.shape[1:])}",
+            ("model", "layers"),
         )
     objective = Objective(spec.compiled, info, units, built.network.head)
     objective.loss(logits, y).backward()
@@ -70,7 +81,12 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
         parameters=built.parameters,
         output_shape=built.network.output_shape,
         layers=[
-            {"index": s.index, "type": s.type, "output_shape": list(s.output_shape), "parameters": s.parameters}
+            {
+                "index": s.index,
+                "type": s.type,
+                "output_shape": list(s.output_shape),
+                "parameters": s.parameters,
+            }
             for s in built.summary
         ],
         estimated_memory_bytes=estimate_memory(spec, built, info),
@@ -85,7 +101,9 @@ def predict(model: FamilyModel, request: OperationRequest) -> dict[str, Any]:
         raise PredictError("give `instances` to predict", "instances")
     network: Network = model.module  # type: ignore[assignment]
     preprocessing = model.meta.preprocessing
-    x = prepare_instances(request.instances, model.info.input_shape, preprocessing, network.tokens, model.device)
+    x = prepare_instances(
+        request.instances, model.info.input_shape, preprocessing, network.tokens, model.device
+    )
     vocabulary = network.vocabulary
     if vocabulary is not None and (x.min() < 0 or x.max() >= vocabulary):
         raise PredictError(f"token ids must lie in 0..{vocabulary - 1}")

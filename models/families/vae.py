@@ -40,7 +40,9 @@ DEFAULT_SAMPLES = 8
 
 
 class VAE(nn.Module):
-    def __init__(self, encoder: Network, mean: nn.Linear, log_var: nn.Linear, decoder: Decoder) -> None:
+    def __init__(
+        self, encoder: Network, mean: nn.Linear, log_var: nn.Linear, decoder: Decoder
+    ) -> None:
         super().__init__()
         self.encoder, self.mean, self.log_var, self.decoder = encoder, mean, log_var, decoder
 
@@ -52,7 +54,9 @@ class VAE(nn.Module):
         features = self.encoder(x)
         return self.mean(features), self.log_var(features).clamp(*LOG_VAR_RANGE)
 
-    def draw(self, mean: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def draw(
+        self, mean: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The reparameterisation trick: the noise is an input, so gradients reach mean and log_var."""
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * log_var) * eps
@@ -68,12 +72,18 @@ def kl_per_sample(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
 
 
 def elbo_terms(
-    module: VAE, loss: str, x_in: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+    module: VAE,
+    loss: str,
+    x_in: torch.Tensor,
+    target: torch.Tensor,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """(reconstruction, kl), one value per sample, and the decoder's logits for the drawn latents."""
     mean, log_var = module.encode(x_in)
     logits = module.decoder.logits(module.draw(mean, log_var, generator))
-    reconstruction = reconstruction_terms(loss, module.decoder, logits, target).flatten(1).sum(dim=1)
+    reconstruction = (
+        reconstruction_terms(loss, module.decoder, logits, target).flatten(1).sum(dim=1)
+    )
     return reconstruction, kl_per_sample(mean, log_var), logits
 
 
@@ -98,11 +108,19 @@ def build_summarised(spec: JobSpec, info: DataInfo) -> tuple[VAE, dict[str, list
         head = nn.Linear(encoder.output_shape[0], section.latent_dim)
         init_layer(head, section.initializer)
         heads.append(head)
-    decoder, dec_summary = build_decoder(list(section.decoder), (section.latent_dim,), info, spec, section.initializer)
+    decoder, dec_summary = build_decoder(
+        list(section.decoder), (section.latent_dim,), info, spec, section.initializer
+    )
     latent = [
-        LayerSummary(0, "dense", (section.latent_dim,), sum(p.numel() for p in head.parameters())) for head in heads
+        LayerSummary(0, "dense", (section.latent_dim,), sum(p.numel() for p in head.parameters()))
+        for head in heads
     ]
-    summaries = {"encoder": enc_summary, "mean": latent[:1], "log_var": latent[1:], "decoder": dec_summary}
+    summaries = {
+        "encoder": enc_summary,
+        "mean": latent[:1],
+        "log_var": latent[1:],
+        "decoder": dec_summary,
+    }
     return VAE(encoder, heads[0], heads[1], decoder), summaries
 
 
@@ -111,7 +129,9 @@ def dry_run(spec: JobSpec, info: DataInfo) -> DryRun:
     section = as_family(spec, VAEJob).vae
     x = torch.rand(2, *info.input_shape)  # in [0, 1]: a valid binary cross-entropy target
     module.train()
-    features = module.encoder.head(forward_by_layer(module.encoder.body, x, "vae", "encoder", section.encoder))
+    features = module.encoder.head(
+        forward_by_layer(module.encoder.body, x, "vae", "encoder", section.encoder)
+    )
     z = module.draw(module.mean(features), module.log_var(features))
     logits = forward_by_layer(module.decoder.body, z, "vae", "decoder", section.decoder)
     reconstruction_terms(spec.compiled.loss, module.decoder, logits, x).sum().backward()
@@ -125,17 +145,26 @@ def _module(model: FamilyModel) -> VAE:
 
 
 def _reconstruct(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
-    return {"predictions": in_raw_units(model, _module(model)(model_inputs(model, req, "reconstruct")))}
+    return {
+        "predictions": in_raw_units(model, _module(model)(model_inputs(model, req, "reconstruct")))
+    }
 
 
 def _encode(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     mean, log_var = _module(model).encode(model_inputs(model, req, "encode"))
-    return {"predictions": mean.float().cpu().tolist(), "log_variances": log_var.float().cpu().tolist()}
+    return {
+        "predictions": mean.float().cpu().tolist(),
+        "log_variances": log_var.float().cpu().tolist(),
+    }
 
 
 def _decode(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:
     module = _module(model)
-    return {"predictions": in_raw_units(model, module.decoder(code_inputs(model, req, (module.latent_dim,))))}
+    return {
+        "predictions": in_raw_units(
+            model, module.decoder(code_inputs(model, req, (module.latent_dim,)))
+        )
+    }
 
 
 def _sample(model: FamilyModel, req: OperationRequest) -> dict[str, Any]:

@@ -41,11 +41,18 @@ class Service:
     logs: list[Path] = field(default_factory=list)
 
     def client(self, tenant: str = "a") -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.keys[tenant]}"}, timeout=60)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.keys[tenant]}"}, timeout=60
+        )
 
     def fitserve(self, *args: str) -> str:
         done = subprocess.run(
-            [str(BIN / "fitserve"), *args], env=self.env, capture_output=True, text=True, timeout=120, check=True
+            [str(BIN / "fitserve"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
         return done.stdout.strip()
 
@@ -54,7 +61,12 @@ class Service:
         handle = log.open("wb")
         self.logs.append(log)
         self.processes.append(
-            subprocess.Popen([str(BIN / "fitserve"), *args], env=self.env, stdout=handle, stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                [str(BIN / "fitserve"), *args],
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
         )
 
     def wait_ready(self, timeout: float = 90) -> None:
@@ -142,7 +154,10 @@ def _postgres(tmp: Path) -> Iterator[Service]:
         service = Service("postgres", f"http://127.0.0.1:{port}", env, tmp)
         try:
             service.fitserve("db", "upgrade")
-            service.keys["a"], service.tenants["a"] = service.fitserve("keys", "create", "--tenant", "alpha"), "alpha"
+            service.keys["a"], service.tenants["a"] = (
+                service.fitserve("keys", "create", "--tenant", "alpha"),
+                "alpha",
+            )
             service.keys["b"] = service.fitserve("keys", "create", "--tenant", "beta")
             service.start("worker")
             service.start("api", "--port", str(port))
@@ -155,7 +170,9 @@ def _postgres(tmp: Path) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp(request.param)
     factory = _embedded if request.param == "embedded" else _postgres
     gen = factory(tmp)
@@ -168,7 +185,9 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         next(gen)
 
 
-def wait_for(client: httpx.Client, job_id: str, statuses: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+def wait_for(
+    client: httpx.Client, job_id: str, statuses: tuple[str, ...], timeout: float = 180
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()

@@ -44,10 +44,14 @@ def parse(lines: Iterable[str]) -> Iterator[Event]:
             ident = value  # kept, as EventSource keeps its last event id, until another comes
 
 
-def stream(client: httpx.Client, job_id: str, last_event_id: int | None = None, **params: Any) -> Iterator[Event]:
+def stream(
+    client: httpx.Client, job_id: str, last_event_id: int | None = None, **params: Any
+) -> Iterator[Event]:
     """Open the job's event stream and yield its events (keepalives included) until it ends."""
     headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, params=params) as answer:
+    with client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers=headers, params=params
+    ) as answer:
         assert answer.status_code == 200, answer.read()
         assert answer.headers["content-type"].startswith("text/event-stream")
         yield from parse(answer.iter_lines())

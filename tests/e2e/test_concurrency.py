@@ -31,7 +31,10 @@ def test_300_concurrent_reads_all_answer(service: Service) -> None:
     async def crowd() -> list[tuple[int, float]]:
         limits = httpx.Limits(max_connections=300)
         async with httpx.AsyncClient(
-            base_url=service.url, headers={"Authorization": f"Bearer {service.keys['a']}"}, timeout=60, limits=limits
+            base_url=service.url,
+            headers={"Authorization": f"Bearer {service.keys['a']}"},
+            timeout=60,
+            limits=limits,
         ) as client:
             return await asyncio.gather(*(read(client) for _ in range(300)))
 

@@ -37,7 +37,9 @@ def all_points(client: httpx.Client, job_id: str, page: int = 7) -> list[dict[st
     """Every metric point of the job, paged by the cursor (`after`, `next`, `has_more`)."""
     points, after = [], 0
     while True:
-        answer = client.get(f"/v1/jobs/{job_id}/metrics", params={"after": after, "limit": page}).json()
+        answer = client.get(
+            f"/v1/jobs/{job_id}/metrics", params={"after": after, "limit": page}
+        ).json()
         points += answer["data"]
         assert answer["next"] == (answer["data"][-1]["seq"] if answer["data"] else after)
         after = answer["next"]
@@ -58,14 +60,20 @@ def test_the_stream_carries_every_point_once_in_order_then_ends(service: Service
     metrics = [{k: v for k, v in e.items() if k != "kind"} for e in got if e["kind"] == "metric"]
     assert metrics == points, "the stream's points are the database's, exactly"
     steps = [(p["step"], p["name"]) for p in points]
-    assert len(steps) == len(set(steps)) and len(points) == 6 * (7 + 9)  # 7 epoch metrics, 45/5 step losses
+    assert len(steps) == len(set(steps)) and len(points) == 6 * (
+        7 + 9
+    )  # 7 epoch metrics, 45/5 step losses
     shared = {p["step"] for p in points if p["name"] == "val_loss"} & {
         p["step"] for p in points if p["name"] == "step_loss"
     }
     assert len(shared) == 6, "every epoch's rows share their step with a step loss"
     assert [e["status"] for e in got if e["kind"] == "status"] == ["queued", "running", "succeeded"]
     # It opens with the job as it stands and ends with the final state, then the final status.
-    assert received[0].event == "job" and received[-1].event == "status" and received[-2].event == "job"
+    assert (
+        received[0].event == "job"
+        and received[-1].event == "status"
+        and received[-2].event == "job"
+    )
     assert received[-2].json()["status"] == "succeeded" and received[-2].json()["seq"] == job["seq"]
     assert all(e.id == str(e.json()["seq"]) for e in received if e.event in ("metric", "status"))
     with service.client() as client:  # past the end: 204 tells EventSource to stop reconnecting
@@ -88,7 +96,9 @@ def test_a_reconnect_with_last_event_id_resumes_exactly_after_it(service: Servic
         by_query = list(stream(client, job_id, after=cut))  # for clients that cannot set headers
         points = all_points(client, job_id, page=50)
     resumed = entries(second)
-    assert [e["seq"] for e in resumed] == [p["seq"] for p in points if p["seq"] > cut] + [resumed[-1]["seq"]]
+    assert [e["seq"] for e in resumed] == [p["seq"] for p in points if p["seq"] > cut] + [
+        resumed[-1]["seq"]
+    ]
     assert resumed[-1] == {**resumed[-1], "kind": "status", "status": "succeeded"}
     assert entries(by_query) == resumed
     stitched = [e["seq"] for e in entries(first) + resumed if e["kind"] == "metric"]
@@ -96,7 +106,11 @@ def test_a_reconnect_with_last_event_id_resumes_exactly_after_it(service: Servic
 
 
 def _open_streams(
-    service: Service, watches: list[tuple[str, str]], ready: threading.Event, stop: threading.Event, counts: list[int]
+    service: Service,
+    watches: list[tuple[str, str]],
+    ready: threading.Event,
+    stop: threading.Event,
+    counts: list[int],
 ) -> None:
     """Hold one stream per (key, job) open, reading, until `stop`: all in one event loop."""
 
@@ -146,7 +160,9 @@ def test_200_streams_leave_another_tenants_reads_fast(service: Service, long_job
     waiting = []
     for n in range(3):
         key = service.fitserve("keys", "create", "--tenant", f"watcher-{service.name}-{n}")
-        with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {key}"}) as client:
+        with httpx.Client(
+            base_url=service.url, headers={"Authorization": f"Bearer {key}"}
+        ) as client:
             waiting.append((key, submit(client, sharing_steps(epochs=1))))
         watches += [waiting[-1]] * 50
     ready, stop, counts = threading.Event(), threading.Event(), []  # type: ignore[var-annotated]
@@ -170,14 +186,18 @@ def test_200_streams_leave_another_tenants_reads_fast(service: Service, long_job
         stop.set()
         holder.join(60)
         for key, job_id in waiting:
-            with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {key}"}) as client:
+            with httpx.Client(
+                base_url=service.url, headers={"Authorization": f"Bearer {key}"}
+            ) as client:
                 client.post(f"/v1/jobs/{job_id}/cancel")
 
 
 def test_a_tenants_65th_stream_is_refused_with_429(service: Service, long_job: str) -> None:
     ready, stop, counts = threading.Event(), threading.Event(), []  # type: ignore[var-annotated]
     key = service.keys["a"]
-    holder = threading.Thread(target=_open_streams, args=(service, [(key, long_job)] * 64, ready, stop, counts))
+    holder = threading.Thread(
+        target=_open_streams, args=(service, [(key, long_job)] * 64, ready, stop, counts)
+    )
     holder.start()
     try:
         assert ready.wait(120) and len(counts) == 64
@@ -201,12 +221,16 @@ def test_a_tenants_65th_stream_is_refused_with_429(service: Service, long_job: s
             time.sleep(0.2)
 
 
-def test_a_quiet_stream_sends_keepalives_and_ends_with_its_job(service: Service, long_job: str) -> None:
+def test_a_quiet_stream_sends_keepalives_and_ends_with_its_job(
+    service: Service, long_job: str
+) -> None:
     """A job queued behind another has no news: the stream says `retry:`, the job, its status,
     then keepalive comments (every second in these services), until the job is cancelled."""
     with service.client() as client:
         job_id = submit(client, sharing_steps(epochs=1))
-        huge = str(2**64)  # past the database's BIGINT: was a 500 on /metrics (schemathesis, stateful)
+        huge = str(
+            2**64
+        )  # past the database's BIGINT: was a 500 on /metrics (schemathesis, stateful)
         for bad in (
             {"headers": {"Last-Event-ID": "abc"}},
             {"params": {"after": -1}},

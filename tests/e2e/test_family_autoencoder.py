@@ -42,20 +42,30 @@ def test_autoencoder_over_http(service: Service) -> None:
     raw = spec("digits_autoencoder")
     job_id, series = train_over_http(service, raw)
     assert set(series) == {"loss", "mae", "val_loss", "val_mae"} | TIMING
-    assert series["loss"][-1] < series["loss"][0] / 4 and series["val_loss"][-1] < series["val_loss"][0] / 2
+    assert (
+        series["loss"][-1] < series["loss"][0] / 4
+        and series["val_loss"][-1] < series["val_loss"][0] / 2
+    )
     x, baseline = held_out(raw)
     out = predict(service, job_id, {"instances": x.tolist()})
     assert out["operation"] == "reconstruct" and np.asarray(out["predictions"]).shape == x.shape
     reconstructed = np.asarray(out["predictions"])
     assert np.mean(np.abs(reconstructed - x)) < 0.6 * baseline  # about 0.45 of it
-    codes = predict(service, job_id, {"operation": "encode", "instances": x.tolist()})["predictions"]
+    codes = predict(service, job_id, {"operation": "encode", "instances": x.tolist()})[
+        "predictions"
+    ]
     assert np.asarray(codes).shape == (10, 8)
     decoded = predict(service, job_id, {"operation": "decode", "instances": codes})
     np.testing.assert_allclose(np.asarray(decoded["predictions"]), reconstructed, atol=1e-3)
     wrong = predict(service, job_id, {"operation": "sample", "count": 2}, status=422)["detail"][0]
-    assert wrong["loc"] == ["body", "operation"] and "not available to the autoencoder family" in wrong["msg"]
+    assert (
+        wrong["loc"] == ["body", "operation"]
+        and "not available to the autoencoder family" in wrong["msg"]
+    )
     bad = spec("digits_autoencoder")
-    bad["autoencoder"]["decoder"] = bad["autoencoder"]["decoder"][:2]  # no reshape back to (1, 8, 8)
+    bad["autoencoder"]["decoder"] = bad["autoencoder"]["decoder"][
+        :2
+    ]  # no reshape back to (1, 8, 8)
     detail = refused(service, bad)
     assert detail["loc"] == ["body", "autoencoder", "decoder", 1]
     assert detail["msg"].startswith(
@@ -72,16 +82,23 @@ def test_vae_over_http(service: Service) -> None:
     for loss, rec, kl in zip(series["loss"], series["reconstruction"], series["kl"], strict=True):
         assert loss == pytest.approx(rec + beta * kl, rel=1e-5)
     assert series["reconstruction"][-1] < series["reconstruction"][0] / 4 and series["kl"][-1] > 1.0
-    samples = np.asarray(predict(service, job_id, {"operation": "sample", "count": 6, "seed": 1})["predictions"])
+    samples = np.asarray(
+        predict(service, job_id, {"operation": "sample", "count": 6, "seed": 1})["predictions"]
+    )
     assert samples.shape == (6, 1, 8, 8) and samples.min() >= 0.0 and samples.max() <= 16.0
     again = predict(service, job_id, {"operation": "sample", "count": 6, "seed": 1})["predictions"]
     np.testing.assert_array_equal(samples, np.asarray(again))
     x, baseline = held_out(raw)
     encoded = predict(service, job_id, {"operation": "encode", "instances": x.tolist()})
     means = encoded["predictions"]
-    assert np.asarray(means).shape == (10, 8) and np.asarray(encoded["log_variances"]).shape == (10, 8)
+    assert np.asarray(means).shape == (10, 8) and np.asarray(encoded["log_variances"]).shape == (
+        10,
+        8,
+    )
     reconstructed = np.asarray(
-        predict(service, job_id, {"operation": "reconstruct", "instances": x.tolist()})["predictions"]
+        predict(service, job_id, {"operation": "reconstruct", "instances": x.tolist()})[
+            "predictions"
+        ]
     )
     assert reconstructed.shape == x.shape and np.mean(np.abs(reconstructed - x)) < 0.6 * baseline
     decoded = predict(service, job_id, {"operation": "decode", "instances": means})["predictions"]
@@ -89,6 +106,11 @@ def test_vae_over_http(service: Service) -> None:
     wrong = predict(service, job_id, {"operation": "generate"}, status=422)["detail"][0]
     assert wrong["loc"] == ["body", "operation"] and "choose one of" in wrong["msg"]
     bad = spec("digits_vae")
-    bad["vae"]["encoder"] = [{"type": "conv2d", "filters": 4, "kernel_size": 3}]  # ends in (4, 6, 6), not features
+    bad["vae"]["encoder"] = [
+        {"type": "conv2d", "filters": 4, "kernel_size": 3}
+    ]  # ends in (4, 6, 6), not features
     detail = refused(service, bad)
-    assert detail["loc"] == ["body", "vae", "encoder", 0] and "must end in features (1-D)" in detail["msg"]
+    assert (
+        detail["loc"] == ["body", "vae", "encoder", 0]
+        and "must end in features (1-D)" in detail["msg"]
+    )

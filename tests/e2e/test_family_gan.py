@@ -17,7 +17,11 @@ from tests.e2e.http import predict
 
 TIMING = {"lr", "epoch_seconds", "samples_per_second"}
 BCE = {"loss", "d_loss", "g_loss", "d_accuracy"}
-SAMPLES, MODE_SHARE, MODE_RADIUS = 1000, 0.01, 3.0  # covered: >= 1% of 1000 samples within 3 stddev of a centre
+SAMPLES, MODE_SHARE, MODE_RADIUS = (
+    1000,
+    0.01,
+    3.0,
+)  # covered: >= 1% of 1000 samples within 3 stddev of a centre
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +71,15 @@ def test_gan_covers_the_mixture_modes(service: Service, jobs: dict[str, dict[str
     assert x.shape == (SAMPLES, 2)
     angles = 2 * np.pi * np.arange(8) / 8
     centres = MIXTURE_RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    near = np.linalg.norm(x[:, None, :] - centres[None], axis=2) <= MODE_RADIUS * job["spec"]["dataset"]["noise"]
+    near = (
+        np.linalg.norm(x[:, None, :] - centres[None], axis=2)
+        <= MODE_RADIUS * job["spec"]["dataset"]["noise"]
+    )
     assert np.sum(near.mean(axis=0) >= MODE_SHARE) >= 6, near.sum(axis=0)
     real = [[MIXTURE_RADIUS, 0.0], [0.0, -MIXTURE_RADIUS]]
-    probabilities = predict(service, job["id"], {"operation": "discriminate", "instances": real})["predictions"]
+    probabilities = predict(service, job["id"], {"operation": "discriminate", "instances": real})[
+        "predictions"
+    ]
     assert len(probabilities) == 2 and all(0.0 <= p <= 1.0 for p in probabilities)
     labelled = refusal(service, job["id"], {"count": 2, "labels": [0, 1]})
     assert labelled == {
@@ -79,7 +88,9 @@ def test_gan_covers_the_mixture_modes(service: Service, jobs: dict[str, dict[str
         "msg": "labels condition a cgan; this gan model takes none",
     }
     wrong = refusal(service, job["id"], {"operation": "reconstruct", "instances": real})
-    assert wrong["loc"] == ["body", "operation"] and "not available to the gan family" in wrong["msg"]
+    assert (
+        wrong["loc"] == ["body", "operation"] and "not available to the gan family" in wrong["msg"]
+    )
 
 
 def test_cgan_draws_the_digit_asked_for(service: Service, jobs: dict[str, dict[str, Any]]) -> None:
@@ -90,12 +101,19 @@ def test_cgan_draws_the_digit_asked_for(service: Service, jobs: dict[str, dict[s
     labels = [k for k in range(10) for _ in range(20)]
     out = predict(service, job["id"], {"labels": labels, "seed": 0})
     x = np.asarray(out["predictions"])
-    assert out["class_ids"] == labels and x.shape == (200, 1, 8, 8) and x.min() >= 0.0 and x.max() <= 16.0
+    assert (
+        out["class_ids"] == labels
+        and x.shape == (200, 1, 8, 8)
+        and x.min() >= 0.0
+        and x.max() <= 16.0
+    )
     judged = predict(service, classifier["id"], {"instances": x.tolist()})["class_ids"]
     agreement = float(np.mean(np.asarray(judged) == np.asarray(labels)))
     assert agreement >= 0.7, agreement
     scores = predict(
-        service, job["id"], {"operation": "discriminate", "instances": x[:4].tolist(), "labels": labels[:4]}
+        service,
+        job["id"],
+        {"operation": "discriminate", "instances": x[:4].tolist(), "labels": labels[:4]},
     )["predictions"]
     assert len(scores) == 4 and all(0.0 <= p <= 1.0 for p in scores)
     assert refusal(service, job["id"], {"labels": [1, 10]}) == {
@@ -104,8 +122,12 @@ def test_cgan_draws_the_digit_asked_for(service: Service, jobs: dict[str, dict[s
         "msg": "labels must be class ids 0..9; got 10",
     }
     disagree = refusal(service, job["id"], {"labels": [1, 2], "count": 3})
-    assert disagree["loc"] == ["body", "labels"] and disagree["msg"].startswith("give one label per sample")
-    unlabelled = refusal(service, job["id"], {"operation": "discriminate", "instances": x[:1].tolist()})
+    assert disagree["loc"] == ["body", "labels"] and disagree["msg"].startswith(
+        "give one label per sample"
+    )
+    unlabelled = refusal(
+        service, job["id"], {"operation": "discriminate", "instances": x[:1].tolist()}
+    )
     assert unlabelled["loc"] == ["body", "labels"]
 
 
@@ -117,4 +139,6 @@ def test_a_generator_that_does_not_fit_the_data_is_refused(service: Service) -> 
     assert answer.status_code == 422, answer.text
     detail = answer.json()["detail"][0]
     assert detail["loc"] == ["body", "gan", "generator", "layers", 2]
-    assert detail["msg"].startswith("gan.generator: output shape (3,) does not fit the discriminator's input (2,)")
+    assert detail["msg"].startswith(
+        "gan.generator: output shape (3,) does not fit the discriminator's input (2,)"
+    )

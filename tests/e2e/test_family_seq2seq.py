@@ -14,7 +14,9 @@ from tests.e2e.conftest import Service, wait_for
 from tests.helpers import EXAMPLES
 
 METRICS = {"loss", "token_accuracy", "sequence_accuracy", "accuracy"}
-EPOCH_METRICS = METRICS | {f"val_{m}" for m in METRICS} | {"lr", "epoch_seconds", "samples_per_second"}
+EPOCH_METRICS = (
+    METRICS | {f"val_{m}" for m in METRICS} | {"lr", "epoch_seconds", "samples_per_second"}
+)
 
 
 def reverse_spec() -> dict[str, Any]:
@@ -26,10 +28,14 @@ def reversed_job(service: Service) -> dict[str, Any]:
     with service.client() as client:
         created = client.post("/v1/jobs", json=reverse_spec())
         assert created.status_code == 201, created.text
-        return wait_for(client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120)
+        return wait_for(
+            client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120
+        )
 
 
-def test_reversal_trains_with_a_metric_row_per_epoch(service: Service, reversed_job: dict[str, Any]) -> None:
+def test_reversal_trains_with_a_metric_row_per_epoch(
+    service: Service, reversed_job: dict[str, Any]
+) -> None:
     assert reversed_job["status"] == "succeeded", reversed_job["reason"]
     assert reversed_job["reason"] == "completed 8 epochs"
     with service.client() as client:
@@ -42,10 +48,14 @@ def test_reversal_trains_with_a_metric_row_per_epoch(service: Service, reversed_
     assert last["loss"] < first / 4
 
 
-def test_predict_reverses_sequences_it_never_saw(service: Service, reversed_job: dict[str, Any]) -> None:
+def test_predict_reverses_sequences_it_never_saw(
+    service: Service, reversed_job: dict[str, Any]
+) -> None:
     fresh = np.random.default_rng(2024).integers(0, 10, (100, 8))
     with service.client() as client:
-        answer = client.post(f"/v1/models/{reversed_job['id']}/predict", json={"instances": fresh.tolist()})
+        answer = client.post(
+            f"/v1/models/{reversed_job['id']}/predict", json={"instances": fresh.tolist()}
+        )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["operation"] == "predict"  # the family's default
@@ -75,7 +85,11 @@ def test_predict_reverses_sequences_it_never_saw(service: Service, reversed_job:
     ],
 )
 def test_predict_refuses_what_it_cannot_decode(
-    service: Service, reversed_job: dict[str, Any], body: dict[str, Any], loc: list[str], message: str
+    service: Service,
+    reversed_job: dict[str, Any],
+    body: dict[str, Any],
+    loc: list[str],
+    message: str,
 ) -> None:
     with service.client() as client:
         answer = client.post(f"/v1/models/{reversed_job['id']}/predict", json=body)
@@ -126,12 +140,22 @@ def test_an_uploaded_npz_of_token_sequences_trains(service: Service) -> None:
         uploaded = client.post("/v1/datasets", files={"file": ("pairs.npz", buf.getvalue())})
         assert uploaded.status_code == 201, uploaded.text
         described = uploaded.json()
-        assert (described["task"], described["input_shape"], described["num_classes"]) == ("classification", [6], 5)
+        assert (described["task"], described["input_shape"], described["num_classes"]) == (
+            "classification",
+            [6],
+            5,
+        )
         created = client.post("/v1/jobs", json=spec | {"dataset": {"id": described["id"]}})
         assert created.status_code == 201, created.text
-        job = wait_for(client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120)
+        job = wait_for(
+            client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120
+        )
         assert job["status"] == "succeeded", job["reason"]
-        answer = client.post(f"/v1/models/{job['id']}/predict", json={"instances": [[11] * 6, [0] * 6]})
+        answer = client.post(
+            f"/v1/models/{job['id']}/predict", json={"instances": [[11] * 6, [0] * 6]}
+        )
     assert answer.status_code == 200, answer.text
     decoded = answer.json()["predictions"]
-    assert [len(row) for row in decoded] == [3, 3] and all(0 <= t < 5 for row in decoded for t in row)
+    assert [len(row) for row in decoded] == [3, 3] and all(
+        0 <= t < 5 for row in decoded for t in row
+    )

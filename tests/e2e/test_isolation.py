@@ -25,7 +25,10 @@ from tests.helpers import EXAMPLES
 
 METHODS = ("get", "put", "post", "patch", "delete", "head", "options", "trace")
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")
-ID_PREFIXES = {"job": "job_", "dataset": "ds_"}  # then 32 hex digits: core.tables.new_id, 128 random bits
+ID_PREFIXES = {
+    "job": "job_",
+    "dataset": "ds_",
+}  # then 32 hex digits: core.tables.new_id, 128 random bits
 ID_FORMATS = {kind: re.compile(f"{prefix}[0-9a-f]{{32}}") for kind, prefix in ID_PREFIXES.items()}
 # Each path parameter the schema may hold, and the kind of object whose id fills it.
 PARAMS = {"job_id": "job", "dataset_id": "dataset"}
@@ -72,7 +75,9 @@ class Route:
     method: str
     template: str
     params: tuple[str, ...]
-    body: str | None  # the request body's schema name, or its content types when it is not a JSON $ref
+    body: (
+        str | None
+    )  # the request body's schema name, or its content types when it is not a JSON $ref
 
     def url(self, ids: dict[str, str]) -> str:
         return PATH_PARAMETER.sub(lambda m: ids[PARAMS[m.group(1)]], self.template)
@@ -118,7 +123,9 @@ def schema_routes(service: Service) -> tuple[list[Route], list[str]]:
 
 
 def _upload(client: httpx.Client, marker: str) -> dict[str, Any]:
-    rows = ["width,height,kind"] + [f"{i % 7}.5,{i % 5}.25,{'yes' if i % 2 else 'no'}-{marker}" for i in range(40)]
+    rows = ["width,height,kind"] + [
+        f"{i % 7}.5,{i % 5}.25,{'yes' if i % 2 else 'no'}-{marker}" for i in range(40)
+    ]
     answer = client.post(
         "/v1/datasets",
         files={"file": (f"isolation-{marker}.csv", "\n".join(rows), "text/csv")},
@@ -139,7 +146,13 @@ def _submit(client: httpx.Client, marker: str) -> str:
 
 def _digits_features(client: httpx.Client) -> int:
     catalogue = client.get("/v1/datasets").json()["data"]
-    return math.prod(next(d["input_shape"] for d in catalogue if d["source"] == "builtin" and d["name"] == "digits"))
+    return math.prod(
+        next(
+            d["input_shape"]
+            for d in catalogue
+            if d["source"] == "builtin" and d["name"] == "digits"
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +193,12 @@ def assert_refused(intruder: httpx.Client, route: Route, owned: Owned) -> None:
     assert owned.marker not in answer.text, f"{where} leaks: {answer.text}"
     ghosts = {kind: prefix + secrets.token_hex(16) for kind, prefix in ID_PREFIXES.items()}
     ghost = route.request(intruder, ghosts, owned)
-    assert (ghost.status_code, ghost.json()) in [(404, d) for d in route.not_found(ghosts)], ghost.text
-    assert set(ghost.headers) == set(answer.headers), f"{where}: headers tell a foreign id from a missing one"
+    assert (ghost.status_code, ghost.json()) in [(404, d) for d in route.not_found(ghosts)], (
+        ghost.text
+    )
+    assert set(ghost.headers) == set(answer.headers), (
+        f"{where}: headers tell a foreign id from a missing one"
+    )
 
 
 def assert_served(owner: httpx.Client, route: Route, owned: Owned) -> None:
@@ -190,11 +207,15 @@ def assert_served(owner: httpx.Client, route: Route, owned: Owned) -> None:
     if route.method == "DELETE":
         copy = _upload(owner, owned.marker)
         answer = route.request(owner, {**owned.ids, "dataset": copy["id"]}, owned)
-        assert answer.status_code == 204, f"DELETE {route.template} as its owner: {answer.status_code} {answer.text}"
+        assert answer.status_code == 204, (
+            f"DELETE {route.template} as its owner: {answer.status_code} {answer.text}"
+        )
         assert owner.get(f"/v1/datasets/{copy['id']}").status_code == 404
         return
     answer = route.request(owner, owned.ids, owned)
-    ended = {"detail": f"job {owned.ids['job']} already ended: succeeded"}  # a succeeded job's cancel
+    ended = {
+        "detail": f"job {owned.ids['job']} already ended: succeeded"
+    }  # a succeeded job's cancel
     assert answer.status_code == 200 or (answer.status_code, answer.json()) == (409, ended), (
         f"{route.method} {route.url(owned.ids)} as its owner: {answer.status_code} {answer.text}"
     )
@@ -212,10 +233,14 @@ def test_every_route_with_an_id_answers_another_tenant_404(
         before = snapshot(owner_client, mine)
         for route in routes:
             assert_refused(other, route, mine)
-        assert snapshot(owner_client, mine) == before, "another tenant's refused calls changed the owner's objects"
+        assert snapshot(owner_client, mine) == before, (
+            "another tenant's refused calls changed the owner's objects"
+        )
         for route in routes:
             assert_served(owner_client, route, mine)
-        for route in routes:  # again, with the model cache and the predict gate warm from the owner's calls
+        for (
+            route
+        ) in routes:  # again, with the model cache and the predict gate warm from the owner's calls
             assert_refused(other, route, mine)
         assert snapshot(owner_client, mine)["job"] == before["job"]
 
@@ -256,7 +281,11 @@ def csv_spec(dataset_id: str) -> dict[str, Any]:
         "name": "probe",
         "dataset": {"id": dataset_id},
         "model": {"preset": {"name": "mlp", "hidden_units": [8]}},
-        "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]},
+        "compile": {
+            "optimizer": "adam",
+            "loss": "sparse_categorical_crossentropy",
+            "metrics": ["accuracy"],
+        },
         "fit": {"epochs": 1, "validation_split": 0.2},
     }
 
@@ -274,7 +303,9 @@ def test_a_spec_cannot_name_another_tenants_dataset(
         assert answer.json()["detail"][0]["msg"] == f"dataset {dataset_id} does not exist"
         assert owned[owner].marker not in answer.text
         assert other.get("/v1/jobs").json()["count"] == before
-    with service.client(owner) as mine:  # the same spec is the owner's to train (cancelled: not needed further)
+    with service.client(
+        owner
+    ) as mine:  # the same spec is the owner's to train (cancelled: not needed further)
         created = mine.post("/v1/jobs", json=csv_spec(dataset_id))
         assert created.status_code == 201, created.text
         assert mine.post(f"/v1/jobs/{created.json()['id']}/cancel").status_code in (200, 409)
@@ -283,6 +314,8 @@ def test_a_spec_cannot_name_another_tenants_dataset(
 def test_ids_are_128_random_bits(owned: dict[str, Owned]) -> None:
     for objects in owned.values():
         for kind, object_id in objects.ids.items():
-            assert ID_FORMATS[kind].fullmatch(object_id), f"{kind} id {object_id!r} is not {ID_FORMATS[kind].pattern}"
+            assert ID_FORMATS[kind].fullmatch(object_id), (
+                f"{kind} id {object_id!r} is not {ID_FORMATS[kind].pattern}"
+            )
     assert owned["a"].ids["job"] != owned["b"].ids["job"]
     assert owned["a"].ids["dataset"] != owned["b"].ids["dataset"]

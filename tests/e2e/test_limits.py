@@ -44,7 +44,9 @@ def test_a_nan_learning_rate_is_refused(service: Service) -> None:
         answer = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
     assert answer.status_code == 422, answer.text
     error = answer.json()["detail"][0]
-    assert error["loc"][:3] == ["body", "compile", "optimizer"] and error["loc"][-1] == "learning_rate"
+    assert (
+        error["loc"][:3] == ["body", "compile", "optimizer"] and error["loc"][-1] == "learning_rate"
+    )
 
 
 def test_ten_thousand_layers_are_refused(service: Service) -> None:
@@ -58,12 +60,21 @@ def test_ten_thousand_layers_are_refused(service: Service) -> None:
 def test_a_model_of_billions_of_parameters_is_refused_without_building_it(service: Service) -> None:
     spec = digits_spec()
     wide = [{"type": "dense", "units": 65_536, "activation": "relu"}] * 3
-    spec["model"] = {"layers": [{"type": "flatten"}, *wide, {"type": "dense", "units": 10, "activation": "softmax"}]}
+    spec["model"] = {
+        "layers": [
+            {"type": "flatten"},
+            *wide,
+            {"type": "dense", "units": 10, "activation": "softmax"},
+        ]
+    }
     started = time.monotonic()
     error = refused(service, spec)
     assert time.monotonic() - started < 10  # counted on the meta device, never allocated (34 GB)
     assert error["loc"] == ["body", "model"]
-    assert error["msg"] == "the model has 8594980874 parameters, which exceeds the server's limit of 50000000"
+    assert (
+        error["msg"]
+        == "the model has 8594980874 parameters, which exceeds the server's limit of 50000000"
+    )
 
 
 def _upsampler(batch_size: int = 32) -> dict[str, Any]:
@@ -80,24 +91,35 @@ def _upsampler(batch_size: int = 32) -> dict[str, Any]:
     return spec
 
 
-def test_a_spec_whose_activations_are_huge_is_refused_before_any_memory_is_spent(service: Service) -> None:
+def test_a_spec_whose_activations_are_huge_is_refused_before_any_memory_is_spent(
+    service: Service,
+) -> None:
     """It was accepted (201): its dry run cost the API 431 MB a request (4 at once: 2.3 GB), and at
     batch_size 65536 its estimate, 32,896 GiB, was stored and the job queued. Both are 422s now,
     from the meta device's shapes, naming the layer; the API's memory stays flat."""
     before = _api_rss(service)
     with ThreadPoolExecutor(4) as pool:
-        errors = list(pool.map(lambda spec: refused(service, spec), [_upsampler()] * 4 + [_upsampler(65_536)]))
+        errors = list(
+            pool.map(lambda spec: refused(service, spec), [_upsampler()] * 4 + [_upsampler(65_536)])
+        )
     grown = _api_rss(service) - before
-    print(f"\n  {service.name}: the API's RSS grew {grown / 2**20:.0f} MiB through 5 huge-activation specs")
+    print(
+        f"\n  {service.name}: the API's RSS grew {grown / 2**20:.0f} MiB through 5 huge-activation specs"
+    )
     for error in errors:
         assert error["loc"] == ["body", "model", "layers", 1], error
-        assert "the largest is layer 1 (upsample2d), 67,108,864 values per sample (1, 8192, 8192)" in error["msg"]
+        assert (
+            "the largest is layer 1 (upsample2d), 67,108,864 values per sample (1, 8192, 8192)"
+            in error["msg"]
+        )
     assert errors[0]["msg"].startswith(
         "the job's training memory is estimated at 16.1 GiB (weights, gradients, "
         "optimizer state and the activations of a batch of 32), over the server's "
         "limit of 8.0 GiB"
     )
-    assert "estimated at 32,896.0 GiB" in errors[-1]["msg"] and "a batch of 65536" in errors[-1]["msg"]
+    assert (
+        "estimated at 32,896.0 GiB" in errors[-1]["msg"] and "a batch of 65536" in errors[-1]["msg"]
+    )
     assert grown < 300 * 2**20
 
 
@@ -105,7 +127,9 @@ def test_a_spec_whose_check_alone_is_too_big_is_refused(service: Service) -> Non
     """With the batch small enough for the memory limit, the real dry run of 2 samples could still
     cost 1.5 GiB: refused against MAX_DRY_RUN_BYTES, before it runs."""
     spec = _upsampler(batch_size=1)
-    spec["model"]["layers"][1]["size"] = 4  # 4.3 M values per sample: 34 MiB at batch 1, 102 MiB to check
+    spec["model"]["layers"][1]["size"] = (
+        4  # 4.3 M values per sample: 34 MiB at batch 1, 102 MiB to check
+    )
     error = refused(service, spec)
     assert error["msg"] == (
         "checking this model means running 2 samples through it, which needs about 102.0 MiB "
@@ -185,7 +209,9 @@ def small_spec(**fit: Any) -> dict[str, Any]:
     """A digits classifier of 650 parameters."""
     return {
         "dataset": {"name": "digits"},
-        "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]},
+        "model": {
+            "layers": [{"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]
+        },
         "compile": {"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
         "fit": {"epochs": 1, "batch_size": 32, **fit},
     }
@@ -201,7 +227,10 @@ def test_epochs_times_samples_over_the_limit(limited: Service) -> None:
     assert answer.status_code == 422, answer.text
     error = answer.json()["detail"][0]
     assert error["loc"] == ["body", "fit", "epochs"]
-    assert error["msg"] == "epochs x training samples = 56 x 1797 = 100632 exceeds the server's limit of 100000"
+    assert (
+        error["msg"]
+        == "epochs x training samples = 56 x 1797 = 100632 exceeds the server's limit of 100000"
+    )
 
 
 def test_parameters_batch_size_and_layers_over_the_limit(limited: Service) -> None:
@@ -242,9 +271,14 @@ def test_active_jobs_over_the_quota_are_429(limited: Service) -> None:
         third = client.post("/v1/jobs", json=small_spec())
         assert third.status_code == 429, third.text
         assert third.headers["retry-after"] == "10"
-        assert third.json()["detail"].startswith("this tenant has 2 queued or running jobs, the most it may have")
+        assert third.json()["detail"].startswith(
+            "this tenant has 2 queued or running jobs, the most it may have"
+        )
         for job_id in ids:
-            assert client.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 409)  # 409: it already ended
+            assert client.post(f"/v1/jobs/{job_id}/cancel").status_code in (
+                200,
+                409,
+            )  # 409: it already ended
         for job_id in ids:
             wait_for(client, job_id, ("cancelled", "succeeded", "failed"), timeout=30)
         again = client.post("/v1/jobs", json=small_spec())
@@ -308,7 +342,9 @@ def test_concurrent_uploads_cannot_pass_the_quota_together(limited: Service) -> 
         answers = list(pool.map(upload, range(8)))
     codes = sorted(a.status_code for a in answers)
     assert codes == [201] * 3 + [413] * 5, [a.text for a in answers]
-    stored = httpx.get(f"{limited.url}/v1/datasets", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    stored = httpx.get(
+        f"{limited.url}/v1/datasets", headers={"Authorization": f"Bearer {key}"}
+    ).json()["data"]
     assert sum(d["source"] == "uploaded" for d in stored) == 3
     files = {p.name for p in (limited.data_dir / "artifacts" / "datasets").iterdir()}
     assert {f"{d['id']}.csv" for d in stored if d["id"]} <= files
@@ -320,7 +356,9 @@ def test_a_json_body_over_the_request_limit_is_413(limited: Service) -> None:
     spec["name"] = "x"
     with limited.client() as client:
         answer = client.post(
-            "/v1/jobs", content=json.dumps(spec) + " " * 70_000, headers={"content-type": "application/json"}
+            "/v1/jobs",
+            content=json.dumps(spec) + " " * 70_000,
+            headers={"content-type": "application/json"},
         )
     assert answer.status_code == 413
     assert answer.json() == {"detail": "the request body is larger than 65536 bytes"}
@@ -340,7 +378,9 @@ def test_a_chunked_upload_over_the_limit_stops_early(limited: Service) -> None:
     total, answer = 0, b""
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(head.encode() + f"{len(part):x}\r\n{part}\r\n".encode())
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server hung up: the point
+        with contextlib.suppress(
+            BrokenPipeError, ConnectionResetError
+        ):  # the server hung up: the point
             while total < 64 * 2**20:
                 readable, _, _ = select.select([sock], [], [], 0)
                 if readable:
@@ -379,7 +419,9 @@ def test_requests_past_the_rate_are_429_with_retry_after(limited: Service) -> No
         while refused_.status_code != 429:
             refused_ = client.get("/v1/jobs")
         assert int(refused_.headers["retry-after"]) >= 1
-        assert refused_.json()["detail"].startswith("rate limit exceeded: this API key may make 20 requests per second")
+        assert refused_.json()["detail"].startswith(
+            "rate limit exceeded: this API key may make 20 requests per second"
+        )
         assert client.get("/healthz").status_code == 200  # probes are never limited
     with limited.client("a") as client:  # another key has its own bucket
         assert client.get("/v1/jobs").status_code == 200
@@ -398,7 +440,9 @@ def test_a_422_shows_a_preview_of_a_huge_input_not_all_of_it(service: Service) -
             assert len(answer.content) < 8_000, len(answer.content)
     with service.client() as client:
         detail = client.post("/v1/jobs", json=huge).json()["detail"][0]
-    assert detail["loc"] == ["body", "unknown"] and detail["input"].endswith("(1,000,000 characters in all)")
+    assert detail["loc"] == ["body", "unknown"] and detail["input"].endswith(
+        "(1,000,000 characters in all)"
+    )
 
 
 def _headers_only(service: Service, head: str) -> bytes:
@@ -441,7 +485,9 @@ def test_an_address_sending_bad_keys_is_slowed_down(limited: Service) -> None:
     """Past AUTH_FAILURE_BURST refusals from one address, its requests without a valid key are 429s;
     its good keys are not affected."""
     codes = [
-        httpx.get(f"{limited.url}/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"}).status_code
+        httpx.get(
+            f"{limited.url}/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"}
+        ).status_code
         for i in range(8)
     ]
     assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3, codes

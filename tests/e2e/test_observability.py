@@ -54,7 +54,10 @@ def test_metrics_logs_and_no_key_in_them(service: Service) -> None:
     assert samples[("fitserve_jobs", 'state="succeeded"')] >= 1
     assert samples[("fitserve_predict_seconds_count", "")] >= 1
     assert samples[("fitserve_source_up", 'source="broker"')] == 1
-    assert ("fitserve_queue_depth", f'queue="{service.env.get("FITSERVE_QUEUE", "fitserve")}"') in samples
+    assert (
+        "fitserve_queue_depth",
+        f'queue="{service.env.get("FITSERVE_QUEUE", "fitserve")}"',
+    ) in samples
 
     # the worker writes its outcome line after the row turns terminal
     deadline = time.monotonic() + 20

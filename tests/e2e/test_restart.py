@@ -44,7 +44,9 @@ def up(data_dir: Path, name: str) -> Iterator[httpx.Client]:
             time.sleep(0.3)
         key = (data_dir / "api_key").read_text().strip()
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=60
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
         ) as client:
             yield client
     finally:
@@ -57,7 +59,9 @@ def up(data_dir: Path, name: str) -> Iterator[httpx.Client]:
 
 
 @pytest.mark.timeout(240)
-def test_a_job_preempted_by_stopping_the_service_resumes_as_its_second_attempt(tmp_path: Path) -> None:
+def test_a_job_preempted_by_stopping_the_service_resumes_as_its_second_attempt(
+    tmp_path: Path,
+) -> None:
     spec: dict[str, Any] = json.loads(EXAMPLE.read_text())
     spec["fit"] |= {"epochs": 120}
     with up(tmp_path, "first") as client:
@@ -68,9 +72,13 @@ def test_a_job_preempted_by_stopping_the_service_resumes_as_its_second_attempt(t
             time.sleep(0.1)
     with up(tmp_path, "second") as client:
         done = wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=150)
-        events = client.get(f"/v1/jobs/{job_id}/metrics", params={"name": "val_loss", "limit": 500}).json()["data"]
+        events = client.get(
+            f"/v1/jobs/{job_id}/metrics", params={"name": "val_loss", "limit": 500}
+        ).json()["data"]
     # Before the fix the stopping worker was handed the job it had just preempted, and claimed it
     # again: attempts 2-4 were spent in half a second, each preempted at once.
     assert (done["status"], done["attempt"]) == ("succeeded", 2), done
     assert (done["device"], done["precision"]) == ("cpu", "fp32")
-    assert [p["epoch"] for p in events] == list(range(1, 121))  # every epoch once, across the two attempts
+    assert [p["epoch"] for p in events] == list(
+        range(1, 121)
+    )  # every epoch once, across the two attempts

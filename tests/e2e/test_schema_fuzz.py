@@ -50,8 +50,13 @@ def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         service.keys["a"] = (tmp / "api_key").read_text().strip()
         service.keys["b"] = service.fitserve("keys", "create", "--tenant", "other")
         with service.client("a") as client:
-            rows = ["x1,x2,label", *(f"{i % 7},{i % 3},{'yes' if i % 2 else 'no'}" for i in range(40))]
-            up = client.post("/v1/datasets", files={"file": ("fuzz.csv", "\n".join(rows), "text/csv")})
+            rows = [
+                "x1,x2,label",
+                *(f"{i % 7},{i % 3},{'yes' if i % 2 else 'no'}" for i in range(40)),
+            ]
+            up = client.post(
+                "/v1/datasets", files={"file": ("fuzz.csv", "\n".join(rows), "text/csv")}
+            )
             assert up.status_code == 201, up.text
             spec = {
                 "name": "fuzz",
@@ -62,7 +67,9 @@ def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             }
             job = client.post("/v1/jobs", json=spec)
             assert job.status_code == 201, job.text
-            assert wait_for(client, job.json()["id"], ("succeeded", "failed"))["status"] == "succeeded"
+            assert (
+                wait_for(client, job.json()["id"], ("succeeded", "failed"))["status"] == "succeeded"
+            )
         config = tmp / "schemathesis.toml"
         config.write_text(
             f'[parameters]\n"path.job_id" = "{job.json()["id"]}"\n"path.dataset_id" = "{up.json()["id"]}"\n'
@@ -110,5 +117,7 @@ def test_schema_fuzz(fuzz_service: Service, tenant: str, tmp_path: Path) -> None
     elapsed = time.monotonic() - started
     print(f"tenant {tenant}: schemathesis ran {elapsed:.0f} s\n{output[-1500:]}")
     tested = re.search(r"Tested:\s+(\d+)", output)
-    assert done.returncode == 0, f"schemathesis found failures (exit {done.returncode}):\n{output[-12000:]}"
+    assert done.returncode == 0, (
+        f"schemathesis found failures (exit {done.returncode}):\n{output[-12000:]}"
+    )
     assert tested is not None and int(tested.group(1)) == OPERATIONS, output[-3000:]

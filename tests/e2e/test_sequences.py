@@ -18,13 +18,21 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _spec(
-    dataset: dict[str, Any], layers: list[dict[str, Any]], loss: str, metrics: list[str], epochs: int
+    dataset: dict[str, Any],
+    layers: list[dict[str, Any]],
+    loss: str,
+    metrics: list[str],
+    epochs: int,
 ) -> dict[str, Any]:
     return {
         "name": "sequence",
         "dataset": dataset,
         "model": {"layers": layers},
-        "compile": {"optimizer": {"type": "adam", "learning_rate": 0.005}, "loss": loss, "metrics": metrics},
+        "compile": {
+            "optimizer": {"type": "adam", "learning_rate": 0.005},
+            "loss": loss,
+            "metrics": metrics,
+        },
         "fit": {"epochs": epochs, "batch_size": 64, "validation_split": 0.2, "seed": 0},
     }
 
@@ -81,4 +89,6 @@ def test_an_lstm_forecaster_halves_the_last_value_baseline(service: Service) -> 
     model_mse = float(np.mean((forecast - y[:, 0]) ** 2))
     baseline_mse = float(np.mean((x[:, -1, 0] - y[:, 0]) ** 2))  # repeat the last value seen
     assert model_mse * 2 <= baseline_mse, (model_mse, baseline_mse)
-    assert model_mse == pytest.approx(job["metrics"]["val_mse"], rel=1e-3)  # the engine's figure, in raw units
+    assert model_mse == pytest.approx(
+        job["metrics"]["val_mse"], rel=1e-3
+    )  # the engine's figure, in raw units

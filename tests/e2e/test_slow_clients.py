@@ -40,7 +40,9 @@ def _stop_and_show(request: pytest.FixtureRequest, service: Service) -> None:
 
 
 @pytest.fixture(scope="module")
-def slow(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def slow(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this process holds 1000 sockets
     if soft < 4096:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
@@ -58,7 +60,9 @@ def slow(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="module")
-def capped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def capped(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     tmp: Path = tmp_path_factory.mktemp("capped")
     port = free_port()
     service = Service("capped", f"http://127.0.0.1:{port}", _base_env(tmp) | CAPPED, tmp)
@@ -133,14 +137,18 @@ def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, bytes]
         data += chunk
     head, body = data.split(b"\r\n\r\n", 1)
     length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
     )
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split(b" ")[1]), body
 
 
-def post_head(service: Service, path: str, length: int, content_type: str, key: bool = True) -> bytes:
+def post_head(
+    service: Service, path: str, length: int, content_type: str, key: bool = True
+) -> bytes:
     auth = f"Authorization: Bearer {service.keys['a']}\r\n" if key else ""
     return (
         f"POST {path} HTTP/1.1\r\nHost: {urlsplit(service.url).netloc}\r\n{auth}Content-Type: {content_type}\r\n"
@@ -193,7 +201,9 @@ def stored(service: Service) -> tuple[int, int, list[str]]:
     return jobs["count"], sum(d["source"] == "uploaded" for d in datasets), files
 
 
-def test_bodies_stalled_under_their_content_length_are_answered_408_and_closed(slow: Service) -> None:
+def test_bodies_stalled_under_their_content_length_are_answered_408_and_closed(
+    slow: Service,
+) -> None:
     """1000 connections (JSON jobs and multipart uploads) send their headers and part of their body,
     then stall: each is answered 408 and closed once no data came for BODY_IDLE_TIMEOUT_SECONDS (1 s),
     while /healthz keeps answering; nothing is stored, and the API's memory stays flat."""
@@ -203,7 +213,10 @@ def test_bodies_stalled_under_their_content_length_are_answered_408_and_closed(s
     prober = threading.Thread(target=probe_healthz, args=(slow, stop, probes))
     prober.start()
     try:
-        conns = [connect(slow, stalled_json(slow) if i % 2 else stalled_upload(slow)) for i in range(STALLED)]
+        conns = [
+            connect(slow, stalled_json(slow) if i % 2 else stalled_upload(slow))
+            for i in range(STALLED)
+        ]
         peak = read_until_closed(conns, timeout=20, pid=pid)
     finally:
         stop.set()
@@ -220,7 +233,10 @@ def test_bodies_stalled_under_their_content_length_are_answered_408_and_closed(s
     )
     assert len(answered) == STALLED and len(waited) == STALLED, conns[0].answer[:300]
     assert waited[0] >= 0.9 and waited[-1] < 10
-    assert b"connection: close" in answered[0] and b"no data of the request body came in 1 s" in answered[0]
+    assert (
+        b"connection: close" in answered[0]
+        and b"no data of the request body came in 1 s" in answered[0]
+    )
     assert max(probes) < 2.0
     assert peak - rss_before < 300
     assert stored(slow) == before  # no handler went on with a cut body
@@ -232,7 +248,10 @@ def test_a_slow_steady_upload_lands_and_a_trickle_is_cut_at_the_total(slow: Serv
 
     def steady() -> tuple[int, bytes, float]:
         body = multipart(csv(1500))
-        conn = connect(slow, post_head(slow, "/v1/datasets", len(body), f"multipart/form-data; boundary={BOUNDARY}"))
+        conn = connect(
+            slow,
+            post_head(slow, "/v1/datasets", len(body), f"multipart/form-data; boundary={BOUNDARY}"),
+        )
         with conn.sock:
             step = len(body) // 8 + 1
             for i in range(0, len(body), step):
@@ -242,7 +261,9 @@ def test_a_slow_steady_upload_lands_and_a_trickle_is_cut_at_the_total(slow: Serv
         return status, answer, time.monotonic() - conn.sent
 
     def trickle() -> tuple[int, bytes, float]:
-        conn = connect(slow, post_head(slow, "/v1/jobs", 10_000, "application/json") + b'{"name": "')
+        conn = connect(
+            slow, post_head(slow, "/v1/jobs", 10_000, "application/json") + b'{"name": "'
+        )
         with conn.sock:
             for _ in range(20):  # until the server answers
                 if select.select([conn.sock], [], [], 0.5)[0]:
@@ -297,7 +318,9 @@ def test_keep_alive_outlives_the_header_timeout_and_a_split_request_is_fine(slow
 def test_the_rest_of_a_body_after_its_answer_is_bounded_too(slow: Service) -> None:
     """A 405 answered without reading the body left the connection open for the rest of it,
     trickled forever; now the rest (and the next headers) must come within HEADER_TIMEOUT_SECONDS."""
-    conn = connect(slow, post_head(slow, "/healthz", 100_000, "application/json", key=False) + b"x" * 100)
+    conn = connect(
+        slow, post_head(slow, "/healthz", 100_000, "application/json", key=False) + b"x" * 100
+    )
     with conn.sock:
         assert read_response(conn.sock)[0] == 405
         answered, closed = time.monotonic(), None
@@ -318,7 +341,9 @@ def test_the_rest_of_a_body_after_its_answer_is_bounded_too(slow: Service) -> No
 
 
 def get_healthz(conn: Conn, service: Service) -> int:
-    conn.sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {urlsplit(service.url).netloc}\r\n\r\n".encode())
+    conn.sock.sendall(
+        f"GET /healthz HTTP/1.1\r\nHost: {urlsplit(service.url).netloc}\r\n\r\n".encode()
+    )
     return read_response(conn.sock)[0]
 
 

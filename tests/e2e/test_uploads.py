@@ -41,7 +41,9 @@ def test_twenty_uploads_at_once_all_land_while_healthz_answers(service: Service)
 
     def upload(i: int) -> httpx.Response:
         with service.client() as client:
-            return client.post("/v1/datasets", files={"file": (f"t{i}.csv", files[i])}, data={"name": f"t{i}"})
+            return client.post(
+                "/v1/datasets", files={"file": (f"t{i}.csv", files[i])}, data={"name": f"t{i}"}
+            )
 
     prober = threading.Thread(target=probe)
     prober.start()
@@ -51,7 +53,9 @@ def test_twenty_uploads_at_once_all_land_while_healthz_answers(service: Service)
     finally:
         stop.set()
         prober.join()
-    assert [a.status_code for a in answers] == [201] * 20, [a.text for a in answers if a.status_code != 201]
+    assert [a.status_code for a in answers] == [201] * 20, [
+        a.text for a in answers if a.status_code != 201
+    ]
     print(
         f"\n  {service.name}: 20 uploads of {len(files[0]):,} bytes at once; /healthz meanwhile ({len(healthz)} "
         f"requests) median {np.median(healthz) * 1e3:.1f} ms, max {max(healthz) * 1e3:.1f} ms"
@@ -59,9 +63,15 @@ def test_twenty_uploads_at_once_all_land_while_healthz_answers(service: Service)
     assert max(healthz) < 1.0, "the event loop was blocked"
     for i, answer in enumerate(answers):
         row = answer.json()
-        assert (row["name"], row["size_bytes"], row["samples"]) == (f"t{i}", len(files[i]), files[i].count(b"\n") - 1)
+        assert (row["name"], row["size_bytes"], row["samples"]) == (
+            f"t{i}",
+            len(files[i]),
+            files[i].count(b"\n") - 1,
+        )
         stored = service.data_dir / "artifacts" / "datasets" / f"{row['id']}.csv"
-        assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(files[i]).hexdigest()
+        assert (
+            hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(files[i]).hexdigest()
+        )
 
 
 def test_a_dataset_is_deleted_unless_a_waiting_or_running_job_needs_it(service: Service) -> None:
@@ -92,9 +102,15 @@ def test_a_dataset_is_deleted_unless_a_waiting_or_running_job_needs_it(service: 
         assert not stored.exists() and client.get(f"/v1/datasets/{ds['id']}").status_code == 404
         assert client.delete(f"/v1/datasets/{ds['id']}").status_code == 404
         row = [float(v) for v in body.decode().splitlines()[1].split(",")[:-1]]
-        assert client.post(f"/v1/models/{done}/predict", json={"instances": [row]}).status_code == 200
+        assert (
+            client.post(f"/v1/models/{done}/predict", json={"instances": [row]}).status_code == 200
+        )
         again = client.post("/v1/jobs", json=spec)
-        assert again.status_code == 422 and again.json()["detail"][0]["loc"] == ["body", "dataset", "id"]
+        assert again.status_code == 422 and again.json()["detail"][0]["loc"] == [
+            "body",
+            "dataset",
+            "id",
+        ]
 
 
 def _npz(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
@@ -115,7 +131,9 @@ def zip_bomb(mib: int) -> bytes:
     """An NPZ whose x.npy is `mib` MiB of zeros, LZMA-compressed to some 45 KB; streamed, never in memory."""
     header = io.BytesIO()
     rows = mib * 2**20 // (64 * 4)
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (rows, 64)})
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (rows, 64)}
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_LZMA) as archive:
         with archive.open("x.npy", "w", force_zip64=True) as member:
@@ -129,14 +147,19 @@ def zip_bomb(mib: int) -> bytes:
 def liar() -> bytes:
     """A few hundred bytes whose x.npy header claims a 1 TiB array."""
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**38, 1)})
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (2**38, 1)}
+    )
     return _npz({"x.npy": header.getvalue() + bytes(16), "y.npy": _npy(np.array([0, 1]))})
 
 
 def _api_rss(service: Service) -> int:
     api = next(p for p in service.processes if p.args[1] in ("up", "api"))  # type: ignore[index]
     status = Path(f"/proc/{api.pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) * 1024
+    return (
+        int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+        * 1024
+    )
 
 
 def test_npz_bombs_are_refused_from_their_metadata(service: Service) -> None:
@@ -157,6 +180,8 @@ def test_npz_bombs_are_refused_from_their_metadata(service: Service) -> None:
             assert says in answer.json()["detail"], answer.text
         assert client.get("/v1/datasets").json()["count"] == count
     grown = _api_rss(service) - before
-    print(f"\n  {service.name}: the API's RSS grew {grown / 2**20:.0f} MiB through the two NPZ bombs")
+    print(
+        f"\n  {service.name}: the API's RSS grew {grown / 2**20:.0f} MiB through the two NPZ bombs"
+    )
     assert grown < 300 * 2**20
     assert not list((service.data_dir / "artifacts" / "datasets").glob(".*.tmp"))

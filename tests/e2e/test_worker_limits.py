@@ -35,7 +35,9 @@ def small_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         try:
             service.fitserve("db", "upgrade")
             service.keys["a"] = service.fitserve("keys", "create", "--tenant", "alpha")
-            service.env = env | {"FITSERVE_MAX_JOB_MEMORY_BYTES": str(WORKER_LIMIT)}  # the worker's own
+            service.env = env | {
+                "FITSERVE_MAX_JOB_MEMORY_BYTES": str(WORKER_LIMIT)
+            }  # the worker's own
             service.start("worker")
             service.env = env  # the API keeps the default, 8 GiB
             service.start("api", "--port", str(port))
@@ -47,16 +49,24 @@ def small_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_a_worker_with_less_memory_than_the_api_fails_a_job_past_its_own_limit(small_worker: Service) -> None:
+def test_a_worker_with_less_memory_than_the_api_fails_a_job_past_its_own_limit(
+    small_worker: Service,
+) -> None:
     with small_worker.client() as client:
         created = client.post("/v1/jobs", json=example("digits_mlp"))
         assert created.status_code == 201, created.text  # within the API's limit
         estimate = created.json()["estimated_memory_bytes"]
         assert estimate > WORKER_LIMIT
-        job = wait_for(client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120)
+        job = wait_for(
+            client, created.json()["id"], ("succeeded", "failed", "cancelled"), timeout=120
+        )
     assert job["status"] == "failed"
     assert job["reason"] == (
         f"the job's training memory is estimated at {estimate:,} bytes, over this worker's limit of "
         f"{WORKER_LIMIT:,} (MAX_JOB_MEMORY_BYTES where it runs)"
     )
-    assert (job["progress"]["epoch"], job["device"], job["attempt"]) == (0, None, 1)  # refused before training
+    assert (job["progress"]["epoch"], job["device"], job["attempt"]) == (
+        0,
+        None,
+        1,
+    )  # refused before training

@@ -31,7 +31,9 @@ class FaultService(Service):
     def row(self, job_id: str) -> dict[str, Any]:
         assert self.database is not None
         with self.database.connect() as c:
-            return dict(c.execute(text("SELECT * FROM job WHERE id = :id"), {"id": job_id}).mappings().one())
+            return dict(
+                c.execute(text("SELECT * FROM job WHERE id = :id"), {"id": job_id}).mappings().one()
+            )
 
     def sql(self, query: str, **params: Any) -> list[Any]:
         assert self.database is not None
@@ -63,7 +65,9 @@ class FaultService(Service):
         keys = [(p["step"], p["name"]) for p in points]
         assert keys and len(keys) == len(set(keys)), sorted(keys)
 
-    def until(self, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
+    def until(
+        self, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 90
+    ) -> dict[str, Any]:
         """The job's row once `ok` holds for it, polled every 50 ms."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -119,7 +123,9 @@ def fault_service(
 
 
 @pytest.fixture(scope="module")
-def faulty(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultService]:
+def faulty(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultService]:
     with (
         shared_redis_queue("faults") as (url, queue),
         fault_service(request, tmp_path_factory.mktemp("faults"), "faults", url, queue) as service,

@@ -16,7 +16,9 @@ from tests.e2e.conftest import free_port
 
 def binaries() -> Path | None:
     """The newest installed server's bin folder (Debian keeps it off PATH), or None."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4])
+    )
     if found:
         return Path(found[-1]).parent
     on_path = shutil.which("pg_ctl")
@@ -39,12 +41,25 @@ class PrivatePostgres:
             command = ["runuser", "-u", "postgres", "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
-            raise RuntimeError(f"{tool} exited {done.returncode}: {done.stderr or done.stdout}\n{self.tail()}")
+            raise RuntimeError(
+                f"{tool} exited {done.returncode}: {done.stderr or done.stdout}\n{self.tail()}"
+            )
 
     def create(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         self.start()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "test")
 

@@ -18,7 +18,9 @@ from tests.e2e.conftest import free_port
 from tests.faults.conftest import FaultService, fault_service
 from tests.helpers import digits_mlp
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs a redis-server binary"
+)
 
 QUEUE = "fitserve-broker-faults"
 GRACE = 2.0  # FITSERVE_QUEUED_GRACE_SECONDS here: a queued job without a message is enqueued again after it
@@ -129,7 +131,9 @@ def test_a_job_submitted_while_redis_is_down_is_queued_and_runs_once_it_is_back(
     job = _submit(brittle, epochs=1)
     submit_seconds = time.monotonic() - started
     assert job["status"] == "queued"
-    time.sleep(GRACE + 1)  # the sweeper's attempts fail meanwhile: the job stays queued, nothing is lost
+    time.sleep(
+        GRACE + 1
+    )  # the sweeper's attempts fail meanwhile: the job stays queued, nothing is lost
     assert brittle.row(job["id"])["status"] == "queued"
     redis_up.start()
     back = time.monotonic()
@@ -139,7 +143,9 @@ def test_a_job_submitted_while_redis_is_down_is_queued_and_runs_once_it_is_back(
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
     brittle.metrics_are_unique(job["id"])
     _worker_alive(brittle)
-    print(f"\nsubmit with Redis down answered in {submit_seconds:.2f} s; running {running:.1f} s after Redis was back")
+    print(
+        f"\nsubmit with Redis down answered in {submit_seconds:.2f} s; running {running:.1f} s after Redis was back"
+    )
 
 
 @pytest.mark.timeout(60)
@@ -148,7 +154,9 @@ def test_a_flushed_broker_loses_the_queued_job_s_message_and_the_sweeper_enqueue
 ) -> None:
     first = _submit(brittle, epochs=3)  # keeps the single worker busy
     brittle.until(first["id"], lambda r: r["status"] == "running")
-    second = _submit(brittle, epochs=1)  # waits behind it (concurrency 1, prefetch 1), its message in Redis
+    second = _submit(
+        brittle, epochs=1
+    )  # waits behind it (concurrency 1, prefetch 1), its message in Redis
     assert redis_up.client().llen(QUEUE) == 1
     redis_up.client().flushall()
     flushed = time.monotonic()
@@ -182,12 +190,16 @@ def test_redis_stopped_under_a_running_job_for_a_few_seconds_and_the_job_still_s
     job = _submit(brittle, epochs=15)  # about 10 s of training: it outlasts the outage
     brittle.until(job["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
     redis_up.stop()
-    time.sleep(4)  # past the 3 s lease: heartbeats go to PostgreSQL, so the lease holds without Redis
+    time.sleep(
+        4
+    )  # past the 3 s lease: heartbeats go to PostgreSQL, so the lease holds without Redis
     row = brittle.row(job["id"])
     assert (row["status"], row["attempt"]) == ("running", 1), row  # the running copy just goes on
     redis_up.start()
     back = time.monotonic()
-    assert brittle.row(job["id"])["status"] == "running"  # still training when the broker comes back
+    assert (
+        brittle.row(job["id"])["status"] == "running"
+    )  # still training when the broker comes back
     done = brittle.finish(job["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]
     brittle.metrics_are_unique(job["id"])
@@ -197,7 +209,9 @@ def test_redis_stopped_under_a_running_job_for_a_few_seconds_and_the_job_still_s
     reconnected = time.monotonic() - back
     assert brittle.finish(after["id"])["status"] == "succeeded"
     _worker_alive(brittle)
-    print(f"\nthe job ended and another one, submitted after it, was running {reconnected:.1f} s after Redis was back")
+    print(
+        f"\nthe job ended and another one, submitted after it, was running {reconnected:.1f} s after Redis was back"
+    )
 
 
 @pytest.mark.timeout(60)
@@ -206,7 +220,9 @@ def test_every_redis_connection_dropped_under_a_running_job_is_reconnected_and_n
 ) -> None:
     job = _submit(brittle, epochs=8)
     brittle.until(job["id"], lambda r: r["status"] == "running" and r["epoch"] >= 1)
-    killed = redis_up.client().client_kill_filter(_type="normal")  # every connection dropped, the data kept
+    killed = redis_up.client().client_kill_filter(
+        _type="normal"
+    )  # every connection dropped, the data kept
     assert killed >= 1
     done = brittle.finish(job["id"])
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done["reason"]

@@ -20,7 +20,9 @@ from tests.faults.postgres import PrivatePostgres, binaries
 from tests.helpers import digits_mlp
 
 BINARIES = binaries()
-pytestmark = pytest.mark.skipif(BINARIES is None, reason="needs PostgreSQL's server binaries (initdb, pg_ctl)")
+pytestmark = pytest.mark.skipif(
+    BINARIES is None, reason="needs PostgreSQL's server binaries (initdb, pg_ctl)"
+)
 OUTAGE = 30.0  # seconds, as the issue asks: ten leases of the 3 s these workers hold
 
 
@@ -37,12 +39,19 @@ def database() -> Iterator[PrivatePostgres]:
 
 @pytest.fixture(scope="module")
 def shaky(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database: PrivatePostgres
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    database: PrivatePostgres,
 ) -> Iterator[FaultService]:
     with (
         shared_redis_queue("db-faults") as (url, queue),
         fault_service(
-            request, tmp_path_factory.mktemp("db_faults"), "db-faults", url, queue, postgres=database.address
+            request,
+            tmp_path_factory.mktemp("db_faults"),
+            "db-faults",
+            url,
+            queue,
+            postgres=database.address,
         ) as service,
     ):
         yield service
@@ -68,12 +77,20 @@ def _refusals_while_down(service: FaultService, job_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(240)
-def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, database: PrivatePostgres) -> None:
+def test_postgres_stopped_for_30_s_under_training_jobs(
+    shaky: FaultService, database: PrivatePostgres
+) -> None:
     """One job trains through the whole outage; the other finishes in it, and waits to write its
     last points and its outcome. Two workers, one job each."""
     shaky.start("worker")
-    long, short = shaky.submit(epochs=150), shaky.submit(epochs=6)  # the long one trains through the outage
-    before = {job: shaky.until(job, lambda r: r["status"] == "running" and r["epoch"] >= 1) for job in (long, short)}
+    long, short = (
+        shaky.submit(epochs=150),
+        shaky.submit(epochs=6),
+    )  # the long one trains through the outage
+    before = {
+        job: shaky.until(job, lambda r: r["status"] == "running" and r["epoch"] >= 1)
+        for job in (long, short)
+    }
     training = [int(row["lease_owner"].split(":")[1]) for row in before.values()]  # host:pid:task
     watcher = Watcher(shaky, long)  # a live stream of the long job, open across the outage
     at_stop = shaky.row(long)["epoch"]  # the last progress written before the outage
@@ -82,13 +99,17 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     stopped = time.monotonic()
     _refusals_while_down(shaky, long)
     time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))
-    os.kill(training[0], 0)  # the long job's training process lived through the outage (raises if it is gone)
+    os.kill(
+        training[0], 0
+    )  # the long job's training process lived through the outage (raises if it is gone)
     # The wall time is read before the start: start() returns only after its own readiness probe,
     # and a waiting worker may have written in between (CI saw an outcome 3 ms before it).
     restarting = time.time()
     database.start()
     back, back_wall = time.monotonic(), restarting
-    row = shaky.until(long, lambda r: r["heartbeat_at"].timestamp() > back_wall, timeout=30)  # its first beat since
+    row = shaky.until(
+        long, lambda r: r["heartbeat_at"].timestamp() > back_wall, timeout=30
+    )  # its first beat since
     caught_up = time.monotonic() - back
     print(
         f"\nPostgreSQL down {back - stopped:.1f} s: the long job went from epoch {at_stop} to {row['epoch']} "
@@ -96,16 +117,25 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     )
     assert row["epoch"] > at_stop  # it trained on through the outage
     with shaky.client() as client:
-        done = {job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=120) for job in (long, short)}
+        done = {
+            job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=120)
+            for job in (long, short)
+        }
         listed = {j["id"] for j in client.get("/v1/jobs").json()["data"]}
     assert listed == {long, short}  # the submit refused during the outage left nothing behind
     for job, epochs in ((long, 150), (short, 6)):
         final = shaky.row(job)
         # One attempt throughout: the lease was renewed once the database was back, never reaped.
-        assert (done[job]["status"], final["attempt"], final["preemptions"]) == ("succeeded", 1, 0), done[job]
+        assert (done[job]["status"], final["attempt"], final["preemptions"]) == (
+            "succeeded",
+            1,
+            0,
+        ), done[job]
         _every_point_written_once(shaky, job, epochs=epochs, steps=int(final["steps"]))
     # The short job trained to its end inside the outage; its last points and outcome went in after it.
-    last_point = shaky.sql("SELECT max(time) FROM metric WHERE job_id = :j", j=short)[0][0].timestamp()
+    last_point = shaky.sql("SELECT max(time) FROM metric WHERE job_id = :j", j=short)[0][
+        0
+    ].timestamp()
     finished = shaky.row(short)["finished_at"].timestamp()
     assert last_point < back_wall < finished, (last_point, back_wall, finished)
     print(
@@ -116,8 +146,13 @@ def test_postgres_stopped_for_30_s_under_training_jobs(shaky: FaultService, data
     watcher.join(60)
     streamed = [e for e in watcher.entries if e["kind"] == "metric"]
     written = shaky.sql("SELECT seq FROM metric WHERE job_id = :j ORDER BY seq", j=long)
-    assert [e["seq"] for e in streamed] == [seq for (seq,) in written], "the stream lost or repeated points"
-    assert watcher.entries[-1]["status"] == "succeeded" and "the database is unreachable; waiting" in watcher.comments
+    assert [e["seq"] for e in streamed] == [seq for (seq,) in written], (
+        "the stream lost or repeated points"
+    )
+    assert (
+        watcher.entries[-1]["status"] == "succeeded"
+        and "the database is unreachable; waiting" in watcher.comments
+    )
 
 
 class Watcher(threading.Thread):
@@ -142,7 +177,9 @@ class Watcher(threading.Thread):
 
 def _every_point_written_once(service: FaultService, job_id: str, epochs: int, steps: int) -> None:
     """The points buffered through the outage all reached the table, and none twice."""
-    counts = dict(service.sql("SELECT name, count(*) FROM metric WHERE job_id = :j GROUP BY name", j=job_id))
+    counts = dict(
+        service.sql("SELECT name, count(*) FROM metric WHERE job_id = :j GROUP BY name", j=job_id)
+    )
     assert counts["loss"] == counts["accuracy"] == counts["val_loss"] == epochs, counts
     assert counts["step_loss"] == epochs * steps // 50, counts  # fit.log_every_steps: 50 by default
     total, distinct = service.sql(

@@ -27,7 +27,9 @@ def _first_epoch(service: FaultService, job_id: str, attempt: int) -> int | None
     """The earliest epoch of the metric rows an attempt wrote. Rows are insert-or-ignore on (step, name), so a
     replayed step keeps the earlier attempt's row: this says where an attempt's new points begin, not where it
     resumed (the checkpoint files say that)."""
-    first = service.sql("SELECT min(epoch) FROM metric WHERE job_id = :j AND attempt = :a", j=job_id, a=attempt)
+    first = service.sql(
+        "SELECT min(epoch) FROM metric WHERE job_id = :j AND attempt = :a", j=job_id, a=attempt
+    )
     return None if first[0][0] is None else int(first[0][0])
 
 
@@ -82,7 +84,10 @@ def _mid_epoch(attempt: int, epoch: int) -> Callable[[Row], bool]:
     """A predicate: the attempt is running epoch `epoch` or later, in the first half of an epoch (so the kill lands
     before that epoch's checkpoint)."""
     return lambda r: (
-        r["status"] == "running" and r["attempt"] == attempt and r["epoch"] >= epoch and 0 < r["step"] < r["steps"] // 2
+        r["status"] == "running"
+        and r["attempt"] == attempt
+        and r["epoch"] >= epoch
+        and 0 < r["step"] < r["steps"] // 2
     )
 
 
@@ -117,11 +122,15 @@ def _rewritten(before: OnDisk, after: OnDisk) -> set[int]:
 
 def _resumed(service: FaultService, job_id: str, attempt: int, killed: float) -> float:
     """Seconds from the kill until the attempt runs."""
-    service.until(job_id, lambda r: r["status"] == "running" and r["attempt"] == attempt, timeout=45)
+    service.until(
+        job_id, lambda r: r["status"] == "running" and r["attempt"] == attempt, timeout=45
+    )
     return time.monotonic() - killed
 
 
-def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faulty: FaultService) -> None:
+def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(
+    faulty: FaultService,
+) -> None:
     job_id = faulty.submit(epochs=6)
     row = faulty.until(job_id, lambda r: r["status"] == "running" and r["epoch"] >= 2)
     killed = _kill_worker(faulty, row)
@@ -130,17 +139,23 @@ def test_a_sigkilled_worker_s_job_is_reaped_and_resumes_from_its_checkpoint(faul
     print(f"\nresumed {resumed:.1f} s after the kill (lease 3 s, worker start included)")
     done = faulty.finish(job_id, timeout=120)
     assert (done["status"], done["attempt"]) == ("succeeded", 2), done["reason"]
-    second = faulty.sql("SELECT min(epoch) FROM metric WHERE job_id = :j AND attempt = 2 AND name = 'loss'", j=job_id)[
-        0
-    ][0]
-    assert second is not None and second >= 2  # from the epoch-1 checkpoint or later, not from scratch
+    second = faulty.sql(
+        "SELECT min(epoch) FROM metric WHERE job_id = :j AND attempt = 2 AND name = 'loss'",
+        j=job_id,
+    )[0][0]
+    assert (
+        second is not None and second >= 2
+    )  # from the epoch-1 checkpoint or later, not from scratch
     faulty.metrics_are_unique(job_id)
 
 
 def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like_an_unbroken_run(
     faulty: FaultService,
 ) -> None:
-    fit = {"epochs": 6, "keep_checkpoints": 100}  # every checkpoint kept: the files show where each attempt resumed
+    fit = {
+        "epochs": 6,
+        "keep_checkpoints": 100,
+    }  # every checkpoint kept: the files show where each attempt resumed
     unbroken_id = faulty.submit(**fit)
     unbroken = faulty.finish(unbroken_id)
     assert (unbroken["status"], unbroken["attempt"]) == ("succeeded", 1), unbroken["reason"]
@@ -148,9 +163,13 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
 
     killed = _kill_training(faulty.until(job_id, _mid_epoch(attempt=1, epoch=2)))
     on_disk = [_on_disk(faulty, job_id)]  # no more writes: the training process is dead
-    to_second = _resumed(faulty, job_id, 2, killed)  # the same worker takes it up again: no lease to wait out
+    to_second = _resumed(
+        faulty, job_id, 2, killed
+    )  # the same worker takes it up again: no lease to wait out
 
-    killed = _kill_worker(faulty, faulty.until(job_id, _mid_epoch(attempt=2, epoch=max(on_disk[0]) + 2)))
+    killed = _kill_worker(
+        faulty, faulty.until(job_id, _mid_epoch(attempt=2, epoch=max(on_disk[0]) + 2))
+    )
     on_disk.append(_on_disk(faulty, job_id))
     faulty.start("worker")
     to_third = _resumed(faulty, job_id, 3, killed)
@@ -160,7 +179,11 @@ def test_a_job_killed_mid_epoch_then_with_its_worker_resumes_twice_and_ends_like
     )
 
     done = faulty.finish(job_id, timeout=120)
-    assert (done["status"], done["attempt"], done["reason"]) == ("succeeded", 3, "completed 6 epochs")
+    assert (done["status"], done["attempt"], done["reason"]) == (
+        "succeeded",
+        3,
+        "completed 6 epochs",
+    )
     final = _on_disk(faulty, job_id)
     assert sorted(final) == list(range(1, 7))
     assert 0 < max(on_disk[0]) < max(on_disk[1]) < 6, on_disk
@@ -193,19 +216,27 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
     faulty: FaultService,
 ) -> None:
     job_id = faulty.submit(epochs=6, keep_checkpoints=100)
-    _kill_worker(faulty, faulty.until(job_id, _mid_epoch(attempt=1, epoch=3)))  # no checkpoint written after this
+    _kill_worker(
+        faulty, faulty.until(job_id, _mid_epoch(attempt=1, epoch=3))
+    )  # no checkpoint written after this
     before = _on_disk(faulty, job_id)
     newest = max(before)
     assert newest >= 2 and sorted(before) == list(range(1, newest + 1)), before
     weights = _checkpoint_dir(faulty, job_id) / f"epoch-{newest:04d}.safetensors"
     damaged = bytearray(weights.read_bytes())
-    for i in range(len(damaged) - 64, len(damaged)):  # the tail: tensor data, the header still parses
+    for i in range(
+        len(damaged) - 64, len(damaged)
+    ):  # the tail: tensor data, the header still parses
         damaged[i] ^= 0xFF
     weights.write_bytes(bytes(damaged))
     faulty.start("worker")
 
     done = faulty.finish(job_id, timeout=120)
-    assert (done["status"], done["attempt"], done["reason"]) == ("succeeded", 2, "completed 6 epochs")
+    assert (done["status"], done["attempt"], done["reason"]) == (
+        "succeeded",
+        2,
+        "completed 6 epochs",
+    )
     after = _on_disk(faulty, job_id)
     assert sorted(after) == list(range(1, 7))
     # Resumed from epoch newest-1: the corrupt checkpoint was written again (by a re-run of its epoch), the
@@ -214,7 +245,9 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
     first = _first_epoch(faulty, job_id, 2)
     assert first is not None and first >= newest, first
     faulty.metrics_are_unique(job_id)
-    logs = faulty.tail(2000)  # the operator is told which checkpoint was skipped, and where the job resumed
+    logs = faulty.tail(
+        2000
+    )  # the operator is told which checkpoint was skipped, and where the job resumed
     assert (
         f"checkpoint epoch-{newest:04d}.json skipped, resuming from an older one: epoch-{newest:04d}.safetensors"
         f": does not match its sha256" in logs
@@ -229,7 +262,9 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_job_resumes_from_the_one
     with faulty.client() as client:
         listed = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"]
     on_disk = _weights_sha256(faulty, job_id)  # every file intact, the re-written one included
-    assert {c["epoch"]: c["sha256"] for c in listed} == on_disk  # the list is what is on disk, epoch for epoch
+    assert {
+        c["epoch"]: c["sha256"] for c in listed
+    } == on_disk  # the list is what is on disk, epoch for epoch
     assert [c["attempt"] for c in listed] == [1] * newest + [2] * (6 - newest), listed
 
 
@@ -244,7 +279,9 @@ def test_sigterm_preempts_the_job_which_resumes_on_another_worker(faulty: FaultS
     faulty.start("worker")
     done = faulty.finish(job_id, timeout=120)
     row = faulty.row(job_id)
-    assert (done["status"], row["attempt"], row["preemptions"]) == ("succeeded", 2, 1), done["reason"]
+    assert (done["status"], row["attempt"], row["preemptions"]) == ("succeeded", 2, 1), done[
+        "reason"
+    ]
     faulty.metrics_are_unique(job_id)
 
 
@@ -266,22 +303,37 @@ def test_a_job_cancelled_as_its_training_process_dies_ends_cancelled(faulty: Fau
     assert faulty.row(job_id)["attempt"] == 1  # never claimed again
 
 
-def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(faulty: FaultService) -> None:
+def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(
+    faulty: FaultService,
+) -> None:
     job_id = faulty.submit(epochs=200)
     kills: list[float] = []
-    for attempt in (1, 2, 3):  # FITSERVE_MAX_ATTEMPTS=3; the training process dies, as in an out-of-memory kill
-        row = faulty.until(job_id, lambda r, a=attempt: r["status"] == "running" and r["attempt"] == a)  # type: ignore[misc]
+    for attempt in (
+        1,
+        2,
+        3,
+    ):  # FITSERVE_MAX_ATTEMPTS=3; the training process dies, as in an out-of-memory kill
+        row = faulty.until(
+            job_id, lambda r, a=attempt: r["status"] == "running" and r["attempt"] == a
+        )  # type: ignore[misc]
         if kills:
-            print(f"\nattempt {attempt} running {time.monotonic() - kills[-1]:.1f} s after its kill (no lease wait)")
+            print(
+                f"\nattempt {attempt} running {time.monotonic() - kills[-1]:.1f} s after its kill (no lease wait)"
+            )
         kills.append(_kill_training(row))
     done = faulty.finish(job_id, timeout=60)
     assert done["status"] == "failed"
-    assert done["reason"] == "gave up after 3 attempts: the training process was killed by SIGKILL (out of memory?)"
+    assert (
+        done["reason"]
+        == "gave up after 3 attempts: the training process was killed by SIGKILL (out of memory?)"
+    )
     assert _worker(faulty).poll() is None  # the worker itself survived the three kills
     assert faulty.row(job_id)["attempt"] == 3
 
 
-def test_a_job_whose_message_was_lost_is_enqueued_again_by_the_sweeper(faulty: FaultService) -> None:
+def test_a_job_whose_message_was_lost_is_enqueued_again_by_the_sweeper(
+    faulty: FaultService,
+) -> None:
     done_id = faulty.submit(epochs=1)
     assert faulty.finish(done_id, timeout=60)["status"] == "succeeded"
     # As if the broker had been down at submit (or flushed since): a committed row, no message.

@@ -36,6 +36,8 @@ def _affine(x: torch.Tensor, shift: float, rotation: float) -> torch.Tensor:
     # affine_grid works in [-1, 1] coordinates: a shift of a fraction f of the width is 2f there.
     move = (torch.rand(n, 2, device=x.device) * 2 - 1) * (2 * shift)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -54,8 +54,12 @@ class CallbackList(Callback):
     def __init__(self, callbacks: list[Callback]) -> None:
         self.callbacks = callbacks
         # The per-step hooks run thousands of times an epoch: call only the ones overridden.
-        self._step_hooks = [c.on_step_end for c in callbacks if type(c).on_step_end is not Callback.on_step_end]
-        self._stops = [c.should_stop for c in callbacks if type(c).should_stop is not Callback.should_stop]
+        self._step_hooks = [
+            c.on_step_end for c in callbacks if type(c).on_step_end is not Callback.on_step_end
+        ]
+        self._stops = [
+            c.should_stop for c in callbacks if type(c).should_stop is not Callback.should_stop
+        ]
 
     def on_train_start(self, start: TrainStart) -> None:
         for c in self.callbacks:

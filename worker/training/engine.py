@@ -118,14 +118,20 @@ class Trainer:
     def save_checkpoint(self, epoch: int) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optimizers: list[OptimizerState] = []
-        for i, optimizer in enumerate(self.task.optimizers):  # "optim." for the first, as before families
+        for i, optimizer in enumerate(
+            self.task.optimizers
+        ):  # "optim." for the first, as before families
             optim_tensors, state = optimizer_tensors(optimizer)
             optimizers.append(state)
-            tensors |= {f"optim{i or ''}.{k.removeprefix('optim.')}": v for k, v in optim_tensors.items()}
+            tensors |= {
+                f"optim{i or ''}.{k.removeprefix('optim.')}": v for k, v in optim_tensors.items()
+            }
         meta = self._meta(EpochMeta, epoch, optimizers=optimizers, task=self.task.extra_state())
         path, digest = write_checkpoint(self.ckpt_dir, f"epoch-{epoch:04d}", tensors, meta)
         pruned = prune_checkpoints(self.ckpt_dir, self.spec.fit.keep_checkpoints)
-        self.callbacks.on_checkpoint(CheckpointInfo(epoch, path, digest, meta.metrics, tuple(pruned)))
+        self.callbacks.on_checkpoint(
+            CheckpointInfo(epoch, path, digest, meta.metrics, tuple(pruned))
+        )
 
     def resume(self, path: Path | None = None) -> int:
         """Load the given (or newest valid) epoch checkpoint; returns the epochs already done."""
@@ -134,7 +140,9 @@ class Trainer:
             return 0
         path, tensors, meta = found
         if meta.spec.model_dump(mode="json") != self.spec.model_dump(mode="json"):
-            raise TrainingFailed(f"{path.name} was written for a different spec; refusing to resume from it")
+            raise TrainingFailed(
+                f"{path.name} was written for a different spec; refusing to resume from it"
+            )
         self.model.load_state_dict(split_prefix(tensors, "model."), strict=True)
         self._load_optimizers(path, tensors, meta.optimizers)
         self.task.load_extra_state(meta.task)
@@ -142,16 +150,28 @@ class Trainer:
         self.stopper.state = MonitorState.restore(meta.stopper)
         self.history, self.step = list(meta.history), meta.step
         best = self.ckpt_dir / "best.json"
-        if self.spec.fit.early_stopping and self.spec.fit.early_stopping.restore_best and best.exists():
+        if (
+            self.spec.fit.early_stopping
+            and self.spec.fit.early_stopping.restore_best
+            and best.exists()
+        ):
             self.best_state = split_prefix(read_checkpoint(best)[0], "model.")
         self.start_epoch = meta.epoch
         # Announced again: had the run that wrote it died before recording it, this records it now.
-        self.callbacks.on_checkpoint(CheckpointInfo(self.start_epoch, path, meta.sha256, meta.metrics))
+        self.callbacks.on_checkpoint(
+            CheckpointInfo(self.start_epoch, path, meta.sha256, meta.metrics)
+        )
         return self.start_epoch
 
-    def _load_optimizers(self, path: Path, tensors: dict[str, torch.Tensor], states: list[OptimizerState]) -> None:
-        if len(states) != len(self.task.optimizers):  # the spec matched, so only a damaged JSON gets here
-            raise TrainingFailed(f"{path.name} holds {len(states)} optimizers' state, not {len(self.task.optimizers)}")
+    def _load_optimizers(
+        self, path: Path, tensors: dict[str, torch.Tensor], states: list[OptimizerState]
+    ) -> None:
+        if len(states) != len(
+            self.task.optimizers
+        ):  # the spec matched, so only a damaged JSON gets here
+            raise TrainingFailed(
+                f"{path.name} holds {len(states)} optimizers' state, not {len(self.task.optimizers)}"
+            )
         for i, (optimizer, state) in enumerate(zip(self.task.optimizers, states, strict=True)):
             own = {f"optim.{k}": v for k, v in split_prefix(tensors, f"optim{i or ''}.").items()}
             load_optimizer(optimizer, own, state)
@@ -198,7 +218,9 @@ class Trainer:
         seen = 0
         self.model.train()
         self.task.start_epoch(epoch)
-        torch.manual_seed(_derived_seed(self.spec.fit.seed, epoch, 2))  # dropout, noise, latent draws
+        torch.manual_seed(
+            _derived_seed(self.spec.fit.seed, epoch, 2)
+        )  # dropout, noise, latent draws
         for batch, idx in enumerate(self._batches(len(x), epoch), start=1):
             loss = self.task.train_batch(x[idx], y[idx], epoch)
             seen += len(idx)
@@ -212,7 +234,9 @@ class Trainer:
                 return None
         metrics = self.task.epoch_metrics(seen)
         if not math.isfinite(metrics["loss"]):
-            raise TrainingFailed(f"the loss became {metrics['loss']} in epoch {epoch}; lower the learning_rate")
+            raise TrainingFailed(
+                f"the loss became {metrics['loss']} in epoch {epoch}; lower the learning_rate"
+            )
         return metrics
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -221,7 +245,9 @@ class Trainer:
     def fit(self) -> TrainResult:
         fit = self.spec.fit
         n_train = len(self.data.x_train)
-        steps = sum(1 for start in range(0, n_train, fit.batch_size) if n_train - start != 1 or n_train == 1)
+        steps = sum(
+            1 for start in range(0, n_train, fit.batch_size) if n_train - start != 1 or n_train == 1
+        )
         self.callbacks.on_train_start(
             TrainStart(
                 fit.epochs,
@@ -253,7 +279,9 @@ class Trainer:
             self.schedule.epoch_end(metrics, epoch)
             improved, stop = self.stopper.epoch_end(metrics, epoch)
             if improved and fit.early_stopping and fit.early_stopping.restore_best:
-                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best_state = {
+                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                }
                 best_tensors = {f"model.{k}": v for k, v in self.best_state.items()}
                 write_checkpoint(self.ckpt_dir, "best", best_tensors, self._meta(BestMeta, epoch))
             self.callbacks.on_epoch_end(epoch, metrics)
@@ -273,9 +301,16 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
         test: dict[str, float] = {}
         if self.tensors["x_test"] is not None and self.tensors["y_test"] is not None:
-            test = {f"test_{k}": v for k, v in self.evaluate(self.tensors["x_test"], self.tensors["y_test"]).items()}
+            test = {
+                f"test_{k}": v
+                for k, v in self.evaluate(self.tensors["x_test"], self.tensors["y_test"]).items()
+            }
         meta = self._meta(
-            ModelMeta, len(self.history), test_metrics=test, best_epoch=best_epoch, family=self.task.describe()
+            ModelMeta,
+            len(self.history),
+            test_metrics=test,
+            best_epoch=best_epoch,
+            family=self.task.describe(),
         )
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         path, _ = write_checkpoint(self.out_dir, "model", tensors, meta)

@@ -9,7 +9,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from core.spec import CompileSpec, CosineSchedule, EarlyStopping, FitSpec, PlateauSchedule, Regularization, StepSchedule
+from core.spec import (
+    CompileSpec,
+    CosineSchedule,
+    EarlyStopping,
+    FitSpec,
+    PlateauSchedule,
+    Regularization,
+    StepSchedule,
+)
 from models.checkpoint_meta import Monitor, ScheduleState
 
 
@@ -17,7 +25,11 @@ def make_optimizer(spec: CompileSpec, params: list[nn.Parameter]) -> torch.optim
     o = spec.optimizer
     if o.type == "sgd":
         return torch.optim.SGD(
-            params, lr=o.learning_rate, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+            params,
+            lr=o.learning_rate,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
         )
     if o.type == "adagrad":
         return torch.optim.Adagrad(

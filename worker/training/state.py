@@ -10,7 +10,9 @@ from models.checkpoint import split_prefix
 from models.checkpoint_meta import OptimizerState
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], OptimizerState]:
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], OptimizerState]:
     """(tensors for safetensors, JSON-safe rest) of `optimizer.state_dict()`."""
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -24,7 +26,9 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, OptimizerState(param_groups=state["param_groups"], scalars=scalars)
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: OptimizerState) -> None:
+def load_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: OptimizerState
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in split_prefix(tensors, "optim.").items():
         index, name = key.split(".", 1)

@@ -48,7 +48,9 @@ class RunningSums:
 class Task(ABC):
     """Base class; a family implements `train_batch` and `evaluate`, adding its sums to `self.sums`."""
 
-    eval_batch: int | None = None  # held-out samples per forward pass; None: the fit's batch size, >= 1024
+    eval_batch: int | None = (
+        None  # held-out samples per forward pass; None: the fit's batch size, >= 1024
+    )
 
     model: nn.Module  # everything checkpointed as weights, under the "model." prefix
     optimizers: list[torch.optim.Optimizer]  # the first one's learning rate is the schedule's base
@@ -62,7 +64,9 @@ class Task(ABC):
     @property
     def precision(self) -> str:
         """What the job reports and a resumed attempt keeps: fp32, or the autocast dtype."""
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, str(self.amp))
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
+            self.amp, str(self.amp)
+        )
 
     @property
     def parameters(self) -> int:

@@ -23,7 +23,9 @@ Sums = dict[str, torch.Tensor]
 
 
 class ReconstructionTask(Task):
-    def __init__(self, spec: JobSpec, data: TrainData, device: torch.device, module: nn.Module) -> None:
+    def __init__(
+        self, spec: JobSpec, data: TrainData, device: torch.device, module: nn.Module
+    ) -> None:
         super().__init__(spec, data, device)
         self.compile = spec.compiled
         if self.compile.loss == "binary_crossentropy":
@@ -39,10 +41,14 @@ class ReconstructionTask(Task):
         # mae/mse metrics are reported in the dataset's raw units, as supervised regression's are.
         features = data.preprocessing.get("features") or {}
         scale = features.get("scale")
-        self.raw_scale = None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
+        self.raw_scale = (
+            None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
+        )
 
     @abstractmethod
-    def terms(self, x_in: torch.Tensor, target: torch.Tensor, training: bool) -> tuple[torch.Tensor, Sums]:
+    def terms(
+        self, x_in: torch.Tensor, target: torch.Tensor, training: bool
+    ) -> tuple[torch.Tensor, Sums]:
         """(the loss to minimise, the batch's metric sums, "loss" included as loss * batch size)."""
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,11 +105,16 @@ class AutoencoderTask(ReconstructionTask):
             x = x * (torch.rand_like(x) >= self.mask_rate)
         return x
 
-    def terms(self, x_in: torch.Tensor, target: torch.Tensor, training: bool) -> tuple[torch.Tensor, Sums]:
+    def terms(
+        self, x_in: torch.Tensor, target: torch.Tensor, training: bool
+    ) -> tuple[torch.Tensor, Sums]:
         decoder = self.model.decoder
         logits = decoder.logits(self.model.encoder(x_in))
         loss = reconstruction_terms(self.compile.loss, decoder, logits, target).mean()
-        sums = {"loss": loss.detach() * len(target), **self.metric_sums(decoder.output(logits), target)}
+        sums = {
+            "loss": loss.detach() * len(target),
+            **self.metric_sums(decoder.output(logits), target),
+        }
         return loss, sums
 
     def describe(self) -> dict[str, Any]:

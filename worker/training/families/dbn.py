@@ -52,7 +52,9 @@ class DBNTask(Task):
         rbms = self.model.stack
         start_from_data(rbms[0], data.x_train)
         # Fine-tuning trains what the MLP uses: weights, hidden biases and the output layer.
-        tuned = [p for rbm in rbms for p in (rbm.weight, rbm.hidden_bias)] + list(self.model.output.parameters())
+        tuned = [p for rbm in rbms for p in (rbm.weight, rbm.hidden_bias)] + list(
+            self.model.output.parameters()
+        )
         self.kernels = [rbm.weight for rbm in rbms] + [self.model.output.weight]
         # Only the first RBM sees the data; the ones above see probabilities, so bernoulli's rate.
         self.pretrainers = [
@@ -60,15 +62,21 @@ class DBNTask(Task):
             for i, rbm in enumerate(rbms)
         ]
         self.optimizers = [make_optimizer(self.compile, tuned), *self.pretrainers]
-        self.objective = Objective(self.compile, data.info, self.model.output.out_features, nn.Softmax(dim=1))
+        self.objective = Objective(
+            self.compile, data.info, self.model.output.out_features, nn.Softmax(dim=1)
+        )
         self.phase: Phase
         self.phase, self.layer = phase_of(spec, 1)
         self.on_host = device.type == "cpu"
 
     def start_epoch(self, epoch: int) -> None:
         self.phase, self.layer = phase_of(self.spec, epoch)
-        if self.phase != "pretrain":  # CD wrote .grad of parameters fine-tuning never steps: keep them
-            for p in self.model.parameters():  # out of gradient clipping (and a resumed run has none)
+        if (
+            self.phase != "pretrain"
+        ):  # CD wrote .grad of parameters fine-tuning never steps: keep them
+            for (
+                p
+            ) in self.model.parameters():  # out of gradient clipping (and a resumed run has none)
                 p.grad = None
 
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -90,7 +98,9 @@ class DBNTask(Task):
         ph0 = rbm.contrastive_divergence(v0, self.section.k, self.section.weight_decay)
         with torch.no_grad():
             loss = F.mse_loss(rbm.visible_mean(ph0), v0)
-        if self.on_host:  # as the rbm family: name the pretraining rate before the engine's generic message
+        if (
+            self.on_host
+        ):  # as the rbm family: name the pretraining rate before the engine's generic message
             check_finite(loss.item(), "dbn")
         self.pretrainers[self.layer].step()
         self.sums.add(loss=loss * len(v0))
@@ -107,7 +117,9 @@ class DBNTask(Task):
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         if self.phase == "pretrain":
-            error, _ = reconstruction_sums(self.model.stack[self.layer], self.model.below(x, self.layer))
+            error, _ = reconstruction_sums(
+                self.model.stack[self.layer], self.model.below(x, self.layer)
+            )
             return {"loss": error.item() / len(x)}
         metrics = self.evaluate_in_batches(self._held_out_sums, x, y)
         return with_penalty(metrics, self.kernels, self.compile.regularization)

@@ -32,10 +32,19 @@ from worker.training.data import TrainData, TrainingFailed
 from worker.training.optim import make_optimizer
 from worker.training.task import Task
 
-FD_FAKE, FD_FAKE_WIDE, FD_REAL = 1000, 500, 2000  # generated samples per epoch: fewer when projected
-FD_MAX_DIMS = 256  # wider samples are projected (a fixed random map) to keep the per-epoch cost small
+FD_FAKE, FD_FAKE_WIDE, FD_REAL = (
+    1000,
+    500,
+    2000,
+)  # generated samples per epoch: fewer when projected
+FD_MAX_DIMS = (
+    256  # wider samples are projected (a fixed random map) to keep the per-epoch cost small
+)
 EVAL_SEED, FD_SEED = 1, 2  # fixed latent streams: held-out figures comparable across epochs
-MODE_SHARE, MODE_RADIUS = 0.01, 3.0  # a mode is covered by >= 1% of samples within 3 stddev of its centre
+MODE_SHARE, MODE_RADIUS = (
+    0.01,
+    3.0,
+)  # a mode is covered by >= 1% of samples within 3 stddev of its centre
 
 
 def optimizer_for(net: GANNetwork, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -71,7 +80,9 @@ class FrechetReference:
             a = a @ self.projection
         cov = torch.atleast_2d(torch.cov(a.T))
         cross = torch.linalg.eigvalsh(self.root @ cov @ self.root).clamp(min=0).sqrt().sum()
-        return float((a.mean(0) - self.mean).square().sum() + cov.trace() + self.cov.trace() - 2 * cross)
+        return float(
+            (a.mean(0) - self.mean).square().sum() + cov.trace() + self.cov.trace() - 2 * cross
+        )
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,7 +103,9 @@ class GANTask(Task):
             optimizer_for(g.discriminator, list(self.model.discriminator.parameters())),
         ]
         self.wasserstein = g.variant == "wgan_gp"
-        self.figure_name = "wasserstein" if self.wasserstein else "d_accuracy"  # the second figure of _d_terms
+        self.figure_name = (
+            "wasserstein" if self.wasserstein else "d_accuracy"
+        )  # the second figure of _d_terms
         self.conditional = self.model.num_classes is not None
         self.batches = 0  # counts discriminator steps: the generator steps on every n_critic-th
         self.d_sums = torch.zeros(4, device=device)  # d_loss, d_accuracy | wasserstein, gp, samples
@@ -103,7 +116,9 @@ class GANTask(Task):
         assert x_ref is not None and y_ref is not None  # noqa: S101
         self.fd_real = x_ref[:FD_REAL]
         self.fd_reference = FrechetReference(self.fd_real) if len(self.fd_real) >= 2 else None
-        self.fd_count = FD_FAKE_WIDE if self.fd_reference is not None and self.fd_reference.wide else FD_FAKE
+        self.fd_count = (
+            FD_FAKE_WIDE if self.fd_reference is not None and self.fd_reference.wide else FD_FAKE
+        )
         # a cgan's FD samples take the reference's labels, cycled: like is compared with like
         self.fd_labels = (
             y_ref[:FD_REAL].repeat(self.fd_count // len(self.fd_real) + 1)[: self.fd_count]
@@ -120,10 +135,14 @@ class GANTask(Task):
         centres = np.stack([x[y == k].mean(0) for k in modes])
         return centres, float(np.sqrt(np.mean((x - centres[np.searchsorted(modes, y)]) ** 2)))
 
-    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _gradient_penalty(
+        self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
         eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device)
         mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        (grad,) = torch.autograd.grad(self.model.score(mixed, labels).sum(), mixed, create_graph=True)
+        (grad,) = torch.autograd.grad(
+            self.model.score(mixed, labels).sum(), mixed, create_graph=True
+        )
         return (grad.flatten(1).norm(2, dim=1) - 1).square().mean()
 
     def _d_terms(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,9 +150,9 @@ class GANTask(Task):
         if self.wasserstein:
             gap = real.mean() - fake.mean()
             return -gap, gap
-        loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
-            fake, torch.zeros_like(fake)
-        )
+        loss = F.binary_cross_entropy_with_logits(
+            real, torch.ones_like(real)
+        ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
         return loss, ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
 
     def _g_loss(self, score: torch.Tensor) -> torch.Tensor:
@@ -146,7 +165,9 @@ class GANTask(Task):
         labels = yb if self.conditional else None
         self.batches += 1
         generator_step = self.batches % self.section.n_critic == 0
-        with torch.set_grad_enabled(generator_step):  # the fake's graph is reused for the generator's step
+        with torch.set_grad_enabled(
+            generator_step
+        ):  # the fake's graph is reused for the generator's step
             fake = gan.generate(gan.noise(len(xb)), labels)
         real_score, fake_score = gan.score(xb, labels), gan.score(fake.detach(), labels)
         d_loss, figure = self._d_terms(real_score, fake_score)
@@ -157,9 +178,13 @@ class GANTask(Task):
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        self.d_sums += torch.stack([d_loss.detach(), figure.detach(), gp.detach(), d_loss.new_ones(())]) * len(xb)
+        self.d_sums += torch.stack(
+            [d_loss.detach(), figure.detach(), gp.detach(), d_loss.new_ones(())]
+        ) * len(xb)
         if generator_step:
-            gan.discriminator.requires_grad_(False)  # no weight gradients the generator's step would discard
+            gan.discriminator.requires_grad_(
+                False
+            )  # no weight gradients the generator's step would discard
             g_loss = self._g_loss(gan.score(fake, labels))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -172,7 +197,9 @@ class GANTask(Task):
     def epoch_metrics(self, seen: int) -> dict[str, float]:
         d_loss, figure, gp, n = self.d_sums.tolist()
         g_loss, g_n = self.g_sums.tolist()
-        g_loss = g_loss / g_n if g_n else self.g_last.item()  # an epoch shorter than n_critic batches
+        g_loss = (
+            g_loss / g_n if g_n else self.g_last.item()
+        )  # an epoch shorter than n_critic batches
         self.d_sums.zero_()
         self.g_sums.zero_()
         metrics = {"loss": d_loss / n + g_loss, "d_loss": d_loss / n, "g_loss": g_loss}
@@ -182,10 +209,14 @@ class GANTask(Task):
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Real held-out samples against as many fakes from a fixed latent stream, networks in eval mode."""
-        means = self.evaluate_in_batches(self._held_out_sums, x, y, self.model.noise(len(x), seed=EVAL_SEED))
+        means = self.evaluate_in_batches(
+            self._held_out_sums, x, y, self.model.noise(len(x), seed=EVAL_SEED)
+        )
         return {"loss": means["d_loss"] + means["g_loss"], **means}
 
-    def _held_out_sums(self, xb: torch.Tensor, yb: torch.Tensor, zb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _held_out_sums(
+        self, xb: torch.Tensor, yb: torch.Tensor, zb: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         gan, labels = self.model, yb if self.conditional else None
         fake_score = gan.score(gan.generate(zb, labels), labels)
         d_loss, figure = self._d_terms(gan.score(xb, labels), fake_score)

@@ -17,14 +17,25 @@ import torch
 import torch.nn.functional as F
 
 from core.spec import JobSpec
-from models.families.rbm import RBM, build, cd_rate, check_range, check_visible, flat, section, visible_bias_from
+from models.families.rbm import (
+    RBM,
+    build,
+    cd_rate,
+    check_range,
+    check_visible,
+    flat,
+    section,
+    visible_bias_from,
+)
 from worker.training.data import TrainData, TrainingFailed
 from worker.training.task import Task
 
 EVAL_CHUNK = 4096
 
 
-def cd_optimizer(rbm: RBM, learning_rate: float | None, momentum: float, visible: str) -> torch.optim.SGD:
+def cd_optimizer(
+    rbm: RBM, learning_rate: float | None, momentum: float, visible: str
+) -> torch.optim.SGD:
     """Weight decay is folded into the weights' CD gradient, so the biases are not decayed."""
     return torch.optim.SGD(rbm.parameters(), lr=cd_rate(learning_rate, visible), momentum=momentum)
 
@@ -77,10 +88,14 @@ class RBMTask(Task):
     def train_batch(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> torch.Tensor:
         v0 = flat(xb)
         ph0 = self.model.contrastive_divergence(v0, self.section.k, self.section.weight_decay)
-        with torch.no_grad():  # the figures of the weights the batch was scored with, before the step
+        with (
+            torch.no_grad()
+        ):  # the figures of the weights the batch was scored with, before the step
             loss = F.mse_loss(self.model.visible_mean(ph0), v0)
             energy = self.model.free_energy(v0).sum()
-        if self.on_host:  # the engine reads every CPU step's loss anyway; a GPU is checked per epoch
+        if (
+            self.on_host
+        ):  # the engine reads every CPU step's loss anyway; a GPU is checked per epoch
             check_finite(loss.item(), "rbm")
         self.optimizers[0].step()
         self.sums.add(loss=loss * len(v0), free_energy=energy)
@@ -104,7 +119,11 @@ class RBMTask(Task):
 
     def describe(self) -> dict[str, Any]:
         s = self.section
-        return {"visible": s.visible, "visible_units": self.model.weight.shape[1], "hidden_units": s.hidden_units}
+        return {
+            "visible": s.visible,
+            "visible_units": self.model.weight.shape[1],
+            "hidden_units": s.hidden_units,
+        }
 
 
 TASK = RBMTask

@@ -76,10 +76,16 @@ class Seq2SeqTask(Task):
                     )
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext() if self.amp is None else torch.autocast(self.device.type, dtype=self.amp)
+        return (
+            contextlib.nullcontext()
+            if self.amp is None
+            else torch.autocast(self.device.type, dtype=self.amp)
+        )
 
     @staticmethod
-    def _batch_sums(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _batch_sums(
+        logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Per-batch sums over samples: the loss (a per-token mean) and the share of right tokens."""
         right = logits.argmax(dim=-1) == y
         return {
@@ -115,7 +121,9 @@ class Seq2SeqTask(Task):
     def _held_out_sums(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.autocast():
             _, logits = self.model.greedy(xb)
-        return self._batch_sums(logits, yb, F.cross_entropy(logits.float().flatten(0, 1), yb.flatten()))
+        return self._batch_sums(
+            logits, yb, F.cross_entropy(logits.float().flatten(0, 1), yb.flatten())
+        )
 
     def describe(self) -> dict[str, Any]:
         m = self.model

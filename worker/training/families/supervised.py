@@ -37,7 +37,9 @@ class SupervisedTask(Task):
         self.built = built
         self.model = built.network.to(device)
         scale = (data.preprocessing.get("target") or {}).get("scale")
-        target_scale = None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
+        target_scale = (
+            None if scale is None else torch.tensor(scale, dtype=torch.float32, device=device)
+        )
         self.objective = Objective(self.compile, data.info, units, self.model.head, target_scale)
         self.optimizers = [make_optimizer(self.compile, list(self.model.parameters()))]
         self.kernels = kernels(self.model)
@@ -51,7 +53,11 @@ class SupervisedTask(Task):
 
     def _check_token_ids(self, data: TrainData) -> None:
         vocabulary = self.model.vocabulary
-        for name, x in (("training", data.x_train), ("validation", data.x_val), ("test", data.x_test)):
+        for name, x in (
+            ("training", data.x_train),
+            ("validation", data.x_val),
+            ("test", data.x_test),
+        ):
             if vocabulary is not None and x is not None and len(x) and int(x.max()) >= vocabulary:
                 raise TrainingFailed(
                     f"the {name} data holds token id {int(x.max())}, but the embedding's "
@@ -95,8 +101,12 @@ class SupervisedTask(Task):
 
     def _fold(self) -> None:
         pending = self.pending
-        logits, y = (torch.cat(t) for t in zip(*pending, strict=True)) if len(pending) > 1 else pending[0]
-        self.sums.add(**{key: value.item() for key, value in self.objective.metric_sums(logits, y).items()})
+        logits, y = (
+            (torch.cat(t) for t in zip(*pending, strict=True)) if len(pending) > 1 else pending[0]
+        )
+        self.sums.add(
+            **{key: value.item() for key, value in self.objective.metric_sums(logits, y).items()}
+        )
         pending.clear()
 
     def epoch_metrics(self, seen: int) -> dict[str, float]:
@@ -106,7 +116,9 @@ class SupervisedTask(Task):
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return with_penalty(
-            self.evaluate_in_batches(self._held_out_sums, x, y), self.kernels, self.compile.regularization
+            self.evaluate_in_batches(self._held_out_sums, x, y),
+            self.kernels,
+            self.compile.regularization,
         )
 
     def _held_out_sums(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -28,10 +28,14 @@ class VAETask(ReconstructionTask):
         self.beta = section.beta
         self.eval_generator: torch.Generator | None = None
 
-    def terms(self, x_in: torch.Tensor, target: torch.Tensor, training: bool) -> tuple[torch.Tensor, Sums]:
+    def terms(
+        self, x_in: torch.Tensor, target: torch.Tensor, training: bool
+    ) -> tuple[torch.Tensor, Sums]:
         # Training draws from torch's global RNG (seeded per epoch by the engine, so resume is exact).
         generator = None if training else self.eval_generator
-        reconstruction, kl, logits = elbo_terms(self.model, self.compile.loss, x_in, target, generator)
+        reconstruction, kl, logits = elbo_terms(
+            self.model, self.compile.loss, x_in, target, generator
+        )
         per_sample = reconstruction + self.beta * kl
         sums = {
             "loss": per_sample.detach().sum(),
