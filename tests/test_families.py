@@ -131,7 +131,7 @@ def test_every_family_dry_runs_trains_resumes_exactly_and_serves(
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
 def test_mixed_precision_is_honoured_or_refused(record: FamilyRecord) -> None:
     """bf16/fp16 asked of a family that trains in fp32 is a 422 on the field, never ignored."""
-    spec = _spec(record, epochs=1)
+    spec = _spec(record, epochs=2)  # dbn's example pretrains in its first epoch
     asked = spec.model_copy(update={"fit": spec.fit.model_copy(update={"mixed_precision": "bf16"})})
     info = load_train_data(spec).info
     if record.mixed_precision:
