@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ LOCAL_TENANT = "local"
 # end on their own, and their clients reconnect (with Last-Event-ID) to another process.
 GRACE_SECONDS = 5
 WORKER_NICENESS = 5  # `fitserve up`'s worker, beside its API on one machine
+WORKER_STOP_SECONDS = 20  # a preempting job stops within a step; past this the worker is killed
 
 
 def ensure_local_key(settings: Settings) -> str | None:
@@ -39,14 +42,15 @@ def ensure_local_key(settings: Settings) -> str | None:
 def configure_service_logging(
     settings: Settings, level: str | None = None, celery: bool = False
 ) -> dict[str, Any]:
-    """The service commands log one JSON object per line to stderr (FITSERVE_LOG_FORMAT=text for
-    plain lines); returns the dictConfig for uvicorn to apply in its own processes."""
+    """The service commands log to stderr: plain lines on a terminal, one JSON object per line
+    otherwise (FITSERVE_LOG_FORMAT or LOG_FORMAT=json|text decides instead); returns the dictConfig
+    for uvicorn to apply in its own processes."""
     from core.logging import celery_keeps_logging, configure_logging, logging_config
 
-    configure_logging(settings.log_format, level or settings.log_level)
+    configure_logging(settings.log_style, level or settings.log_level)
     if celery:
         celery_keeps_logging()
-    return logging_config(settings.log_format, level or settings.log_level)
+    return logging_config(settings.log_style, level or settings.log_level)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -89,10 +93,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--without-mingle",
         "--without-heartbeat",
     ]
-    if settings.log_format == "json":
+    if settings.log_style == "json":
         argv.insert(0, "--quiet")  # no banner: the log is JSON lines only
     app.worker_main(argv)
-    return 0
+    # Celery has stopped its pool and handed back what it held: skip the interpreter's teardown
+    # (seconds with torch loaded), which a stopping `fitserve up` would wait on.
+    logging.shutdown()
+    os._exit(0)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -165,12 +172,34 @@ def cmd_up(args: argparse.Namespace) -> int:
             **server_options(settings),
         )
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-    return 0
+        _stop_worker(worker)
+        # Everything is written and stopped: skip the interpreter's teardown (torch's and the
+        # upload pool's exit handlers took seconds more, the person at Ctrl-C waiting on them).
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """After the API: the worker's running job stops at its next step and is preempted (SIGTERM
+    asks for that; a Ctrl-C in the terminal has already sent it SIGINT, the same request)."""
+    began = time.monotonic()
+    say(
+        "stopping: the API is down; the worker preempts a running job, which resumes on the next start"
+    )
+    worker.terminate()
+    try:
+        worker.wait(timeout=WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+        say(f"the worker did not stop within {WORKER_STOP_SECONDS} s and was killed")
+    say(f"stopped in {time.monotonic() - began:.1f} s")
+
+
+def say(line: str) -> None:
+    """A line for the person at the terminal, beside the logs (stderr), in either log format."""
+    print(f"fitserve: {line}", file=sys.stderr, flush=True)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

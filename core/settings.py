@@ -7,6 +7,7 @@ Production sets `FITSERVE_DATABASE_URL` (PostgreSQL) and `FITSERVE_BROKER_URL` (
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -84,8 +85,11 @@ class Settings(BaseSettings):
         0.05, gt=0.0, le=5.0, description="polling of the embedded broker"
     )
     # Operations: logs and /metrics.
-    log_format: Literal["json", "text"] = Field(
-        "json", description="service logs: one JSON object per line, or text"
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        validation_alias=AliasChoices("FITSERVE_LOG_FORMAT", "LOG_FORMAT"),
+        description="service logs: text lines on a terminal, else one JSON object per line "
+        "(auto); or always json, or always text",
     )
     log_level: str = Field("INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     metrics_enabled: bool = Field(
@@ -191,6 +195,13 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     @computed_field  # type: ignore[prop-decorator]
+    @property
+    def log_style(self) -> Literal["json", "text"]:
+        """`log_format` made definite: auto is text where stderr (the logs) is a terminal."""
+        if self.log_format == "auto":
+            return "text" if sys.stderr.isatty() else "json"
+        return self.log_format
+
     @property
     def database_url(self) -> str:
         return self.database_url_ or f"sqlite:///{self.data_dir / 'fitserve.db'}"

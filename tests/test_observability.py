@@ -189,3 +189,44 @@ def test_metrics_token_and_switch(api_env: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FITSERVE_METRICS_ENABLED", "false")
     get_settings.cache_clear()
     assert TestClient(create_app()).get("/metrics").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("terminal", "variables", "style"),
+    [
+        (True, {}, "text"),
+        (False, {}, "json"),
+        (True, {"LOG_FORMAT": "json"}, "json"),
+        (False, {"FITSERVE_LOG_FORMAT": "text"}, "text"),
+    ],
+)
+def test_the_log_format_is_text_on_a_terminal_and_json_elsewhere(
+    terminal: bool, variables: dict[str, str], style: str
+) -> None:
+    """`auto` (the default) looks at stderr, where the logs go: a process is started with a
+    pseudo-terminal or a pipe as its stderr, and prints the style its settings resolve."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LOG_FORMAT", "FITSERVE_LOG_FORMAT")}
+    master, child = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from core.settings import Settings; print(Settings().log_style)",
+            ],
+            env={**env, **variables},
+            stderr=child if terminal else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        os.close(child)
+        os.close(master)
+    assert done.stdout.strip() == style

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import signal
 from pathlib import Path
@@ -44,8 +45,19 @@ def preload() -> None:
         importlib.import_module(module)
 
 
+class _RejectWithoutTraceback(logging.Filter):
+    """A job handed back by a stopping worker is expected, not an error: Celery's line about it
+    stays (`reject requeue=True: the worker is shutting down`), its traceback goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], Reject):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 preload()
 app = celery_app()
+logging.getLogger("celery.app.trace").addFilter(_RejectWithoutTraceback())
 _maintenance: list[Maintenance] = []
 
 

@@ -99,7 +99,9 @@ class Service:
 
 
 def _base_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_") and k != "LOG_FORMAT"
+    }
     env.update(
         FITSERVE_DATA_DIR=str(data_dir),
         FITSERVE_UPLOAD_MAX_BYTES=str(UPLOAD_LIMIT),
