@@ -193,10 +193,12 @@ def test_on_a_terminal_the_epoch_in_progress_is_a_bar_with_steps_and_eta() -> No
     printer(job(1, 10))
     now[0] += 1.0
     printer(metric(1, "step_loss", 1, 0.7))
-    printer(job(1, 20))  # 10 steps a second: 20 to go, 2 s
+    printer(job(1, 20))  # 10 steps a second: 20 to go in this epoch, 2 s
     assert out.getvalue().endswith(
         "\r\x1b[2Kepoch 1/2 [############------------] 20/40  ETA 0:02  loss 0.7000"
     )
     printer(metric(2, "loss", 1, 0.6))
+    now[0] += 2.4
     printer(job(2, 4))  # epoch 1 is over: its line replaces the bar, the new bar below it
     assert "\r\x1b[2Kepoch 1/2  40/40 steps  loss 0.6000\n\r\x1b[2Kepoch 2/2 [##" in out.getvalue()
+    assert out.getvalue().endswith("4/40  ETA 0:04  loss 0.7000")  # still 10 a second: 36 to go

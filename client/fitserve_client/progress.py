@@ -34,7 +34,9 @@ class ProgressPrinter:
         self.written: set[Key] = set()
         self.state: JobState | None = None
         self.loss: float | None = None  # the latest step loss
-        self._seen: tuple[Key, int, float] | None = None  # the bar's epoch: first step, when
+        # The attempt's first sample: (attempt, steps done in all, when). The rate is measured
+        # over the whole attempt: an epoch may be shorter than the time between two samples.
+        self._first: tuple[int, int, float] | None = None
         self._drawn = False
 
     def __call__(self, event: Event) -> None:
@@ -48,8 +50,8 @@ class ProgressPrinter:
     def _on_state(self, job: JobState) -> None:
         self.state, self.epochs, self.steps = job, job.progress.epochs, job.progress.steps
         key = (job.attempt, job.progress.epoch)
-        if self._seen is None or self._seen[0] != key:
-            self._seen = (key, job.progress.step, self.clock())
+        if self._first is None or self._first[0] != job.attempt:
+            self._first = (job.attempt, self._done(job), self.clock())
         if job.progress.step > 0:  # the epochs before this one are over
             self._flush(lambda k: k < key)
         self._draw()
@@ -95,12 +97,17 @@ class ProgressPrinter:
         filled = BAR_WIDTH * step // steps
         text = f"epoch {job.progress.epoch}/{job.progress.epochs} "
         text += f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {step}/{steps}"
-        if self._seen is not None and step > self._seen[1]:
-            rate = (step - self._seen[1]) / max(1e-9, self.clock() - self._seen[2])
+        if self._first is not None and self._done(job) > self._first[1]:
+            rate = (self._done(job) - self._first[1]) / max(1e-9, self.clock() - self._first[2])
             text += f"  ETA {_clock((steps - step) / rate)}"
         if self.loss is not None:
             text += f"  loss {self.loss:.4f}"
         return text
+
+    @staticmethod
+    def _done(job: JobState) -> int:
+        """Steps done in all, by this attempt's count."""
+        return (job.progress.epoch - 1) * job.progress.steps + job.progress.step
 
     def _draw(self) -> None:
         bar = self._bar() if self.live else None
