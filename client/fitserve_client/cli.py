@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pydantic
 
@@ -28,7 +28,7 @@ from fitserve_client.client import DEFAULT_TIMEOUT, Client
 from fitserve_client.config import DEFAULT_URL, resolve, save_config
 from fitserve_client.errors import AuthenticationError, FitserveError, ValidationError
 from fitserve_client.progress import ProgressPrinter
-from fitserve_client.types import TERMINAL
+from fitserve_client.types import TERMINAL, JobStatus
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 3
 EXIT_BY_STATUS = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
@@ -231,7 +231,7 @@ def add_commands(sub: Any) -> None:
     _dataset_options(p)
     p.add_argument("--watch", action="store_true", help="then follow it; exit as `watch` does")
     p = command("jobs", cmd_jobs, "list the jobs, newest first")
-    p.add_argument("--status", help="only jobs in this status")
+    p.add_argument("--status", choices=get_args(JobStatus), help="only jobs in this status")
     p.add_argument("--limit", type=int, default=20)
     p = command("watch", cmd_watch, "follow a job: a line per epoch; exit 0 if it succeeded")
     p.add_argument("job")

@@ -22,7 +22,15 @@ from pydantic import BaseModel
 from fitserve_client.events import AsyncEventStream, EventStream
 from fitserve_client.progress import ProgressPrinter
 from fitserve_client.transport import AsyncTransport, Call, Transport, parse
-from fitserve_client.types import Checkpoints, Dataset, Job, JobList, MetricPage, Metrics
+from fitserve_client.types import (
+    Checkpoints,
+    Dataset,
+    Job,
+    JobList,
+    JobStatus,
+    MetricPage,
+    Metrics,
+)
 
 SpecLike = Mapping[str, Any] | str | os.PathLike[str] | BaseModel
 DatasetLike = Dataset | str
@@ -72,7 +80,7 @@ def submit_call(
     return Call("POST", "/v1/jobs", parse(Job), json=body, headers={"Idempotency-Key": key})
 
 
-def list_call(status: str | None, limit: int, offset: int) -> Call[JobList]:
+def list_call(status: JobStatus | None, limit: int, offset: int) -> Call[JobList]:
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     if status is not None:
         params["status"] = status
@@ -111,7 +119,7 @@ class Jobs:
     def get(self, job_id: str) -> Job:
         return self._t.send(Call("GET", job_path(job_id), parse(Job)))
 
-    def list(self, *, status: str | None = None, limit: int = 20, offset: int = 0) -> JobList:
+    def list(self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0) -> JobList:
         return self._t.send(list_call(status, limit, offset))
 
     def cancel(self, job_id: str) -> Job:
@@ -146,9 +154,13 @@ class Jobs:
         return EventStream(self._t, job_id, after, timeout)
 
     def wait(self, job_id: str, *, progress: bool = False, timeout: float | None = None) -> Job:
-        """Follow the job until it ends (progress drawn on stderr) and return it."""
+        """Follow the job until it ends and return it. With `progress`, its events from the
+        first are drawn on stderr; without, the stream starts where the job stands."""
+        job = self.get(job_id)
+        if job.done:
+            return job
         printer = ProgressPrinter(sys.stderr) if progress else None
-        with self.stream(job_id, timeout=timeout) as events:
+        with self.stream(job_id, after=None if progress else job.seq, timeout=timeout) as events:
             for event in events:
                 if printer is not None:
                     printer(event)
@@ -171,7 +183,9 @@ class AsyncJobs:
     async def get(self, job_id: str) -> Job:
         return await self._t.send(Call("GET", job_path(job_id), parse(Job)))
 
-    async def list(self, *, status: str | None = None, limit: int = 20, offset: int = 0) -> JobList:
+    async def list(
+        self, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0
+    ) -> JobList:
         return await self._t.send(list_call(status, limit, offset))
 
     async def cancel(self, job_id: str) -> Job:
@@ -205,8 +219,12 @@ class AsyncJobs:
     async def wait(
         self, job_id: str, *, progress: bool = False, timeout: float | None = None
     ) -> Job:
+        job = await self.get(job_id)
+        if job.done:
+            return job
         printer = ProgressPrinter(sys.stderr) if progress else None
-        async with self.stream(job_id, timeout=timeout) as events:
+        after = None if progress else job.seq
+        async with self.stream(job_id, after=after, timeout=timeout) as events:
             async for event in events:
                 if printer is not None:
                     printer(event)
