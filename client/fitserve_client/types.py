@@ -133,8 +133,6 @@ class DatasetList(Model):
 class Prediction(Model):
     """Predict's answer; the array fields are numpy arrays when numpy is installed."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, arbitrary_types_allowed=True)
-
     operation: str
     predictions: ArrayLike
     class_ids: ArrayLike | None = None
