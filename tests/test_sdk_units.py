@@ -186,6 +186,17 @@ def test_a_replayed_job_prints_one_line_per_epoch_and_its_statuses() -> None:
     ]
 
 
+def test_without_a_job_event_the_steps_come_from_the_epochs_points() -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(out, live=False)
+    for event in (metric(1, "loss", 1), metric(2, "loss", 2), status(3, "failed", "stopped")):
+        printer(event)
+    assert out.getvalue().splitlines()[:2] == [
+        "epoch 1  40/40 steps  loss 0.5000",
+        "epoch 2  40/40 steps  loss 0.5000",
+    ]
+
+
 def test_on_a_terminal_the_epoch_in_progress_is_a_bar_with_steps_and_eta() -> None:
     now = [100.0]
     out = io.StringIO()

@@ -31,6 +31,7 @@ class ProgressPrinter:
         self.live = out.isatty() if live is None else live
         self.epochs = self.steps = 0
         self.pending: dict[Key, dict[str, float]] = {}  # an epoch's metrics, its line not written
+        self.ends: dict[Key, int] = {}  # the step an epoch's points carry: the epoch's last
         self.written: set[Key] = set()
         self.state: JobState | None = None
         self.loss: float | None = None  # the latest step loss
@@ -62,6 +63,7 @@ class ProgressPrinter:
             self.loss = point.value
         elif key not in self.written:
             self.pending.setdefault(key, {})[point.name] = point.value
+            self.ends[key] = point.step
         self._flush(lambda k: k < key)  # points come in sequence order: earlier epochs are whole
 
     def _on_status(self, event: StatusEvent) -> None:
@@ -82,8 +84,12 @@ class ProgressPrinter:
         parts = [f"epoch {epoch}/{self.epochs}" if self.epochs else f"epoch {epoch}"]
         if attempt > 1:
             parts[0] += f" (attempt {attempt})"
-        if self.steps:
-            parts.append(f"{self.steps}/{self.steps} steps")
+        # The job's own count, or (no `job` event yet: the stream sends them as progress moves)
+        # the epoch's last step over its number: steps are counted from the job's start.
+        end = self.ends.pop(key, 0)
+        steps = self.steps or (end // epoch if end % epoch == 0 else 0)
+        if steps:
+            parts.append(f"{steps}/{steps} steps")
         if "epoch_seconds" in metrics:
             parts.append(f"{metrics['epoch_seconds']:.1f}s")
         parts += [f"{k} {v:.4f}" for k, v in metrics.items() if k not in HIDDEN]
