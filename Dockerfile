@@ -11,9 +11,10 @@ COPY models models
 COPY worker worker
 COPY api api
 COPY cli cli
+COPY client client
 COPY migrations migrations
 COPY examples examples
-RUN pip install --no-cache-dir -e ".[mnist]" && useradd --create-home fitserve && mkdir -p /data && chown fitserve /data
+RUN pip install --no-cache-dir ./client && pip install --no-cache-dir -e ".[mnist]" && useradd --create-home fitserve && mkdir -p /data && chown fitserve /data
 USER fitserve
 ENV FITSERVE_DATA_DIR=/data
 EXPOSE 8000

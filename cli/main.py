@@ -1,4 +1,5 @@
-"""The `fitserve` command."""
+"""The `fitserve` command: train and validate in-process, the service commands (cli/service.py)
+and the remote commands against a running service (the SDK's, fitserve_client/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from fitserve_client.cli import add_commands as add_remote_commands
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -116,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     from cli.service import add_commands
 
     add_commands(sub)
+    add_remote_commands(sub)  # login, submit, jobs, watch, metrics, predict, cancel, datasets
     return p
 
 
