@@ -4,6 +4,7 @@ script error, a Content-Security-Policy violation), and a submit as a user's scr
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -104,6 +105,18 @@ class Dashboard:
             time.sleep(0.1)
         raise AssertionError(f"chart {chart_id}: {label} has {len(x)} points, not {length}")
 
+    def draw_zero(self) -> None:
+        """A 0 drawn on the try-the-model canvas with the mouse."""
+        box = self.page.locator("canvas.sketch").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        mouse = self.page.mouse
+        mouse.move(cx, cy - 95)
+        mouse.down()
+        for degrees in range(0, 375, 15):
+            angle = math.radians(degrees)
+            mouse.move(cx + 60 * math.sin(angle), cy - 95 * math.cos(angle))
+        mouse.up()
+
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / name
@@ -118,6 +131,12 @@ class Dashboard:
         assert self.dialogs == [], f"dialogs opened: {self.dialogs}"
         assert self.errors == [], f"page errors: {self.errors}"
         assert self.violations() == [], f"CSP violations: {self.violations()}"
+
+
+def api_series(client: httpx.Client, job_id: str, name: str, x: str) -> tuple[list, list]:
+    """A metric's points as the API lists them: (their `x`: step or epoch, their values)."""
+    points = client.get(f"/v1/jobs/{job_id}/metrics", params={"name": name}).json()["data"]
+    return [p[x] for p in points], [p["value"] for p in points]
 
 
 def new_dashboard(browser: Any, url: str, key: str) -> Dashboard:

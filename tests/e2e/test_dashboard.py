@@ -7,7 +7,6 @@ strings render as text and run nothing. The pictures land in tests/artifacts/das
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.browser import Dashboard, launch_chromium, new_dashboard, submit
+from tests.e2e.browser import Dashboard, api_series, launch_chromium, new_dashboard, submit
 from tests.e2e.conftest import Service, wait_for
 from tests.e2e.http import example
 
@@ -58,32 +57,6 @@ def digits_job(service: Service, key: str) -> str:
     with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {key}"}) as c:
         assert wait_for(c, job_id, FINISHED)["status"] == "succeeded"
     return job_id
-
-
-def api_series(client: httpx.Client, job_id: str, name: str, x: str) -> tuple[list, list]:
-    points = client.get(f"/v1/jobs/{job_id}/metrics", params={"name": name}).json()["data"]
-    return [p[x] for p in points], [p["value"] for p in points]
-
-
-def test_every_dashboard_answer_carries_a_strict_content_security_policy(
-    service: Service,
-) -> None:
-    index = httpx.get(f"{service.url}/")
-    script = httpx.get(f"{service.url}/ui/js/main.js")
-    vendor = httpx.get(f"{service.url}/ui/vendor/uplot-1.6.32/uPlot.iife.min.js")
-    missing = httpx.get(f"{service.url}/ui/js/nothing.js")
-    for answer in (index, script, vendor, missing):
-        csp = answer.headers["content-security-policy"]
-        assert "script-src 'self';" in csp and "default-src 'none'" in csp, csp
-        assert "frame-ancestors 'none'" in csp and "unsafe" not in csp, csp
-        assert answer.headers["x-content-type-options"] == "nosniff"
-        assert answer.headers["referrer-policy"] == "no-referrer"
-    assert (index.status_code, script.status_code, missing.status_code) == (200, 200, 404)
-    assert index.headers["cache-control"] == script.headers["cache-control"] == "no-cache"
-    assert vendor.headers["cache-control"] == "public, max-age=31536000, immutable"
-    assert script.headers["content-type"].startswith("text/javascript")
-    assert httpx.head(f"{service.url}/").status_code == 200
-    assert "/" not in httpx.get(f"{service.url}/openapi.json").json()["paths"]
 
 
 def test_sign_in_keeps_the_key_in_the_tabs_session_storage_only(
@@ -147,6 +120,41 @@ def test_a_training_jobs_curves_gain_every_epochs_point_live(
     dash.page.wait_for_selector(".job-head .badge-succeeded")
 
 
+def test_a_dropped_stream_resumes_after_its_last_event(
+    dash: Dashboard, digits_job: str, client: httpx.Client
+) -> None:
+    """The first connection ends halfway through the replay, as a dropped one would: the page
+    connects again with Last-Event-ID, and every point is plotted once, in order."""
+    cut: list[str] = []
+
+    def drop_halfway(route: Any) -> None:
+        if cut:
+            route.continue_()
+            return
+        answer = route.fetch()
+        frames = answer.text().split("\n\n")
+        cut.append("\n\n".join(frames[: len(frames) // 2]) + "\n\n")
+        route.fulfill(response=answer, body=cut[0])
+
+    dash.page.route("**/v1/jobs/*/events", drop_halfway)
+
+    def resumed(request: Any) -> bool:
+        return "/events" in request.url and "last-event-id" in request.headers
+
+    with dash.page.expect_request(resumed, timeout=20_000) as again:
+        dash.open(f"/jobs/{digits_job}")
+    last = [line for line in cut[0].splitlines() if line.startswith("id: ")][-1]
+    assert again.value.headers["last-event-id"] == last.removeprefix("id: ")
+    for name, chart, x in (
+        ("step_loss", "loss", "step"),
+        ("val_loss", "loss", "step"),
+        ("val_accuracy", "accuracy", "epoch"),
+    ):
+        want = api_series(client, digits_job, name, x)
+        assert dash.wait_series(chart, name, len(want[0])) == want, name
+    dash.page.wait_for_selector(".job-head .badge-succeeded")
+
+
 def test_cancel_a_running_job_from_its_page(
     dash: Dashboard, client: httpx.Client, service: Service, key: str
 ) -> None:
@@ -164,25 +172,13 @@ def test_cancel_a_running_job_from_its_page(
     assert dash.page.locator(".job-head button.danger").is_hidden()
 
 
-def draw_zero(dash: Dashboard) -> None:
-    box = dash.page.locator("canvas.sketch").bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    mouse = dash.page.mouse
-    mouse.move(cx, cy - 95)
-    mouse.down()
-    for degrees in range(0, 375, 15):
-        angle = math.radians(degrees)
-        mouse.move(cx + 60 * math.sin(angle), cy - 95 * math.cos(angle))
-    mouse.up()
-
-
 def test_draw_a_digit_and_get_its_class_probabilities(
     dash: Dashboard, digits_job: str, client: httpx.Client
 ) -> None:
     dash.open(f"/jobs/{digits_job}/try")
     dash.page.wait_for_selector("canvas.sketch")
     with dash.page.expect_response(lambda r: r.url.endswith("/predict")) as answered:
-        draw_zero(dash)
+        dash.draw_zero()
     sent = answered.value.request.post_data_json
     answer = answered.value.json()
     pixels = sent["instances"][0]

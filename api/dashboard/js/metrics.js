@@ -21,7 +21,7 @@ const TITLES = {
 };
 
 export function chartTitle(chart) {
-  return TITLES[chart] || chart.replaceAll("_", " ");
+  return TITLES[chart] || chart;
 }
 
 // The loss chart is drawn against the step, so its step losses and epoch points share an axis;

@@ -42,6 +42,16 @@ function answerView(answer, dims, range) {
   return valuesView(answer);
 }
 
+// Generated rows of a table: one line each, a column per feature.
+function rowsTable(rows, input) {
+  const width = [rows[0]].flat(Infinity).length;
+  const names = input.feature_names || Array.from({ length: width }, (_, i) => `x[${i}]`);
+  return h("div", { class: "table-wrap" }, h("table", { class: "table compact" },
+    h("thead", {}, h("tr", {}, h("th", { text: "#" }), names.map((n) => h("th", { class: "num", text: n })))),
+    h("tbody", {}, rows.map((r, i) => h("tr", {}, h("td", { class: "num", text: String(i) }),
+      [r].flat(Infinity).map((v) => h("td", { class: "num", text: fmtNum(v) })))))));
+}
+
 function card(title, ...body) {
   return h("section", { class: "try-card" }, h("h3", { text: title }), ...body);
 }
@@ -88,7 +98,7 @@ function formCard(job, input) {
     }
   });
   const note = input.feature_means ? "Starting values are the training data's column means." : null;
-  return card("Enter one row", note ? h("p", { class: "muted small", text: note }) : null, h("div", { class: "try-split" }, form, out));
+  return card("Enter one row", note ? h("p", { class: "muted small", text: note }) : null, form, out);
 }
 
 function makeCard(job, input, dims, operation) {
@@ -106,13 +116,12 @@ function makeCard(job, input, dims, operation) {
     try {
       const answer = await predict(job.id, body);
       const names = labels && input.class_names ? labels.map((l) => input.class_names[l]) : [];
-      clear(out, dims ? imageGrid(answer.predictions, dims, input.value_range, names)
-        : h("pre", { class: "code", text: JSON.stringify(answer.predictions.slice(0, 64), null, 1) }));
+      clear(out, dims ? imageGrid(answer.predictions, dims, input.value_range, names) : rowsTable(answer.predictions, input));
     } catch (err) {
       clear(out, errorBox(err));
     }
   };
-  const form = h("form", { class: "row" }, h("label", {}, h("span", { text: conditional ? "samples (one class each, in turn)" : "samples" }), count),
+  const form = h("form", { class: "row bottom" }, h("label", {}, h("span", { text: conditional ? "samples (one class each, in turn)" : "samples" }), count),
     h("label", {}, h("span", { text: "seed" }), seed), h("button", { class: "primary", type: "submit", text: operation === "sample" ? "Sample" : "Generate" }));
   form.addEventListener("submit", run);
   return card(operation === "sample" ? "Sample from the latent space" : "Generate", form, out);
