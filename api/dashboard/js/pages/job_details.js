@@ -39,7 +39,7 @@ export function modelView(summary) {
   }
   const networks = summary.layers.some((l) => l.network);
   const total = summary.layers.reduce((n, l) => n + l.parameters, 0);
-  parts.push(h("table", { class: "table layers" },
+  parts.push(h("div", { class: "table-wrap" }, h("table", { class: "table layers" },
     h("thead", {}, h("tr", {}, h("th", { text: "#" }), networks ? h("th", { text: "network" }) : null,
       h("th", { text: "layer" }), h("th", { text: "output shape" }), h("th", { class: "num", text: "parameters" }))),
     h("tbody", {}, summary.layers.map((l) => h("tr", {},
@@ -47,7 +47,7 @@ export function modelView(summary) {
       h("td", { class: "mono", text: l.type }), h("td", { class: "mono", text: shape(l.output_shape) }),
       h("td", { class: "num", text: fmtInt(l.parameters) })))),
     h("tfoot", {}, h("tr", {}, h("td", { colSpan: networks ? 4 : 3, text: "total" }),
-      h("td", { class: "num", text: fmtInt(total) })))));
+      h("td", { class: "num", text: fmtInt(total) }))))));
   return h("div", {}, parts);
 }
 
@@ -71,14 +71,14 @@ export function checkpointsView(answer) {
   if (!answer.data.length) return h("p", { class: "muted", text: "No checkpoints yet: one is written at the end of each epoch." });
   return h("div", {},
     h("p", { class: "muted", text: `A resume would start from epoch ${answer.resume_from}. Older checkpoints are pruned (fit.keep_checkpoints).` }),
-    h("table", { class: "table" },
+    h("div", { class: "table-wrap" }, h("table", { class: "table" },
       h("thead", {}, h("tr", {}, ["epoch", "attempt", "sha256", "metrics", "written"].map((t) => h("th", { text: t })))),
       h("tbody", {}, answer.data.map((c) => h("tr", {},
         h("td", { class: "num", text: String(c.epoch) }),
         h("td", { class: "num", text: String(c.attempt) }),
         h("td", { class: "mono", title: c.sha256, text: `${c.sha256.slice(0, 12)}…` }),
-        h("td", { class: "metrics-cell" }, Object.entries(c.metrics)
+        h("td", {}, h("div", { class: "metrics-cell" }, Object.entries(c.metrics)
           .filter(([k]) => !["lr", "epoch_seconds", "samples_per_second"].includes(k))
-          .map(([k, v]) => h("span", { class: "kv" }, h("span", { class: "k", text: k }), h("span", { text: fmtNum(v) })))),
-        h("td", { text: fmtTime(c.created_at) }))))));
+          .map(([k, v]) => h("span", { class: "kv" }, h("span", { class: "k", text: k }), h("span", { text: fmtNum(v) }))))),
+        h("td", { text: fmtTime(c.created_at) })))))));
 }

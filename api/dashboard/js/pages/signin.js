@@ -9,7 +9,10 @@ export function mountSignin(view, { next }) {
   const button = h("button", { class: "primary", type: "submit", text: "Sign in" });
   const form = h("form", { class: "signin card-box" },
     h("h1", { text: "Sign in to Fitserve" }),
-    h("p", { class: "muted", text: "Use an API key: `fitserve up` prints one on first start (and keeps it in .fitserve/api_key); `fitserve keys create --tenant NAME` makes another. The key stays in this browser tab only, and is forgotten when the tab closes." }),
+    h("p", { class: "muted" }, "Use an API key: ", h("code", { text: "fitserve up" }),
+      " prints one on first start and keeps it in ", h("code", { text: ".fitserve/api_key" }), "; ",
+      h("code", { text: "fitserve keys create --tenant NAME" }), " makes another. ",
+      "The key stays in this browser tab only, and is forgotten when the tab closes."),
     h("label", { for: "key", text: "API key" }), key, message, button);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
