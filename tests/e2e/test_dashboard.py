@@ -266,6 +266,40 @@ def test_user_strings_render_as_text_and_run_nothing(
     cell = page.wait_for_selector(f"tr[data-job-id='{job_id}'] .dataset-cell")
     assert cell.inner_text() == EVIL  # the upload's name, in the list of jobs
     assert page.locator("img[src='x']").count() == 0
+    # Deleted from the page; the question names it, as text too.
+    dash.open("/datasets")
+    page.click(f"tr[data-dataset-id='{dataset_id}'] button.danger")
+    assert page.inner_text("dialog.confirm p").startswith(f"Delete the dataset “{EVIL}”?")
+    page.click("dialog.confirm button[value=yes]")
+    page.wait_for_selector(f"tr[data-dataset-id='{dataset_id}']", state="detached")
+    assert client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+
+
+def test_generative_models_show_what_they_make_as_images(
+    dash: Dashboard, client: httpx.Client, service: Service, key: str
+) -> None:
+    vae = submit(service.url, key, example("digits_vae") | {"fit": {"epochs": 3}})
+    cgan = submit(service.url, key, example("digits_cgan") | {"fit": {"epochs": 2}})
+    for job_id in (vae, cgan):
+        assert wait_for(client, job_id, FINISHED)["status"] == "succeeded"
+    page = dash.page
+    dash.open(f"/jobs/{vae}/try")
+    with page.expect_response(lambda r: r.url.endswith("/predict")) as answered:
+        dash.draw_zero()
+    assert answered.value.json()["operation"] == "reconstruct"
+    pair = page.locator(".try-output .sample-cell")
+    assert [pair.nth(i).inner_text() for i in range(2)] == ["input", "reconstruction"]
+    page.click("button:has-text('Sample')")
+    page.wait_for_selector(".try-card:has-text('Sample') .sample-grid canvas >> nth=15")
+    sizes = page.eval_on_selector_all(
+        ".try-card:has-text('Sample') .sample-grid canvas", "cs => cs.map(c => [c.width, c.height])"
+    )
+    assert sizes == [[8, 8]] * 16  # the dataset's 8x8 samples, drawn pixel for pixel
+    dash.open(f"/jobs/{cgan}/try")
+    page.click("button:has-text('Generate')")
+    page.wait_for_selector(".sample-grid canvas >> nth=15")
+    captions = page.locator(".sample-grid figcaption").all_inner_texts()
+    assert captions == [str(i % 10) for i in range(16)]  # a cGAN: one class after another
 
 
 def test_the_jobs_list_filters_by_status_and_name(
