@@ -127,7 +127,7 @@ async def _release_in_slices(waiters: list[asyncio.Future[None]]) -> None:
         _release(waiters[start : start + SLICE])
 
 
-STATE_COLUMNS = [c for c in Job.__table__.c if c.name != "spec"]
+STATE_COLUMNS = [c for c in Job.__table__.c if c.name not in ("spec", "summary")]
 
 
 def _read(job_id: str, after: int | None) -> tuple[Any, list[Event]]:

@@ -171,3 +171,41 @@ class PredictResponse(BaseModel):
         None, description="vae encode: the log-variance beside each mean"
     )
     job_id: str
+
+
+class LayerRow(BaseModel):
+    index: int
+    type: str
+    output_shape: list[int] = Field(description="one sample's output shape")
+    parameters: int
+    network: str | None = Field(None, description="a GAN's generator or discriminator")
+
+
+class ModelInput(BaseModel):
+    """What the model takes, as its dataset was when the job was submitted."""
+
+    dataset: str = Field(description="the built-in's name, or the upload's name")
+    dataset_id: str | None = Field(description="an uploaded dataset's id")
+    kind: Literal["image", "tabular"]
+    task: str
+    input_shape: list[int]
+    num_classes: int | None
+    class_names: list[str] | None
+    feature_names: list[str] | None = Field(description="a tabular dataset's columns, when named")
+    feature_means: list[float] | None = Field(description="a tabular dataset's column means")
+    value_range: list[float] | None = Field(
+        description="an image dataset's raw pixel range [low, high] (digits 0-16, MNIST 0-255)"
+    )
+
+
+class JobSummary(BaseModel):
+    """The dry run of the submit and what the model takes; jobs from before it was kept have no
+    `layers` and no `input`."""
+
+    family: str
+    operations: list[str] = Field(description="the family's predict operations, default first")
+    parameters: int
+    estimated_memory_bytes: int
+    output_shape: list[int] | None
+    layers: list[LayerRow]
+    input: ModelInput | None

@@ -5,13 +5,15 @@ commit, and only then enqueue."""
 from __future__ import annotations
 
 import logging
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import quota
 from api.errors import ApiError, unprocessable
-from core.datasets import DatasetError, builtin_info
+from api.summary import build_summary
+from core.datasets import DatasetError, builtin_description, builtin_info
 from core.queue import enqueue_training
 from core.repository import datasets as datasets_repo
 from core.repository import jobs as jobs_repo
@@ -24,17 +26,27 @@ from models.validation import dry_run
 log = logging.getLogger("fitserve.api")
 
 
-def resolve_dataset(
-    session: Session, tenant: Tenant, spec: JobSpec
-) -> tuple[JobSpec, DataInfo, str | None, int]:
-    """The spec with an uploaded dataset's target filled in, its DataInfo, the dataset id, and
-    its number of samples (before the test and validation splits)."""
+class Resolved(NamedTuple):
+    """The spec with an uploaded dataset's target filled in, its DataInfo, the dataset id, its
+    number of samples (before the test and validation splits), its name and its description."""
+
+    spec: JobSpec
+    info: DataInfo
+    dataset_id: str | None
+    samples: int
+    name: str
+    description: dict[str, Any]
+
+
+def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> Resolved:
     ds = spec.dataset
     if ds.id is None:
         try:
-            return spec, builtin_info(ds), None, quota.dataset_samples(spec, None)
+            info = builtin_info(ds)
+            samples = quota.dataset_samples(spec, None)
         except DatasetError as exc:
             raise unprocessable(str(exc), ("body", "dataset")) from exc
+        return Resolved(spec, info, None, samples, ds.name or "", builtin_description(ds))
     row = datasets_repo.get_dataset(session=session, tenant_id=tenant.id, dataset_id=ds.id)
     if row is None:
         raise unprocessable(f"dataset {ds.id} does not exist", ("body", "dataset", "id"))
@@ -47,7 +59,8 @@ def resolve_dataset(
     # The task given at upload holds for training too, unless the spec names one.
     update = {"target": row.target, "task": ds.task or info.task}
     resolved = spec.model_copy(update={"dataset": ds.model_copy(update=update)})
-    return resolved, info, row.id, quota.dataset_samples(resolved, row.description)
+    samples = quota.dataset_samples(resolved, row.description)
+    return Resolved(resolved, info, row.id, samples, row.name, row.description)
 
 
 def submit_job(
@@ -55,7 +68,8 @@ def submit_job(
 ) -> tuple[Job, bool]:
     """(job, created). A repeated Idempotency-Key returns the first job; with another spec, 409."""
     settings = get_settings()
-    spec, info, dataset_id, samples = resolve_dataset(session, tenant, spec)
+    dataset = resolve_dataset(session, tenant, spec)
+    spec, info, dataset_id, samples = dataset[:4]
     if idempotency_key is not None:
         existing = jobs_repo.get_by_idempotency_key(
             session=session, tenant_id=tenant.id, key=idempotency_key
@@ -106,6 +120,7 @@ def submit_job(
                 parameters=report.parameters,
                 max_attempts=settings.max_attempts,
                 estimated_memory_bytes=report.estimated_memory_bytes,
+                summary=build_summary(report, info, dataset.description, dataset.name, dataset_id),
             ),
         )
         session.commit()  # the worker must find the row: commit, then enqueue

@@ -26,6 +26,7 @@ from core.spec import BuiltinDataset, DataInfo, DatasetSpec
 Task = Literal["classification", "regression"]
 MAX_CSV_COLUMNS = 10_000
 MAX_CLASSES = 10_000
+MAX_DESCRIBED = 1_000  # features whose means a description lists
 
 
 class DatasetError(ValueError):
@@ -80,7 +81,26 @@ class Dataset:
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "target_dim": self.target_dim,
+            "feature_names": self.feature_names,
+            "feature_means": self.feature_means(),
+            "value_range": self.value_range(),
         }
+
+    def value_range(self) -> list[float] | None:
+        """An image's raw pixel range, what a drawn input is scaled to (digits 0-16, MNIST 0-255):
+        from the pixel scale where the dataset has one, else the values' own span."""
+        if self.kind != "image" or self.x.size == 0:
+            return None
+        if self.pixel_scale:
+            return [0.0, round(1 / self.pixel_scale, 6)]
+        return [round(float(self.x.min()), 6), round(float(self.x.max()), 6)]
+
+    def feature_means(self) -> list[float] | None:
+        """A tabular row's typical values (each feature's mean), a form's starting point; none for
+        images, sequences or over MAX_DESCRIBED features."""
+        if self.kind != "tabular" or self.x.ndim != 2 or not 0 < self.x.shape[1] <= MAX_DESCRIBED:
+            return None
+        return [round(float(v), 6) for v in self.x.mean(axis=0, dtype=np.float64)]
 
 
 @dataclass
@@ -210,6 +230,12 @@ def builtin_info(spec: DatasetSpec) -> DataInfo:
     if spec.name == "mnist" and spec.test_split > 0:
         raise DatasetError("mnist has its own test split; leave dataset.test_split at 0")
     return _builtin_info(spec.name, spec.classes)[0]
+
+
+def builtin_description(spec: DatasetSpec) -> dict[str, Any]:
+    """A built-in dataset as `Dataset.describe` gives it (after builtin_info has checked the spec)."""
+    assert spec.name is not None  # noqa: S101
+    return _builtin_info(spec.name, spec.classes)[1]
 
 
 def builtin_catalogue() -> list[dict[str, Any]]:

@@ -168,6 +168,9 @@ class Job(Base):
     seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Seconds its attempts have held a worker (claim to end), all together: fit.max_seconds bounds it.
     trained_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # The submit's dry run and what the model takes (api/summary.py); null for jobs from before
+    # migration 0007. Deferred: lists and polls never load it.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
 
 
 class Metric(Base):

@@ -1,4 +1,5 @@
-"""/v1/jobs: submit, list, read, metrics, cancel, checkpoints (events: api/routes/events.py)."""
+"""/v1/jobs: submit, list, read, summary, metrics, cancel, checkpoints (events:
+api/routes/events.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from api.schemas import (
     CheckpointsPublic,
     JobPublic,
     JobsPublic,
+    JobSummary,
     MetricsPublic,
 )
 from api.submit import submit_job
+from api.summary import to_summary
 from api.views import to_point, to_public
 from core.db import session_scope
 from core.repository import jobs as jobs_repo
@@ -66,11 +69,20 @@ def list_jobs(
     session: SessionDep,
     tenant: CurrentTenant,
     status: JobStatus | None = None,
+    name: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, description="only jobs whose name holds this text"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobsPublic:
     jobs, count = jobs_repo.list_jobs(
-        session=session, tenant_id=tenant.id, status=status, limit=limit, offset=offset
+        session=session,
+        tenant_id=tenant.id,
+        status=status,
+        name=name,
+        limit=limit,
+        offset=offset,
     )
     return JobsPublic(data=[to_public(j) for j in jobs], count=count)
 
@@ -83,6 +95,13 @@ def get_job(job_id: str, authorization: Annotated[str | None, Header()] = None) 
     with session_scope() as session:
         job = owned_job(session, current_tenant(session, authorization), job_id)
         return Response(to_public(job).model_dump_json(), media_type="application/json")
+
+
+@router.get("/{job_id}/summary", response_model=JobSummary, responses=responses(404))
+def get_summary(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobSummary:
+    """The submit's dry run (layers, output shapes, parameters) and what the model takes (input
+    shape, task, classes, the raw value range of images)."""
+    return to_summary(owned_job(session, tenant, job_id))
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=responses(404))

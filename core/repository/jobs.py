@@ -68,11 +68,21 @@ def get_by_idempotency_key(*, session: Session, tenant_id: str, key: str) -> Job
 
 
 def list_jobs(
-    *, session: Session, tenant_id: str, status: str | None, limit: int, offset: int
+    *,
+    session: Session,
+    tenant_id: str,
+    status: str | None,
+    limit: int,
+    offset: int,
+    name: str | None = None,
 ) -> tuple[list[Job], int]:
+    """Newest first; `name` keeps the jobs whose name holds it, ignoring case (its % and _ are
+    plain characters)."""
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
+    if name is not None:
+        query = query.where(func.lower(Job.name).contains(name.lower(), autoescape=True))
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
         query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
