@@ -17,15 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import DBAPIError
 
 from api.deps import UNAUTHORIZED, bearer_key
+from api.errors import DATABASE_DOWN, DATABASE_RETRY_AFTER
 from api.rate_limit import TokenBuckets, retry_after
-from core.db import hot_read
+from core.db import hot_read, unreachable
 from core.repository import tenants as tenants_repo
 from core.repository.tenants import hash_key
 
 Scope = dict[str, Any]
 PROTECTED = "/v1/"
+RETRY_AFTER = str(DATABASE_RETRY_AFTER).encode()
 
 
 class KeyCheck:
@@ -60,7 +63,15 @@ class KeyCheck:
             self._watcher = asyncio.create_task(self._watch())
         authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         key = bearer_key(authorization.decode("latin-1")) if authorization is not None else None
-        if key is not None and await self._valid(hash_key(key)):
+        try:
+            valid = key is not None and await self._valid(hash_key(key))
+        except DBAPIError as exc:
+            if not unreachable(exc):
+                raise
+            # An unknown key with the database down: as every route answers then, a 503 to retry.
+            await _answer(send, 503, {"detail": DATABASE_DOWN}, [(b"retry-after", RETRY_AFTER)])
+            return
+        if valid:
             await self.app(scope, receive, send)
             return
         await self._refuse(scope, send)
@@ -93,21 +104,16 @@ class KeyCheck:
             body = {
                 "detail": f"too many requests without a valid API key from this address; retry after {seconds} s"
             }
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"retry-after", str(seconds).encode()),
-            ]
-            status = 429
+            await _answer(send, 429, body, [(b"retry-after", str(seconds).encode())])
         else:
             body = {"detail": UNAUTHORIZED.detail}
-            headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-            status = 401
-        # The body is never read: the connection closes after the answer.
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*headers, (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+            await _answer(send, 401, body, [(b"www-authenticate", b"Bearer")])
+
+
+async def _answer(
+    send: Any, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A JSON answer from the middleware; the body is never read: the connection closes after it."""
+    head = [(b"content-type", b"application/json"), *headers, (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})

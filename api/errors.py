@@ -19,6 +19,7 @@ from core.db import unreachable
 
 # How long a client is told to wait when the database is unreachable: a restart or a failover.
 DATABASE_RETRY_AFTER = 5
+DATABASE_DOWN = "the database is unreachable; try again shortly"
 MAX_ERRORS = 20
 
 
@@ -115,7 +116,7 @@ def install(app: FastAPI) -> None:
         if not unreachable(exc):
             raise exc
         return JSONResponse(
-            {"detail": "the database is unreachable; try again shortly"},
+            {"detail": DATABASE_DOWN},
             status_code=503,
             headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fitserve_client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("FITSERVE_CHROMIUM", "/usr/bin/chromium")
@@ -55,14 +56,9 @@ def launch_chromium() -> Iterator[Any]:
 
 
 def submit(url: str, key: str, spec: dict[str, Any]) -> str:
-    """Submit a job as a user's script would, and answer its id."""
-    # SDK: switch to fitserve_client once merged: Client(url, key).jobs.submit(spec).id
-    answer = httpx.post(
-        f"{url}/v1/jobs", json=spec, headers={"Authorization": f"Bearer {key}"}, timeout=60
-    )
-    assert answer.status_code == 201, answer.text
-    job_id: str = answer.json()["id"]
-    return job_id
+    """Submit a job as a user's script would, through the SDK, and answer its id."""
+    with Client(url, key) as fitserve:
+        return fitserve.jobs.submit(spec).id
 
 
 @dataclass

@@ -65,11 +65,15 @@ def _refusals_while_down(service: FaultService, job_id: str) -> dict[str, Any]:
             "read": client.get(f"/v1/jobs/{job_id}"),
             "submit": client.post("/v1/jobs", json=spec),
             "list": client.get("/v1/jobs"),
+            # a key the API has not seen yet needs the database to be checked: a 503 too, not 500
+            "unknown key": httpx.get(
+                f"{service.url}/v1/jobs", headers={"Authorization": "Bearer fs_unseen"}, timeout=10
+            ),
             "ready": httpx.get(f"{service.url}/readyz", timeout=10),
         }
     for name, answer in answers.items():
         assert answer.status_code == 503, (name, answer.status_code, answer.text)
-    for name in ("read", "submit", "list"):
+    for name in ("read", "submit", "list", "unknown key"):
         assert answers[name].headers["retry-after"] == "5"
         assert answers[name].json() == {"detail": "the database is unreachable; try again shortly"}
     assert answers["ready"].json()["broker"] == "ok" and answers["ready"].json()["database"] != "ok"
