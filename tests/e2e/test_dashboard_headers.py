@@ -1,16 +1,18 @@
-"""The dashboard's answers, without a browser, on both backends: every one (the page, its files,
-a missing file) carries the strict Content-Security-Policy and its companions; the page's own
+"""The dashboard's answers, without a browser, on the embedded service (static files): every one
+(the page, its files, a missing file) carries the strict Content-Security-Policy and its companions; the page's own
 files are revalidated, the vendored library's are immutable; none of it is in the OpenAPI
 schema or takes a key."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from api.routes.dashboard import CONTENT_SECURITY_POLICY
 from tests.e2e.conftest import Service
 
 
+@pytest.mark.parametrize("service", ["embedded"], indirect=True)  # static files: one backend
 def test_every_dashboard_answer_carries_a_strict_content_security_policy(
     service: Service,
 ) -> None:

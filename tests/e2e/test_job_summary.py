@@ -1,5 +1,5 @@
 """The two API additions the dashboard reads: GET /v1/jobs/{job_id}/summary (the submit's dry
-run and what the model takes) and GET /v1/jobs?name= (a substring filter), on both backends."""
+run and what the model takes) and GET /v1/jobs?name= (a substring filter); the summary's column on both backends."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Service, wait_for
 from tests.e2e.http import example
@@ -80,6 +81,7 @@ def test_a_jobs_summary_has_its_layers_shapes_and_what_the_model_takes(service: 
         assert other.get(f"/v1/jobs/{job['id']}/summary").status_code == 404
 
 
+@pytest.mark.parametrize("service", ["embedded"], indirect=True)  # the column: test one
 def test_an_uploads_summary_names_it_and_its_columns(service: Service) -> None:
     rows = ["width,height,kind"] + [
         f"{w},{h},{'tall' if h > w else 'wide'}" for w in range(1, 6) for h in range(1, 6)
@@ -115,6 +117,7 @@ def test_an_uploads_summary_names_it_and_its_columns(service: Service) -> None:
     }
 
 
+@pytest.mark.parametrize("service", ["embedded"], indirect=True)  # the column: test one
 def test_jobs_are_filtered_by_a_part_of_their_name(service: Service) -> None:
     marker = secrets.token_hex(4)
     names = [f"Sweep-{marker}-a", f"sweep-{marker}-b", f"other-{marker}", f"x_{marker}"]

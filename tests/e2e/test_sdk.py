@@ -1,4 +1,4 @@
-"""The SDK (client/, fitserve_client) against a real API and worker on both backends: a
+"""The SDK (client/, fitserve_client) against a real API and worker (`fitserve up`): a
 submit-stream-wait-predict session, a stream whose connection is cut and stalled mid-way (it
 resumes with Last-Event-ID, nothing lost or repeated), each typed error, the retries of a
 rate-limited key, the async client, datasets, and the SDK installed alone in a fresh venv."""
@@ -52,6 +52,11 @@ def quick_spec(epochs: int = 3, **fit: Any) -> dict[str, Any]:
     raw = example("digits_mlp")
     raw["fit"] |= {"epochs": epochs, **fit}
     return raw
+
+
+# The SDK is an HTTP client: the embedded service is enough (both backends behind the API are
+# tested by the other e2e modules, its live events on both by test_events.py).
+pytestmark = pytest.mark.parametrize("service", ["embedded"], indirect=True)
 
 
 def statuses(events: list[Event]) -> list[str]:

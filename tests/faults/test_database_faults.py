@@ -24,6 +24,10 @@ pytestmark = pytest.mark.skipif(
     BINARIES is None, reason="needs PostgreSQL's server binaries (initdb, pg_ctl)"
 )
 OUTAGE = 30.0  # seconds, as the issue asks: ten leases of the 3 s these workers hold
+# The long job trains on through the outage and well past it: two jobs on this 2-core machine
+# made about 1 epoch/s each (13 -> 43 in the 30 s outage), so 100 epochs outlast the outage with
+# room, and its rest fits the wait; 150 needed ~120 s after the restart, the old wait's bound.
+LONG_EPOCHS = 100
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def _refusals_while_down(service: FaultService, job_id: str) -> dict[str, Any]:
     return answers
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(330)
 def test_postgres_stopped_for_30_s_under_training_jobs(
     shaky: FaultService, database: PrivatePostgres
 ) -> None:
@@ -88,7 +92,7 @@ def test_postgres_stopped_for_30_s_under_training_jobs(
     last points and its outcome. Two workers, one job each."""
     shaky.start("worker")
     long, short = (
-        shaky.submit(epochs=150),
+        shaky.submit(epochs=LONG_EPOCHS),
         shaky.submit(epochs=6),
     )  # the long one trains through the outage
     before = {
@@ -122,12 +126,12 @@ def test_postgres_stopped_for_30_s_under_training_jobs(
     assert row["epoch"] > at_stop  # it trained on through the outage
     with shaky.client() as client:
         done = {
-            job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=120)
+            job: wait_for(client, job, ("succeeded", "failed", "cancelled"), timeout=180)
             for job in (long, short)
         }
         listed = {j["id"] for j in client.get("/v1/jobs").json()["data"]}
     assert listed == {long, short}  # the submit refused during the outage left nothing behind
-    for job, epochs in ((long, 150), (short, 6)):
+    for job, epochs in ((long, LONG_EPOCHS), (short, 6)):
         final = shaky.row(job)
         # One attempt throughout: the lease was renewed once the database was back, never reaped.
         assert (done[job]["status"], final["attempt"], final["preemptions"]) == (
