@@ -56,7 +56,7 @@ def quick_spec(epochs: int = 3, **fit: Any) -> dict[str, Any]:
 
 # The SDK is an HTTP client: the embedded service is enough (both backends behind the API are
 # tested by the other e2e modules, its live events on both by test_events.py).
-pytestmark = pytest.mark.parametrize("service", ["embedded"], indirect=True)
+EMBEDDED = pytest.mark.parametrize("service", ["embedded"], indirect=True)
 
 
 def statuses(events: list[Event]) -> list[str]:
@@ -88,6 +88,7 @@ def trained(fs: Client) -> Trained:
     return Trained(job, events, fs.jobs.wait(job.id, timeout=30))
 
 
+@EMBEDDED
 def test_submit_stream_and_wait(fs: Client, trained: Trained) -> None:
     assert trained.submitted.status == "queued" and trained.submitted.name == "digits-mlp"
     assert trained.done.status == "succeeded", trained.done.reason
@@ -107,6 +108,7 @@ def test_submit_stream_and_wait(fs: Client, trained: Trained) -> None:
         assert list(frame["seq"]) == [p.seq for p in stored]
 
 
+@EMBEDDED
 def test_predict_takes_and_returns_numpy_arrays(fs: Client, trained: Trained) -> None:
     spec = trained.done.spec
     raw = load_builtin(DatasetSpec(name="digits"), seed=0)
@@ -178,6 +180,7 @@ class CuttingProxy:
             upstream.close()
 
 
+@EMBEDDED
 def test_a_stream_cut_and_stalled_mid_way_resumes_with_nothing_lost_or_repeated(
     service: Service, fs: Client
 ) -> None:
@@ -197,6 +200,7 @@ def test_a_stream_cut_and_stalled_mid_way_resumes_with_nothing_lost_or_repeated(
     assert stream.last_event_id == fs.jobs.get(job.id).seq
 
 
+@EMBEDDED
 def test_each_refusal_is_a_typed_error(
     service: Service, fs: Client, trained: Trained, tmp_path: Path
 ) -> None:
@@ -230,6 +234,7 @@ def test_each_refusal_is_a_typed_error(
     assert too_large.value.status == 413
 
 
+@EMBEDDED
 def test_an_idempotency_key_returns_the_same_job_and_conflicts_are_409(fs: Client) -> None:
     spec = quick_spec(epochs=1000)
     job = fs.jobs.submit(spec, idempotency_key="sdk-409")
@@ -245,6 +250,7 @@ def test_an_idempotency_key_returns_the_same_job_and_conflicts_are_409(fs: Clien
         fs.models.predict(job.id, [[0.0] * 64])
 
 
+@EMBEDDED
 def test_async_client_submits_streams_waits_and_predicts(service: Service) -> None:
     async def session() -> tuple[list[Event], Job, list[MetricPoint], Any]:
         async with AsyncClient(service.url, service.keys["a"]) as fs:
@@ -260,6 +266,7 @@ def test_async_client_submits_streams_waits_and_predicts(service: Service) -> No
     assert answer.predictions.shape == (4,) and answer.probabilities.shape == (4, 10)
 
 
+@EMBEDDED
 def test_datasets_upload_list_and_delete(fs: Client) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 3))
@@ -318,7 +325,7 @@ def test_a_rate_limited_key_gets_retry_after_and_the_retries_honour_it(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("service", ["embedded"], indirect=True)  # the install is the same
+@EMBEDDED
 def test_the_sdk_installs_alone_without_torch_and_talks_to_the_service(
     service: Service, trained: Trained, tmp_path: Path
 ) -> None:
