@@ -6,13 +6,13 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from models.inference import Loaded, Predictor
+from models.inference import Predictor
 
 
 class ModelCache:
     def __init__(self, max_count: int, max_bytes: int) -> None:
         self.max_count, self.max_bytes = max_count, max_bytes
-        self._items: OrderedDict[str, Loaded] = OrderedDict()
+        self._items: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
@@ -20,7 +20,7 @@ class ModelCache:
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self._items.values())
 
-    def get(self, key: str, path: Path) -> Loaded:
+    def get(self, key: str, path: Path) -> Predictor:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.schemas import JobSummary, LayerRow, ModelInput
-from core.spec import DataInfo, JobSpec
+from core.spec import DataInfo, variant_of
 from core.tables import Job
 from models.families import OPERATION_NAMES
 from models.validation import DryRun
@@ -37,12 +37,12 @@ def build_summary(
 
 
 def to_summary(job: Job) -> JobSummary:
-    spec = JobSpec.model_validate(job.spec)
+    family = variant_of(job.spec).FAMILY  # reads `family` alone: the spec was checked at submit
     kept: dict[str, Any] = job.summary or {}
     given = kept.get("input")
     return JobSummary(
-        family=spec.family,
-        operations=list(OPERATION_NAMES[spec.family]),
+        family=family,
+        operations=list(OPERATION_NAMES[family]),
         parameters=job.parameters,
         estimated_memory_bytes=job.estimated_memory_bytes,
         output_shape=kept.get("output_shape"),

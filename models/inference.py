@@ -64,5 +64,4 @@ def raw_units(x: torch.Tensor, preprocessing: Preprocessing) -> list[Any]:
     return out
 
 
-Loaded = Predictor  # every family's checkpoint loads as one
-__all__ = ["Loaded", "PredictError", "Predictor", "affine", "prepare_instances", "raw_units"]
+__all__ = ["PredictError", "Predictor", "affine", "prepare_instances", "raw_units"]

@@ -98,10 +98,13 @@ def get_job(job_id: str, authorization: Annotated[str | None, Header()] = None) 
 
 
 @router.get("/{job_id}/summary", response_model=JobSummary, responses=responses(404))
-def get_summary(session: SessionDep, tenant: CurrentTenant, job_id: str) -> JobSummary:
+def get_summary(job_id: str, authorization: Annotated[str | None, Header()] = None) -> Response:
     """The submit's dry run (layers, output shapes, parameters) and what the model takes (input
-    shape, task, classes, the raw value range of images)."""
-    return to_summary(owned_job(session, tenant, job_id))
+    shape, task, classes, the raw value range of images). Read as GET /v1/jobs/{id} is: one thread
+    hop and one short session (the dashboard opens it beside the job's own polls)."""
+    with session_scope() as session:
+        job = owned_job(session, current_tenant(session, authorization), job_id)
+        return Response(to_summary(job).model_dump_json(), media_type="application/json")
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=responses(404))

@@ -5,6 +5,7 @@ A 422 keeps every error's field path (`loc`) and message; a 429 or 503 keeps `Re
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from typing import Any
@@ -112,10 +113,8 @@ def retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
         return None
-    try:
+    with contextlib.suppress(ValueError):  # not delta-seconds: an HTTP date, below
         return max(0.0, float(value))
-    except ValueError:
-        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

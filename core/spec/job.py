@@ -78,7 +78,9 @@ class JobSpec(StrictModel):
     @property
     def compiled(self) -> CompileSpec:
         """`compile`, where the code knows its family takes one."""
-        raise ValueError(f"family {self.family!r} has no `compile`")
+        if (section := self.compile_section) is None:
+            raise ValueError(f"family {self.family!r} has no `compile`")
+        return section
 
     @property
     def supervised_model(self) -> ModelSpec:
@@ -159,10 +161,6 @@ class CompiledJob(JobSpec):
 
     @property
     def compile_section(self) -> CompileSpec:
-        return self.compile
-
-    @property
-    def compiled(self) -> CompileSpec:
         return self.compile
 
 

@@ -112,6 +112,26 @@ def _base_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def lone_api(
+    tmp: Path, name: str, settings: dict[str, str], request: pytest.FixtureRequest | None = None
+) -> Iterator[Service]:
+    """`fitserve api` alone (no worker) on the embedded default with these settings, and a key
+    `a`; its logs are shown when a test of the session failed (with `request`)."""
+    port = free_port()
+    service = Service(name, f"http://127.0.0.1:{port}", _base_env(tmp) | settings, tmp)
+    service.fitserve("db", "upgrade")
+    service.keys["a"] = service.fitserve("keys", "create", "--tenant", name)
+    service.start("api", "--port", str(port))
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        if request is not None and getattr(request.session, "testsfailed", 0):
+            print(f"\n{service.name} service logs:\n{service.tail()}")
+        service.stop()
+
+
 def _embedded(tmp: Path) -> Iterator[Service]:
     port = free_port()
     service = Service("embedded", f"http://127.0.0.1:{port}", _base_env(tmp), tmp)

@@ -6,6 +6,7 @@ rate-limited key, the async client, datasets, and the SDK installed alone in a f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -41,7 +42,7 @@ from fitserve_client import (
 from core.datasets import load_builtin
 from core.preprocessing import split_indices
 from core.spec import DatasetSpec, JobSpec
-from tests.e2e.conftest import UPLOAD_LIMIT, Service, _base_env, free_port
+from tests.e2e.conftest import UPLOAD_LIMIT, Service, lone_api
 from tests.e2e.http import example
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,16 +156,15 @@ class CuttingProxy:
         threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
         sent = 0
         try:
-            while chunk := upstream.recv(4096):
-                if mode == "pass" or sent + len(chunk) <= self.after:
-                    client.sendall(chunk)
-                elif sent < self.after:
-                    client.sendall(chunk[: self.after - sent])
-                    if mode == "cut":
-                        break
-                sent += len(chunk)  # stalled: read and dropped until the client gives up
-        except OSError:
-            pass
+            with contextlib.suppress(OSError):  # either side closed: this connection is over
+                while chunk := upstream.recv(4096):
+                    if mode == "pass" or sent + len(chunk) <= self.after:
+                        client.sendall(chunk)
+                    elif sent < self.after:
+                        client.sendall(chunk[: self.after - sent])
+                        if mode == "cut":
+                            break
+                    sent += len(chunk)  # stalled: read and dropped until the client gives up
         finally:
             client.close()
             upstream.close()
@@ -172,10 +172,9 @@ class CuttingProxy:
     @staticmethod
     def _pump(client: socket.socket, upstream: socket.socket) -> None:
         try:
-            while data := client.recv(65536):
-                upstream.sendall(data)
-        except OSError:
-            pass
+            with contextlib.suppress(OSError):  # either side closed
+                while data := client.recv(65536):
+                    upstream.sendall(data)
         finally:  # the client gave up: the upstream side ends too
             upstream.close()
 
@@ -288,18 +287,9 @@ def test_datasets_upload_list_and_delete(fs: Client) -> None:
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """An API alone on the embedded default, allowing a key 2 requests, then one every 2 s."""
-    tmp = tmp_path_factory.mktemp("sdk-limited")
     rate = {"FITSERVE_RATE_LIMIT_PER_SECOND": "0.5", "FITSERVE_RATE_LIMIT_BURST": "2"}
-    port = free_port()
-    service = Service("sdk-limited", f"http://127.0.0.1:{port}", _base_env(tmp) | rate, tmp)
-    service.fitserve("db", "upgrade")
-    service.keys["a"] = service.fitserve("keys", "create", "--tenant", "limited")
-    service.start("api", "--port", str(port))
-    try:
-        service.wait_ready()
+    with lone_api(tmp_path_factory.mktemp("sdk-limited"), "limited", rate) as service:
         yield service
-    finally:
-        service.stop()
 
 
 def test_a_rate_limited_key_gets_retry_after_and_the_retries_honour_it(

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.e2e.conftest import Service, _base_env, free_port
+from tests.e2e.conftest import Service, _base_env, free_port, lone_api
 
 SLOW = {
     "FITSERVE_HEADER_TIMEOUT_SECONDS": "1",
@@ -46,17 +46,8 @@ def slow(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this process holds 1000 sockets
     if soft < 4096:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
-    tmp: Path = tmp_path_factory.mktemp("slow")
-    port = free_port()
-    service = Service("slow", f"http://127.0.0.1:{port}", _base_env(tmp) | SLOW, tmp)
-    service.fitserve("db", "upgrade")
-    service.keys["a"] = service.fitserve("keys", "create", "--tenant", "slow")
-    service.start("api", "--port", str(port))
-    try:
-        service.wait_ready()
+    with lone_api(tmp_path_factory.mktemp("slow"), "slow", SLOW, request) as service:
         yield service
-    finally:
-        _stop_and_show(request, service)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ resumes it. With LOG_FORMAT=json, or with no terminal, the lines are JSON."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -76,11 +77,9 @@ def wait_ready(url: str, terminal: Terminal, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         terminal.read(0.3)
         assert terminal.process.poll() is None, terminal.text[-3000:]
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
     raise AssertionError(f"not ready in {timeout} s:\n{terminal.text[-3000:]}")
 
 
