@@ -106,6 +106,8 @@ def test_up_in_a_terminal_reads_plainly_stops_on_ctrl_c_and_resumes(tmp_path: Pa
     first = Terminal(env, port)
     try:
         wait_ready(url, first)
+        # /readyz can answer before the pty has handed over the startup lines: read until they come.
+        until(first, lambda: "Application startup complete" in first.text, timeout=30)
         key = (tmp_path / "api_key").read_text().strip()
         # The key once, on the terminal; the logs as plain lines, not JSON.
         assert first.text.count(key) == 1
