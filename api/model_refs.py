@@ -21,6 +21,7 @@ class BatchSettings:
 
     max_batch_size: int
     max_delay_ms: float
+    exact: bool  # every pass padded to a block of rows: answers bit-identical whatever the batch
 
 
 @dataclass(frozen=True)
