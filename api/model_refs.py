@@ -11,7 +11,9 @@ from api.errors import ApiError
 from api.predict_gate import PredictGate
 from core.db import hot_read
 from core.repository import jobs as jobs_repo
+from core.repository import registry as registry_repo
 from core.repository.tenants import hash_key
+from core.settings import get_settings
 from core.tables import JobStatus
 
 
@@ -35,29 +37,77 @@ class ServedModel:
 
 
 def resolve(gate: PredictGate, key: str | None, ref: str, version: str | None) -> ServedModel:
-    """`ref` is a job id or a registered name; `version` a version number or an alias (names only).
-
-    A job id's check is remembered by the predict gate (a succeeded job never changes); a name is
-    read each time, since an alias may move at any moment."""
+    """`ref` is a job id or a registered name; `version` a version number or an alias (names
+    only); a name alone serves its latest version."""
     if key is None:
         raise UNAUTHORIZED
-    key_hash = hash_key(key)
-    if version is not None:
-        raise ApiError(404, f"model {ref!r} not found")  # versions belong to registered names
-    if not gate.admits(key_hash, ref):
+    if ref.startswith("job_"):
+        if version is not None:
+            raise ApiError(404, f"{ref} is a job; versions and aliases belong to registered models")
+        return _by_job(gate, hash_key(key), ref)
+    return _by_name(hash_key(key), ref, version)
+
+
+def _by_job(gate: PredictGate, key_hash: str, job_id: str) -> ServedModel:
+    """A job id's check is remembered by the predict gate: a succeeded job never changes."""
+    if not gate.admits(key_hash, job_id):
         generation = gate.generation
         valid, job_status = hot_read(
             lambda connection: jobs_repo.status_for_key(
-                connection=connection, key_hash=key_hash, job_id=ref
+                connection=connection, key_hash=key_hash, job_id=job_id
             )
         )
         if not valid:
             raise UNAUTHORIZED
         if job_status is None:
-            raise ApiError(404, f"job {ref} not found")
+            raise ApiError(404, f"job {job_id} not found")
         if job_status != JobStatus.SUCCEEDED:
-            raise ApiError(409, f"job {ref} is {job_status}; predict needs a succeeded job")
-        gate.remember(
-            key_hash, ref, generation
-        )  # succeeded is terminal: only a revocation undoes it
-    return ServedModel(job_id=ref)
+            raise ApiError(409, f"job {job_id} is {job_status}; predict needs a succeeded job")
+        gate.remember(key_hash, job_id, generation)  # only a revocation undoes a succeeded job
+    return ServedModel(job_id=job_id)
+
+
+def _by_name(key_hash: str, name: str, version: str | None) -> ServedModel:
+    """Read every time (one autocommit round): an alias may move at any moment, and a move must
+    be served by the next request in every API process."""
+    number = int(version) if version is not None and version.isdigit() else None
+    alias = version if version is not None and number is None else None
+    found = hot_read(
+        lambda connection: registry_repo.resolve_name(
+            connection=connection, key_hash=key_hash, name=name, version=number, alias=alias
+        )
+    )
+    if not found.key_valid:
+        raise UNAUTHORIZED
+    if found.model is None:
+        raise ApiError(404, f"model {name!r} not found")
+    if found.version is None:
+        if alias is not None:
+            raise ApiError(404, f"model {name!r} has no alias {alias!r}")
+        if number is not None:
+            raise ApiError(404, f"model {name!r} has no version {number}")
+        raise ApiError(404, f"model {name!r} has no versions")
+    what = f"version {found.version} of model {name!r}"
+    if found.job_id is None or found.job_status is None:
+        raise ApiError(409, f"{what} cannot be served: its job was deleted")
+    if found.job_status != JobStatus.SUCCEEDED:
+        raise ApiError(409, f"{what} cannot be served: its job is {found.job_status}")
+    return ServedModel(
+        job_id=found.job_id, name=name, version=found.version, batching=_batching(found.model)
+    )
+
+
+def _batching(model: registry_repo.ServingOptions) -> BatchSettings | None:
+    """The model's overrides over the service's defaults; None when it sets none."""
+    if model.max_batch_size is None and model.max_delay_ms is None and model.exact_batches is None:
+        return None
+    settings = get_settings()
+    return BatchSettings(
+        max_batch_size=(
+            settings.batch_max_size if model.max_batch_size is None else model.max_batch_size
+        ),
+        max_delay_ms=(
+            settings.batch_max_delay_ms if model.max_delay_ms is None else model.max_delay_ms
+        ),
+        exact=settings.batch_exact if model.exact_batches is None else model.exact_batches,
+    )

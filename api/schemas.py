@@ -170,7 +170,9 @@ class PredictResponse(BaseModel):
     log_variances: list[Any] | None = Field(
         None, description="vae encode: the log-variance beside each mean"
     )
-    job_id: str
+    job_id: str = Field(description="the job whose model answered")
+    model: str | None = Field(None, description="the registered name, when asked by name")
+    version: int | None = Field(None, description="the version that answered, when asked by name")
 
 
 class LayerRow(BaseModel):

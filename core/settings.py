@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     predict_max_instances: int = Field(1024, ge=1)
     model_cache_count: int = Field(8, ge=1)
     model_cache_bytes: int = Field(2 * 2**30, ge=2**20)
+    # Serving's dynamic batching defaults (a registered model may override each; docs/serving.md).
+    batch_max_size: int = Field(64, ge=1, le=4096, description="rows per forward pass at most")
+    batch_max_delay_ms: float = Field(2.0, ge=0, le=1000)
+    batch_exact: bool = False
+    batch_row_block: int = Field(8, ge=1, le=64)
     lease_seconds: float = Field(
         30.0, gt=1.0, description="a running job's lease; renewed by its heartbeat"
     )

@@ -219,3 +219,53 @@ class Checkpoint(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A name a tenant serves models under; its versions are succeeded jobs (issue 14)."""
+
+    __tablename__ = "registered_model"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("mdl"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    # Versions are numbered by this counter, never reused: a deleted version 3 stays unused.
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Batching overrides for this model's serving; null: the service's default.
+    max_batch_size: Mapped[int | None] = mapped_column(Integer)
+    max_delay_ms: Mapped[float | None] = mapped_column(Float)
+    exact_batches: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ModelVersion(Base):
+    """Version `version` of a registered model: a succeeded job's checkpoint. Deleting the job
+    (an operator's clean-up) leaves the version with no job: it answers 409, not a 500."""
+
+    __tablename__ = "model_version"
+
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_model.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("job.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """A movable name for one version (`production`, `staging`...): one row, so a move is one
+    UPDATE and a request sees the old version or the new one, never neither."""
+
+    __tablename__ = "model_alias"
+
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_model.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -24,6 +24,10 @@ COMPONENTS: dict[type[BaseModel], str] = {
     types.Dataset: "DatasetPublic",
     types.DatasetList: "DatasetsPublic",
     types.Prediction: "PredictResponse",
+    types.ModelVersion: "ModelVersionPublic",
+    types.RegisteredModel: "RegisteredModelPublic",
+    types.ModelList: "RegisteredModelsPublic",
+    types.Batching: "Batching",
     types.ErrorDetail: "ValidationError",
 }
 # The live stream's events: the `data:` schema of each event kind

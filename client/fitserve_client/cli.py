@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 import pydantic
 
-from fitserve_client import files
+from fitserve_client import cli_models, files
 from fitserve_client.client import DEFAULT_TIMEOUT, Client
 from fitserve_client.config import DEFAULT_URL, resolve, save_config
 from fitserve_client.errors import AuthenticationError, FitserveError, ValidationError
@@ -155,9 +155,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     instances = files.read_instances(args.file)
     fields = {k: v for k, v in (("count", args.count), ("seed", args.seed)) if v is not None}
     with client(args) as fs:
-        answer = fs.models.predict(args.job, instances, operation=args.operation, **fields)
+        answer = fs.models.predict(
+            args.job, instances, version=args.version, operation=args.operation, **fields
+        )
     print(json.dumps(files.jsonable(answer.model_dump(exclude_none=True))))
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with client(args) as fs:
+        return cli_models.cmd_models(args, fs)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -239,8 +246,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("job")
     p.add_argument("--name", help="only this metric (loss, val_accuracy, step_loss...)")
     p.add_argument("--csv", action="store_true", help="every point as CSV")
-    p = command("predict", cmd_predict, "run a succeeded job's model on a .json/.csv/.npy file")
-    p.add_argument("job")
+    p = command("predict", cmd_predict, "run a model on a .json/.csv/.npy file")
+    p.add_argument("job", help="a succeeded job's id, or a registered model's name")
+    p.add_argument("--version", help="a registered model's version number or alias")
     p.add_argument("file", type=Path)
     p.add_argument("--operation", help="the family's operation (default: its first)")
     p.add_argument("--count", type=int, help="sample / generate: how many")
@@ -257,6 +265,10 @@ def add_commands(sub: Any) -> None:
     actions.add_parser("list", parents=[c], help="the built-in datasets and the uploads")
     rm = actions.add_parser("delete", parents=[c], help="delete an uploaded dataset")
     rm.add_argument("dataset")
+    p = command(
+        "models", cmd_models, "registered models: register, alias, show, list", common=False
+    )
+    cli_models.add_actions(p, c)
 
 
 def parser() -> argparse.ArgumentParser:

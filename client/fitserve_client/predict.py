@@ -1,17 +1,21 @@
-"""/v1/models/{job_id}/predict: numpy arrays in and out when numpy is installed, lists otherwise.
+"""/v1/models: predict (numpy arrays in and out when numpy is installed, lists otherwise) and the
+model registry (client/registry.py builds those calls).
 
 Instances go in the dataset's raw units (the server applies the model's preprocessing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from fitserve_client import registry
+from fitserve_client.registry import model_path
 from fitserve_client.transport import AsyncTransport, Call, Transport
-from fitserve_client.types import Prediction
+from fitserve_client.types import ModelList, ModelVersion, Prediction, RegisteredModel
 
 ARRAY_FIELDS = ("predictions", "class_ids", "probabilities", "log_variances")
 
@@ -45,7 +49,11 @@ def _parse(response: httpx.Response) -> Prediction:
 
 
 def predict_call(
-    job_id: str, instances: Any, operation: str | None, fields: dict[str, Any]
+    ref: str,
+    version: str | int | None,
+    instances: Any,
+    operation: str | None,
+    fields: dict[str, Any],
 ) -> Call[Prediction]:
     body = dict(fields)  # count, seed, labels: the operation's own fields
     if instances is not None:
@@ -54,18 +62,65 @@ def predict_call(
         body["operation"] = operation
     if body.get("labels") is not None:
         body["labels"] = as_lists(body["labels"])
-    return Call("POST", f"/v1/models/{quote(job_id, safe='')}/predict", _parse, json=body)
+    path = model_path(ref)
+    if version is not None:
+        path += f"/versions/{quote(str(version), safe='')}"
+    return Call("POST", f"{path}/predict", _parse, json=body)
 
 
 class Models:
+    """Predict, and the model registry: names, numbered versions, aliases."""
+
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
     def predict(
-        self, job_id: str, instances: Any = None, *, operation: str | None = None, **fields: Any
+        self,
+        ref: str,
+        instances: Any = None,
+        *,
+        version: str | int | None = None,
+        operation: str | None = None,
+        **fields: Any,
     ) -> Prediction:
-        """Run a succeeded job's model; `fields` are the operation's own (count, seed, labels)."""
-        return self._t.send(predict_call(job_id, instances, operation, fields))
+        """`ref` a job id or a registered name (its latest version, or `version`: a number or an
+        alias); `fields` are the operation's own (count, seed, labels)."""
+        return self._t.send(predict_call(ref, version, instances, operation, fields))
+
+    def register(
+        self,
+        name: str,
+        job_id: str,
+        *,
+        aliases: Sequence[str] = (),
+        description: str | None = None,
+        batching: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """A succeeded job as the next version of `name`; `aliases` move to it."""
+        return self._t.send(registry.register_call(name, job_id, aliases, description, batching))
+
+    def list(self, *, after: str | None = None, limit: int = 50) -> ModelList:
+        return self._t.send(registry.list_call(after, limit))
+
+    def get(self, name: str) -> RegisteredModel:
+        return self._t.send(registry.get_call(name))
+
+    def update(self, name: str, **fields: Any) -> RegisteredModel:
+        """`description` or `batching` (a dict; a None value goes back to the default)."""
+        return self._t.send(registry.update_call(name, fields))
+
+    def set_alias(self, name: str, alias: str, version: int) -> RegisteredModel:
+        """Create `alias` or move it to `version`, in one write."""
+        return self._t.send(registry.set_alias_call(name, alias, version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._t.send(registry.delete_alias_call(name, alias))
+
+    def delete_version(self, name: str, version: int) -> None:
+        self._t.send(registry.delete_version_call(name, version))
+
+    def delete(self, name: str) -> None:
+        self._t.send(registry.delete_call(name))
 
 
 class AsyncModels:
@@ -73,6 +128,45 @@ class AsyncModels:
         self._t = transport
 
     async def predict(
-        self, job_id: str, instances: Any = None, *, operation: str | None = None, **fields: Any
+        self,
+        ref: str,
+        instances: Any = None,
+        *,
+        version: str | int | None = None,
+        operation: str | None = None,
+        **fields: Any,
     ) -> Prediction:
-        return await self._t.send(predict_call(job_id, instances, operation, fields))
+        return await self._t.send(predict_call(ref, version, instances, operation, fields))
+
+    async def register(
+        self,
+        name: str,
+        job_id: str,
+        *,
+        aliases: Sequence[str] = (),
+        description: str | None = None,
+        batching: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        call = registry.register_call(name, job_id, aliases, description, batching)
+        return await self._t.send(call)
+
+    async def list(self, *, after: str | None = None, limit: int = 50) -> ModelList:
+        return await self._t.send(registry.list_call(after, limit))
+
+    async def get(self, name: str) -> RegisteredModel:
+        return await self._t.send(registry.get_call(name))
+
+    async def update(self, name: str, **fields: Any) -> RegisteredModel:
+        return await self._t.send(registry.update_call(name, fields))
+
+    async def set_alias(self, name: str, alias: str, version: int) -> RegisteredModel:
+        return await self._t.send(registry.set_alias_call(name, alias, version))
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self._t.send(registry.delete_alias_call(name, alias))
+
+    async def delete_version(self, name: str, version: int) -> None:
+        await self._t.send(registry.delete_version_call(name, version))
+
+    async def delete(self, name: str) -> None:
+        await self._t.send(registry.delete_call(name))

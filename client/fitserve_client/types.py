@@ -140,6 +140,42 @@ class Prediction(Model):
     classes: list[str] | None = None
     log_variances: ArrayLike | None = None
     job_id: str
+    model: str | None = None
+    version: int | None = None
+
+
+class Batching(Model):
+    """A registered model's batching overrides; None: the service's default."""
+
+    max_batch_size: int | None = None
+    max_delay_ms: float | None = None
+    exact: bool | None = None
+
+
+class ModelVersion(Model):
+    name: str
+    version: int
+    job_id: str | None
+    job_status: str | None
+    aliases: list[str]
+    created_at: datetime
+
+
+class RegisteredModel(Model):
+    name: str
+    description: str | None
+    latest_version: int | None
+    aliases: dict[str, int]
+    batching: Batching
+    versions: list[ModelVersion] | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelList(Model):
+    data: list[RegisteredModel]
+    count: int
+    next_after: str | None
 
 
 class ErrorDetail(Model):
