@@ -80,7 +80,7 @@ def _by_name(key_hash: str, name: str, version: str | None) -> ServedModel:
     if not found.key_valid:
         raise UNAUTHORIZED
     if found.model is None:
-        raise ApiError(404, f"model {name!r} not found")
+        raise ApiError(404, f"model {name} not found")
     if found.version is None:
         if alias is not None:
             raise ApiError(404, f"model {name!r} has no alias {alias!r}")

@@ -129,7 +129,7 @@ def test_what_cannot_be_found_or_served_is_a_clear_4xx(api: TestClient) -> None:
         answer = api.post(f"/v1/models/{path}/predict", json={"instances": ROW}, headers=auth)
         assert answer.status_code == status and words in answer.json()["detail"], answer.text
 
-    refused("nothing", 404, "model 'nothing' not found")
+    refused("nothing", 404, "model nothing not found")
     refused("m/versions/7", 404, "has no version 7")
     refused("m/versions/production", 404, "has no alias 'production'")
     refused(f"{job}/versions/1", 404, "is a job")

@@ -37,7 +37,7 @@ router = APIRouter(
 def _model(session: Session, tenant_id: str, name: str) -> RegisteredModel:
     model = registry_repo.get_model(session=session, tenant_id=tenant_id, name=name)
     if model is None:
-        raise ApiError(404, f"model {name!r} not found")
+        raise ApiError(404, f"model {name} not found")
     return model
 
 

@@ -28,10 +28,19 @@ PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 ID_PREFIXES = {
     "job": "job_",
     "dataset": "ds_",
+    "model": "m-",  # a registered name, chosen by the test: 128 random bits too
 }  # then 32 hex digits: core.tables.new_id, 128 random bits
 ID_FORMATS = {kind: re.compile(f"{prefix}[0-9a-f]{{32}}") for kind, prefix in ID_PREFIXES.items()}
 # Each path parameter the schema may hold, and the kind of object whose id fills it.
-PARAMS = {"job_id": "job", "dataset_id": "dataset"}
+PARAMS = {
+    "job_id": "job",
+    "dataset_id": "dataset",
+    "ref": "job",  # a serving route's job id or name: walked with the job id
+    "name": "model",
+    "alias": "alias",
+    "version": "version",
+}
+ALIAS, VERSION = "production", "1"  # the owner's registered model has both
 # The routes the walk must at least reach: fewer means the schema lost some, not that they are safe.
 KNOWN = {
     ("GET", "/v1/jobs/{job_id}"),
@@ -39,7 +48,11 @@ KNOWN = {
     ("GET", "/v1/jobs/{job_id}/checkpoints"),
     ("GET", "/v1/jobs/{job_id}/events"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
-    ("POST", "/v1/models/{job_id}/predict"),
+    ("POST", "/v1/models/{ref}/predict"),
+    ("POST", "/v1/models/{name}/versions/{version}/predict"),
+    ("GET", "/v1/models/{name}"),
+    ("PUT", "/v1/models/{name}/aliases/{alias}"),
+    ("DELETE", "/v1/models/{name}"),
     ("GET", "/v1/datasets/{dataset_id}"),
     ("DELETE", "/v1/datasets/{dataset_id}"),
 }
@@ -55,18 +68,22 @@ class Owned:
     job: dict[str, Any]
     dataset: dict[str, Any]
     features: int  # values in one instance of the job's dataset, for a valid predict body
+    model: str  # the job registered under this name, version 1, aliased `production`
 
     @property
     def ids(self) -> dict[str, str]:
-        return {"job": self.job["id"], "dataset": self.dataset["id"]}
+        objects = {"job": self.job["id"], "dataset": self.dataset["id"], "model": self.model}
+        return objects | {"alias": ALIAS, "version": VERSION}
 
     def traces(self) -> list[str]:
-        return [self.marker, *self.ids.values()]
+        return [self.marker, self.job["id"], self.dataset["id"], self.model]
 
 
 # The body each request schema gets: one its owner's call accepts, so a 404 cannot be a bad body's.
 BODIES: dict[str, Callable[[Owned], dict[str, Any]]] = {
     "PredictRequest": lambda owned: {"instances": [[0.0] * owned.features]},
+    "ModelUpdate": lambda owned: {"description": "walked"},
+    "AliasUpdate": lambda owned: {"version": int(VERSION)},
 }
 
 
@@ -144,6 +161,13 @@ def _submit(client: httpx.Client, marker: str) -> str:
     return str(answer.json()["id"])
 
 
+def _register(client: httpx.Client, job_id: str, aliases: list[str]) -> str:
+    name = ID_PREFIXES["model"] + secrets.token_hex(16)
+    answer = client.post("/v1/models", json={"name": name, "job_id": job_id, "aliases": aliases})
+    assert answer.status_code == 201, answer.text
+    return name
+
+
 def _digits_features(client: httpx.Client) -> int:
     catalogue = client.get("/v1/datasets").json()["data"]
     return math.prod(
@@ -168,7 +192,8 @@ def owned(service: Service) -> dict[str, Owned]:
         with service.client(tenant) as client:
             job = wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=120)
             assert job["status"] == "succeeded", job["reason"]
-            objects[tenant] = Owned(tenant, marker, job, dataset, _digits_features(client))
+            model = _register(client, job_id, [ALIAS])
+            objects[tenant] = Owned(tenant, marker, job, dataset, _digits_features(client), model)
     return objects
 
 
@@ -191,7 +216,7 @@ def assert_refused(intruder: httpx.Client, route: Route, owned: Owned) -> None:
     assert answer.status_code == 404, f"{where}: {answer.status_code} {answer.text}"
     assert answer.json() in route.not_found(owned.ids), f"{where}: {answer.text}"
     assert owned.marker not in answer.text, f"{where} leaks: {answer.text}"
-    ghosts = {kind: prefix + secrets.token_hex(16) for kind, prefix in ID_PREFIXES.items()}
+    ghosts = owned.ids | {kind: p + secrets.token_hex(16) for kind, p in ID_PREFIXES.items()}
     ghost = route.request(intruder, ghosts, owned)
     assert (ghost.status_code, ghost.json()) in [(404, d) for d in route.not_found(ghosts)], (
         ghost.text
@@ -204,6 +229,11 @@ def assert_refused(intruder: httpx.Client, route: Route, owned: Owned) -> None:
 def assert_served(owner: httpx.Client, route: Route, owned: Owned) -> None:
     """The same call by the owner is served: the id, the route and the body are right. A DELETE is
     served on a copy of the owner's object (the walk's later calls need the original)."""
+    if route.method == "DELETE" and "{name}" in route.template:  # a copy of the registered model
+        copy = _register(owner, owned.ids["job"], [ALIAS] if "{alias}" in route.template else [])
+        answer = route.request(owner, {**owned.ids, "model": copy}, owned)
+        assert answer.status_code == 204, f"DELETE {route.template}: {answer.text}"
+        return
     if route.method == "DELETE":
         copy = _upload(owner, owned.marker)
         answer = route.request(owner, {**owned.ids, "dataset": copy["id"]}, owned)
@@ -314,6 +344,8 @@ def test_a_spec_cannot_name_another_tenants_dataset(
 def test_ids_are_128_random_bits(owned: dict[str, Owned]) -> None:
     for objects in owned.values():
         for kind, object_id in objects.ids.items():
+            if kind not in ID_FORMATS:
+                continue  # the alias and the version: names the owner chose
             assert ID_FORMATS[kind].fullmatch(object_id), (
                 f"{kind} id {object_id!r} is not {ID_FORMATS[kind].pattern}"
             )
