@@ -4,8 +4,10 @@ loading, caching and batching are shared by /v1 predict and /v2 infer."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
+import torch
 from starlette.datastructures import State
 
 from api.errors import ApiError
@@ -18,6 +20,16 @@ from models.families import OPERATION_NAMES, OperationRequest
 from models.inference import Predictor
 
 log = logging.getLogger("fitserve.api")
+_thread = threading.local()
+
+
+def one_torch_thread() -> None:
+    """Each request thread runs torch on one thread, set in that thread: a thread the pool made
+    can otherwise start with the machine's count, and a matrix product split over two threads
+    rounds differently (measured: the same request answered in two different last bits)."""
+    if not getattr(_thread, "set", False):
+        torch.set_num_threads(1)
+        _thread.set = True
 
 
 def load(state: State, served: ServedModel) -> Predictor:
@@ -43,6 +55,7 @@ def run_operation(
     state: State, served: ServedModel, operation: str | None, request: OperationRequest
 ) -> tuple[str, dict[str, Any]]:
     """(the operation that ran, its outputs). Raises PredictError for the caller's mistakes."""
+    one_torch_thread()
     predictor = load(state, served)
     name = operation or OPERATION_NAMES[predictor.family][0]
     return name, predictor.run(name, request)
