@@ -204,8 +204,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         raise OipError("id must be a string")
     parameters = _parameters(head, "the request")
     inputs_raw = head.get("inputs")
-    if not isinstance(inputs_raw, list) or not inputs_raw:
-        raise OipError("inputs must be a non-empty list of tensors")
+    if not isinstance(inputs_raw, list):  # empty for an operation that reads parameters alone
+        raise OipError("inputs must be a list of tensors")
     inputs: dict[str, np.ndarray] = {}
     offset = size
     for i, item in enumerate(inputs_raw):

@@ -109,7 +109,7 @@ def test_tritonclients_binary_request_parses_to_its_arrays() -> None:
     [
         (b"{", None, "the inference request is not valid JSON"),
         (b"[]", None, "the inference request must be a JSON object"),
-        (b'{"inputs": []}', None, "inputs must be a non-empty list of tensors"),
+        (b'{"inputs": {}}', None, "inputs must be a list of tensors"),
         (
             b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}',
             None,
@@ -535,3 +535,112 @@ def test_an_oversized_infer_body_is_refused_before_it_is_read(served: Served) ->
         headers=served.headers(),
     )
     assert answer.status_code == 413
+
+
+# -- every family: /v2 infer answers as /v1 predict, in the datatypes and shapes described ------
+
+FAMILY_EXAMPLES = {  # example -> fit.epochs: the fewest each trains with
+    "digits_autoencoder": 1,
+    "digits_vae": 1,
+    "digits_cgan": 1,
+    "gaussian_mixture_gan": 1,
+    "digits_rbm": 1,
+    "digits_dbn": 7,  # pretraining takes 6
+    "reverse_seq2seq": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def family_jobs(served: Served) -> dict[str, str]:
+    """example name -> the id of a succeeded job of it (the served tenant's)."""
+    from core.db import session_scope
+    from core.repository import tenants as tenants_repo
+    from core.tables import Job
+    from tests.helpers import example
+    from worker.datasource import load_train_data
+    from worker.training.engine import train
+
+    jobs = {}
+    for name, epochs in FAMILY_EXAMPLES.items():
+        with session_scope() as session:
+            tenant = tenants_repo.get_or_create_tenant(session=session, name="oip-a")
+            job = Job(tenant_id=tenant.id, name=name, spec={}, status="succeeded")
+            session.add(job)
+            session.flush()
+            jobs[name] = job.id
+        spec = example(name, epochs=epochs)
+        train(spec, load_train_data(spec), job_dir(get_settings().artifacts_dir, jobs[name]))
+    return jobs
+
+
+def _tensor(name: str, value: Any, datatype: str) -> dict[str, Any]:
+    a = np.asarray(value)
+    return {"name": name, "shape": list(a.shape), "datatype": datatype, "data": a.ravel().tolist()}
+
+
+def _cases() -> list[tuple[str, str, dict[str, Any]]]:
+    """(example, operation, /v1 body less the operation); /v2 sends the same as tensors and
+    parameters. `CODE` stands for the code vectors the model's encode answers."""
+    pixels = digits(3).tolist()
+    return [
+        ("digits_autoencoder", "reconstruct", {"instances": pixels}),
+        ("digits_autoencoder", "encode", {"instances": pixels}),
+        ("digits_autoencoder", "decode", {"instances": "CODE"}),
+        ("digits_vae", "reconstruct", {"instances": pixels}),
+        ("digits_vae", "encode", {"instances": pixels}),
+        ("digits_vae", "decode", {"instances": "CODE"}),
+        ("digits_vae", "sample", {"count": 3, "seed": 5}),
+        ("digits_cgan", "generate", {"labels": [3, 7], "seed": 0}),
+        ("digits_cgan", "discriminate", {"instances": pixels, "labels": [0, 1, 2]}),
+        ("gaussian_mixture_gan", "generate", {"count": 4, "seed": 1}),
+        ("gaussian_mixture_gan", "discriminate", {"instances": [[0.5, -0.5], [1.0, 2.0]]}),
+        ("digits_rbm", "transform", {"instances": pixels}),
+        ("digits_rbm", "reconstruct", {"instances": pixels}),
+        ("digits_dbn", "predict", {"instances": pixels}),
+        ("digits_dbn", "transform", {"instances": pixels}),
+        ("reverse_seq2seq", "predict", {"instances": "TOKENS"}),
+    ]
+
+
+@pytest.mark.parametrize(("name", "operation", "v1"), _cases(), ids=lambda c: str(c))
+def test_each_familys_operations_answer_as_v1_predict(
+    served: Served, family_jobs: dict[str, str], name: str, operation: str, v1: dict[str, Any]
+) -> None:
+    from api.oip_models import describe
+    from models.inference import Predictor
+
+    job_id = family_jobs[name]
+    predictor = Predictor.load(job_dir(get_settings().artifacts_dir, job_id))
+    io = describe(predictor, operation)
+    url = f"/v1/models/{job_id}/predict"
+    if v1.get("instances") == "CODE":
+        encoded = served.client.post(
+            url,
+            json={"operation": "encode", "instances": digits(3).tolist()},
+            headers=served.headers(),
+        )
+        v1 = {"instances": encoded.json()["predictions"]}
+    if v1.get("instances") == "TOKENS":
+        length = io.inputs[0].shape[1]
+        v1 = {"instances": [[(i + j) % 5 + 1 for j in range(length)] for i in range(3)]}
+    expected = served.client.post(
+        url, json={"operation": operation, **v1}, headers=served.headers()
+    )
+    assert expected.status_code == 200, expected.text
+    spec_of = {t.name: t for t in io.inputs}
+    inputs = [_tensor(k, v1[k], spec_of[k].datatype) for k in ("instances", "labels") if k in v1]
+    parameters = {"operation": operation, **{k: v1[k] for k in ("count", "seed") if k in v1}}
+    answer = served.client.post(
+        f"/v2/models/{job_id}/infer",
+        json={"inputs": inputs, "parameters": parameters},
+        headers=served.headers(),
+    )
+    assert answer.status_code == 200, answer.text
+    outputs = {o["name"]: o for o in answer.json()["outputs"]}
+    assert list(outputs) == [t.name for t in io.outputs]  # every output described, in order
+    for described in io.outputs:
+        out, want = outputs[described.name], np.asarray(expected.json()[described.name])
+        assert out["datatype"] == described.datatype
+        assert out["shape"] == list(want.shape) and len(out["shape"]) == len(described.shape)
+        assert all(d in (-1, s) for d, s in zip(described.shape, out["shape"], strict=True))
+        assert out["data"] == want.ravel().tolist()
