@@ -21,6 +21,7 @@ from api.deps import bearer_key
 from api.errors import ApiError
 from api.model_refs import ServedModel, resolve
 from api.oip import (
+    DTYPES,
     InferRequest,
     OipError,
     OutputTensor,
@@ -61,6 +62,58 @@ def _refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 MODEL_REFUSALS = _refusals(401, 404, 409, 500)
 INFER_REFUSALS = _refusals(400, 401, 404, 409, 413, 500)
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": list(DTYPES)},
+        "parameters": {"type": "object", "description": "binary_data_size: its bytes follow"},
+        "data": {"type": "array", "description": "row-major, flat or nested"},
+    },
+}
+# The body is read raw (JSON, or JSON and binary tensors), so the schema is declared by hand.
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "InferenceRequest",
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {
+                            "type": "object",
+                            "description": "operation, count, seed, binary_data_output",
+                        },
+                        "inputs": {"type": "array", "items": _TENSOR},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "Inference-Header-Content-Length bytes of JSON, then tensors",
+                }
+            },
+        },
+    }
+}
 EXTENSIONS = ["binary_tensor_data"]
 Authorization = Annotated[str | None, Header()]
 MAX_COUNT, MAX_SEED, MAX_LABEL = 1024, 2**31 - 1, 100_000  # as /v1 predict's body allows
@@ -297,7 +350,7 @@ def _infer(
     return _answering(work)
 
 
-@router.post("/models/{name}/infer", responses=INFER_REFUSALS)
+@router.post("/models/{name}/infer", responses=INFER_REFUSALS, openapi_extra=INFER_BODY)
 def infer(
     request: Request,
     name: str,
@@ -308,7 +361,9 @@ def infer(
     return _infer(request, authorization, name, None, body, inference_header_content_length)
 
 
-@router.post("/models/{name}/versions/{version}/infer", responses=INFER_REFUSALS)
+@router.post(
+    "/models/{name}/versions/{version}/infer", responses=INFER_REFUSALS, openapi_extra=INFER_BODY
+)
 def infer_version(
     request: Request,
     name: str,
