@@ -203,6 +203,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if request_id is not None and not isinstance(request_id, str):
         raise OipError("id must be a string")
     parameters = _parameters(head, "the request")
+    if not isinstance(parameters.get("binary_data_output", False), bool):
+        raise OipError("parameter 'binary_data_output' must be true or false")
     inputs_raw = head.get("inputs")
     if not isinstance(inputs_raw, list):  # empty for an operation that reads parameters alone
         raise OipError("inputs must be a list of tensors")

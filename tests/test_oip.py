@@ -122,6 +122,11 @@ def test_tritonclients_binary_request_parses_to_its_arrays() -> None:
         ),
         (b'{"inputs": [], "bogus": 1}', None, "the inference request has unknown fields: bogus"),
         (b"{}", "x", "Inference-Header-Content-Length must be a non-negative integer"),
+        (
+            b'{"inputs": [], "parameters": {"binary_data_output": "yes"}}',
+            None,
+            "parameter 'binary_data_output' must be true or false",
+        ),
         (b"{}", "0", "Inference-Header-Content-Length: 0 (a raw binary request) is not supported"),
         (b"{}", "3", "Inference-Header-Content-Length is 3; the body has 2 bytes"),
         (
@@ -535,6 +540,11 @@ def test_an_oversized_infer_body_is_refused_before_it_is_read(served: Served) ->
         headers=served.headers(),
     )
     assert answer.status_code == 413
+    # the key is checked first: without one, the same body is a 401 from the headers alone
+    anonymous = served.client.post(
+        f"/v2/models/{served.job_id}/infer", content=b"{" + b" " * limit + b"}"
+    )
+    assert anonymous.status_code == 401
 
 
 # -- every family: /v2 infer answers as /v1 predict, in the datatypes and shapes described ------
