@@ -1,7 +1,7 @@
 """The key is checked before a body is read: an 86 MiB JSON body without a key was parsed (+354 MB,
 3.6 s) before its 401, and predict answered its 422, echoing the input, to a caller with no key.
 
-Every /v1/ request passes here first. A key seen valid is remembered until a revocation moves the
+Every /v1/ and /v2/models request passes here first. A key seen valid is remembered until a revocation moves the
 watermark (re-read by a background task every `REVOCATION_CHECK_SECONDS`, never on the event
 loop); an unknown key costs one indexed read in a thread. Routes still check the key themselves,
 so a revocation is refused by them at once. Refusals (no key, a bad key) are counted per client
@@ -27,7 +27,7 @@ from core.repository import tenants as tenants_repo
 from core.repository.tenants import hash_key
 
 Scope = dict[str, Any]
-PROTECTED = "/v1/"
+PROTECTED = ("/v1/", "/v2/models")  # /v2 health and server metadata stay public, as /healthz
 RETRY_AFTER = str(DATABASE_RETRY_AFTER).encode()
 
 

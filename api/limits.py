@@ -1,8 +1,8 @@
 """A request body over the limit is refused with 413 from its Content-Length, before it is
 read, or as soon as a chunked body passes the limit: the 413 goes out at once and the rest of
 the body is never read (the connection is closed). Dataset uploads have their own, larger
-limit (`upload_max_bytes` plus room for the multipart envelope), predict one sized for
-`predict_max_instances`; every other body is JSON, held to `json_max_bytes` (1 MiB).
+limit (`upload_max_bytes` plus room for the multipart envelope), predict and /v2 infer one sized
+for `predict_max_instances`; every other body is JSON, held to `json_max_bytes` (1 MiB).
 
 A body is also bounded in time: 1000 connections that stalled under their Content-Length stayed
 open for good. While the app waits for a chunk, it waits at most `body_idle_timeout_seconds`,
@@ -44,6 +44,8 @@ def body_limits(settings: Settings) -> Callable[[str], int]:
             return settings.upload_max_bytes + 2**20
         if path.startswith("/v1/models/") and path.endswith("/predict"):
             return settings.predict_max_bytes
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            return settings.predict_max_bytes  # /v2 infer: JSON or binary tensors, as predict
         return settings.json_max_bytes
 
     return limit_for

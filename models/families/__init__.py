@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,7 +49,7 @@ class FamilyModel:
 class OperationRequest:
     """An operation's inputs, from the predict request; each operation reads what it needs."""
 
-    instances: list[Any] | None = None
+    instances: list[Any] | np.ndarray | None = None  # /v2 infer passes its tensor as it came
     count: int | None = None
     seed: int | None = None
     labels: list[int] | None = None

@@ -84,6 +84,16 @@ BODIES: dict[str, Callable[[Owned], dict[str, Any]]] = {
     "PredictRequest": lambda owned: {"instances": [[0.0] * owned.features]},
     "ModelUpdate": lambda owned: {"description": "walked"},
     "AliasUpdate": lambda owned: {"version": int(VERSION)},
+    "InferenceRequest": lambda owned: {  # /v2 infer: the Open Inference Protocol's request
+        "inputs": [
+            {
+                "name": "instances",
+                "shape": [1, owned.features],
+                "datatype": "FP32",
+                "data": [0.0] * owned.features,
+            }
+        ]
+    },
 }
 
 
@@ -109,15 +119,17 @@ class Route:
         return client.request(self.method, self.url(ids), json=BODIES[self.body](owned))
 
     def not_found(self, ids: dict[str, str]) -> list[dict[str, str]]:
-        return [{"detail": f"{PARAMS[p]} {ids[PARAMS[p]]} not found"} for p in self.params]
+        field = "error" if self.template.startswith("/v2/") else "detail"  # the protocol's shape
+        return [{field: f"{PARAMS[p]} {ids[PARAMS[p]]} not found"} for p in self.params]
 
 
 def body_schema(operation: dict[str, Any]) -> str | None:
     content = operation.get("requestBody", {}).get("content")
     if not content:
         return None
-    ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
-    return ref.rsplit("/", 1)[-1] if ref else ",".join(sorted(content))
+    schema = content.get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref", "")
+    return ref.rsplit("/", 1)[-1] if ref else schema.get("title") or ",".join(sorted(content))
 
 
 def schema_routes(service: Service) -> tuple[list[Route], list[str]]:
