@@ -71,8 +71,10 @@ def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
 @contextmanager
 def _quiet() -> Iterator[None]:
     # The tracer warns about every Python-side size it records; the check against a second batch
-    # size is what decides, so the warnings would only fill the service's log.
-    with warnings.catch_warnings(), torch.no_grad():
+    # size is what decides, so the warnings would only fill the service's log. Gradients stay on:
+    # without them attention takes its fused fast path (aten::_native_multi_head_attention,
+    # _transformer_encoder_layer_fwd), which no ONNX opset has; the composite path computes the same.
+    with warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter("ignore")
         yield
 
