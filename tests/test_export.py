@@ -481,6 +481,25 @@ def test_the_route_serves_archives_that_run(service: TestClient, trained: Traine
     assert archive.read("model.json") == (directory / "model.json").read_bytes()
     assert archive.read(weights) == (directory / weights).read_bytes()
 
+    # a registered name, its version and its alias answer with the job's archive
+    auth = {"Authorization": f"Bearer {key}"}
+    registered = service.post(
+        "/v1/models", json={"name": "ae-export", "job_id": job_id}, headers=auth
+    )
+    assert registered.status_code == 201, registered.text
+    service.put("/v1/models/ae-export/aliases/production", json={"version": 1}, headers=auth)
+    for ref in ("ae-export", "ae-export/versions/1", "ae-export/versions/production"):
+        by_name = service.get(
+            f"/v1/models/{ref}/export", params={"format": "safetensors"}, headers=auth
+        )
+        assert by_name.status_code == 200 and by_name.content == answer.content, ref
+    other = {"Authorization": f"Bearer {_tenant('export-a2')}"}
+    assert service.get("/v1/models/ae-export/export?format=onnx", headers=other).status_code == 404
+    assert (
+        service.get("/v1/models/ae-export/versions/2/export?format=onnx", headers=auth).status_code
+        == 404
+    )
+
     answer = _get(service, key, job_id, "torchscript")
     assert (
         answer.status_code == 200
