@@ -512,8 +512,11 @@ def test_the_route_refuses_as_predict_does(service: TestClient, trained: Trained
     job_id = _job(key, "succeeded", trained["digits_autoencoder"])
     bad = _get(service, key, job_id, "pickle")
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "format"]
-    missing = service.get(f"/v1/models/{job_id}/export", headers={"Authorization": f"Bearer {key}"})
-    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["query", "format"]
+    plain = service.get(f"/v1/models/{job_id}/export", headers={"Authorization": f"Bearer {key}"})
+    assert (
+        plain.status_code == 200
+        and plain.content == _get(service, key, job_id, "safetensors").content
+    )
     assert _get(service, key, "job_" + "0" * 32).status_code == 404
     assert _get(service, other, job_id).status_code == 404  # another tenant's job
     assert _get(service, "fs_not-a-key", job_id).status_code == 401

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import pathlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from api.deps import bearer_key
@@ -30,10 +30,12 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=responses(401
 log = logging.getLogger("fitserve.api")
 
 Format = Literal["safetensors", "onnx", "torchscript"]
+# safetensors by default: the checkpoint's own files, which every family has and no build needs
+FORMAT_HELP = "safetensors (the default: the checkpoint's files), onnx or torchscript"
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: pathlib.Path) -> Iterator[None]:
     """An exclusive flock on `path`: each open() is its own lock, so threads of one process
     exclude each other as processes do."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,7 @@ def _archive(
 def export_model(
     request: Request,
     ref: str,
-    format: Annotated[Format, Query(description="safetensors, onnx or torchscript")],
+    format: Annotated[Format, Query(description=FORMAT_HELP)] = "safetensors",
     authorization: Annotated[str | None, Header()] = None,
 ) -> FileResponse:
     """The model as a zip archive. A sync route: FastAPI runs it in its thread pool, where a first
@@ -84,14 +86,14 @@ def export_model(
 
 
 @router.get(
-    "/{ref}/versions/{version}/export", responses=responses(404, 409), response_class=FileResponse
+    "/{name}/versions/{version}/export", responses=responses(404, 409), response_class=FileResponse
 )
 def export_model_version(
     request: Request,
-    ref: str,
-    version: str,
-    format: Annotated[Format, Query(description="safetensors, onnx or torchscript")],
+    name: str,
+    version: Annotated[str, Path(description="a version number, or an alias such as production")],
+    format: Annotated[Format, Query(description=FORMAT_HELP)] = "safetensors",
     authorization: Annotated[str | None, Header()] = None,
 ) -> FileResponse:
     """A registered model's version or alias, as the route above (versions belong to names)."""
-    return _archive(request, ref, version, format, bearer_key(authorization))
+    return _archive(request, name, version, format, bearer_key(authorization))
