@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from models.checkpoint_meta import Preprocessing
-from models.export_graphs import NOT_EXPORTED, ExportError, Graph, Port, graphs
+from models.export_families import NOT_EXPORTED, graphs
+from models.export_graphs import ExportError, Graph, Port
 from models.families.predictor import Predictor
 
 __all__ = ["FORMATS", "OPSET", "ExportError", "build_archive", "export_files", "write_archive"]
