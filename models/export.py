@@ -69,14 +69,28 @@ def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
+# The tracer warns about every Python-side size it records; the check against a second batch size
+# is what decides, so the warnings would only fill the service's log. Filtered once, here: the
+# exports run in the API's threads, and warnings.catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+# PyTorch 2.13 deprecates both tracers in favour of torch.export (docs/export.md says why they are
+# used still) and notes each slice it cannot fold: said once in the docs, not per export in the log.
+KNOWN_WARNINGS = (
+    r"You are using the legacy TorchScript-based ONNX export",
+    r"`torch\.jit\.trace",
+    r"The feature will be removed",
+    r"Constant folding - Only steps=1",
+)
+for _message in KNOWN_WARNINGS:
+    warnings.filterwarnings("ignore", message=_message)
+
+
 @contextmanager
-def _quiet() -> Iterator[None]:
-    # The tracer warns about every Python-side size it records; the check against a second batch
-    # size is what decides, so the warnings would only fill the service's log. Gradients stay on:
-    # without them attention takes its fused fast path (aten::_native_multi_head_attention,
-    # _transformer_encoder_layer_fwd), which no ONNX opset has; the composite path computes the same.
-    with warnings.catch_warnings(), torch.enable_grad():
-        warnings.simplefilter("ignore")
+def _tracing() -> Iterator[None]:
+    # Gradients on: without them attention takes its fused fast path
+    # (aten::_native_multi_head_attention, _transformer_encoder_layer_fwd), which no ONNX opset
+    # has; the composite path it takes with gradients computes the same values.
+    with torch.enable_grad():
         yield
 
 
@@ -160,7 +174,7 @@ def export_graph(graph: Graph, fmt: str, preprocessing: Preprocessing) -> tuple[
     graph.module.eval()
     example = sample_inputs(graph, preprocessing, TRACE_BATCH, seed=0)
     check = sample_inputs(graph, preprocessing, CHECK_BATCH, seed=1)
-    with _quiet():
+    with _tracing():
         try:
             traced = _trace(graph, example)
             _check(graph, traced, check)

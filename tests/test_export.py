@@ -32,7 +32,7 @@ from core.spec import DataInfo, JobSpec
 from core.storage import job_dir
 from models.checkpoint import write_checkpoint
 from models.checkpoint_meta import ModelMeta, Monitor, Preprocessing, ScheduleState
-from models.export import ExportError, export_files
+from models.export import KNOWN_WARNINGS, ExportError, export_files
 from models.families import OperationRequest, build
 from models.families.predictor import Predictor
 from tests.helpers import example
@@ -41,6 +41,10 @@ from tests.test_layers import _build as build_layer
 from worker.datasource import load_train_data
 from worker.training.engine import train
 
+# pytest records warnings afresh per test: the ones models.export filters for the service, here too
+pytestmark = [pytest.mark.filterwarnings(f"ignore:{m}") for m in KNOWN_WARNINGS] + [
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+]
 N = 100  # inputs per parity check
 ATOL = 1e-5  # no op has needed the documented 1e-3 so far (docs/export.md)
 ort.set_default_logger_severity(3)
