@@ -77,7 +77,7 @@ warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 # used still) and notes each slice it cannot fold: said once in the docs, not per export in the log.
 KNOWN_WARNINGS = (
     r"You are using the legacy TorchScript-based ONNX export",
-    r"`torch\.jit\.trace",
+    r"`torch\.jit\.(trace|save)",
     r"The feature will be removed",
     r"Constant folding - Only steps=1",
 )

@@ -43,7 +43,8 @@ from worker.training.engine import train
 
 # pytest records warnings afresh per test: the ones models.export filters for the service, here too
 pytestmark = [pytest.mark.filterwarnings(f"ignore:{m}") for m in KNOWN_WARNINGS] + [
-    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+    pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
 ]
 N = 100  # inputs per parity check
 ATOL = 1e-5  # no op has needed the documented 1e-3 so far (docs/export.md)
