@@ -16,7 +16,18 @@ from api.limits import BodyLimit, body_limits
 from api.model_cache import ModelCache
 from api.predict_gate import PredictGate
 from api.rate_limit import RateLimit
-from api.routes import dashboard, datasets, events, health, jobs, metrics, models, registry, v2
+from api.routes import (
+    dashboard,
+    datasets,
+    events,
+    export,
+    health,
+    jobs,
+    metrics,
+    models,
+    registry,
+    v2,
+)
 from api.submit import warm_up
 from api.uploads import ParsePool
 from core.db import hot_read
@@ -71,7 +82,7 @@ def create_app() -> FastAPI:
     app.add_middleware(
         RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
     )
-    for module in (health, jobs, events, datasets, registry, models, v2):
+    for module in (health, jobs, events, datasets, registry, models, export, v2):
         app.include_router(module.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
