@@ -93,3 +93,74 @@ def test_another_tenants_name_is_not_found(service: Service, jobs: list[str]) ->
         # The other tenant's own model of the same name is its own.
         taken = other.post("/v1/models", json={"name": "private", "job_id": jobs[0]})
         assert taken.status_code == 404  # the job is not theirs either
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_tritonclient_by_name_and_alias_answers_as_v1(
+    service: Service, jobs: list[str], binary: bool
+) -> None:
+    """The unmodified Triton client, by a registered name and alias, JSON and binary tensors."""
+    from urllib.parse import urlparse
+
+    import numpy as np
+    import tritonclient.http as triton
+
+    name = f"triton-{'binary' if binary else 'json'}"
+    with service.client() as client:
+        made = client.post(
+            "/v1/models", json={"name": name, "job_id": jobs[1], "aliases": ["live"]}
+        )
+        assert made.status_code == 201, made.text
+        v1 = _predict(client, f"{name}/versions/live")
+    x = np.asarray(ROWS, np.float32).reshape(len(ROWS), 1, 8, 8)
+    instances = triton.InferInput("instances", list(x.shape), "FP32")
+    instances.set_data_from_numpy(x, binary_data=binary)
+    wanted = [
+        triton.InferRequestedOutput(n, binary_data=binary)
+        for n in ("predictions", "class_ids", "probabilities")
+    ]
+    c = triton.InferenceServerClient(urlparse(service.url).netloc, network_timeout=60)
+    auth = {"Authorization": f"Bearer {service.keys['a']}"}
+    assert c.is_model_ready(name, model_version="live", headers=auth)
+    result = c.infer(name, [instances], model_version="live", outputs=wanted, headers=auth)
+    assert result.as_numpy("probabilities").tolist() == v1["probabilities"]
+    assert result.as_numpy("class_ids").tolist() == v1["class_ids"]
+    names = result.as_numpy("predictions").tolist()  # BYTES: bytes from binary, str from JSON
+    assert [n.decode() if isinstance(n, bytes) else n for n in names] == v1["predictions"]
+    with pytest.raises(triton.InferenceServerException, match="not found"):
+        other = {"Authorization": f"Bearer {service.keys['b']}"}
+        c.infer(name, [instances], model_version="live", outputs=wanted, headers=other)
+
+
+def test_an_onnx_export_answers_as_served(service: Service, jobs: list[str]) -> None:
+    """GET .../export?format=onnx by name and alias; onnxruntime on the archive's graph answers
+    as /v1 predict within 1e-5, from raw pixels (the preprocessing is in the graph)."""
+    import io
+    import json
+    import zipfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    with service.client() as client:
+        body = {"name": "exported", "job_id": jobs[0], "aliases": ["production"]}
+        assert client.post("/v1/models", json=body).status_code == 201
+        answer = client.get(
+            "/v1/models/exported/versions/production/export", params={"format": "onnx"}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/zip"
+        served = _predict(client, "exported/versions/production")
+        refused = client.get("/v1/models/exported/export", params={"format": "pickle"})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == [
+            "query",
+            "format",
+        ]
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    signature = json.loads(archive.read("signature.json"))
+    graph = signature["operations"]["predict"]
+    session = ort.InferenceSession(archive.read(graph["file"]))
+    x = np.asarray(ROWS, np.float32).reshape(len(ROWS), *signature["input_shape"])
+    probabilities, class_ids = session.run(None, {"instances": x})
+    assert np.allclose(probabilities, served["probabilities"], atol=1e-5)
+    assert class_ids.tolist() == served["class_ids"]
