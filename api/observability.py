@@ -34,6 +34,16 @@ PREDICT_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+BATCH_SIZE = Histogram(
+    "fitserve_batch_size",
+    "Predict requests (not rows) answered by each forward pass the batcher runs in this API "
+    "process (1: a request that ran alone; a merged pass that failed is not counted, its "
+    "requests then run alone; requests that may not be merged, or to models with batching off, "
+    "are not counted).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=REGISTRY,
+)
+
 RUNNING_JOBS_LIMIT = 1000  # the step-time query reads at most this many running jobs
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from starlette.datastructures import State
 
+from api import batching
 from api.errors import ApiError
 from api.model_cache import ModelCache
 from api.model_refs import ServedModel
@@ -54,8 +55,10 @@ def load(state: State, served: ServedModel) -> Predictor:
 def run_operation(
     state: State, served: ServedModel, operation: str | None, request: OperationRequest
 ) -> tuple[str, dict[str, Any]]:
-    """(the operation that ran, its outputs). Raises PredictError for the caller's mistakes."""
+    """(the operation that ran, its outputs). Raises PredictError for the caller's mistakes.
+    Requests with only `instances` are batched with concurrent ones to the same model."""
     one_torch_thread()
     predictor = load(state, served)
     name = operation or OPERATION_NAMES[predictor.family][0]
-    return name, predictor.run(name, request)
+    settings = served.batching or batching.default_settings()
+    return name, batching.run(predictor, name, request, settings)
