@@ -190,12 +190,12 @@ class Batcher:
         n = sum(len(p.rows) for p in batch)
         pad = (-n) % self.row_block if self.settings.exact else 0
         instances: Any
-        if len(batch) == 1 and not pad:
-            instances = batch[0].instances
-        elif predictor.family in LIST_FAMILIES:  # run() lets only list instances in
+        if predictor.family in LIST_FAMILIES:  # run() lets only list instances in
             instances = [row for p in batch for row in p.instances]
             instances += [instances[0]] * pad
-        else:
+        elif len(batch) == 1 and not pad:  # the rows already converted: the same input, once
+            instances = batch[0].rows
+        else:  # np.asarray(rows, float64), as prepare_instances reads instances, is the same array
             parts = [p.rows for p in batch]
             instances = np.concatenate([*parts, np.repeat(parts[0][:1], pad, axis=0)])
         out = predictor.run(batch[0].operation, OperationRequest(instances=instances))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shutil
 import threading
 import time
 import weakref
@@ -17,11 +18,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from starlette.datastructures import State
 
 from api import batching
-from api.model_refs import BatchSettings
+from api.model_cache import ModelCache
+from api.model_refs import BatchSettings, ServedModel
 from api.observability import REGISTRY
+from api.serving import run_operation
+from core.settings import get_settings
 from core.spec import JobSpec
+from core.storage import job_dir
 from models.errors import PredictError
 from models.families import OperationRequest
 from models.inference import Predictor
@@ -34,6 +40,7 @@ ROUNDS = 5
 # The delay is long here so that a pass reliably gathers every queued caller on a busy CI box.
 EXACT = BatchSettings(max_batch_size=64, max_delay_ms=20, exact=True)
 LOOSE = BatchSettings(max_batch_size=64, max_delay_ms=20, exact=False)
+CHECKPOINTS: dict[str, Path] = {}  # example -> its trained model.json
 
 
 def trained(root: Path, example: str, **dataset: Any) -> Predictor:
@@ -44,6 +51,7 @@ def trained(root: Path, example: str, **dataset: Any) -> Predictor:
     spec = JobSpec.model_validate(raw)
     result = train(spec, load_train_data(spec), root / example)
     assert result.model_path is not None
+    CHECKPOINTS[example] = result.model_path
     return Predictor.load(result.model_path)
 
 
@@ -242,3 +250,40 @@ def test_the_batcher_goes_with_its_model(models: dict[str, Predictor]) -> None:
     del predictor
     gc.collect()
     assert gone() is None and len(batching._batchers) == count - 1
+
+
+def test_serving_batches_with_the_service_defaults_or_the_model_s_own(
+    models: dict[str, Predictor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_operation, the seam every serving route calls: None is the FITSERVE_BATCH_* defaults."""
+    monkeypatch.setenv("FITSERVE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FITSERVE_BATCH_EXACT", "true")
+    monkeypatch.setenv("FITSERVE_BATCH_MAX_DELAY_MS", "20")
+    get_settings.cache_clear()
+    try:
+        job_id = "job_" + "0" * 32
+        shutil.copytree(
+            CHECKPOINTS["digits_mlp"].parent, job_dir(get_settings().artifacts_dir, job_id)
+        )
+        state = State({"models": ModelCache(max_count=2, max_bytes=2**30)})
+        asked = requests(models["mlp"])
+        defaults = ServedModel(job_id=job_id)
+        alone = [run_operation(state, defaults, None, r) for r in asked]
+        assert alone[0][0] == "predict"
+        predictor = state.models.get(job_id, Path("unused"))
+        assert set(batching._batchers[predictor]) == {batching.default_settings()}
+        assert batching.default_settings() == BatchSettings(64, 20.0, exact=True)
+        _, merged_before = passes()
+        for _ in range(ROUNDS):
+            batched = concurrently(lambda i: run_operation(state, defaults, None, asked[i]))
+            assert batched == alone  # exact, from FITSERVE_BATCH_EXACT
+            if passes()[1] > merged_before:
+                break
+        else:
+            pytest.fail("no pass answered more than one caller")
+        off = ServedModel(job_id=job_id, batching=BatchSettings(1, 20.0, exact=True))
+        before = passes()[0]
+        concurrently(lambda i: run_operation(state, off, "predict", asked[i]))
+        assert passes()[0] == before  # the model's own setting: batching off
+    finally:
+        get_settings.cache_clear()
