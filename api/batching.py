@@ -105,10 +105,11 @@ class Batcher:
     def submit(self, predictor: Predictor, pending: Pending) -> dict[str, Any]:
         with self._lock:
             queued = self._running
-            if queued:
+            if queued:  # a pass runs: wait to be answered, or to lead the next pass
                 self._queue.append(pending)
                 self._arrived.notify()
-            self._running = True  # idle before: this request runs now, with no delay
+            else:  # idle: this request runs now, with no delay
+                self._running = True
         if queued:
             pending.wake.wait()
             if pending.done:  # answered by another caller's pass
