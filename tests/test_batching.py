@@ -24,7 +24,7 @@ from api import batching
 from api.model_cache import ModelCache
 from api.model_refs import BatchSettings, ServedModel
 from api.observability import REGISTRY
-from api.serving import run_operation
+from api.serving import one_torch_thread, run_operation
 from core.settings import get_settings
 from core.spec import JobSpec
 from core.storage import job_dir
@@ -100,6 +100,7 @@ def concurrently(call: Callable[[int], Any], n: int = CLIENTS) -> list[Any]:
     barrier, out = threading.Barrier(n), [None] * n
 
     def client(i: int) -> None:
+        one_torch_thread()  # as every serving request thread runs torch (api/serving.py)
         barrier.wait()
         try:
             out[i] = call(i)
