@@ -16,6 +16,8 @@ from core.repository.tenants import hash_key
 from core.settings import get_settings
 from core.tables import JobStatus
 
+MAX_VERSION = 2**31 - 1  # versions are stored as 32-bit integers
+
 
 @dataclass(frozen=True)
 class BatchSettings:
@@ -70,8 +72,10 @@ def _by_job(gate: PredictGate, key_hash: str, job_id: str) -> ServedModel:
 def _by_name(key_hash: str, name: str, version: str | None) -> ServedModel:
     """Read every time (one autocommit round): an alias may move at any moment, and a move must
     be served by the next request in every API process."""
-    number = int(version) if version is not None and version.isdigit() else None
+    number = _version_number(version)
     alias = version if version is not None and number is None else None
+    if number == -1:
+        raise ApiError(404, f"model {name} has no version {version}")
     found = hot_read(
         lambda connection: registry_repo.resolve_name(
             connection=connection, key_hash=key_hash, name=name, version=number, alias=alias
@@ -95,6 +99,15 @@ def _by_name(key_hash: str, name: str, version: str | None) -> ServedModel:
     return ServedModel(
         job_id=found.job_id, name=name, version=found.version, batching=_batching(found.model)
     )
+
+
+def _version_number(version: str | None) -> int | None:
+    """ASCII digits are a version number (a stored integer: ten digits at most, so "²" or a
+    30-digit number is an alias that does not exist, not an overflow); anything else an alias."""
+    if version is None or not (version.isascii() and version.isdigit()) or len(version) > 10:
+        return None
+    number = int(version)
+    return number if number <= MAX_VERSION else -1  # -1: no such version
 
 
 def _batching(model: registry_repo.ServingOptions) -> BatchSettings | None:

@@ -64,7 +64,7 @@ class ModelUpdate(BaseModel):
 class AliasUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="the version the alias names from now on")
+    version: int = Field(ge=1, le=2**31 - 1, description="the version the alias names from now on")
 
 
 class ModelVersionPublic(BaseModel):

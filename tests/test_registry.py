@@ -133,6 +133,12 @@ def test_what_cannot_be_found_or_served_is_a_clear_4xx(api: TestClient) -> None:
     refused("m/versions/7", 404, "has no version 7")
     refused("m/versions/production", 404, "has no alias 'production'")
     refused(f"{job}/versions/1", 404, "is a job")
+    refused("m/versions/²", 404, "has no alias '²'")  # a digit to str.isdigit, not a number
+    refused(f"m/versions/{10**30}", 404, "has no")  # past a stored integer: not an overflow
+    refused(f"m/versions/{2**31}", 404, f"has no version {2**31}")
+    too_big = api.put("/v1/models/m/aliases/a", json={"version": 2**31}, headers=auth)
+    assert too_big.status_code == 422 and too_big.json()["detail"][0]["loc"] == ["body", "version"]
+    assert api.delete(f"/v1/models/m/versions/{2**31}", headers=auth).status_code == 422
     taken = api.post("/v1/models", json={"name": "m", "job_id": queued}, headers=auth)
     assert taken.status_code == 409 and "is queued" in taken.json()["detail"]
     for bad in ("job_lookalike", "has space", "", "x" * 101):

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep
 from api.errors import ApiError, responses
+from api.model_refs import MAX_VERSION
 from api.registry_schemas import (
     ALIAS,
     AliasUpdate,
@@ -95,7 +96,7 @@ def _public(session: Session, model: RegisteredModel, with_versions: bool) -> Re
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelVersionPublic,
-    responses=responses(404, 409),
+    responses=responses(400, 404, 409),
 )
 def register_model(
     session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, body: RegisterModel
@@ -164,7 +165,7 @@ def get_model(session: SessionDep, tenant: CurrentTenant, name: str) -> Register
     return _public(session, _model(session, tenant.id, name), with_versions=True)
 
 
-@router.patch("/{name}", response_model=RegisteredModelPublic, responses=responses(404))
+@router.patch("/{name}", response_model=RegisteredModelPublic, responses=responses(400, 404))
 def update_model(
     session: SessionDep, tenant: CurrentTenant, name: str, body: ModelUpdate
 ) -> RegisteredModelPublic:
@@ -180,7 +181,7 @@ def update_model(
 
 
 @router.put(
-    "/{name}/aliases/{alias}", response_model=RegisteredModelPublic, responses=responses(404)
+    "/{name}/aliases/{alias}", response_model=RegisteredModelPublic, responses=responses(400, 404)
 )
 def set_alias(
     session: SessionDep,
@@ -213,12 +214,17 @@ def delete_alias(session: SessionDep, tenant: CurrentTenant, name: str, alias: s
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(404, 409),
 )
-def delete_version(session: SessionDep, tenant: CurrentTenant, name: str, version: int) -> Response:
+def delete_version(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
+) -> Response:
     """Refused (409) while an alias names it: move the alias first, so nothing serving by alias
     is cut off. The job and its files stay; only the version goes."""
     model = _model(session, tenant.id, name)
     if registry_repo.get_version(session=session, model_id=model.id, version=version) is None:
-        raise ApiError(404, f"model {name!r} has no version {version}")
+        raise ApiError(404, f"model {name} has no version {version}")
     aliased = [
         alias
         for alias, number in registry_repo.aliases(session=session, model_ids=[model.id])[
