@@ -14,6 +14,7 @@ from api.authn import KeyCheck
 from api.hub import Hub
 from api.limits import BodyLimit, body_limits
 from api.model_cache import ModelCache
+from api.name_cache import NameCache
 from api.predict_gate import PredictGate
 from api.rate_limit import RateLimit
 from api.routes import (
@@ -31,6 +32,7 @@ from api.routes import (
 from api.submit import warm_up
 from api.uploads import ParsePool
 from core.db import hot_read
+from core.repository import registry as registry_repo
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
 
@@ -60,6 +62,10 @@ def create_app() -> FastAPI:
     app.state.hub = Hub(settings)
     app.state.parse_pool = ParsePool(settings.upload_parse_processes)
     app.state.models = ModelCache(settings.model_cache_count, settings.model_cache_bytes)
+    app.state.names = NameCache(
+        lambda: hot_read(lambda connection: registry_repo.registry_mark(connection=connection)),
+        settings.revocation_check_seconds,
+    )
     app.state.predict_gate = PredictGate(
         lambda: hot_read(lambda connection: tenants_repo.revocation_mark(connection=connection)),
         settings.revocation_check_seconds,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from api.deps import UNAUTHORIZED
 from api.errors import ApiError
+from api.name_cache import NameCache
 from api.predict_gate import PredictGate
 from core.db import hot_read
 from core.repository import jobs as jobs_repo
@@ -38,7 +39,13 @@ class ServedModel:
     batching: BatchSettings | None = None  # None: the service's defaults
 
 
-def resolve(gate: PredictGate, key: str | None, ref: str, version: str | None) -> ServedModel:
+def resolve(
+    gate: PredictGate,
+    key: str | None,
+    ref: str,
+    version: str | None,
+    names: NameCache | None = None,
+) -> ServedModel:
     """`ref` is a job id or a registered name; `version` a version number or an alias (names
     only); a name alone serves its latest version."""
     if key is None:
@@ -47,7 +54,25 @@ def resolve(gate: PredictGate, key: str | None, ref: str, version: str | None) -
         if version is not None:
             raise ApiError(404, f"{ref} is a job; versions and aliases belong to registered models")
         return _by_job(gate, hash_key(key), ref)
-    return _by_name(hash_key(key), ref, version)
+    if names is None:
+        return _by_name(hash_key(key), ref, version)
+    return _by_name_cached(gate, names, hash_key(key), ref, version)
+
+
+def _by_name_cached(
+    gate: PredictGate, names: NameCache, key_hash: str, name: str, version: str | None
+) -> ServedModel:
+    """A name's answer (a model to serve; refusals are never kept) remembered by the name cache,
+    for as long as neither the registry nor the keys' revocations move (api/name_cache.py)."""
+    entry = (key_hash, name, version)
+    generations = (gate.fresh_generation(), names.generation)
+    hit = names.get((entry, generations[0]))
+    if isinstance(hit, ServedModel):
+        return hit
+    served = _by_name(key_hash, name, version)
+    if gate.generation == generations[0]:
+        names.put((entry, generations[0]), served, generations[1])
+    return served
 
 
 def _by_job(gate: PredictGate, key_hash: str, job_id: str) -> ServedModel:

@@ -35,6 +35,13 @@ class PredictGate:
         revocation the gate has since seen must not be remembered."""
         return self._generation
 
+    def fresh_generation(self) -> int:
+        """The generation once the revocation watermark is re-read, if its interval has passed:
+        the name cache keys its entries by it."""
+        if self.check_seconds > 0:
+            self._refresh()
+        return self._generation
+
     def admits(self, key_hash: str, job_id: str) -> bool:
         if self.check_seconds <= 0:
             return False

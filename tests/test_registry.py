@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -225,3 +226,31 @@ def test_a_models_batching_overrides_reach_serving(api: TestClient) -> None:
     api.patch("/v1/models/b", json={"batching": {"exact": None}}, headers=auth)
     assert resolve(gate, key, "b", None).batching is None  # the service's defaults
     assert resolve(gate, key, job, None).batching is None
+
+
+def test_a_change_made_by_another_process_is_served_within_the_check_interval(
+    api: TestClient,
+) -> None:
+    """Names are cached (api/name_cache.py): a change written by another API process (here:
+    straight to the database) is served once the registry's watermark is re-read; a revoked
+    key's cached names go with it."""
+    from sqlalchemy import update
+
+    from core.tables import ModelAlias
+
+    auth = _key("grace")
+    first, second = _job("grace", seed=1), _job("grace", seed=2)
+    for job_id in (first, second):
+        api.post("/v1/models", json={"name": "n", "job_id": job_id}, headers=auth)
+    api.put("/v1/models/n/aliases/live", json={"version": 1}, headers=auth)
+    assert _predict(api, "n/versions/live", auth)["job_id"] == first  # now cached
+    with session_scope() as s:  # another process moves the alias
+        s.execute(update(ModelAlias).where(ModelAlias.alias == "live").values(version=2))
+    wait = get_settings().revocation_check_seconds
+    time.sleep(wait + 0.2)
+    assert _predict(api, "n/versions/live", auth)["job_id"] == second
+    with session_scope() as s:
+        tenants_repo.revoke_key(session=s, prefix=auth["Authorization"].split()[1][:10])
+    time.sleep(wait + 0.2)
+    answer = api.post("/v1/models/n/versions/live/predict", json={"instances": ROW}, headers=auth)
+    assert answer.status_code == 401

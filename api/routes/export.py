@@ -50,7 +50,7 @@ def _locked(path: pathlib.Path) -> Iterator[None]:
 def _archive(
     request: Request, ref: str, version: str | None, fmt: str, key: str | None
 ) -> FileResponse:
-    served = resolve(request.app.state.predict_gate, key, ref, version)
+    served = resolve(request.app.state.predict_gate, key, ref, version, request.app.state.names)
     directory = job_dir(get_settings().artifacts_dir, served.job_id)
     archive = directory / "exports" / f"{fmt}.zip"
     if not archive.exists():

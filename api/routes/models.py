@@ -69,7 +69,8 @@ def _predict(
     authorization: str | None,
 ) -> Response:
     settings = get_settings()
-    served = resolve(request.app.state.predict_gate, bearer_key(authorization), ref, version)
+    state = request.app.state
+    served = resolve(state.predict_gate, bearer_key(authorization), ref, version, state.names)
     if len(body.instances or ()) > settings.predict_max_instances:
         raise unprocessable(
             f"at most {settings.predict_max_instances} instances per request", ("body", "instances")

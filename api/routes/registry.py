@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep
@@ -40,6 +40,13 @@ def _model(session: Session, tenant_id: str, name: str) -> RegisteredModel:
     if model is None:
         raise ApiError(404, f"model {name} not found")
     return model
+
+
+def _committed(request: Request, session: Session) -> None:
+    """Commit now, then tell this process's name cache: a request that starts after this serves
+    the change (committing first, so no request can cache what the commit replaces)."""
+    session.commit()
+    request.app.state.names.changed()
 
 
 def _batching(model: RegisteredModel) -> Batching:
@@ -99,7 +106,11 @@ def _public(session: Session, model: RegisteredModel, with_versions: bool) -> Re
     responses=responses(400, 404, 409),
 )
 def register_model(
-    session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, body: RegisterModel
+    request: Request,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    body: RegisterModel,
 ) -> ModelVersionPublic:
     """The job must be a succeeded job of yours whose model files are on the server."""
     job = jobs_repo.get_job(session=session, tenant_id=tenant.id, job_id=body.job_id)
@@ -121,7 +132,7 @@ def register_model(
         registry_repo.set_alias(
             session=session, model_id=model.id, alias=alias, version=version.version
         )
-    session.flush()
+    _committed(request, session)
     return ModelVersionPublic(
         name=model.name,
         version=version.version,
@@ -167,7 +178,7 @@ def get_model(session: SessionDep, tenant: CurrentTenant, name: str) -> Register
 
 @router.patch("/{name}", response_model=RegisteredModelPublic, responses=responses(400, 404))
 def update_model(
-    session: SessionDep, tenant: CurrentTenant, name: str, body: ModelUpdate
+    request: Request, session: SessionDep, tenant: CurrentTenant, name: str, body: ModelUpdate
 ) -> RegisteredModelPublic:
     """The description, or the batching overrides (a field sent as null goes back to the
     service's default). Serving picks the change up on the next request."""
@@ -176,7 +187,7 @@ def update_model(
         model.description = body.description
     if body.batching is not None:
         _set_batching(model, body.batching)
-    session.flush()
+    _committed(request, session)
     return _public(session, model, with_versions=True)
 
 
@@ -184,6 +195,7 @@ def update_model(
     "/{name}/aliases/{alias}", response_model=RegisteredModelPublic, responses=responses(400, 404)
 )
 def set_alias(
+    request: Request,
     session: SessionDep,
     tenant: CurrentTenant,
     name: str,
@@ -196,16 +208,20 @@ def set_alias(
     if registry_repo.get_version(session=session, model_id=model.id, version=body.version) is None:
         raise ApiError(404, f"model {name!r} has no version {body.version}", ("body", "version"))
     registry_repo.set_alias(session=session, model_id=model.id, alias=alias, version=body.version)
+    _committed(request, session)
     return _public(session, model, with_versions=False)
 
 
 @router.delete(
     "/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404)
 )
-def delete_alias(session: SessionDep, tenant: CurrentTenant, name: str, alias: str) -> Response:
+def delete_alias(
+    request: Request, session: SessionDep, tenant: CurrentTenant, name: str, alias: str
+) -> Response:
     model = _model(session, tenant.id, name)
     if not registry_repo.delete_alias(session=session, model_id=model.id, alias=alias):
         raise ApiError(404, f"model {name!r} has no alias {alias!r}")
+    _committed(request, session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -215,6 +231,7 @@ def delete_alias(session: SessionDep, tenant: CurrentTenant, name: str, alias: s
     responses=responses(404, 409),
 )
 def delete_version(
+    request: Request,
     session: SessionDep,
     tenant: CurrentTenant,
     name: str,
@@ -239,11 +256,15 @@ def delete_version(
             "move or delete those aliases first",
         )
     registry_repo.delete_version(session=session, model_id=model.id, version=version)
+    _committed(request, session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404))
-def delete_model(session: SessionDep, tenant: CurrentTenant, name: str) -> Response:
+def delete_model(
+    request: Request, session: SessionDep, tenant: CurrentTenant, name: str
+) -> Response:
     """The name, its versions and aliases; the jobs and their files stay."""
     registry_repo.delete_model(session=session, model=_model(session, tenant.id, name))
+    _committed(request, session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -139,7 +139,7 @@ def _resolve(
     request: Request, authorization: str | None, name: str, version: str | None
 ) -> ServedModel:
     gate = request.app.state.predict_gate
-    return resolve(gate, bearer_key(authorization), name, version)
+    return resolve(gate, bearer_key(authorization), name, version, request.app.state.names)
 
 
 def _head(name: str, served: ServedModel) -> dict[str, Any]:

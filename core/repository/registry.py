@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -199,3 +200,14 @@ def resolve_name(
     if row is None:
         return Resolution(key_valid=True, model=model)
     return Resolution(True, model, row[0], row[1], row[2])
+
+
+def registry_mark(*, connection: Connection) -> tuple[Any, ...]:
+    """What moves whenever a name could serve something else: each table's row count and newest
+    change (a version's job deleted nulls its job_id: counted apart)."""
+    models = connection.execute(select(func.count(), func.max(RegisteredModel.updated_at))).one()
+    versions = connection.execute(
+        select(func.count(), func.count(ModelVersion.job_id), func.max(ModelVersion.created_at))
+    ).one()
+    aliases = connection.execute(select(func.count(), func.max(ModelAlias.updated_at))).one()
+    return (*models, *versions, *aliases)
