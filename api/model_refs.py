@@ -65,7 +65,7 @@ def _by_name_cached(
     """A name's answer (a model to serve; refusals are never kept) remembered by the name cache,
     for as long as neither the registry nor the keys' revocations move (api/name_cache.py)."""
     entry = (key_hash, name, version)
-    generations = (gate.fresh_generation(), names.generation)
+    generations = (gate.fresh_generation(), names.fresh_generation())
     hit = names.get((entry, generations[0]))
     if isinstance(hit, ServedModel):
         return hit

@@ -12,65 +12,37 @@ of every entry, so a revoked key's names are forgotten with its job ids.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-Mark = tuple[Any, ...]
+from api.watermark import Mark, Watermarked
 
 
-class NameCache:
+class NameCache(Watermarked):
     def __init__(
         self, read_mark: Callable[[], Mark], check_seconds: float, max_entries: int = 100_000
     ) -> None:
-        self._read_mark, self.check_seconds, self.max_entries = (
-            read_mark,
-            check_seconds,
-            max_entries,
-        )
-        self._entries: dict[Hashable, tuple[int, Any]] = {}
-        self._mark: Mark | None = None
-        self._checked = float("-inf")
-        self._generation = 0
-        self._lock = threading.Lock()
+        super().__init__(read_mark, check_seconds)
+        self.max_entries = max_entries
+        self._entries: dict[Hashable, Any] = {}
 
-    @property
-    def generation(self) -> int:
-        """Read before the database lookup and handed to `put`: an answer read before a change
-        the cache has since seen is not kept."""
-        self._refresh()
-        return self._generation
+    def _forget(self) -> None:
+        self._entries.clear()
 
     def get(self, key: Hashable) -> Any | None:
+        """An answer kept at this generation (the watermark re-read first, when due)."""
         if self.check_seconds <= 0:
             return None
         self._refresh()
-        entry = self._entries.get(key)
-        return entry[1] if entry is not None and entry[0] == self._generation else None
+        return self._entries.get(key)
 
     def put(self, key: Hashable, value: Any, generation: int) -> None:
         with self._lock:
-            if self.check_seconds > 0 and generation == self._generation:
+            if self._current(generation):
                 if len(self._entries) >= self.max_entries:
                     self._entries.clear()  # a flood of names costs lookups, never memory
-                self._entries[key] = (generation, value)
+                self._entries[key] = value
 
     def changed(self) -> None:
         """A registry write in this process, committed: forget every answer now."""
-        with self._lock:
-            self._entries.clear()
-            self._generation += 1
-
-    def _refresh(self) -> None:
-        if time.monotonic() - self._checked < self.check_seconds:
-            return
-        with self._lock:  # one reader per interval; the others wait for its answer
-            if time.monotonic() - self._checked < self.check_seconds:
-                return
-            mark = self._read_mark()
-            if mark != self._mark:
-                self._entries.clear()
-                self._mark = mark
-                self._generation += 1
-            self._checked = time.monotonic()
+        self._advance()

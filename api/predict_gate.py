@@ -10,36 +10,26 @@ within `check_seconds` in every API process, however many there are, on either d
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
-from typing import Any
 
-Mark = tuple[Any, ...]
+from api.watermark import Mark, Watermarked
 
 
-class PredictGate:
+class PredictGate(Watermarked):
     def __init__(
         self, read_mark: Callable[[], Mark], check_seconds: float, max_pairs: int = 100_000
     ) -> None:
-        self._read_mark, self.check_seconds, self.max_pairs = read_mark, check_seconds, max_pairs
+        super().__init__(read_mark, check_seconds)
+        self.max_pairs = max_pairs
         self._pairs: set[tuple[str, str]] = set()
-        self._mark: Mark | None = None
-        self._checked = float("-inf")
-        self._generation = 0
-        self._lock = threading.Lock()
+
+    def _forget(self) -> None:
+        self._pairs.clear()
 
     @property
     def generation(self) -> int:
         """Read before the database lookup and handed to `remember`: a pair found valid before a
         revocation the gate has since seen must not be remembered."""
-        return self._generation
-
-    def fresh_generation(self) -> int:
-        """The generation once the revocation watermark is re-read, if its interval has passed:
-        the name cache keys its entries by it."""
-        if self.check_seconds > 0:
-            self._refresh()
         return self._generation
 
     def admits(self, key_hash: str, job_id: str) -> bool:
@@ -50,20 +40,7 @@ class PredictGate:
 
     def remember(self, key_hash: str, job_id: str, generation: int) -> None:
         with self._lock:
-            if self.check_seconds > 0 and generation == self._generation and self._mark is not None:
+            if self._current(generation):
                 if len(self._pairs) >= self.max_pairs:
                     self._pairs.clear()  # a flood of distinct pairs costs lookups, never memory
                 self._pairs.add((key_hash, job_id))
-
-    def _refresh(self) -> None:
-        if time.monotonic() - self._checked < self.check_seconds:
-            return
-        with self._lock:  # one reader per interval; the others wait for its answer
-            if time.monotonic() - self._checked < self.check_seconds:
-                return
-            mark = self._read_mark()
-            if mark != self._mark:
-                self._pairs.clear()
-                self._mark = mark
-                self._generation += 1
-            self._checked = time.monotonic()
