@@ -4,10 +4,14 @@ between them in one write. Serving by name is in api/model_refs.py; predict in m
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
+from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from api.deps import CurrentTenant, SessionDep, SessionRoute, SettingsDep
 from api.errors import ApiError, responses
@@ -27,6 +31,7 @@ from core.repository import registry as registry_repo
 from core.storage import job_dir
 from core.tables import JobStatus, RegisteredModel
 
+T = TypeVar("T")
 router = APIRouter(
     prefix="/v1/models",
     tags=["models"],
@@ -35,11 +40,28 @@ router = APIRouter(
 )
 
 
-def _model(session: Session, tenant_id: str, name: str) -> RegisteredModel:
-    model = registry_repo.get_model(session=session, tenant_id=tenant_id, name=name)
+def _model(session: Session, tenant_id: str, name: str, lock: bool = False) -> RegisteredModel:
+    model = registry_repo.get_model(session=session, tenant_id=tenant_id, name=name, lock=lock)
     if model is None:
         raise ApiError(404, f"model {name} not found")
     return model
+
+
+def _raced(route: Callable[..., T]) -> Callable[..., T]:
+    """A write that lost a race with the model's deletion (its row gone under the UPDATE, an
+    alias inserted for a deleted model, a row expired by the commit) answers what it would have
+    answered a moment later: 404, not a 500."""
+
+    @functools.wraps(route)
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            return route(*args, **kwargs)
+        except (StaleDataError, ObjectDeletedError, IntegrityError, NoResultFound) as exc:
+            body = kwargs.get("body")
+            name = kwargs.get("name") or getattr(body, "name", "")
+            raise ApiError(404, f"model {name} not found") from exc
+
+    return run
 
 
 def _committed(request: Request, session: Session) -> None:
@@ -105,6 +127,7 @@ def _public(session: Session, model: RegisteredModel, with_versions: bool) -> Re
     response_model=ModelVersionPublic,
     responses=responses(400, 404, 409),
 )
+@_raced
 def register_model(
     request: Request,
     session: SessionDep,
@@ -177,12 +200,13 @@ def get_model(session: SessionDep, tenant: CurrentTenant, name: str) -> Register
 
 
 @router.patch("/{name}", response_model=RegisteredModelPublic, responses=responses(400, 404))
+@_raced
 def update_model(
     request: Request, session: SessionDep, tenant: CurrentTenant, name: str, body: ModelUpdate
 ) -> RegisteredModelPublic:
     """The description, or the batching overrides (a field sent as null goes back to the
     service's default). Serving picks the change up on the next request."""
-    model = _model(session, tenant.id, name)
+    model = _model(session, tenant.id, name, lock=True)
     if "description" in body.model_fields_set:
         model.description = body.description
     if body.batching is not None:
@@ -194,6 +218,7 @@ def update_model(
 @router.put(
     "/{name}/aliases/{alias}", response_model=RegisteredModelPublic, responses=responses(400, 404)
 )
+@_raced
 def set_alias(
     request: Request,
     session: SessionDep,
@@ -204,7 +229,7 @@ def set_alias(
 ) -> RegisteredModelPublic:
     """Create the alias or move it: one row written, so a request in flight is served by the old
     version or the new one, never refused."""
-    model = _model(session, tenant.id, name)
+    model = _model(session, tenant.id, name, lock=True)
     if registry_repo.get_version(session=session, model_id=model.id, version=body.version) is None:
         raise ApiError(404, f"model {name!r} has no version {body.version}", ("body", "version"))
     registry_repo.set_alias(session=session, model_id=model.id, alias=alias, version=body.version)
@@ -215,10 +240,11 @@ def set_alias(
 @router.delete(
     "/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404)
 )
+@_raced
 def delete_alias(
     request: Request, session: SessionDep, tenant: CurrentTenant, name: str, alias: str
 ) -> Response:
-    model = _model(session, tenant.id, name)
+    model = _model(session, tenant.id, name, lock=True)
     if not registry_repo.delete_alias(session=session, model_id=model.id, alias=alias):
         raise ApiError(404, f"model {name!r} has no alias {alias!r}")
     _committed(request, session)
@@ -230,6 +256,7 @@ def delete_alias(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(404, 409),
 )
+@_raced
 def delete_version(
     request: Request,
     session: SessionDep,
@@ -239,7 +266,7 @@ def delete_version(
 ) -> Response:
     """Refused (409) while an alias names it: move the alias first, so nothing serving by alias
     is cut off. The job and its files stay; only the version goes."""
-    model = _model(session, tenant.id, name)
+    model = _model(session, tenant.id, name, lock=True)
     if registry_repo.get_version(session=session, model_id=model.id, version=version) is None:
         raise ApiError(404, f"model {name} has no version {version}")
     aliased = [
@@ -261,10 +288,11 @@ def delete_version(
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404))
+@_raced
 def delete_model(
     request: Request, session: SessionDep, tenant: CurrentTenant, name: str
 ) -> Response:
     """The name, its versions and aliases; the jobs and their files stay."""
-    registry_repo.delete_model(session=session, model=_model(session, tenant.id, name))
+    registry_repo.delete_model(session=session, model=_model(session, tenant.id, name, lock=True))
     _committed(request, session)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,18 +13,22 @@ from sqlalchemy.orm import Session
 from core.tables import ApiKey, Job, ModelAlias, ModelVersion, RegisteredModel
 
 
-def get_model(*, session: Session, tenant_id: str, name: str) -> RegisteredModel | None:
-    return session.scalar(
-        select(RegisteredModel).where(
-            RegisteredModel.tenant_id == tenant_id, RegisteredModel.name == name
-        )
+def get_model(
+    *, session: Session, tenant_id: str, name: str, lock: bool = False
+) -> RegisteredModel | None:
+    """`lock`: the row locked for this transaction (PostgreSQL; SQLite has one writer anyway).
+    Every registry write takes it first, so concurrent writes to one model queue on one row
+    instead of locking its aliases and versions in different orders (which deadlocked)."""
+    query = select(RegisteredModel).where(
+        RegisteredModel.tenant_id == tenant_id, RegisteredModel.name == name
     )
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def _model_for_update(*, session: Session, tenant_id: str, name: str) -> RegisteredModel:
     """The model row, created if new. Two first registrations of one name race on the unique
     (tenant, name): the loser reads the winner's row."""
-    model = get_model(session=session, tenant_id=tenant_id, name=name)
+    model = get_model(session=session, tenant_id=tenant_id, name=name, lock=True)
     if model is not None:
         return model
     try:
@@ -32,7 +36,7 @@ def _model_for_update(*, session: Session, tenant_id: str, name: str) -> Registe
             model = RegisteredModel(tenant_id=tenant_id, name=name, next_version=1)
             session.add(model)
     except IntegrityError:
-        model = get_model(session=session, tenant_id=tenant_id, name=name)
+        model = get_model(session=session, tenant_id=tenant_id, name=name, lock=True)
         if model is None:  # the winner's row is gone again: a concurrent delete
             raise
     return model

@@ -282,7 +282,7 @@ def test_requests_without_a_valid_key_get_401(service: Service) -> None:
         "broker": "ok",
     }
     schema = httpx.get(f"{service.url}/openapi.json").json()
-    paths = {"/v1/jobs", "/v1/jobs/{job_id}/cancel", "/v1/models/{job_id}/predict", "/v1/datasets"}
+    paths = {"/v1/jobs", "/v1/jobs/{job_id}/cancel", "/v1/models/{ref}/predict", "/v1/datasets"}
     assert paths <= set(schema["paths"])
     epochs = schema["components"]["schemas"]["FitSpec"]["properties"]["epochs"]
     assert (epochs["minimum"], epochs["maximum"]) == (1, 10_000)
