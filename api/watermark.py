@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 Mark = tuple[Any, ...]
 
 
-class Watermarked:
+class Watermarked(ABC):
     def __init__(self, read_mark: Callable[[], Mark], check_seconds: float) -> None:
         self._read_mark, self.check_seconds = read_mark, check_seconds
         self._mark: Mark | None = None
@@ -22,9 +23,9 @@ class Watermarked:
         self._generation = 0
         self._lock = threading.Lock()
 
+    @abstractmethod
     def _forget(self) -> None:
         """Drop everything remembered (called with the lock held)."""
-        raise NotImplementedError
 
     @property
     def generation(self) -> int:

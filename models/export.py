@@ -119,7 +119,7 @@ def _onnx_bytes(graph: Graph, example: tuple[torch.Tensor, ...]) -> bytes:
     torch.onnx.export(
         graph.module,
         example,
-        buffer,  # type: ignore[arg-type]  # a file object works: torch's stub says only paths
+        buffer,  # type: ignore[arg-type]  # a file object works: torch's type hints name only paths
         dynamo=False,
         input_names=names_in,
         output_names=names_out,

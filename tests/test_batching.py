@@ -197,47 +197,41 @@ def test_a_lone_request_does_not_wait_for_the_delay(models: dict[str, Predictor]
     assert sorted(took)[2] < 0.05
 
 
-def test_no_pass_is_larger_than_max_batch_size(
-    models: dict[str, Predictor], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    predictor = models["mlp"]
-    sizes: list[int] = []
-    real = predictor.run
+class Recording(Predictor):
+    """The same loaded model, its real passes recorded: which requests each one ran."""
 
-    def recording(operation: str | None, request: OperationRequest) -> dict[str, Any]:
-        assert request.instances is not None
-        sizes.append(len(request.instances))
-        if len(sizes) == 1:
+    def __init__(self, predictor: Predictor, slow_first: bool = False) -> None:
+        super().__init__(predictor.model)
+        self.seen: list[OperationRequest] = []
+        self.slow_first = slow_first
+
+    def run(self, operation: str | None, request: OperationRequest) -> dict[str, Any]:
+        self.seen.append(request)
+        if self.slow_first and len(self.seen) == 1:
             time.sleep(0.05)  # a slow first pass: the other callers queue behind it
-        return real(operation, request)
+        return super().run(operation, request)
 
-    monkeypatch.setattr(predictor, "run", recording)
+
+def test_no_pass_is_larger_than_max_batch_size(models: dict[str, Predictor]) -> None:
+    predictor = Recording(models["mlp"], slow_first=True)
     small = BatchSettings(max_batch_size=6, max_delay_ms=20, exact=False)
     asked = requests(predictor)
     asked[7] = OperationRequest(instances=instances(predictor, 9, seed=7))  # alone: over the limit
     batched = concurrently(lambda i: batching.run(predictor, "predict", asked[i], small))
     assert all(not isinstance(b, Exception) for b in batched)
+    sizes = [len(r.instances) for r in predictor.seen if r.instances is not None]
     assert sizes.count(9) == 1 and all(s <= 6 for s in sizes if s != 9)
     assert len(sizes) < CLIENTS and max(s for s in sizes if s != 9) > 5  # merged
 
 
-def test_max_batch_size_one_runs_as_before(
-    models: dict[str, Predictor], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    predictor = models["cnn"]
-    seen: list[OperationRequest] = []
-    real = predictor.run
-
-    def recording(operation: str | None, request: OperationRequest) -> dict[str, Any]:
-        seen.append(request)
-        return real(operation, request)
-
-    monkeypatch.setattr(predictor, "run", recording)
+def test_max_batch_size_one_runs_as_before(models: dict[str, Predictor]) -> None:
+    predictor = Recording(models["cnn"])
+    real = models["cnn"].run
     off = BatchSettings(max_batch_size=1, max_delay_ms=20, exact=True)
     asked = requests(predictor)
     before = passes()[0]
     batched = concurrently(lambda i: batching.run(predictor, "predict", asked[i], off))
-    assert passes()[0] == before and sorted(map(id, seen)) == sorted(map(id, asked))
+    assert passes()[0] == before and sorted(map(id, predictor.seen)) == sorted(map(id, asked))
     assert batched == [real("predict", r) for r in asked]
 
 
