@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select
 
 from core.db import hot_read
-from core.queue import queue_depth
+from core.queue import broker_queues, queue_depth
 from core.settings import get_settings
 from core.tables import JOB_STATUSES, Job, JobStatus
 
@@ -107,12 +107,13 @@ class ServiceCollector(Collector):
         if step_times is not None:
             yield from _step_time_families(step_times)
         try:
-            depth = queue_depth(settings.queue)
+            depths = [(name, queue_depth(name)) for name in broker_queues(settings.queue)]
             up.add_metric(["broker"], 1)
             gauge = GaugeMetricFamily(
                 "fitserve_queue_depth", "Messages waiting in the broker queue", labels=["queue"]
             )
-            gauge.add_metric([settings.queue], depth)
+            for name, depth in depths:
+                gauge.add_metric([name], depth)
             yield gauge
         except Exception as exc:
             log.warning("metrics: broker unreadable: %s", type(exc).__name__)

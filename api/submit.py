@@ -17,7 +17,9 @@ from core.datasets import DatasetError, builtin_description, builtin_info
 from core.queue import enqueue_training
 from core.repository import datasets as datasets_repo
 from core.repository import jobs as jobs_repo
-from core.settings import get_settings
+from core.repository import workers as workers_repo
+from core.resources import Need, need_of, pool_refusal, waiting_reason
+from core.settings import Settings, get_settings
 from core.spec import DataInfo, JobSpec
 from core.tables import Job, JobStatus, Tenant
 from models.errors import SpecError
@@ -85,6 +87,7 @@ def submit_job(
             ("body", "fit", "max_seconds"),
         )
     quota.check_active_jobs(session, tenant.id, settings)
+    check_resources(spec, settings)
     counted = quota.meta_dry_run(spec, info)
     if counted is not None:
         quota.check_parameters(spec, settings, counted.parameters)
@@ -106,6 +109,10 @@ def submit_job(
             f"dataset {dataset_id} does not exist", ("body", "dataset", "id")
         )  # deleted meanwhile
     quota.check_active_jobs(session, tenant.id, settings)
+    need = need_of(spec, report.estimated_memory_bytes)
+    refusal = None if settings.pools is None else pool_refusal(settings.pools, need)
+    if refusal is not None:
+        raise unprocessable(refusal[1], ("body", "resources", refusal[0]))
     try:
         job = jobs_repo.create_job(
             session=session,
@@ -121,6 +128,13 @@ def submit_job(
                 max_attempts=settings.max_attempts,
                 estimated_memory_bytes=report.estimated_memory_bytes,
                 summary=build_summary(report, info, dataset.description, dataset.name, dataset_id),
+                queue=need.queue,
+                priority=spec.priority,
+                gpus=need.gpus,
+                processes=need.processes,
+                nodes=need.nodes,
+                memory_bytes=need.memory_bytes,
+                reason=waiting_for(session, need, settings),
             ),
         )
         session.commit()  # the worker must find the row: commit, then enqueue
@@ -130,7 +144,7 @@ def submit_job(
             409, "a job with this Idempotency-Key is being created; retry to get it"
         ) from exc
     try:
-        enqueue_training(job.id)
+        enqueue_training(job.id, job.queue)
     except (
         Exception
     ):  # the row is the truth: the workers' sweeper enqueues a queued job left without a message
@@ -138,6 +152,25 @@ def submit_job(
             "job %s: the broker is unreachable; the sweeper will enqueue it", job.id, exc_info=True
         )
     return job, True
+
+
+def check_resources(spec: JobSpec, settings: Settings) -> None:
+    """What this server cannot do yet for any worker: refused before the dry runs."""
+    r = spec.resources
+    for field, value in (("processes", r.processes), ("nodes", r.nodes)):
+        if value > 1:
+            raise unprocessable(
+                f"{field} {value}: this server trains a job in one process on one worker",
+                ("body", "resources", field),
+            )
+
+
+def waiting_for(session: Session, need: Need, settings: Settings) -> str | None:
+    """The new job's reason while it waits: what it waits for, when no live worker can take it."""
+    live = workers_repo.live(
+        session=session, within_seconds=3 * settings.sweep_interval_seconds + 5
+    )
+    return waiting_reason(need, live)
 
 
 def warm_up() -> None:

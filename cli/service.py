@@ -75,10 +75,26 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0 if revoked else 1
 
 
+def _device_kinds(value: str) -> str:
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    if not kinds or any(k not in ("cpu", "cuda") for k in kinds):
+        raise argparse.ArgumentTypeError(f"{value!r}: give cpu, cuda or cpu,cuda")
+    return ",".join(dict.fromkeys(kinds))
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.queues is not None:  # read by every process of this worker, its pool's included
+        os.environ["FITSERVE_WORKER_QUEUES"] = args.queues
+        get_settings.cache_clear()
+    from worker.capacity import CapacityError, consumed_queues, this_worker
     from worker.celery_app import app
 
     settings = get_settings()
+    try:
+        capacity = this_worker(settings)
+    except CapacityError as exc:
+        print(f"fitserve worker: {exc}", file=sys.stderr)
+        return 2
     configure_service_logging(settings, args.loglevel, celery=True)
     argv = [
         "worker",
@@ -86,7 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         f"--concurrency={args.concurrency}",
         "--pool=prefork",
         "-Q",
-        settings.queue,
+        ",".join(consumed_queues(settings, capacity)),
         "-O",
         "fair",
         "--without-gossip",
@@ -219,6 +235,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     api.set_defaults(run=cmd_api)
     worker = sub.add_parser("worker", help="run a Celery worker (one job per process)")
     worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument(
+        "--queues",
+        default=None,
+        type=_device_kinds,
+        help="device kinds it serves: cpu, cuda or cpu,cuda (default: cuda where torch sees a "
+        "GPU, else cpu); it also serves jobs that take any device",
+    )
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(run=cmd_worker)
     db = sub.add_parser("db", help="database migrations")

@@ -1,4 +1,4 @@
-"""The Celery app as both sides see it: the API only sends `fitserve.train(job_id)`, the
+"""The Celery app as both sides see it: the API only sends `fitserve.train(job_id, queue)`, the
 worker registers the task on the same app. JSON only; the database, not Celery's result
 backend, holds every job's state."""
 
@@ -10,6 +10,7 @@ from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
+from core.resources import KINDS, broker_queue
 from core.settings import Settings, get_settings
 
 TRAIN_TASK = "fitserve.train"
@@ -70,9 +71,18 @@ def celery_app() -> Celery:
     return make_celery(get_settings())
 
 
-def enqueue_training(job_id: str) -> None:
-    """Called only after the job row is committed (the worker must find it)."""
-    celery_app().send_task(TRAIN_TASK, args=[job_id], queue=get_settings().queue)
+def enqueue_training(job_id: str, queue: str) -> None:
+    """Wake a worker of the job's queue (`cpu`, `cuda` or `any`). Called only after the job row is
+    committed. The message names the job, but a woken worker claims whichever job of that queue
+    the database puts first (priority, then the tenants' turns): one message per waiting job, so
+    every job is claimed by some wake-up."""
+    prefix = get_settings().queue
+    celery_app().send_task(TRAIN_TASK, args=[job_id, queue], queue=broker_queue(prefix, queue))
+
+
+def broker_queues(prefix: str) -> list[str]:
+    """Every queue of a deployment: its `any` queue and one per device kind."""
+    return [broker_queue(prefix, kind) for kind in ("any", *KINDS)]
 
 
 def queue_depth(queue: str) -> int:

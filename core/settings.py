@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.resources import Pool
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FITSERVE_", extra="ignore")
@@ -27,6 +29,23 @@ class Settings(BaseSettings):
     queue: str = Field("fitserve", max_length=100, description="the Celery queue workers consume")
     device: str | None = Field(
         None, description="torch device; default cuda when present, else cpu"
+    )
+    worker_queues: str | None = Field(
+        None,
+        pattern=r"^(cpu|cuda)(,(cpu|cuda))?$",
+        description="the device kinds a worker serves (`fitserve worker --queues cpu,cuda`); "
+        "default cuda where torch sees a GPU, else cpu. Every worker also serves `any` jobs",
+    )
+    max_job_processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="CPU processes one job may run on a worker; default its cores",
+    )
+    pools: list[Pool] | None = Field(
+        None,
+        description="the workers this deployment runs (JSON); when set, a job none of them can "
+        "ever take is refused at submit (422) instead of waiting",
     )
     upload_max_bytes: int = Field(100 * 2**20, ge=1024)
     upload_max_inflated_bytes: int = Field(

@@ -93,6 +93,8 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ten"))
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When a worker last claimed one of its jobs: claims go round the tenants, least recent first.
+    last_claimed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ApiKey(Base):
@@ -129,6 +131,8 @@ class Job(Base):
         Index("ix_job_tenant_status", "tenant_id", "status"),
         # The reaper, the sweeper and /metrics read by status across tenants, every few seconds.
         Index("ix_job_status", "status"),
+        # A worker's claim: the waiting jobs of one queue, by priority.
+        Index("ix_job_queue_status", "queue", "status", "priority"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
@@ -171,6 +175,15 @@ class Job(Base):
     # The submit's dry run and what the model takes (api/summary.py); null for jobs from before
     # migration 0007. Deferred: lists and polls never load it.
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
+    # Where it waits and what a worker must have to claim it (the spec's `resources`, `priority`).
+    # `any` becomes the kind its first attempt took, so a resume stays on that kind.
+    queue: Mapped[str] = mapped_column(String(8), default="any", server_default="any")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    gpus: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    processes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The larger of the dry run's estimate and `resources.memory_bytes`.
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Metric(Base):
@@ -269,3 +282,19 @@ class ModelAlias(Base):
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WorkerNode(Base):
+    """A running worker and what it serves: written by its maintenance thread every pass, so the
+    API can say what a waiting job waits for (no live worker serves its queue or has its GPUs)."""
+
+    __tablename__ = "worker"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid of its main process
+    queues: Mapped[str] = mapped_column(String(100))  # comma-separated: cpu, cuda
+    gpus: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)  # its MAX_JOB_MEMORY_BYTES
+    concurrency: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -65,5 +65,5 @@ def take_queued_job_ids() -> list[str]:
                 message = queue.get(timeout=1)
             except queue.Empty:
                 return found
-            found += message.payload[0]  # Celery's body: (args, kwargs, embed)
+            found.append(message.payload[0][0])  # Celery's body: ((job_id, queue), kwargs, embed)
             message.ack()

@@ -52,3 +52,7 @@ def test_the_stack_shares_artifacts_and_waits_for_migrations() -> None:
         and gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     )
     assert all("healthcheck" in services[s] for s in ("postgres", "redis", "api"))
+    # each pool serves its own device kind's queue: cuda jobs land on the GPU worker only
+    queues = {name: services[name]["command"] for name in ("worker", "worker-gpu")}
+    assert queues["worker"][2:4] == ["--queues", "cpu"], queues
+    assert queues["worker-gpu"][2:4] == ["--queues", "cuda"], queues

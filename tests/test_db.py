@@ -283,10 +283,10 @@ def test_a_maintenance_pass_enqueues_what_it_reaped_and_swept(service_env: str) 
             update(Job).where(Job.id == lost).values(updated_at=utcnow() - timedelta(seconds=3600))
         )
     sent: list[str] = []
-    reaped, swept = run_once(get_settings(), sent.append)
+    reaped, swept = run_once(get_settings(), lambda job_id, queue: sent.append(job_id))
     assert dead in reaped and lost in swept and dead in sent and lost in sent
 
-    def broker_down(job_id: str) -> None:
+    def broker_down(job_id: str, queue: str) -> None:
         raise ConnectionError("broker down")
 
     with session_scope() as s:  # an enqueue that fails leaves the job queued, for a later pass
@@ -357,6 +357,7 @@ def test_the_reaper_holds_off_for_a_lease_after_a_database_outage(
     maintenance thread's database is unreachable (a refused port), then the real one again."""
     import time
 
+    from core.resources import Capacity
     from core.settings import get_settings
     from worker.maintenance import Maintenance
 
@@ -376,7 +377,7 @@ def test_the_reaper_holds_off_for_a_lease_after_a_database_outage(
     monkeypatch.setenv("FITSERVE_SWEEP_INTERVAL_SECONDS", "0.05")
     monkeypatch.setenv("FITSERVE_LEASE_SECONDS", "2")
     use(_nowhere())
-    maintenance = Maintenance(get_settings())
+    maintenance = Maintenance(get_settings(), "test-worker", Capacity(("cpu",), 0, 2, 2**33), 1)
     maintenance.start()
     try:
         deadline = time.monotonic() + 10
@@ -450,14 +451,19 @@ def test_the_sweeper_leaves_jobs_waiting_their_turn_while_the_queue_holds_messag
         s.execute(
             update(Job).where(Job.id == forgotten).values(updated_at=utcnow() - timedelta(hours=2))
         )
-    enqueue_training(ahead)  # a message waiting in the queue, ahead of the others
+    enqueue_training(ahead, "any")  # a message waiting in the queue, ahead of the others
     sent: list[str] = []
-    swept = run_once(get_settings(), sent.append)[1]  # grace 60 s, busy grace 1 h
+
+    def send(job_id: str, queue: str) -> None:
+        assert queue == "any"  # where these jobs wait
+        sent.append(job_id)
+
+    swept = run_once(get_settings(), send)[1]  # grace 60 s, busy grace 1 h
     assert waiting not in swept and forgotten in swept  # past even the busy grace: enqueued again
     assert take_queued_job_ids() == [
         ahead
     ]  # the queue drained: now the waiting job's message is known lost
-    assert waiting in run_once(get_settings(), sent.append)[1]
+    assert waiting in run_once(get_settings(), send)[1]
     assert sent == [forgotten, waiting]
 
 

@@ -27,6 +27,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 from core.queue import TRAIN_TASK, celery_app
 from core.settings import get_settings
 from worker import process
+from worker.capacity import this_worker, worker_name
 from worker.maintenance import Maintenance
 from worker.reporter import STOPPING
 from worker.training import engine  # noqa: F401 - preloaded before fork
@@ -62,8 +63,10 @@ _maintenance: list[Maintenance] = []
 
 
 @app.task(name=TRAIN_TASK, bind=True, ignore_result=True)
-def train_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
-    """Takes an id, never an object: the row is loaded (and claimed) by the runner."""
+def train_task(self, job_id: str, queue: str = process.NAMED) -> str:  # type: ignore[no-untyped-def]
+    """A wake-up for `queue`: the training process claims the next job of that queue this worker
+    can take (the database decides which; `job_id` names the job whose submit sent it). Ids only,
+    never objects. A message from before queues has no `queue` and trains its own job."""
     # In the pool process, SIGTERM asks the running job to stop and be preempted (never kills it).
     # Installed here: billiard resets the pool process's handlers after worker_process_init.
     signal.signal(signal.SIGTERM, _stop_requested)
@@ -71,7 +74,7 @@ def train_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
         # This pool process is shutting down, yet was handed a job (the one it just preempted, as
         # often as not): back to the broker unclaimed, so no attempt is spent on a worker that stops.
         raise Reject("the worker is shutting down", requeue=True)
-    return process.run_in_child(job_id, str(self.request.id))
+    return process.run_in_child(job_id, str(self.request.id), queue)
 
 
 def _children(pid: int) -> list[int]:
@@ -95,8 +98,10 @@ def _on_pool_process(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _on_ready(**_: Any) -> None:
-    thread = Maintenance(get_settings())
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    settings = get_settings()
+    concurrency = getattr(getattr(sender, "controller", None), "concurrency", None) or 1
+    thread = Maintenance(settings, worker_name(), this_worker(settings), int(concurrency))
     thread.start()
     _maintenance.append(thread)
 

@@ -22,11 +22,13 @@ from typing import NoReturn
 
 from core.db import patiently, session_scope
 from core.queue import enqueue_training
+from core.repository import claims as claims_repo
 from core.repository import jobs as jobs_repo
 from core.settings import get_settings
 from worker.reporter import STOPPING
 
 log = logging.getLogger("fitserve.worker")
+NAMED = "-"  # a wake-up's queue that means "this job itself": an old message's
 
 
 def _die_with_parent() -> None:
@@ -48,10 +50,8 @@ def warm_device() -> None:
 
 
 def _serve(job_read: int, result_write: int) -> NoReturn:
-    """The training process: warm up, wait for `job_id task_id` on the pipe, run it, write what
-    happened. An empty pipe (the pool process dismissed it, or died) ends it."""
-    from worker.runner import run_job
-
+    """The training process: warm up, wait for `job_id task_id queue` on the pipe, claim and
+    train, write what happened. An empty pipe (the pool process dismissed it, or died) ends it."""
     code = 1
     try:
         _die_with_parent()
@@ -65,12 +65,22 @@ def _serve(job_read: int, result_write: int) -> NoReturn:
         with os.fdopen(job_read, "rb") as pipe:
             message = pipe.read().decode()
         if message:
-            job_id, task_id = message.split()
-            outcome = run_job(job_id, f"{socket.gethostname()}:{os.getpid()}:{task_id}")
+            job_id, task_id, queue = message.split()
+            owner = f"{socket.gethostname()}:{os.getpid()}:{task_id}"
+            outcome = _claim_and_run(job_id, owner, queue)
             os.write(result_write, outcome.encode())
         code = 0
     finally:
         os._exit(code)
+
+
+def _claim_and_run(job_id: str, owner: str, queue: str) -> str:
+    from worker.capacity import this_worker
+    from worker.runner import run_job, run_next
+
+    if queue == NAMED:
+        return run_job(job_id, owner)
+    return run_next(queue, owner, this_worker(get_settings()))
 
 
 class TrainingProcess:
@@ -91,10 +101,11 @@ class TrainingProcess:
         except ChildProcessError:
             return False
 
-    def hand(self, job_id: str, task_id: str) -> bool:
-        """Give it its job (closing the pipe, so it reads the whole message); False if it is gone."""
+    def hand(self, job_id: str, task_id: str, queue: str) -> bool:
+        """Give it its wake-up (closing the pipe, so it reads the whole message); False if it is
+        gone. It claims the next job of `queue`, or the job `job_id` itself if `queue` is NAMED."""
         try:
-            os.write(self._job, f"{job_id} {task_id}".encode())
+            os.write(self._job, f"{job_id} {task_id} {queue}".encode())
             return True
         except OSError:
             return False
@@ -135,18 +146,20 @@ def dismiss_spare() -> None:
         spare.dismiss()
 
 
-def _take(job_id: str, task_id: str) -> TrainingProcess:
+def _take(job_id: str, task_id: str, queue: str) -> TrainingProcess:
     global _spare
     child, _spare = _spare, None
-    if child is None or not child.alive() or not child.hand(job_id, task_id):
+    if child is None or not child.alive() or not child.hand(job_id, task_id, queue):
         child = TrainingProcess()
-        child.hand(job_id, task_id)
+        child.hand(job_id, task_id, queue)
     return child
 
 
-def run_in_child(job_id: str, task_id: str) -> str:
-    """run_job in its training process; returns what happened (`killed` if it was)."""
-    child = _take(job_id, task_id)
+def run_in_child(job_id: str, task_id: str, queue: str = NAMED) -> str:
+    """Claim and train in a training process: the next job of `queue`, or the job `job_id` when
+    `queue` is NAMED (a message from before queues named only its job). Returns what happened
+    (`killed` if it was)."""
+    child = _take(job_id, task_id, queue)
     if (
         get_settings().spare_training_process and not STOPPING.is_set()
     ):  # none for a worker shutting down
@@ -165,34 +178,40 @@ def run_in_child(job_id: str, task_id: str) -> str:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if os.WIFSIGNALED(status):
-        _lapse(job_id, f"{socket.gethostname()}:{child.pid}:{task_id}", os.WTERMSIG(status))
+        owner = f"{socket.gethostname()}:{child.pid}:{task_id}"
+        _lapse(job_id, queue, owner, os.WTERMSIG(status))
         return "killed"
     return outcome or "lost"
 
 
-def _unclaimed(job_id: str) -> bool:
+def _owned(owner: str) -> str | None:
     with session_scope() as session:
-        return jobs_repo.waiting(session=session, job_id=job_id)
+        return claims_repo.owned_by(session=session, owner=owner)
 
 
-def _lapse(job_id: str, owner: str, number: int) -> None:
+def _lapse(job_id: str, queue: str, owner: str, number: int) -> None:
     name = signal.Signals(number).name
     reason = f"the training process was killed by {name}" + (
         " (out of memory?)" if number == 9 else ""
     )
+    patience = get_settings().database_patience_seconds
+    held = patiently(lambda: _owned(owner), patience=patience, what=f"{owner}: its job")
+    if held is not None:
 
-    def lapse() -> None:
-        with session_scope() as session:
-            jobs_repo.lapse(session=session, job_id=job_id, owner=owner, reason=reason)
+        def lapse() -> None:
+            with session_scope() as session:
+                jobs_repo.lapse(session=session, job_id=held, owner=owner, reason=reason)
 
-    patiently(lapse, patience=get_settings().database_patience_seconds, what=f"job {job_id}: lapse")
-    log.warning("job %s: %s; its lease is expired for the reaper", job_id, reason)
-    # A spare that died just as it was handed the job never claimed it: send the job again now
-    # rather than leave it to the sweeper's grace period.
-    if _unclaimed(job_id):
-        try:
-            enqueue_training(job_id)
-        except Exception:
-            log.exception(
-                "job %s: enqueue after its training process died unclaimed failed", job_id
-            )
+        patiently(lapse, patience=patience, what=f"job {held}: lapse")
+        log.warning("job %s: %s; its lease is expired for the reaper", held, reason)
+        return
+    # It died before it claimed anything (a spare killed just as it was woken): wake another
+    # worker now rather than leave the job to the sweeper's grace period.
+    log.warning("%s died (%s) before it claimed a job; waking another worker", owner, reason)
+    try:
+        if queue == NAMED:
+            with session_scope() as session:
+                queue = claims_repo.queues_of(session=session, job_ids=[job_id]).get(job_id, "any")
+        enqueue_training(job_id, queue)
+    except Exception:
+        log.exception("job %s: enqueue after its training process died unclaimed failed", job_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -15,14 +16,17 @@ from core.datasets import DatasetError
 from core.db import patiently, session_scope
 from core.logging import bind_job
 from core.queue import enqueue_training
+from core.repository import claims as claims_repo
 from core.repository import datasets as datasets_repo
 from core.repository import jobs as jobs_repo
+from core.resources import Capacity
 from core.settings import Settings, get_settings
 from core.spec import JobSpec
 from core.storage import job_dir, upload_path
-from core.tables import JobStatus
+from core.tables import Job, JobStatus
 from models.checkpoint import CheckpointError
 from models.errors import SpecError
+from worker.capacity import device_for
 from worker.datasource import load_train_data
 from worker.placement import WorkerRefused, place_here
 from worker.reporter import STOPPING, JobReporter
@@ -84,28 +88,43 @@ def job_seconds(spec: JobSpec, settings: Settings) -> float:
 
 
 def run_job(job_id: str, owner: str) -> str:
-    """Returns what happened: skipped, lost, preempted, or the terminal status written."""
+    """Claim and train this job (an old message that names only its job; the tests). Returns what
+    happened: skipped, lost, preempted, or the terminal status written."""
     bind_job(job_id)  # no attempt yet (and not the previous job's)
     try:
-        return _run_job(job_id, owner)
+        return _run(lambda settings: _claim(job_id, owner, settings), owner, f"job {job_id}")
     finally:
         bind_job(None)  # what this process logs next is not this job's
 
 
-def _run_job(job_id: str, owner: str) -> str:
+def run_next(queue: str, owner: str, capacity: Capacity) -> str:
+    """Claim the next job of `queue` this worker can take (core/repository/claims.py) and train it."""
+    try:
+        return _run(
+            lambda settings: _claim_next(queue, owner, capacity, settings),
+            owner,
+            f"queue {queue}",
+        )
+    finally:
+        bind_job(None)
+
+
+def _run(claim: Callable[[Settings], Claimed | None], owner: str, what: str) -> str:
     settings = get_settings()
     claimed = patiently(
-        lambda: _claim(job_id, owner, settings),
+        lambda: claim(settings),
         patience=settings.database_patience_seconds,
-        what=f"job {job_id}: claim",
+        what=f"{what}: claim",
         stop=STOPPING,
     )
     if claimed is None:
         log.info(
-            "job %s: not claimable (gone, running elsewhere, finished, cancelled or out of attempts); skipping",
-            job_id,
+            "%s: nothing claimable (gone, running elsewhere, finished, cancelled or out of "
+            "attempts); skipping",
+            what,
         )
         return "skipped"
+    job_id = claimed.job_id
     attempt, trained_before = claimed.attempt, claimed.trained_seconds
     bind_job(
         job_id, attempt
@@ -116,9 +135,9 @@ def _run_job(job_id: str, owner: str) -> str:
     status, reason, values = JobStatus.FAILED, "", {}
     try:
         _check_memory(claimed.estimated_memory_bytes, settings)
-        placement = place_here(
-            claimed.device, claimed.precision, settings.device
-        )  # raises WorkerRefused
+        placement = place_here(  # raises WorkerRefused
+            claimed.device, claimed.precision, device_for(claimed.queue, settings.device)
+        )
         spec = JobSpec.model_validate(claimed.spec)
         limit = job_seconds(spec, settings)
         reporter.deadline = (
@@ -162,7 +181,7 @@ def _run_job(job_id: str, owner: str) -> str:
         )
         return "lost"
     if STOPPING.is_set() and status == JobStatus.CANCELLED and not reporter.cancel.is_set():
-        return _preempt(job_id, attempt, reporter)
+        return _preempt(job_id, claimed.queue, attempt, reporter)
     written = patiently(
         lambda: _finish(job_id, attempt, status, reason, values),
         patience=settings.database_patience_seconds,
@@ -177,6 +196,8 @@ def _run_job(job_id: str, owner: str) -> str:
 class Claimed(NamedTuple):
     """What an attempt needs of its job row, read in the claim's transaction."""
 
+    job_id: str
+    queue: str  # the device kind it waits for (an `any` job: the kind its first attempt took)
     attempt: int
     spec: dict[str, Any]
     tenant_id: str
@@ -187,23 +208,41 @@ class Claimed(NamedTuple):
     estimated_memory_bytes: int
 
 
+def _claimed(job: Job | None) -> Claimed | None:
+    if job is None:
+        return None
+    return Claimed(
+        job.id,
+        job.queue,
+        job.attempt,
+        job.spec,
+        job.tenant_id,
+        job.trained_seconds,
+        job.device,
+        job.precision,
+        job.epoch,
+        job.estimated_memory_bytes,
+    )
+
+
 def _claim(job_id: str, owner: str, settings: Settings) -> Claimed | None:
     with session_scope() as session:
-        job = jobs_repo.claim(
-            session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds
+        return _claimed(
+            jobs_repo.claim(
+                session=session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds
+            )
         )
-        return (
-            None
-            if job is None
-            else Claimed(
-                job.attempt,
-                job.spec,
-                job.tenant_id,
-                job.trained_seconds,
-                job.device,
-                job.precision,
-                job.epoch,
-                job.estimated_memory_bytes,
+
+
+def _claim_next(queue: str, owner: str, capacity: Capacity, settings: Settings) -> Claimed | None:
+    with session_scope() as session:
+        return _claimed(
+            claims_repo.claim_next(
+                session=session,
+                queue=queue,
+                owner=owner,
+                lease_seconds=settings.lease_seconds,
+                capacity=capacity,
             )
         )
 
@@ -229,7 +268,7 @@ def _finish(job_id: str, attempt: int, status: str, reason: str, values: dict[st
         )
 
 
-def _preempt(job_id: str, attempt: int, reporter: JobReporter) -> str:
+def _preempt(job_id: str, queue: str, attempt: int, reporter: JobReporter) -> str:
     """The worker is shutting down: hand the job back (it resumes from its last epoch checkpoint)
     and enqueue it again; should the broker be unreachable, the sweeper enqueues it later."""
     reason = f"preempted at epoch {reporter.epoch}, step {reporter.batch}: its worker shut down"
@@ -245,7 +284,7 @@ def _preempt(job_id: str, attempt: int, reporter: JobReporter) -> str:
         return "lost"
     log.info("job %s attempt %s: %s", job_id, attempt, reason)
     try:
-        enqueue_training(job_id)
+        enqueue_training(job_id, queue)
     except Exception:
         log.exception(
             "job %s: enqueue after preemption failed; the sweeper will enqueue it", job_id

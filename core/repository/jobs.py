@@ -12,6 +12,7 @@ from sqlalchemy import (
     Connection,
     String,
     and_,
+    case,
     cast,
     func,
     literal,
@@ -126,12 +127,16 @@ def request_cancel(*, session: Session, job: Job) -> Job:
 DIED = "the worker died (lease expired)"
 
 
-def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) -> Job | None:
+def claim(
+    *, session: Session, job_id: str, owner: str, lease_seconds: float, kind: str | None = None
+) -> Job | None:
     """Take the lease on a queued or preempted job (or one whose lease expired) and bump its attempt.
 
     One conditional UPDATE, so two deliveries of the same task cannot both win. A claim that
     would make more than `max_attempts` counted attempts (preemptions are not counted) ends the
-    job `failed` instead, with the last attempt's reason; None is returned then too.
+    job `failed` instead, with the last attempt's reason; None is returned then too. `kind`, the
+    device kind of the claiming worker, becomes the queue of a job that waited in `any`: its
+    later attempts wait for that kind.
     """
     now = utcnow()
     claimable = and_(
@@ -154,6 +159,7 @@ def claim(*, session: Session, job_id: str, owner: str, lease_seconds: float) ->
         lease_expires_at=now + timedelta(seconds=lease_seconds),
         started_at=func.coalesce(Job.started_at, now),
         reason=None,
+        **({} if kind is None else {"queue": case((Job.queue == "any", kind), else_=Job.queue)}),
     )
     if len(claimed) != 1:
         _end_cancelled(session, now, Job.id == job_id, Job.status.in_(WAITING))

@@ -8,6 +8,7 @@ from these classes is the whole contract. The package's modules:
 - `optimizers`: one class per optimizer `type` (`OptimizerSpec`);
 - `families`: each model family's section and its record in `REGISTRY`;
 - `sections`: the dataset, model, compile and fit sections;
+- `resources`: what a job needs of a worker (`resources`), and its `priority`;
 - `job`: `JobSpec` and its variant per family (`AnyJob`, a posted body).
 """
 
@@ -28,6 +29,7 @@ from core.spec.job import (
 )
 from core.spec.layers import LayerSpec
 from core.spec.optimizers import SGD, Adagrad, Adam, AdamW, OptimizerSpec, RMSprop
+from core.spec.resources import Resources
 from core.spec.sections import (
     CLASSIFICATION_LOSSES,
     AlvinnPreset,
@@ -76,6 +78,7 @@ __all__ = [
     "RBMJob",
     "RMSprop",
     "Regularization",
+    "Resources",
     "Seq2SeqJob",
     "ShallowVggPreset",
     "StepSchedule",

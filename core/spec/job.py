@@ -34,6 +34,7 @@ from core.spec.families import (
     Seq2SeqSpec,
     VAESpec,
 )
+from core.spec.resources import Resources
 from core.spec.sections import CompileSpec, DatasetSpec, FitSpec, ModelSpec, PlateauSchedule
 
 
@@ -48,6 +49,10 @@ class JobSpec(StrictModel):
     )
     dataset: DatasetSpec
     fit: FitSpec = Field(default_factory=FitSpec)
+    resources: Resources = Field(default_factory=Resources)
+    priority: int = Field(
+        0, ge=0, le=9, description="higher runs first; tenants take turns within a priority"
+    )
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
