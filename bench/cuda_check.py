@@ -736,8 +736,24 @@ def part_service(args: argparse.Namespace) -> None:
             service_job(
                 client, url, "digits_shallow_vggnet (2 epochs, the worker's 2nd job)", vgg, deadline
             )
+            # Queues: a cuda job is routed to the GPU worker (it serves cuda where it has a GPU);
+            # a cpu job finds no worker serving cpu here and waits, saying why.
+            routed = mlp | {"resources": {"device": "cuda"}, "name": "routed-cuda"}
+            service_job(client, url, "digits_mlp with resources.device cuda", routed, deadline)
+            waiting_job(client, url, mlp | {"resources": {"device": "cpu"}, "name": "cpu-only"})
     except Exception:
         fail("service")
+
+
+def waiting_job(client: Any, url: str, body: dict[str, Any]) -> None:
+    """A job no worker here serves: its status and reason after 3 s, then cancelled."""
+    job_id = client.post(f"{url}/v1/jobs", json=body).json()["id"]
+    time.sleep(3)
+    job = client.get(f"{url}/v1/jobs/{job_id}").json()
+    print(
+        f"  cpu job on a cuda-only worker: {job['status']}, attempt {job['attempt']}: {job['reason']}"
+    )
+    client.post(f"{url}/v1/jobs/{job_id}/cancel")
 
 
 def first_metric(client: Any, url: str, spec: dict[str, Any], deadline: float) -> float:
