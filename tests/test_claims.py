@@ -190,3 +190,30 @@ def test_a_waiting_reason_says_what_is_missing() -> None:
     )
     assert waiting_reason(Need("any", 0, 1, 1, 1000), [cpu]) is None
     assert "2 workers" in (waiting_reason(Need("cpu", 0, 1, 2, 1000), [cpu]) or "")
+
+
+def test_a_worker_declared_cuda_without_a_gpu_refuses_to_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from core.settings import Settings
+    from worker.capacity import CapacityError, consumed_queues, this_worker
+
+    settings = Settings(worker_queues="cpu,cuda", queue="q")
+    with pytest.raises(CapacityError, match="torch sees no GPU here"):
+        this_worker(settings, gpus=0)
+    both = this_worker(settings, gpus=2)
+    assert both.queues == ("cpu", "cuda") and both.any_kind == "cuda"
+    assert consumed_queues(settings, both) == ["q", "q.cpu", "q.cuda"]
+    assert this_worker(Settings(), gpus=0).queues == ("cpu",)  # unset: what the machine has
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FITSERVE_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "fitserve"), "worker", "--queues", "cuda"],
+        env=env | {"FITSERVE_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "torch sees no GPU here" in done.stderr, done.stderr
