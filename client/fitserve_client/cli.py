@@ -27,6 +27,7 @@ from fitserve_client import cli_models, files
 from fitserve_client.client import DEFAULT_TIMEOUT, Client
 from fitserve_client.config import DEFAULT_URL, resolve, save_config
 from fitserve_client.errors import AuthenticationError, FitserveError, ValidationError
+from fitserve_client.jobs import load_spec
 from fitserve_client.progress import ProgressPrinter
 from fitserve_client.types import TERMINAL, JobStatus
 
@@ -103,6 +104,12 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     spec = json.load(sys.stdin) if str(args.spec) == "-" else args.spec
+    if args.priority is not None or args.device is not None:  # the spec's own, overridden
+        spec = load_spec(spec)
+        if args.priority is not None:
+            spec["priority"] = args.priority
+        if args.device is not None:
+            spec["resources"] = {**spec.get("resources", {}), "device": args.device}
     with client(args) as fs:
         dataset = None
         if args.data:
@@ -237,6 +244,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data", type=Path, help="a .csv or .npz file to upload and train on")
     _dataset_options(p)
     p.add_argument("--watch", action="store_true", help="then follow it; exit as `watch` does")
+    p.add_argument("--priority", type=int, help="0-9, higher first (the spec's `priority`)")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda", "any"), help="the spec's resources.device: its queue"
+    )
     p = command("jobs", cmd_jobs, "list the jobs, newest first")
     p.add_argument("--status", choices=get_args(JobStatus), help="only jobs in this status")
     p.add_argument("--limit", type=int, default=20)

@@ -182,11 +182,15 @@ def read_until(fd: int, buffer: bytearray, wanted: bytes, timeout: float) -> Non
 
 
 def test_cancel_makes_watch_exit_3_and_a_terminal_shows_a_live_bar(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, service: Service
 ) -> None:
-    submitted = fitserve("submit", str(spec_file(tmp_path / "long.json", epochs=1000)), env=env)
+    long = str(spec_file(tmp_path / "long.json", epochs=1000))
+    submitted = fitserve("submit", long, "--priority", "7", "--device", "cpu", env=env)
     job_id = submitted.stdout.strip()
     assert submitted.returncode == 0 and JOB_ID.match(job_id), submitted.stderr
+    with service.client() as client:  # the options became the spec's own fields
+        spec = client.get(f"/v1/jobs/{job_id}").json()["spec"]
+    assert (spec["priority"], spec["resources"]["device"]) == (7, "cpu")
     terminal, other_end = pty.openpty()
     watch = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "watch", job_id],
