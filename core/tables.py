@@ -184,6 +184,8 @@ class Job(Base):
     nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # The larger of the dry run's estimate and `resources.memory_bytes`.
     memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # A multi-node job's c10d rendezvous (host:port), set by the attempt's first claimant (node 0).
+    rendezvous: Mapped[str | None] = mapped_column(String(200))
 
 
 class Metric(Base):
@@ -282,6 +284,20 @@ class ModelAlias(Base):
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class JobNode(Base):
+    """A rank lease: node `node_rank` (1 and up) of a multi-node job's attempt, held by a worker
+    that joined node 0's rendezvous. Node 0 holds the job's own lease."""
+
+    __tablename__ = "job_node"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime] = mapped_column()
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WorkerNode(Base):

@@ -16,12 +16,15 @@ job; two workers racing for the same head both try it with the conditional UPDAT
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.repository import jobs as jobs_repo
 from core.resources import Capacity
-from core.tables import WAITING, Job, JobStatus, Tenant, utcnow
+from core.tables import WAITING, Job, JobNode, JobStatus, Tenant, utcnow
 
 HEADS = 16  # tenants tried per claim before giving up to a later wake-up
 
@@ -39,7 +42,6 @@ def claim_next(
         Job.processes <= capacity.processes(queue),
         Job.gpus <= capacity.gpus,
         Job.memory_bytes <= capacity.memory_bytes,
-        Job.nodes == 1,
     )
     first_of_tenant = (
         func.row_number()
@@ -74,6 +76,86 @@ def claim_next(
             )
             return job
     return None
+
+
+def set_rendezvous(*, session: Session, job_id: str, attempt: int, address: str) -> None:
+    """Node 0 of a multi-node job's attempt records where the other nodes meet it."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.attempt == attempt).values(rendezvous=address)
+    )
+
+
+def join_next(
+    *, session: Session, queue: str, owner: str, lease_seconds: float, capacity: Capacity
+) -> tuple[Job, int] | None:
+    """Take a free node (1 and up) of a running multi-node job of `queue` whose node 0 waits in
+    its rendezvous: (the job, the node's rank), or None. A worker joins such a job before it
+    starts another: the job's other nodes hold their devices while they wait. The rank lease's
+    primary key (job, attempt, node) makes two joiners of one node impossible."""
+    now = utcnow()
+    joined = (
+        select(func.count())
+        .where(JobNode.job_id == Job.id, JobNode.attempt == Job.attempt)
+        .scalar_subquery()
+    )
+    forming = session.scalars(
+        select(Job)
+        .where(
+            Job.queue == queue,
+            Job.status == JobStatus.RUNNING,
+            Job.nodes > 1,
+            Job.rendezvous.is_not(None),
+            Job.lease_expires_at > now,
+            Job.processes <= capacity.processes(queue),
+            Job.gpus <= capacity.gpus,
+            Job.memory_bytes <= capacity.memory_bytes,
+            joined < Job.nodes - 1,
+        )
+        .order_by(Job.priority.desc(), Job.started_at)
+        .limit(HEADS)
+    ).all()
+    for job in forming:
+        taken = set(
+            session.scalars(
+                select(JobNode.node_rank).where(
+                    JobNode.job_id == job.id, JobNode.attempt == job.attempt
+                )
+            )
+        )
+        free = [rank for rank in range(1, job.nodes) if rank not in taken]
+        if not free:
+            continue
+        lease = now + timedelta(seconds=lease_seconds)
+        try:
+            with session.begin_nested():
+                session.add(
+                    JobNode(
+                        job_id=job.id,
+                        attempt=job.attempt,
+                        node_rank=free[0],
+                        owner=owner,
+                        lease_expires_at=lease,
+                    )
+                )
+        except IntegrityError:  # another worker took that node first
+            continue
+        return job, free[0]
+    return None
+
+
+def renew_node(
+    *, session: Session, job_id: str, attempt: int, node_rank: int, lease_seconds: float
+) -> bool:
+    """A joined node's heartbeat: renew its lease; False once the attempt is over (the job ended,
+    or another attempt owns it), which tells the node to stop."""
+    lease = utcnow() + timedelta(seconds=lease_seconds)
+    session.execute(
+        update(JobNode)
+        .where(JobNode.job_id == job_id, JobNode.attempt == attempt, JobNode.node_rank == node_rank)
+        .values(lease_expires_at=lease)
+    )
+    status = session.scalar(select(Job.status).where(Job.id == job_id, Job.attempt == attempt))
+    return status == JobStatus.RUNNING
 
 
 def owned_by(*, session: Session, owner: str) -> str | None:
