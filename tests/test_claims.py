@@ -74,11 +74,16 @@ def test_a_worker_claims_only_what_its_capacity_fits(database_url: str) -> None:
         big = _jobs(s, f"cap-{tag}", 1, gpus=4, processes=4)[0]
         hungry = _jobs(s, f"cap-{tag}", 1, memory_bytes=2**31)[0]
         fits = _jobs(s, f"cap-{tag}", 1, processes=2, gpus=2)[0]
-        anyone = _jobs(s, f"cap-{tag}", 1, queue="any", gpus=0)[0]
+        # first in the `any` queue, which the shared database's other tests also fill
+        anyone = _jobs(s, f"cap-{tag}", 1, queue="any", gpus=0, priority=9)[0]
     assert _claim_all(database_url) == [fits]  # the cuda queue: 2 GPUs, 1 GiB here
     cpu_worker = Capacity(("cpu",), gpus=0, cpus=2, memory_bytes=2**30)
     assert _claim_all(database_url, cpu_worker, "cpu") == []  # cuda jobs never wake it
-    assert _claim_all(database_url, GPU_WORKER, "any") == [anyone]
+    with session_scope(database_url) as s:
+        first = claims_repo.claim_next(
+            session=s, queue="any", owner="w", lease_seconds=30, capacity=GPU_WORKER
+        )
+        assert first is not None and first.id == anyone
     with session_scope(database_url) as s:
         # an `any` job takes the kind of the worker that first claimed it: its resumes wait there
         assert s.get(Job, anyone).queue == "cuda"  # type: ignore[union-attr]
