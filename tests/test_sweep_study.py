@@ -24,13 +24,11 @@ from core.spec.sweep import SweepSpec
 
 DIGITS = json.loads((Path(__file__).parent.parent / "examples" / "digits_mlp.json").read_text())
 SPACE = {
-    "compile.optimizer.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+    "compile.optimizer": {"type": "choice", "values": ["sgd", {"type": "adamw"}]},
+    "compile.regularization.l2": {"type": "uniform", "low": 0.0, "high": 0.01},
     "fit.batch_size": {"type": "int", "low": 16, "high": 128, "step": 16},
     "model.layers.1.units": {"type": "choice", "values": [32, 64, 128]},
-    "compile.optimizer": {"type": "choice", "values": ["sgd", {"type": "adamw"}]},
 }
-SPACE.pop("compile.optimizer.learning_rate")  # inside compile.optimizer: one or the other
-SPACE["compile.regularization.l2"] = {"type": "uniform", "low": 0.0, "high": 0.01}
 
 
 def make_spec(**fields: Any) -> SweepSpec:
