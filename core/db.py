@@ -22,6 +22,24 @@ T = TypeVar("T")
 log = logging.getLogger("fitserve.db")
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _engines: dict[tuple[int, str], Engine] = {}
+# Optuna's RDB storage tables (core/sweeps.py), made by migration 0011 after Optuna's models, not
+# from Base: a comparison of the schema with Base leaves them out (`ours`).
+OPTUNA_TABLES = frozenset(
+    {
+        "studies",
+        "study_directions",
+        "study_user_attributes",
+        "study_system_attributes",
+        "trials",
+        "trial_user_attributes",
+        "trial_system_attributes",
+        "trial_params",
+        "trial_values",
+        "trial_intermediate_values",
+        "trial_heartbeats",
+        "version_info",
+    }
+)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -117,6 +135,11 @@ def patiently(
             )
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+def ours(name: str | None, type_: str, _parents: Any) -> bool:
+    """Alembic's `include_name`: every table of the database but Optuna's."""
+    return not (type_ == "table" and name in OPTUNA_TABLES)
 
 
 def alembic_config(url: str | None = None) -> Any:

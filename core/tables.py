@@ -49,10 +49,11 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"  # a sweep's trial its pruner stopped early (the reason says at which epoch)
 
 
 JOB_STATUSES = tuple(JobStatus)
-TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED)
 WAITING = (JobStatus.QUEUED, JobStatus.PREEMPTED)  # for a worker to claim
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # what the active-jobs quota counts
 UNFINISHED = (*WAITING, JobStatus.RUNNING)  # what needs its dataset
@@ -186,6 +187,10 @@ class Job(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # A multi-node job's c10d rendezvous (host:port), set by the attempt's first claimant (node 0).
     rendezvous: Mapped[str | None] = mapped_column(String(200))
+    # A sweep's trial: its sweep and its Optuna trial number; null for a job submitted on its own.
+    # No foreign key: SQLite would copy the job table to add one (migration 0011).
+    sweep_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    trial_number: Mapped[int | None] = mapped_column(Integer)
 
 
 class Metric(Base):
@@ -314,3 +319,36 @@ class WorkerNode(Base):
     concurrency: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+class SweepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # every trial ended (some may have failed or been pruned)
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class Sweep(Base):
+    """A hyperparameter sweep (docs/sweeps.md): its spec, its trial counters and its best trial so
+    far. Its trials are jobs (job.sweep_id); its Optuna study, named by its id, lives in Optuna's
+    own tables (migration 0011)."""
+
+    __tablename__ = "sweep"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("swp"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=SweepStatus.RUNNING)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The spec's trial_budget, and counters one conditional UPDATE checks and bumps: a trial is
+    # started only while created < budget and created - finished < the spec's parallelism.
+    trial_budget: Mapped[int] = mapped_column(Integer)
+    parallelism: Mapped[int] = mapped_column(Integer)
+    trials_created: Mapped[int] = mapped_column(Integer, default=0)
+    trials_finished: Mapped[int] = mapped_column(Integer, default=0)
+    # The best completed trial's job and objective; a plain id (no foreign key): job.sweep_id
+    # already points the other way, and a deleted job leaves the record.
+    best_job_id: Mapped[str | None] = mapped_column(String(40))
+    best_value: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()

@@ -116,7 +116,7 @@ def test_the_job_statuses_are_the_servers(openapi: dict[str, Any]) -> None:
     assert set(get_args(types.JobStatus)) == set(
         openapi["components"]["schemas"]["JobStatus"]["enum"]
     )
-    assert {"succeeded", "failed", "cancelled"} == types.TERMINAL
+    assert {"succeeded", "failed", "cancelled", "pruned"} == types.TERMINAL
 
 
 def test_kinds_tell_types_apart() -> None:

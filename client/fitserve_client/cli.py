@@ -6,7 +6,7 @@ Exit codes, so scripts can chain them:
   1  the job failed, or the service could not be reached or failed itself (5xx, 429 after retries)
   2  a usage error: bad arguments, an unreadable file, a request the API refused (401, 404, 409,
      413, 422)
-  3  the job was cancelled
+  3  the job was cancelled, or pruned by its sweep (stopped early, not failed)
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ from fitserve_client.progress import ProgressPrinter
 from fitserve_client.types import TERMINAL, JobStatus
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 3
-EXIT_BY_STATUS = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+EXIT_BY_STATUS = {
+    "succeeded": 0,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
+    "pruned": EXIT_CANCELLED,
+}
 Command = Callable[[argparse.Namespace], int]
 
 

@@ -3,7 +3,7 @@
 The API numbers every metric point and status change of a job (`seq`) and sends it as the
 event's `id:`. A stream that drops is opened again with `Last-Event-ID: <the last seq seen>`,
 and the server replays exactly what follows it: no point is lost or repeated. The iterators
-stop after the status that ends the job (succeeded, failed or cancelled).
+stop after the status that ends the job (succeeded, failed, cancelled or pruned).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-JobStatus = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+JobStatus = Literal["queued", "running", "preempted", "succeeded", "failed", "cancelled", "pruned"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 # A numpy array when numpy is installed (predict converts), else nested lists.
 ArrayLike = Any
 

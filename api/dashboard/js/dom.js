@@ -28,8 +28,8 @@ export function clear(el, ...children) {
   return add(el, children);
 }
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-export const STATUSES = ["queued", "running", "preempted", "succeeded", "failed", "cancelled"];
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
+export const STATUSES = ["queued", "running", "preempted", "succeeded", "failed", "cancelled", "pruned"];
 
 export function badge(status) {
   return h("span", { class: `badge badge-${status}`, text: status });

@@ -4,7 +4,7 @@
 
 import { auth, headers } from "./api.js";
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
 
 function sleep(ms, signal) {
   return new Promise((resolve) => {
