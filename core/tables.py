@@ -319,6 +319,8 @@ class WorkerNode(Base):
     concurrency: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class SweepStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"  # every trial ended (some may have failed or been pruned)

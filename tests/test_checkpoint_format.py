@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.spec import JobSpec
+from core.spec import JobSpec, Resources
 from models.checkpoint import (
     CheckpointError,
     read_checkpoint,
@@ -120,10 +120,12 @@ def test_version_1_is_upgraded_on_reading() -> None:
     # "optimizer" and "optimizer1" (the generator's and the discriminator's) became a list, in that order
     assert [o.model_dump() for o in meta.optimizers] == [raw["optimizer"], raw["optimizer1"]]
     assert meta.task == raw["task"] and meta.sha256 == raw["sha256"] and meta.step == raw["step"]
-    # The spec is the same; a variant per family no longer dumps the other families' sections as null.
-    assert meta.spec.model_dump(mode="json") == {
+    # The spec is the same; a variant per family no longer dumps the other families' sections as
+    # null, and the fields added since (resources, priority) read as their defaults.
+    assert meta.spec.model_dump(mode="json", exclude={"resources", "priority"}) == {
         k: v for k, v in raw["spec"].items() if v is not None
     }
+    assert meta.spec.resources == Resources() and meta.spec.priority == 0
     _, model = read_checkpoint(V1 / "gan" / "model.json")
     assert isinstance(model, ModelMeta) and model.family == {
         "variant": "gan",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections import Counter
 
 import pytest
 from pydantic import ValidationError
@@ -91,7 +90,9 @@ def test_a_worker_claims_only_what_its_capacity_fits(database_url: str) -> None:
     _retire(database_url, [big, hungry, fits, anyone])
 
 
-def test_two_workers_racing_claim_each_job_once_and_keep_the_turns(database_url: str) -> None:
+def test_two_workers_racing_claim_each_job_once(database_url: str) -> None:
+    """Exclusivity under races; the turns' order is the sequential test's and the e2e test's (two
+    claims at the same instant have no order to check)."""
     tag = secrets.token_hex(4)
     tenants = [f"{name}-{tag}" for name in "xyz"]
     with session_scope(database_url) as s:
@@ -115,10 +116,6 @@ def test_two_workers_racing_claim_each_job_once_and_keep_the_turns(database_url:
     with session_scope(database_url) as s:
         rows = [s.get(Job, job_id) for job_id in owner]
         assert {r.attempt for r in rows if r is not None} == {1}
-        by_time = sorted(rows, key=lambda r: (r.started_at, r.id))  # type: ignore[union-attr]
-    # in every round of three claims each tenant had one turn
-    rounds = [Counter(owner[r.id] for r in by_time[i : i + 3]) for i in range(0, 12, 3)]  # type: ignore[union-attr]
-    assert all(sorted(r.values()) == [1, 1, 1] for r in rounds), rounds
     _retire(database_url, list(owner))
 
 

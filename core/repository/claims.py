@@ -71,8 +71,10 @@ def claim_next(
             session=session, job_id=job_id, owner=owner, lease_seconds=lease_seconds, kind=kind
         )
         if job is not None:
+            # Read the clock now, not at the start: on SQLite this transaction holds the write
+            # lock since the claim, so claims that waited for it stamp later than this one.
             session.execute(
-                update(Tenant).where(Tenant.id == tenant_id).values(last_claimed_at=now)
+                update(Tenant).where(Tenant.id == tenant_id).values(last_claimed_at=utcnow())
             )
             return job
     return None
