@@ -51,3 +51,30 @@ def test_package_imports_only_what_the_design_allows(package: str) -> None:
             if name in SERVER and not package.startswith("client"):
                 continue
             assert allowed(name, ALLOWED[package]), f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_wheel_holds_every_server_package(tmp_path: Path) -> None:
+    """A non-editable install (the Docker image's) gets every package and the dashboard."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    # Built from a copy: setuptools writes build/ and egg-info beside the sources it builds.
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "node_modules")
+    shutil.copytree(ROOT, source, ignore=skip)
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run(
+        [*pip, "-w", str(tmp_path), str(source)], check=True, timeout=300, capture_output=True
+    )
+    (wheel,) = tmp_path.glob("fitserve-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packaged = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
+    ours = {
+        str(init.parent.relative_to(ROOT))
+        for top in sorted(SERVER)
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert packaged == ours
+    assert any(n.startswith("api/dashboard/") and n.endswith(".js") for n in names)
