@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from api import errors
+from api import sweeps as sweep_service
 from api.authn import KeyCheck
 from api.hub import Hub
 from api.limits import BodyLimit, body_limits
@@ -27,6 +30,7 @@ from api.routes import (
     metrics,
     models,
     registry,
+    sweeps,
     v2,
 )
 from api.submit import warm_up
@@ -36,17 +40,31 @@ from core.repository import registry as registry_repo
 from core.repository import tenants as tenants_repo
 from core.settings import get_settings
 
+log = logging.getLogger("fitserve.api")
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Before the first connection is accepted: /readyz answering means a submit is fast too.
     await run_in_threadpool(warm_up)
     await app.state.hub.start()
+    advancing = asyncio.create_task(advance_sweeps(get_settings().sweep_tick_seconds))
     try:
         yield
     finally:
+        advancing.cancel()
         await app.state.hub.close()
         app.state.parse_pool.close()
+
+
+async def advance_sweeps(tick: float) -> None:
+    """Move every running sweep on (api/sweeps.py), in a thread: it starts trials' dry runs."""
+    while True:
+        await asyncio.sleep(tick)
+        try:
+            await run_in_threadpool(sweep_service.advance_all)
+        except Exception:  # the database is down: the next tick tries again
+            log.warning("advancing sweeps failed", exc_info=True)
 
 
 def create_app() -> FastAPI:
@@ -88,7 +106,7 @@ def create_app() -> FastAPI:
     app.add_middleware(
         RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
     )
-    for module in (health, jobs, events, datasets, registry, models, export, v2):
+    for module in (health, jobs, events, datasets, registry, models, export, v2, sweeps):
         app.include_router(module.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)

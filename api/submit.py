@@ -21,6 +21,7 @@ from core.repository import workers as workers_repo
 from core.resources import Need, need_of, pool_refusal, waiting_reason
 from core.settings import Settings, get_settings
 from core.spec import DataInfo, JobSpec
+from core.spec.resources import data_parallel_refusal
 from core.tables import Job, JobStatus, Tenant
 from models.errors import SpecError
 from models.validation import dry_run
@@ -66,9 +67,15 @@ def resolve_dataset(session: Session, tenant: Tenant, spec: JobSpec) -> Resolved
 
 
 def submit_job(
-    *, session: Session, tenant: Tenant, spec: JobSpec, idempotency_key: str | None
+    *,
+    session: Session,
+    tenant: Tenant,
+    spec: JobSpec,
+    idempotency_key: str | None,
+    trial: tuple[str, int] | None = None,
 ) -> tuple[Job, bool]:
-    """(job, created). A repeated Idempotency-Key returns the first job; with another spec, 409."""
+    """(job, created). A repeated Idempotency-Key returns the first job; with another spec, 409.
+    `trial`: the sweep and trial number the job runs for (api/sweeps.py)."""
     settings = get_settings()
     dataset = resolve_dataset(session, tenant, spec)
     spec, info, dataset_id, samples = dataset[:4]
@@ -87,7 +94,7 @@ def submit_job(
             ("body", "fit", "max_seconds"),
         )
     quota.check_active_jobs(session, tenant.id, settings)
-    check_resources(spec, settings)
+    check_resources(spec)
     counted = quota.meta_dry_run(spec, info)
     if counted is not None:
         quota.check_parameters(spec, settings, counted.parameters)
@@ -135,6 +142,8 @@ def submit_job(
                 nodes=need.nodes,
                 memory_bytes=need.memory_bytes,
                 reason=waiting_for(session, need, settings),
+                sweep_id=None if trial is None else trial[0],
+                trial_number=None if trial is None else trial[1],
             ),
         )
         session.commit()  # the worker must find the row: commit, then enqueue
@@ -154,11 +163,15 @@ def submit_job(
     return job, True
 
 
-def check_resources(spec: JobSpec, settings: Settings) -> None:
-    """What this server cannot do yet for any worker: refused before the dry runs."""
+def check_resources(spec: JobSpec) -> None:
+    """A job that cannot train on its ranks (a family without a backprop step, a global batch
+    too small to share out): refused before the dry runs."""
+    refusal = data_parallel_refusal(spec.family, spec.fit.batch_size, spec.resources.ranks)
+    if refusal is not None:
+        raise unprocessable(refusal[1], ("body", *refusal[0]))
     r = spec.resources
     for field, value in (("processes", r.processes), ("nodes", r.nodes)):
-        if value > 1:
+        if value > 1:  # until the data-parallel engine lands (worker/fitting.py calls it)
             raise unprocessable(
                 f"{field} {value}: this server trains a job in one process on one worker",
                 ("body", "resources", field),

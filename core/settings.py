@@ -42,6 +42,20 @@ class Settings(BaseSettings):
         le=64,
         description="CPU processes one job may run on a worker; default its cores",
     )
+    worker_host: str | None = Field(
+        None,
+        description="the address other workers reach this one at, for a multi-node job's "
+        "rendezvous it hosts; default: its hostname's address",
+    )
+    rank_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="a data-parallel rank that stops answering fails the others' step this long after",
+    )
+    sweep_tick_seconds: float = Field(
+        1.0, gt=0, le=60, description="how often each API process moves the running sweeps on"
+    )
     pools: list[Pool] | None = Field(
         None,
         description="the workers this deployment runs (JSON); when set, a job none of them can "

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -191,6 +192,8 @@ class Job(Base):
     # No foreign key: SQLite would copy the job table to add one (migration 0011).
     sweep_id: Mapped[str | None] = mapped_column(String(40), index=True)
     trial_number: Mapped[int | None] = mapped_column(Integer)
+    # Its end told to the sweep (Optuna and the counters): set once, by whoever tells it.
+    trial_counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Metric(Base):

@@ -29,6 +29,11 @@ COMPONENTS: dict[type[BaseModel], str] = {
     types.ModelList: "RegisteredModelsPublic",
     types.Batching: "Batching",
     types.ErrorDetail: "ValidationError",
+    types.Sweep: "SweepPublic",
+    types.SweepList: "SweepsPublic",
+    types.SweepTrial: "SweepTrial",
+    types.SweepBest: "SweepBest",
+    types.SweepObjective: "SweepObjective",
 }
 # The live stream's events: the `data:` schema of each event kind
 EVENTS: dict[str, type[BaseModel]] = {

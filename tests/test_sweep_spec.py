@@ -305,3 +305,11 @@ def test_other_families_search_their_own_sections() -> None:
 def test_the_schema_is_published() -> None:
     schema = TypeAdapter(SweepSpec).json_schema()
     assert {"base", "space", "sampler", "pruner", "objective"} <= set(schema["properties"])
+
+
+@pytest.mark.parametrize("tag", [{}, [], 3, None])
+def test_a_type_tag_that_is_no_string_is_a_validation_error(tag: object) -> None:
+    """The fuzzer's find: `"pruner": {"type": {}}` was a TypeError (a 500), not a 422."""
+    for field in ("pruner", "sampler"):
+        assert errors(sweep(**{field: {"type": tag}}))[0][0][0] == field
+    assert errors(sweep({"fit.epochs": {"type": tag}}))[0][0][:2] == ("space", "fit.epochs")

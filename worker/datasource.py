@@ -8,10 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.datasets import Dataset, load_dataset
+from core.datasets import Dataset, DatasetError, load_dataset
+from core.db import patiently, session_scope
 from core.preprocessing import prepare
+from core.repository import datasets as datasets_repo
+from core.settings import Settings
 from core.spec import JobSpec, SupervisedJob
 from core.spec.families import REGISTRY
+from core.storage import upload_path
+from worker.reporter import STOPPING
 from worker.training.engine import TrainData
 
 
@@ -57,3 +62,27 @@ def load_train_data(
     spec: JobSpec, resolve_upload: Callable[[str], Path] | None = None
 ) -> TrainData:
     return train_data(spec, load_dataset(spec.dataset, spec.fit.seed, resolve_upload))
+
+
+def upload_resolver(settings: Settings, tenant_id: str) -> Callable[[str], Path]:
+    """Looks an uploaded dataset's file up by id, within the job's tenant, waiting out a
+    database outage (the worker's patience)."""
+
+    def lookup(dataset_id: str) -> Path:
+        with session_scope() as session:
+            row = datasets_repo.get_dataset(
+                session=session, tenant_id=tenant_id, dataset_id=dataset_id
+            )
+            if row is None:
+                raise DatasetError(f"dataset {dataset_id} does not exist")
+            return upload_path(settings.artifacts_dir, row.id, row.format)
+
+    def resolve(dataset_id: str) -> Path:
+        return patiently(
+            lambda: lookup(dataset_id),
+            patience=settings.database_patience_seconds,
+            what=f"dataset {dataset_id}: lookup",
+            stop=STOPPING,
+        )
+
+    return resolve

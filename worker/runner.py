@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -17,20 +16,23 @@ from core.db import patiently, session_scope
 from core.logging import bind_job
 from core.queue import enqueue_training
 from core.repository import claims as claims_repo
-from core.repository import datasets as datasets_repo
 from core.repository import jobs as jobs_repo
 from core.resources import Capacity
 from core.settings import Settings, get_settings
 from core.spec import JobSpec
-from core.storage import job_dir, upload_path
+from core.storage import job_dir
 from core.tables import Job, JobStatus
 from models.checkpoint import CheckpointError
 from models.errors import SpecError
 from worker.capacity import device_for
-from worker.datasource import load_train_data
+from worker.datasource import load_train_data, upload_resolver
+from worker.fitting import fit, rendezvous_address
+from worker.nodes import join_patiently, run_node
 from worker.placement import WorkerRefused, place_here
 from worker.reporter import STOPPING, JobReporter
-from worker.training.engine import TrainingFailed, TrainResult, train
+from worker.sweep_trial import pruner_for
+from worker.training.data import RankFailed
+from worker.training.engine import TrainingFailed, TrainResult
 
 log = logging.getLogger("fitserve.worker")
 USER_ERRORS = (
@@ -41,27 +43,6 @@ USER_ERRORS = (
     ValidationError,
     WorkerRefused,
 )
-
-
-def _upload_resolver(settings: Settings, tenant_id: str):  # type: ignore[no-untyped-def]
-    def lookup(dataset_id: str) -> Path:
-        with session_scope() as session:
-            row = datasets_repo.get_dataset(
-                session=session, tenant_id=tenant_id, dataset_id=dataset_id
-            )
-            if row is None:
-                raise DatasetError(f"dataset {dataset_id} does not exist")
-            return upload_path(settings.artifacts_dir, row.id, row.format)
-
-    def resolve(dataset_id: str) -> Path:
-        return patiently(
-            lambda: lookup(dataset_id),
-            patience=settings.database_patience_seconds,
-            what=f"dataset {dataset_id}: lookup",
-            stop=STOPPING,
-        )
-
-    return resolve
 
 
 def describe_outcome(
@@ -98,7 +79,11 @@ def run_job(job_id: str, owner: str) -> str:
 
 
 def run_next(queue: str, owner: str, capacity: Capacity) -> str:
-    """Claim the next job of `queue` this worker can take (core/repository/claims.py) and train it."""
+    """Join a multi-node job of `queue` whose node 0 waits for its other nodes, or else claim the
+    next job this worker can take (core/repository/claims.py) and train it."""
+    joined = join_patiently(queue, owner, capacity, get_settings())
+    if joined is not None:
+        return run_node(joined)
     try:
         return _run(
             lambda settings: _claim_next(queue, owner, capacity, settings),
@@ -130,9 +115,12 @@ def _run(claim: Callable[[Settings], Claimed | None], owner: str, what: str) -> 
         job_id, attempt
     )  # every record of this process from here on carries job_id and attempt
     log.info("job %s attempt %s: claimed by %s", job_id, attempt, owner)
+    if claimed.nodes > 1:  # wake workers for its other nodes, which join node 0's rendezvous
+        _wake(job_id, claimed.queue, claimed.nodes - 1)
     reporter = JobReporter(job_id, attempt, settings, trained_before, claimed.epoch)
     reporter.start()
     status, reason, values = JobStatus.FAILED, "", {}
+    rank_failed: str | None = None
     try:
         _check_memory(claimed.estimated_memory_bytes, settings)
         placement = place_here(  # raises WorkerRefused
@@ -143,17 +131,22 @@ def _run(claim: Callable[[Settings], Claimed | None], owner: str, what: str) -> 
         reporter.deadline = (
             time.monotonic() + limit - trained_before
         )  # the limit counts every attempt
-        data = load_train_data(spec, _upload_resolver(settings, claimed.tenant_id))
-        result = train(
+        data = load_train_data(spec, upload_resolver(settings, claimed.tenant_id))
+        pruner = pruner_for(claimed.sweep_id, claimed.trial_number)
+        result = fit(
             spec,
             data,
             job_dir(settings.artifacts_dir, job_id),
-            [reporter],
-            resume=True,
-            device=placement.device,
-            mixed_precision=placement.mixed_precision,
+            [reporter] if pruner is None else [reporter, pruner],
+            placement,
+            job_id=job_id,
+            attempt=attempt,
+            rendezvous=claimed.rendezvous,
+            settings=settings,
         )
         status, reason = describe_outcome(spec, result, reporter)
+        if pruner is not None and pruner.pruned_at is not None and not reporter.cancel.is_set():
+            status, reason = JobStatus.PRUNED, pruner.reason
         if result.status == "cancelled" and reporter.timed_out and not reporter.cancel.is_set():
             status, reason = (
                 JobStatus.FAILED,
@@ -164,6 +157,8 @@ def _run(claim: Callable[[Settings], Claimed | None], owner: str, what: str) -> 
                 ),
             )
         values = {"test_metrics": result.test_metrics, "epoch": result.epochs_done}
+    except RankFailed as exc:  # no fault of the job's: it resumes, as after a killed process
+        rank_failed = str(exc)
     except USER_ERRORS as exc:
         reason = str(exc)
     except (
@@ -180,7 +175,11 @@ def _run(claim: Callable[[Settings], Claimed | None], owner: str, what: str) -> 
             attempt,
         )
         return "lost"
-    if STOPPING.is_set() and status == JobStatus.CANCELLED and not reporter.cancel.is_set():
+    if rank_failed is not None:  # the reporter stopped renewing the lease: now it can lapse
+        return _lapse(job_id, owner, rank_failed, settings)
+    # Stopped, not cancelled: its worker shuts down, or (several nodes) another node's did.
+    stopped = STOPPING.is_set() or claimed.nodes > 1
+    if stopped and status == JobStatus.CANCELLED and not reporter.cancel.is_set():
         return _preempt(job_id, claimed.queue, attempt, reporter)
     written = patiently(
         lambda: _finish(job_id, attempt, status, reason, values),
@@ -206,6 +205,10 @@ class Claimed(NamedTuple):
     precision: str | None
     epoch: int
     estimated_memory_bytes: int
+    nodes: int
+    rendezvous: str | None  # node 0's, for a multi-node job
+    sweep_id: str | None  # a sweep's trial: its sweep and trial number
+    trial_number: int | None
 
 
 def _claimed(job: Job | None) -> Claimed | None:
@@ -222,6 +225,10 @@ def _claimed(job: Job | None) -> Claimed | None:
         job.precision,
         job.epoch,
         job.estimated_memory_bytes,
+        job.nodes,
+        job.rendezvous,
+        job.sweep_id,
+        job.trial_number,
     )
 
 
@@ -236,15 +243,41 @@ def _claim(job_id: str, owner: str, settings: Settings) -> Claimed | None:
 
 def _claim_next(queue: str, owner: str, capacity: Capacity, settings: Settings) -> Claimed | None:
     with session_scope() as session:
-        return _claimed(
-            claims_repo.claim_next(
-                session=session,
-                queue=queue,
-                owner=owner,
-                lease_seconds=settings.lease_seconds,
-                capacity=capacity,
-            )
+        job = claims_repo.claim_next(
+            session=session,
+            queue=queue,
+            owner=owner,
+            lease_seconds=settings.lease_seconds,
+            capacity=capacity,
         )
+        if job is not None and job.nodes > 1:  # node 0 hosts the rendezvous of this attempt
+            address = rendezvous_address(settings)
+            claims_repo.set_rendezvous(
+                session=session, job_id=job.id, attempt=job.attempt, address=address
+            )
+            job.rendezvous = address
+        return _claimed(job)
+
+
+def _wake(job_id: str, queue: str, count: int) -> None:
+    for _ in range(count):
+        try:
+            enqueue_training(job_id, queue)
+        except Exception:  # its nodes wait at the rendezvous; the attempt times out and resumes
+            log.exception("job %s: waking a worker for another node failed", job_id)
+
+
+def _lapse(job_id: str, owner: str, reason: str, settings: Settings) -> str:
+    """A rank of this attempt died: expire the lease with the reason, so the reaper re-queues the
+    job at once and a later attempt resumes it from its last checkpoint (a counted attempt)."""
+
+    def lapse() -> bool:
+        with session_scope() as session:
+            return jobs_repo.lapse(session=session, job_id=job_id, owner=owner, reason=reason)
+
+    patiently(lapse, patience=settings.database_patience_seconds, what=f"job {job_id}: lapse")
+    log.warning("job %s: %s; its lease is expired for the reaper", job_id, reason)
+    return "killed"
 
 
 def _check_memory(estimate: int, settings: Settings) -> None:

@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 import pydantic
 
-from fitserve_client import cli_models, files
+from fitserve_client import cli_models, cli_sweeps, files
 from fitserve_client.client import DEFAULT_TIMEOUT, Client
 from fitserve_client.config import DEFAULT_URL, resolve, save_config
 from fitserve_client.errors import AuthenticationError, FitserveError, ValidationError
@@ -179,6 +179,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         return cli_models.cmd_models(args, fs)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    with client(args) as fs:
+        return cli_sweeps.cmd_sweep(args, fs)
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     with client(args) as fs:
         job = fs.jobs.cancel(args.job)
@@ -285,6 +290,10 @@ def add_commands(sub: Any) -> None:
         "models", cmd_models, "registered models: register, alias, show, list", common=False
     )
     cli_models.add_actions(p, c)
+    p = command(
+        "sweep", cmd_sweep, "hyperparameter sweeps: start, show, list, cancel", common=False
+    )
+    cli_sweeps.add_actions(p, c)
 
 
 def parser() -> argparse.ArgumentParser:

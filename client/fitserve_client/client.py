@@ -1,4 +1,4 @@
-"""`Client` and `AsyncClient`: the resources (jobs, datasets, models) over one transport."""
+"""`Client` and `AsyncClient`: the resources (jobs, datasets, models, sweeps) over one transport."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fitserve_client.config import resolve
 from fitserve_client.datasets import AsyncDatasets, Datasets
 from fitserve_client.jobs import AsyncJobs, Jobs
 from fitserve_client.predict import AsyncModels, Models
+from fitserve_client.sweeps import AsyncSweeps, Sweeps
 from fitserve_client.transport import AsyncTransport, RetryPolicy, Transport
 
 # Reads wait this long for a byte; an event stream sends a keepalive every 15 s by default
@@ -36,6 +37,7 @@ class Client:
         self.jobs = Jobs(self._transport)
         self.datasets = Datasets(self._transport)
         self.models = Models(self._transport)
+        self.sweeps = Sweeps(self._transport)
 
     def close(self) -> None:
         self._transport.close()
@@ -66,6 +68,7 @@ class AsyncClient:
         self.jobs = AsyncJobs(self._transport)
         self.datasets = AsyncDatasets(self._transport)
         self.models = AsyncModels(self._transport)
+        self.sweeps = AsyncSweeps(self._transport)
 
     async def aclose(self) -> None:
         await self._transport.close()

@@ -204,3 +204,54 @@ class Metrics(list[MetricPoint]):
 
 
 Event = MetricPoint | StatusEvent | JobState
+
+
+class SweepObjective(Model):
+    metric: str
+    direction: Literal["min", "max"]
+
+
+class SweepTrial(Model):
+    """A sweep's trial: its job (none for one the server refused), its values and objective."""
+
+    number: int
+    job_id: str | None
+    status: str
+    reason: str | None
+    params: dict[str, Any]
+    value: float | None
+    epoch: int
+
+
+class SweepBest(Model):
+    job_id: str
+    trial: int | None
+    value: float
+    params: dict[str, Any]
+    spec: dict[str, Any]  # the best trial's job spec: submit it to train it again
+
+
+class Sweep(Model):
+    id: str
+    name: str
+    status: Literal["running", "succeeded", "cancelled", "failed"]
+    reason: str | None
+    objective: SweepObjective
+    trial_budget: int
+    parallelism: int
+    trials_created: int
+    trials_finished: int
+    best: SweepBest | None
+    trials: list[SweepTrial]
+    spec: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+
+class SweepList(Model):
+    data: list[Sweep]
+    count: int

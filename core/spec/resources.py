@@ -66,3 +66,30 @@ class Resources(StrictModel):
     @property
     def ranks(self) -> int:
         return self.processes * self.nodes
+
+
+# Families whose training is no backprop step: their updates cannot be averaged over shards.
+NOT_DATA_PARALLEL = {
+    "rbm": "the rbm family trains by contrastive divergence (Gibbs sampling), not backprop",
+    "dbn": "the dbn family pretrains its RBMs by contrastive divergence, not backprop",
+}
+MIN_SHARD = 2  # samples per rank and step: batch norm needs two
+
+
+def data_parallel_refusal(
+    family: str, batch_size: int, ranks: int
+) -> tuple[tuple[str, ...], str] | None:
+    """(the field's path, why) when a job cannot train on `ranks` data-parallel ranks."""
+    if ranks == 1:
+        return None
+    if family in NOT_DATA_PARALLEL:
+        return ("resources", "processes"), (
+            f"resources.processes and resources.nodes must be 1 for this job: "
+            f"{NOT_DATA_PARALLEL[family]}, so its updates cannot be shared out over ranks"
+        )
+    if batch_size < MIN_SHARD * ranks:
+        return ("fit", "batch_size"), (
+            f"fit.batch_size {batch_size} is the global batch of {ranks} ranks; it must give "
+            f"each at least {MIN_SHARD} samples (>= {MIN_SHARD * ranks})"
+        )
+    return None

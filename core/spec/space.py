@@ -125,7 +125,8 @@ def tagged(*classes: type[StrictModel]) -> WrapValidator:
 
     def dispatch(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         value = named(value, "type")
-        chosen = by_type.get(value.get("type")) if isinstance(value, dict) else None
+        tag = value.get("type") if isinstance(value, dict) else None
+        chosen = by_type.get(tag) if isinstance(tag, str) else None  # a {} or [] tag: no class
         return handler(value) if chosen is None else chosen.model_validate(value)
 
     return WrapValidator(dispatch)

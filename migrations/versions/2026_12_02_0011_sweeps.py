@@ -67,6 +67,9 @@ def upgrade() -> None:
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sweep_id", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("trial_number", sa.Integer(), nullable=True))
+        batch_op.add_column(
+            sa.Column("trial_counted", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
         batch_op.create_index(batch_op.f("ix_job_sweep_id"), ["sweep_id"], unique=False)
     _create_optuna_tables()
 
@@ -75,6 +78,7 @@ def downgrade() -> None:
     _drop_optuna_tables()
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_job_sweep_id"))
+        batch_op.drop_column("trial_counted")
         batch_op.drop_column("trial_number")
         batch_op.drop_column("sweep_id")
     with op.batch_alter_table("sweep", schema=None) as batch_op:

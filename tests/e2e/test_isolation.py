@@ -13,6 +13,7 @@ import json
 import math
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,14 @@ ID_PREFIXES = {
     "job": "job_",
     "dataset": "ds_",
     "model": "m-",  # a registered name, chosen by the test: 128 random bits too
+    "sweep": "swp_",
 }  # then 32 hex digits: core.tables.new_id, 128 random bits
 ID_FORMATS = {kind: re.compile(f"{prefix}[0-9a-f]{{32}}") for kind, prefix in ID_PREFIXES.items()}
 # Each path parameter the schema may hold, and the kind of object whose id fills it.
 PARAMS = {
     "job_id": "job",
     "dataset_id": "dataset",
+    "sweep_id": "sweep",
     "ref": "job",  # a serving route's job id or name: walked with the job id
     "name": "model",
     "alias": "alias",
@@ -55,6 +58,8 @@ KNOWN = {
     ("DELETE", "/v1/models/{name}"),
     ("GET", "/v1/datasets/{dataset_id}"),
     ("DELETE", "/v1/datasets/{dataset_id}"),
+    ("GET", "/v1/sweeps/{sweep_id}"),
+    ("POST", "/v1/sweeps/{sweep_id}/cancel"),
 }
 DIRECTIONS = [pytest.param("a", "b", id="b-probes-a"), pytest.param("b", "a", id="a-probes-b")]
 
@@ -69,14 +74,16 @@ class Owned:
     dataset: dict[str, Any]
     features: int  # values in one instance of the job's dataset, for a valid predict body
     model: str  # the job registered under this name, version 1, aliased `production`
+    sweep: str  # a one-trial sweep's id, ended
 
     @property
     def ids(self) -> dict[str, str]:
         objects = {"job": self.job["id"], "dataset": self.dataset["id"], "model": self.model}
+        objects["sweep"] = self.sweep
         return objects | {"alias": ALIAS, "version": VERSION}
 
     def traces(self) -> list[str]:
-        return [self.marker, self.job["id"], self.dataset["id"], self.model]
+        return [self.marker, self.job["id"], self.dataset["id"], self.model, self.sweep]
 
 
 # The body each request schema gets: one its owner's call accepts, so a 404 cannot be a bad body's.
@@ -173,6 +180,30 @@ def _submit(client: httpx.Client, marker: str) -> str:
     return str(answer.json()["id"])
 
 
+def _sweep(client: httpx.Client, marker: str) -> str:
+    """A one-trial sweep of a one-epoch job, started (it ends while the fixture waits)."""
+    base = json.loads((EXAMPLES / "digits_mlp.json").read_text()) | {"name": f"sweep-{marker}"}
+    base["fit"] |= {"epochs": 1}
+    body = {
+        "base": base,
+        "space": {"model.layers.1.units": {"type": "choice", "values": [8]}},
+        "sampler": "grid",
+        "objective": {"metric": "val_accuracy", "direction": "max"},
+        "max_trials": 1,
+    }
+    answer = client.post("/v1/sweeps", json=body)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+def _ended_sweep(client: httpx.Client, sweep_id: str) -> str:
+    deadline = time.monotonic() + 120
+    while client.get(f"/v1/sweeps/{sweep_id}").json()["status"] == "running":
+        assert time.monotonic() < deadline, f"sweep {sweep_id} still running"
+        time.sleep(0.3)
+    return sweep_id
+
+
 def _register(client: httpx.Client, job_id: str, aliases: list[str]) -> str:
     name = ID_PREFIXES["model"] + secrets.token_hex(16)
     answer = client.post("/v1/models", json={"name": name, "job_id": job_id, "aliases": aliases})
@@ -195,17 +226,21 @@ def _digits_features(client: httpx.Client) -> int:
 def owned(service: Service) -> dict[str, Owned]:
     """Each tenant's succeeded one-epoch job and uploaded CSV; both jobs are queued before either is awaited."""
     started: dict[str, tuple[str, dict[str, Any], str]] = {}
+    sweeps: dict[str, str] = {}
     for tenant in ("a", "b"):
         marker = secrets.token_hex(6)
         with service.client(tenant) as client:
             started[tenant] = (marker, _upload(client, marker), _submit(client, marker))
+            sweeps[tenant] = _sweep(client, marker)
     objects = {}
     for tenant, (marker, dataset, job_id) in started.items():
         with service.client(tenant) as client:
             job = wait_for(client, job_id, ("succeeded", "failed", "cancelled"), timeout=120)
             assert job["status"] == "succeeded", job["reason"]
             model = _register(client, job_id, [ALIAS])
-            objects[tenant] = Owned(tenant, marker, job, dataset, _digits_features(client), model)
+            sweep = _ended_sweep(client, sweeps[tenant])
+            features = _digits_features(client)
+            objects[tenant] = Owned(tenant, marker, job, dataset, features, model, sweep)
     return objects
 
 
@@ -255,10 +290,11 @@ def assert_served(owner: httpx.Client, route: Route, owned: Owned) -> None:
         assert owner.get(f"/v1/datasets/{copy['id']}").status_code == 404
         return
     answer = route.request(owner, owned.ids, owned)
-    ended = {
-        "detail": f"job {owned.ids['job']} already ended: succeeded"
-    }  # a succeeded job's cancel
-    assert answer.status_code == 200 or (answer.status_code, answer.json()) == (409, ended), (
+    ended = [  # the cancel of a succeeded job, of an ended sweep
+        {"detail": f"job {owned.ids['job']} already ended: succeeded"},
+        {"detail": f"sweep {owned.ids['sweep']} already ended: succeeded"},
+    ]
+    assert answer.status_code == 200 or (answer.status_code == 409 and answer.json() in ended), (
         f"{route.method} {route.url(owned.ids)} as its owner: {answer.status_code} {answer.text}"
     )
 

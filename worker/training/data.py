@@ -14,6 +14,12 @@ class TrainingFailed(RuntimeError):
     """Training cannot go on; the message is the reason a user reads."""
 
 
+class RankFailed(RuntimeError):
+    """A data-parallel rank died (a signal, the OOM killer) or lost the others: no fault of the
+    job's. The attempt ends and the job resumes from its last checkpoint, as after a killed
+    training process; it is no TrainingFailed on purpose, since that fails the job for good."""
+
+
 @dataclass
 class TrainData:
     """Preprocessed tensors; `y` holds class ids (int64) or targets (float32, N x k)."""
