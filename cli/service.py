@@ -86,6 +86,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.queues is not None:  # read by every process of this worker, its pool's included
         os.environ["FITSERVE_WORKER_QUEUES"] = args.queues
         get_settings.cache_clear()
+    from core.queue import declare_queues
     from worker.capacity import CapacityError, consumed_queues, this_worker
     from worker.celery_app import app
 
@@ -96,13 +97,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"fitserve worker: {exc}", file=sys.stderr)
         return 2
     configure_service_logging(settings, args.loglevel, celery=True)
+    queues = consumed_queues(settings, capacity)
+    declare_queues(queues)
     argv = [
         "worker",
         f"--loglevel={args.loglevel}",
         f"--concurrency={args.concurrency}",
         "--pool=prefork",
         "-Q",
-        ",".join(consumed_queues(settings, capacity)),
+        ",".join(queues),
         "-O",
         "fair",
         "--without-gossip",

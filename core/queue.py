@@ -4,6 +4,7 @@ backend, holds every job's state."""
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 from celery import Celery
@@ -83,6 +84,23 @@ def enqueue_training(job_id: str, queue: str) -> None:
 def broker_queues(prefix: str) -> list[str]:
     """Every queue of a deployment: its `any` queue and one per device kind."""
     return [broker_queue(prefix, kind) for kind in ("any", *KINDS)]
+
+
+def declare_queues(names: list[str], attempts: int = 5) -> None:
+    """Declare a worker's queues before it consumes them: on the embedded broker two workers
+    starting at once race to insert the same queue row, and Celery treats the loser's
+    IntegrityError as unrecoverable. Declared here, a lost race is simply tried again."""
+    for attempt in range(attempts):
+        try:
+            with celery_app().connection_for_write() as connection:
+                connection.ensure_connection(max_retries=3)
+                for name in names:
+                    connection.default_channel.queue_declare(queue=name, passive=False)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def queue_depth(queue: str) -> int:
