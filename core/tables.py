@@ -25,7 +25,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -193,7 +192,7 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(String(40), index=True)
     trial_number: Mapped[int | None] = mapped_column(Integer)
     # Its end told to the sweep (Optuna and the counters): set once, by whoever tells it.
-    trial_counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    trial_counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Metric(Base):

@@ -64,13 +64,15 @@ def upgrade() -> None:
     # Columns only, no foreign key to sweep: SQLite adds a plain column in place, but would copy
     # the job table to add a key, and dropping the old copy (foreign keys on) would cascade to
     # every job's events, metrics and checkpoints.
-    with op.batch_alter_table("job", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sweep_id", sa.String(length=40), nullable=True))
-        batch_op.add_column(sa.Column("trial_number", sa.Integer(), nullable=True))
-        batch_op.add_column(
-            sa.Column("trial_counted", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch_op.create_index(batch_op.f("ix_job_sweep_id"), ["sweep_id"], unique=False)
+    # Plain ALTER TABLE ADD COLUMN (not batch mode, which may decide to copy the table), and a
+    # literal default: tests/test_events.py upgrades a database holding metric rows and checks
+    # none is lost.
+    op.add_column("job", sa.Column("sweep_id", sa.String(length=40), nullable=True))
+    op.add_column("job", sa.Column("trial_number", sa.Integer(), nullable=True))
+    op.add_column(
+        "job", sa.Column("trial_counted", sa.Boolean(), server_default="0", nullable=False)
+    )
+    op.create_index(op.f("ix_job_sweep_id"), "job", ["sweep_id"], unique=False)
     _create_optuna_tables()
 
 
