@@ -40,14 +40,23 @@ from worker.training.data import TrainData, TrainingFailed
 from worker.training.engine import TrainResult, pick_device
 from worker.training.rank import MIN_SHARD, RankCallbacks, RankJob, rank_main
 
-log = logging.getLogger(__name__)
-
 # Families whose training is no backprop step: their updates cannot be averaged over shards.
 NOT_DATA_PARALLEL = {
     "rbm": "the rbm family trains by contrastive divergence (Gibbs sampling), not backprop",
     "dbn": "the dbn family pretrains its RBMs by contrastive divergence, not backprop",
 }
 POLL_SECONDS = 0.05  # how often the calling thread looks at should_stop between events
+
+
+class _ExpectedNotice(logging.Filter):
+    """The launch runs off the main thread on purpose, and each rank watches the process that
+    launched it (rank.py), so torch's warning that orphaned ranks could follow is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running on a child thread" not in record.getMessage()
+
+
+logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_ExpectedNotice())
 
 
 class RankFailed(RuntimeError):
@@ -173,8 +182,8 @@ class _Relay:
         launch.start()
         while launch.is_alive():
             self._take(self.channels[0].get, timeout=POLL_SECONDS)
-            if not self.stop.is_set() and self.failure is None and self.callbacks.should_stop():
-                self.stop.set()
+            if not self.stop.is_set():
+                self._call("should_stop")
         for channel in self.channels:  # the ranks have exited: what they wrote is all there
             while self._take(channel.get_nowait):
                 pass
@@ -190,13 +199,21 @@ class _Relay:
         _, name, args = message
         if name == "on_step_end":
             self.epoch, self.step = args[0], args[1]
-        if self.failure is None:
-            try:
-                getattr(self.callbacks, name)(*args)
-            except Exception as exc:  # the ranks stop at their next step; raised once they have
-                self.failure = exc
-                self.stop.set()
+        self._call(name, *args)
         return True
+
+    def _call(self, name: str, *args: Any) -> None:
+        """A callback's hook; True from should_stop, or an error (raised once the ranks have
+        stopped, at their next step), sets the stop flag."""
+        if self.failure is not None:
+            return
+        try:
+            answer = getattr(self.callbacks, name)(*args)
+            if name == "should_stop" and answer:
+                self.stop.set()
+        except Exception as exc:
+            self.failure = exc
+            self.stop.set()
 
 
 class _Launch(threading.Thread):
@@ -244,7 +261,8 @@ def _cause(error: BaseException, relay: _Relay, job: RankJob) -> BaseException:
         _, rank, exc = reported[0]
         return RankFailed(f"rank {rank} of {world} lost the other ranks{at} ({exc}); {resumes}")
     if isinstance(error, ChildFailedError):
-        rank, failure = error.get_first_failure()
+        _, failure = error.get_first_failure()
+        rank = job.node_rank * job.processes + failure.local_rank
         return RankFailed(
             f"rank {rank} of {world} exited with code {failure.exitcode}{at}; {resumes}"
         )
