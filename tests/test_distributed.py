@@ -26,7 +26,7 @@ from models.errors import SpecError
 from tests.helpers import EXAMPLES, digits_mlp, example
 from worker.datasource import load_train_data
 from worker.training.callbacks import Callback, CheckpointInfo, TrainStart
-from worker.training.data import TrainData
+from worker.training.data import TrainData, TrainingFailed
 from worker.training.distributed import RankFailed, _free_port, train_distributed
 from worker.training.engine import Trainer, TrainResult, train
 
@@ -72,18 +72,23 @@ class Recorder(Callback):
 
 
 class Digests(Callback):
-    """In a rank: after every step, a digest of the rank's parameters; optionally SIGKILLs its own
-    process at `kill_at` (a real SIGKILL: the other ranks and the launcher see a dead rank)."""
+    """In a rank: after every step, a digest of the rank's parameters. At step `at` it SIGKILLs its
+    own process (a real SIGKILL: the other ranks and the launcher see a dead rank) or, with
+    `fail`, raises a TrainingFailed of its own, as a rank meeting a NaN loss would."""
 
-    def __init__(self, directory: Path, rank: int, trainer: Trainer, kill_at: int | None) -> None:
-        self.path, self.trainer, self.kill_at = directory / f"digests-{rank}.txt", trainer, kill_at
-        self.pid_file = directory / f"pid-{rank}"
+    def __init__(
+        self, directory: Path, rank: int, trainer: Trainer, at: int | None, fail: bool
+    ) -> None:
+        self.path, self.trainer = directory / f"digests-{rank}.txt", trainer
+        self.pid_file, self.at, self.fail = directory / f"pid-{rank}", at, fail
 
     def on_train_start(self, start: TrainStart) -> None:
         self.pid_file.write_text(str(os.getpid()))
 
     def on_step_end(self, epoch: int, step: int, batch: int) -> None:
-        if step == self.kill_at:
+        if step == self.at and self.fail:
+            raise TrainingFailed(f"the loss became nan at epoch {epoch}, step {step}")
+        if step == self.at:
             os.kill(os.getpid(), signal.SIGKILL)
         digest = hashlib.sha256()
         for p in self.trainer.model.parameters():
@@ -93,10 +98,16 @@ class Digests(Callback):
 
 
 def digest_hooks(
-    directory: Path, rank: int, trainer: Trainer, kill: tuple[int, int] | None = None
+    directory: Path,
+    rank: int,
+    trainer: Trainer,
+    kill: tuple[int, int] | None = None,
+    fail: tuple[int, int] | None = None,
 ) -> list[Callback]:
-    kill_at = kill[1] if kill is not None and kill[0] == rank else None
-    return [Digests(directory, rank, trainer, kill_at)]
+    """Digests for every rank; `kill` or `fail` (rank, step) break that rank at that step."""
+    broken = kill or fail
+    at = broken[1] if broken is not None and broken[0] == rank else None
+    return [Digests(directory, rank, trainer, at, fail is not None)]
 
 
 def digests(directory: Path, rank: int) -> list[str]:
@@ -200,6 +211,14 @@ def test_a_killed_rank_fails_the_attempt_and_the_job_resumes(
     a, b = weights(unbroken), weights(resumed)
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+
+
+def test_a_ranks_own_error_is_raised_as_it_was(tmp_path: Path, digits: TrainData) -> None:
+    """Not RankFailed: a TrainingFailed on one rank fails the job with its reason."""
+    hooks = partial(digest_hooks, tmp_path, fail=(1, 5))
+    with pytest.raises(TrainingFailed, match=r"^the loss became nan at epoch 1, step 5$"):
+        train_distributed(plain_mlp(epochs=1), digits, tmp_path / "job", processes=2,
+                          rank_callbacks=hooks)  # fmt: skip
 
 
 def small(name: str) -> JobSpec:
