@@ -205,6 +205,10 @@ class Trainer:
         for i, (group, base) in enumerate(zip(groups, self.base_lrs, strict=True)):
             group["lr"] = lr if i == 0 else base * lr / self.base_lrs[0]
 
+    def _seed_epoch(self, epoch: int) -> None:
+        """Seed the epoch's dropout, noise and latent draws (a distributed rank draws its own)."""
+        torch.manual_seed(_derived_seed(self.spec.fit.seed, epoch, 2))
+
     def _run_epoch(self, epoch: int) -> dict[str, float] | None:
         """One pass over the training split; None if a callback asked to stop.
 
@@ -218,9 +222,7 @@ class Trainer:
         seen = 0
         self.model.train()
         self.task.start_epoch(epoch)
-        torch.manual_seed(
-            _derived_seed(self.spec.fit.seed, epoch, 2)
-        )  # dropout, noise, latent draws
+        self._seed_epoch(epoch)
         for batch, idx in enumerate(self._batches(len(x), epoch), start=1):
             loss = self.task.train_batch(x[idx], y[idx], epoch)
             seen += len(idx)
@@ -275,21 +277,29 @@ class Trainer:
                 metrics.update({f"val_{k}": v for k, v in val.items()})
             metrics.update(self.task.epoch_end(epoch))
             metrics.update(lr=lr, epoch_seconds=seconds, samples_per_second=n_train / seconds)
+            metrics = self._settle(metrics)
             self.history.append(metrics)
             self.schedule.epoch_end(metrics, epoch)
             improved, stop = self.stopper.epoch_end(metrics, epoch)
             if improved and fit.early_stopping and fit.early_stopping.restore_best:
-                self.best_state = {
-                    k: v.detach().clone() for k, v in self.model.state_dict().items()
-                }
-                best_tensors = {f"model.{k}": v for k, v in self.best_state.items()}
-                write_checkpoint(self.ckpt_dir, "best", best_tensors, self._meta(BestMeta, epoch))
+                self._keep_best(epoch)
             self.callbacks.on_epoch_end(epoch, metrics)
             self.save_checkpoint(epoch)
             if stop:
                 status = "early_stopped"
                 break
         return self._finish(status)
+
+    def _settle(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The epoch's metrics as the schedule, early stopping and the history take them
+        (distributed ranks all take rank 0's, so every rank decides alike)."""
+        return metrics
+
+    def _keep_best(self, epoch: int) -> None:
+        """Keep the weights of the best epoch so far, in memory and in `best` (restore_best)."""
+        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        best_tensors = {f"model.{k}": v for k, v in self.best_state.items()}
+        write_checkpoint(self.ckpt_dir, "best", best_tensors, self._meta(BestMeta, epoch))
 
     def _finish(self, status: Literal["completed", "early_stopped", "cancelled"]) -> TrainResult:
         best_epoch = self.stopper.state.best_epoch if self.spec.fit.early_stopping else None
